@@ -1,0 +1,115 @@
+"""Configuration of a streaming session (model, keyframes, windows, cache), validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+PRESETS = ("lingbot-map", "tiny")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+KEYFRAME_MODES = ("every", "interval", "flow")
+WINDOW_MODES = ("off", "online")
+CACHE_POLICIES = ("sliding_window", "evict3r", "infinitevggt")
+PATCH_SIZE = 14
+
+
+class ConfigError(ValueError):
+    """A setting is out of range or inconsistent; the message says which and why."""
+
+
+@dataclass
+class EngineConfig:
+    """Everything a ``StreamSession`` needs; field docs are the user-facing descriptions."""
+
+    preset: str = "lingbot-map"
+    """Network architecture: 'lingbot-map' (ViT-L, the official checkpoints) or 'tiny' (random
+    weights, meaningless geometry; for tests and smoke runs)."""
+    checkpoint: str = ""
+    """Weights: a .pt/.pth/.safetensors path, 'hf' to download robbyant/lingbot-map through the
+    Hugging Face cache, or empty for random weights (only allowed with the tiny preset)."""
+    device: str = "auto"
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    dtype: str = "auto"
+    """Inference precision: 'auto' (bf16 on CUDA >= sm80, fp16 on older CUDA, fp32 on CPU),
+    'float32', 'bfloat16', 'float16'."""
+    image_width: int = 518
+    """Width of the model input in pixels (multiple of 14); the height follows the aspect ratio."""
+    num_scale_frames: int = 8
+    """Frames at the start of a sequence/window processed together as the scale reference."""
+    camera_iterations: int = 4
+    """Refinement iterations of the camera head (fewer is faster)."""
+    keyframe_mode: str = "every"
+    """'every' frame is stored, every N-th ('interval'), or by camera-induced flow ('flow')."""
+    keyframe_interval: int = 1
+    """N of the 'interval' mode: every N-th frame after the scale frames is stored."""
+    flow_threshold: float = 8.0
+    """'flow' mode: mean flow in model pixels against the last keyframe above which a frame
+    becomes a keyframe."""
+    max_keyframe_gap: int = 30
+    """'flow' mode: a frame becomes a keyframe at the latest after this many non-keyframes."""
+    window_mode: str = "off"
+    """'off' (one sequence) or 'online' (restart the caches every window and align the windows
+    by Sim(3) over their overlap)."""
+    window_size: int = 64
+    """Keyframes per window, its scale frames included."""
+    window_overlap: int = 8
+    """Frames re-processed as the next window's scale frames (>= 1, <= num_scale_frames)."""
+    cache_policy: str = "sliding_window"
+    """KV-cache memory policy: 'sliding_window' (the reference), 'evict3r', 'infinitevggt'."""
+    cache_sliding_window: int = 64
+    """'sliding_window': recent frames kept in full besides the scale frames."""
+    cache_budget_tokens: int = 0
+    """Token budget per global layer for 'evict3r'/'infinitevggt' (0 = the policy's default)."""
+    cache_max_frames: int = 1024
+    """Stored frames whose special tokens (and camera-head entries) are kept; older non-scale
+    frames are recycled so memory stays constant on endless streams (0 = unbounded, as the
+    reference)."""
+    compute_points: bool = True
+    """Produce world points for every frame (from depth and pose when the point head is absent)."""
+
+    def validate(self) -> EngineConfig:
+        """Raise ``ConfigError`` naming the first invalid setting; return self when valid."""
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+
+        def at_least(name: str, low: float) -> None:
+            value = getattr(self, name)
+            if value < low:
+                raise ConfigError(f"{name}={value} must be >= {low}")
+
+        choice("preset", PRESETS)
+        choice("dtype", DTYPES)
+        choice("keyframe_mode", KEYFRAME_MODES)
+        choice("window_mode", WINDOW_MODES)
+        choice("cache_policy", CACHE_POLICIES)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device={self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.image_width % PATCH_SIZE or self.image_width < 2 * PATCH_SIZE:
+            raise ConfigError(f"image_width={self.image_width} must be a multiple of {PATCH_SIZE} and >= 28")
+        if not self.checkpoint and self.preset != "tiny":
+            raise ConfigError("checkpoint is empty: random weights are only allowed with preset 'tiny' "
+                              "(give a checkpoint path or 'hf')")
+        at_least("num_scale_frames", 1)
+        at_least("camera_iterations", 1)
+        at_least("keyframe_interval", 1)
+        at_least("flow_threshold", 0.0)
+        at_least("max_keyframe_gap", 1)
+        at_least("cache_sliding_window", 1)
+        at_least("cache_budget_tokens", 0)
+        at_least("cache_max_frames", 0)
+        at_least("window_overlap", 1)
+        if self.window_overlap > self.num_scale_frames:
+            raise ConfigError(f"window_overlap={self.window_overlap} must be <= num_scale_frames="
+                              f"{self.num_scale_frames} (overlap frames become the next window's scale frames)")
+        if self.window_size <= self.num_scale_frames:
+            raise ConfigError(f"window_size={self.window_size} must exceed num_scale_frames={self.num_scale_frames}")
+        if 0 < self.cache_max_frames < self.num_scale_frames + self.cache_sliding_window:
+            raise ConfigError(f"cache_max_frames={self.cache_max_frames} must be 0 or >= num_scale_frames + "
+                              f"cache_sliding_window ({self.num_scale_frames + self.cache_sliding_window})")
+        return self
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
