@@ -1,1 +1,10 @@
-"""cache"""
+"""KV caches of the aggregator's global attention and their memory policies (torch only).
+
+``base.py`` is the contract; ``factory.build_cache`` picks an implementation:
+
+* ``dense.py``: per-frame dense tensors, the bit-exact yardstick;
+* ``paged_store.py`` (+ ``frame_slots.py``): page pools and their bookkeeping, shared by
+  ``paged_gather.py`` (gather + SDPA) and ``paged_flashinfer.py`` (FlashInfer, with
+  ``page_table.py``), both driven by ``paged_cache.py``;
+* ``policies/``: the evict3r / infinitevggt memory policies on ``policies/budgeted_cache.py``.
+"""

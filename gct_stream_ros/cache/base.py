@@ -67,6 +67,10 @@ class CacheStats:
     protected_tokens: int = 0
     """Tokens that no policy may evict (scale frames, anchors, kept specials), per layer."""
     policy: str = "sliding_window"
+    specials_dropped: int = 0
+    """Frames whose special tokens were recycled by the ``max_frames`` bound since the last reset."""
+    budget_tokens_per_layer: list[int] = field(default_factory=list)
+    """Token budget of each global layer under a budgeted policy (empty when unbudgeted)."""
 
     @property
     def tokens_min(self) -> int:

@@ -1,0 +1,73 @@
+"""A memory policy = scorer x layer budget allocator x granularity x timing, and the named presets.
+
+* **scorer** — which patch tokens deserve to stay: ``recency`` (newest frames), ``key_diversity``
+  (InfiniteVGGT: keys far from the layer's mean key) or ``attention_mass`` (Evict3R: attention
+  received per frame of exposure). See ``scorers.py``.
+* **allocator** — how a fixed per-layer mean budget is split over the layers: ``uniform``,
+  ``variance`` (Evict3R: softmax(-variance of the attention mass / temperature)) or
+  ``diversity`` (InfiniteVGGT: softmax(diversity / temperature)). See ``allocators.py``.
+* **granularity** — ``token`` (any patch token) or ``frame`` (a frame's patches leave together,
+  ranked by their mean score).
+* **timing** — evict ``before`` the step's attention (the frame's own tokens are candidates) or
+  ``after`` it (needed by ``attention_mass``, which scores with that attention).
+
+Every policy acts on the patch stream only: the scale frames' patches are protected and the
+special tokens of every retained frame are kept (bounded by ``max_frames``), as lingbot-map does.
+
+Presets: ``sliding_window`` (lingbot-map; served by the paged caches, bit-exact with the
+reference), ``evict3r`` and ``infinitevggt`` (served by ``BudgetedKVCache``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCORERS = ("recency", "key_diversity", "attention_mass")
+ALLOCATORS = ("uniform", "variance", "diversity")
+GRANULARITIES = ("token", "frame")
+TIMINGS = ("before", "after")
+# the layer statistic each non-uniform allocator needs, and which scorer produces it
+ALLOCATOR_SCORER = {"variance": "attention_mass", "diversity": "key_diversity"}
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """One composition of the four parts (see the module docstring)."""
+
+    name: str
+    scorer: str = "recency"
+    allocator: str = "uniform"
+    granularity: str = "frame"
+    timing: str = "before"
+    temperature: float = 0.5
+    """Softmax temperature of the non-uniform allocators (0.5 in both published policies)."""
+
+    def __post_init__(self) -> None:
+        for value, allowed in ((self.scorer, SCORERS), (self.allocator, ALLOCATORS),
+                               (self.granularity, GRANULARITIES), (self.timing, TIMINGS)):
+            if value not in allowed:
+                raise ValueError(f"policy {self.name!r}: {value!r} is not one of {', '.join(allowed)}")
+        if self.scorer == "attention_mass" and self.timing != "after":
+            raise ValueError(f"policy {self.name!r}: attention_mass scores with the step's attention, "
+                             "so it needs timing='after'")
+        needed = ALLOCATOR_SCORER.get(self.allocator)
+        if needed is not None and needed != self.scorer:
+            raise ValueError(f"policy {self.name!r}: the {self.allocator!r} allocator needs the "
+                             f"{needed!r} scorer")
+        if self.temperature <= 0:
+            raise ValueError(f"policy {self.name!r}: temperature must be > 0")
+
+
+PRESETS = {
+    "sliding_window": CachePolicy("sliding_window"),
+    "evict3r": CachePolicy("evict3r", scorer="attention_mass", allocator="variance", granularity="token",
+                           timing="after"),
+    "infinitevggt": CachePolicy("infinitevggt", scorer="key_diversity", allocator="diversity",
+                                granularity="token", timing="before"),
+}
+
+
+def policy_preset(name: str) -> CachePolicy:
+    if name not in PRESETS:
+        raise ValueError(f"cache policy {name!r} is not one of {', '.join(PRESETS)}")
+    return PRESETS[name]

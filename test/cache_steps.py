@@ -1,0 +1,67 @@
+"""Test support for the KV caches: random step schedules and a driver for lockstep runs."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from gct_stream_ros.cache.base import GlobalKVCache, StepMode
+
+SPECIALS = 6
+
+
+@dataclass(frozen=True)
+class Step:
+    """One action on a cache: a phase-1 or single-frame step, or a reset."""
+
+    kind: str  # "phase1", "store", "skip", "commit", "rollback", "reset"
+    num_frames: int = 1
+
+
+def random_schedule(seed: int, steps: int, max_phase1: int) -> list[Step]:
+    """A schedule that starts with phase 1 and mixes every mode, with a rare reset + phase 1."""
+    rng = random.Random(seed)
+    schedule = [Step("phase1", rng.randint(1, max_phase1))]
+    for _ in range(steps):
+        if rng.random() < 0.02:
+            schedule += [Step("reset"), Step("phase1", rng.randint(1, max_phase1))]
+            continue
+        schedule.append(Step(rng.choices(["store", "skip", "commit", "rollback"], [5, 2, 2, 2])[0]))
+    return schedule
+
+
+def step_tensors(gen: torch.Generator, num_layers: int, num_frames: int, tokens: int, heads: int,
+                 head_dim: int, dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, ...]]:
+    """q, k, v ``[S, P, H, D]`` for every layer."""
+    shape = (num_frames, tokens, heads, head_dim)
+    return [tuple(torch.randn(shape, generator=gen).to(dtype) for _ in range(3)) for _ in range(num_layers)]
+
+
+def step_mode(step: Step) -> StepMode:
+    modes = {"phase1": StepMode.STORE, "store": StepMode.STORE, "skip": StepMode.SKIP}
+    return modes.get(step.kind, StepMode.DEFER)
+
+
+def run_step(cache: GlobalKVCache, step: Step, tensors: list[tuple[torch.Tensor, ...]],
+             after_begin: Callable[[GlobalKVCache], None] | None = None) -> list[torch.Tensor]:
+    """Apply ``step`` with the given per-layer q/k/v; return the per-layer outputs (none for a reset).
+
+    ``after_begin(cache)`` runs between ``begin_step`` and the first ``attend``.
+    """
+    if step.kind == "reset":
+        cache.reset()
+        return []
+    q0 = tensors[0][0]
+    cache.begin_step(q0.shape[0], q0.shape[1], step_mode(step))
+    if after_begin is not None:
+        after_begin(cache)
+    outputs = [cache.attend(layer, q, k, v) for layer, (q, k, v) in enumerate(tensors)]
+    cache.end_step()
+    if step.kind == "commit":
+        cache.commit()
+    elif step.kind == "rollback":
+        cache.rollback()
+    return outputs
