@@ -1,0 +1,118 @@
+"""``GCTModel``: the GCT network with its caches, driven one step at a time (``StreamingNetwork``).
+
+State-dict keys and shapes equal the reference ``GCTStream``'s, so its checkpoints load
+strictly. Precision: fp32 by default; ``to_inference_dtype(torch.bfloat16)`` reproduces the
+reference's GPU recipe (spec §9.1): the aggregator's parameters and normalisation constants are
+cast, the aggregator runs under autocast, the heads run in fp32 on fp32 features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from gct_stream_ros.cache.base import CacheStats, GlobalKVCache, StepMode
+from gct_stream_ros.cache.dense import DenseKVCache
+from gct_stream_ros.model.aggregator import Aggregator
+from gct_stream_ros.model.camera_cache import CameraKVCache
+from gct_stream_ros.model.camera_head import CameraHead
+from gct_stream_ros.model.config import GCTConfig
+from gct_stream_ros.model.dpt_head import DPTHead, activate_depth, activate_points
+from gct_stream_ros.model.network import StepOutput
+
+
+class GCTModel(nn.Module):
+    """The streaming network; ``cache`` defaults to a ``DenseKVCache`` built from the config.
+
+    A cache given by the caller is the caller's: ``to_inference_dtype`` only rebuilds the default
+    one. Changing the image size requires ``reset()`` (caches hold a fixed tokens-per-frame).
+    """
+
+    def __init__(self, config: GCTConfig, cache: GlobalKVCache | None = None):
+        super().__init__()
+        if not config.enable_depth:
+            raise ValueError("the streaming network needs the depth head (enable_depth=True)")
+        self.config = config
+        self.aggregator = Aggregator(config)
+        self.camera_head = CameraHead(config)
+        self.depth_head = DPTHead(config, output_dim=2)
+        self.point_head = DPTHead(config, output_dim=4) if config.enable_point else None
+        self.inference_dtype = torch.float32
+        self._owns_cache = cache is None
+        self.cache = cache if cache is not None else self._default_cache(torch.float32)
+        self.camera_cache = CameraKVCache(config.camera_iterations, config.camera_depth, config.scale_frames,
+                                          config.max_frames)
+
+    def _default_cache(self, dtype: torch.dtype) -> DenseKVCache:
+        c = self.config
+        return DenseKVCache(c.depth, c.num_special_tokens, c.scale_frames, c.sliding_window, c.max_frames,
+                            dtype)
+
+    def materialize(self, device: torch.device | str) -> GCTModel:
+        """Allocate (uninitialised) storage for a model built on the ``meta`` device."""
+        self.to_empty(device=device)
+        self.aggregator.reset_constants()
+        return self
+
+    def to_inference_dtype(self, dtype: torch.dtype) -> GCTModel:
+        """Run the aggregator in ``dtype`` (bf16/fp16 on GPU); heads and outputs stay fp32."""
+        self.aggregator.to(dtype)
+        self.inference_dtype = dtype
+        if self._owns_cache:
+            self.cache = self._default_cache(dtype)
+        return self
+
+    @torch.no_grad()
+    def step(self, images: torch.Tensor, mode: StepMode = StepMode.STORE,
+             num_scale_frames: int | None = None) -> StepOutput:
+        """See ``StreamingNetwork.step``: images ``[S, 3, H, W]`` in [0, 1] at model resolution."""
+        num_scale_frames = self.config.scale_frames if num_scale_frames is None else num_scale_frames
+        num_frames, _, height, width = images.shape
+        device = self.camera_head.embed_pose.weight.device
+        images = images.to(device=device, dtype=torch.float32)
+        with self._aggregator_precision(device):
+            layers = self.aggregator(images, self.cache, mode, num_scale_frames)
+        layers = [x.float() for x in layers]
+        with _fp32(device):
+            self.camera_cache.begin_step(num_frames, mode)
+            poses = self.camera_head(layers[-1], self.camera_cache)
+            self.camera_cache.end_step()
+            patch_start = self.config.num_special_tokens
+            depth, depth_conf = activate_depth(self.depth_head(layers, (height, width), patch_start))
+            points = points_conf = None
+            if self.point_head is not None:
+                points, points_conf = activate_points(self.point_head(layers, (height, width), patch_start))
+        return StepOutput(pose_enc=poses[-1], depth=depth, depth_conf=depth_conf,
+                          pose_enc_list=torch.stack(poses),
+                          world_points=points, world_points_conf=points_conf)
+
+    def commit(self) -> None:
+        self.cache.commit()
+        self.camera_cache.commit()
+
+    def rollback(self) -> None:
+        self.cache.rollback()
+        self.camera_cache.rollback()
+
+    def reset(self) -> None:
+        self.cache.reset()
+        self.camera_cache.reset()
+
+    @property
+    def frames_stored(self) -> int:
+        return self.cache.frames_stored
+
+    def cache_stats(self) -> CacheStats:
+        return self.cache.stats()
+
+    def _aggregator_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.inference_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.inference_dtype)
+
+
+def _fp32(device: torch.device) -> contextlib.AbstractContextManager:
+    """The heads run in fp32 even when the caller runs under autocast."""
+    return torch.autocast(device.type, enabled=False)

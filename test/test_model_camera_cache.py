@@ -1,0 +1,58 @@
+"""The camera head's KV cache: store, skip, defer + commit / rollback, and the optional bound."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gct_stream_ros.cache.base import StepMode
+from gct_stream_ros.model.camera_cache import CameraKVCache
+
+
+def step(cache: CameraKVCache, frame_ids: list[int], mode: StepMode = StepMode.STORE) -> torch.Tensor:
+    """Key = value = the frame id; the output of a uniform query is the mean id of the visible frames."""
+    kv = torch.tensor(frame_ids, dtype=torch.float32).reshape(-1, 1, 1)  # [S, H=1, D=1]
+    cache.begin_step(len(frame_ids), mode)
+    out = [cache.attend(i, b, torch.zeros_like(kv), kv, kv) for i in range(cache.num_iterations)
+           for b in range(cache.num_blocks)]
+    cache.end_step()
+    return out[-1].flatten()
+
+
+def test_store_keeps_every_frame_by_default_like_the_reference():
+    cache = CameraKVCache(num_iterations=2, num_blocks=2)
+    assert step(cache, [1, 2]).tolist() == [1.5, 1.5]  # phase 1 attends bidirectionally
+    for frame in range(3, 10):
+        step(cache, [frame])
+    assert cache.frames_cached == cache.frames_stored == 9
+    assert step(cache, [10]).item() == pytest.approx(5.5)
+
+
+def test_skip_attends_with_itself_and_stores_nothing():
+    cache = CameraKVCache(1, 1)
+    step(cache, [2, 4])
+    assert step(cache, [9], StepMode.SKIP).item() == pytest.approx(5.0)
+    assert cache.frames_cached == cache.frames_stored == 2
+
+
+def test_defer_rollback_removes_the_frame_and_commit_keeps_it():
+    cache = CameraKVCache(2, 3)
+    step(cache, [2, 4])
+    assert step(cache, [9], StepMode.DEFER).item() == pytest.approx(5.0)
+    cache.rollback()
+    assert cache.frames_cached == cache.frames_stored == 2
+    assert step(cache, [6]).item() == pytest.approx(4.0)
+    step(cache, [8], StepMode.DEFER)
+    cache.commit()
+    assert cache.frames_cached == 4
+    with pytest.raises(RuntimeError):
+        cache.commit()
+
+
+def test_max_frames_keeps_the_scale_frames_and_the_newest():
+    cache = CameraKVCache(1, 1, scale_frames=1, max_frames=3)
+    step(cache, [1, 2])
+    for frame in (3, 4, 5):
+        step(cache, [frame])
+    assert cache.frames_cached == 3 and cache.frames_stored == 5
+    assert step(cache, [6]).item() == pytest.approx((1 + 5 + 6) / 3)

@@ -1,0 +1,129 @@
+"""GCTModel (tiny preset): step outputs and the STORE / SKIP / DEFER semantics across both caches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gct_stream_ros.cache.base import StepMode
+from gct_stream_ros.model.config import GCTConfig
+from gct_stream_ros.model.gct import GCTModel
+from gct_stream_ros.model.pose_encoding import decode_pose_encoding
+
+
+def _equal_outputs(a, b) -> bool:
+    names = ("pose_enc", "depth", "depth_conf")
+    return all(torch.equal(getattr(a, name), getattr(b, name)) for name in names)
+
+
+def test_step_outputs_have_the_contract_shapes(tiny_model, frames):
+    model = tiny_model(enable_point=True)
+    images = frames(3)
+    first = model.step(images[:2])
+    second = model.step(images[2:])
+    assert first.pose_enc.shape == (2, 9) and second.pose_enc.shape == (1, 9)
+    assert first.depth.shape == first.depth_conf.shape == (2, 42, 56)
+    assert first.pose_enc_list.shape == (model.config.camera_iterations, 2, 9)
+    assert torch.equal(first.pose_enc_list[-1], first.pose_enc)
+    assert first.world_points.shape == (2, 42, 56, 3) and first.world_points_conf.shape == (2, 42, 56)
+    assert (first.depth > 0).all() and (first.depth_conf > 1).all()
+    assert model.frames_stored == 3 and model.cache_stats().frames_stored == 3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_untrained_weights_give_finite_intrinsics(frames, seed):
+    """The tiny demo and the flow keyframes divide by the focal length: it must stay finite."""
+    torch.manual_seed(seed)
+    model = GCTModel(GCTConfig.preset("tiny")).eval()
+    pose_enc = torch.cat([model.step(frames(2)).pose_enc, model.step(frames(1)).pose_enc])
+    _, intrinsics = decode_pose_encoding(pose_enc, (42, 56))
+    focal = intrinsics[:, [0, 1], [0, 1]]
+    assert torch.isfinite(focal).all() and (focal > 0).all(), focal
+
+
+def test_official_layout_has_no_point_head(tiny_model, frames):
+    output = tiny_model().step(frames(2))
+    assert output.world_points is None and output.world_points_conf is None
+
+
+def test_skip_equals_store_of_the_same_frame_and_leaves_no_trace(tiny_model, frames):
+    images = frames(4)
+    skipping, storing, plain = tiny_model(), tiny_model(), tiny_model()
+    for model in (skipping, storing, plain):
+        model.step(images[:2])
+    # same visible keys and same temporal index (the frame count before the step)
+    assert _equal_outputs(skipping.step(images[2:3], StepMode.SKIP), storing.step(images[2:3]))
+    assert skipping.frames_stored == 2 and storing.frames_stored == 3
+    # the next keyframe gets the index the non-keyframe had: as if it never existed
+    assert _equal_outputs(skipping.step(images[3:4]), plain.step(images[3:4]))
+
+
+def test_defer_then_rollback_leaves_no_trace_in_any_cache(tiny_model, frames):
+    images = frames(5)
+    deferred, plain = tiny_model(), tiny_model()
+    for model in (deferred, plain):
+        model.step(images[:2])
+        model.step(images[2:3])
+    deferred.step(images[3:4], StepMode.DEFER)
+    deferred.rollback()
+    assert deferred.frames_stored == plain.frames_stored == 3
+    assert _equal_outputs(deferred.step(images[4:5]), plain.step(images[4:5]))
+
+
+def test_defer_then_commit_equals_store_when_nothing_is_evicted(tiny_model, frames):
+    images = frames(4)
+    deferred, stored = tiny_model(sliding_window=8), tiny_model(sliding_window=8)
+    for model in (deferred, stored):
+        model.step(images[:2])
+    assert _equal_outputs(deferred.step(images[2:3], StepMode.DEFER), stored.step(images[2:3]))
+    deferred.commit()
+    assert _equal_outputs(deferred.step(images[3:4]), stored.step(images[3:4]))
+
+
+def test_eviction_changes_what_a_frame_sees(tiny_model, frames):
+    images = frames(5)
+    small, large = tiny_model(sliding_window=1), tiny_model(sliding_window=8)
+    outputs = [[model.step(images[:2])] + [model.step(images[i:i + 1]) for i in range(2, 5)]
+               for model in (small, large)]
+    assert _equal_outputs(outputs[0][1], outputs[1][1])  # window of 1 still holds frame 2 itself
+    assert not torch.equal(outputs[0][-1].pose_enc, outputs[1][-1].pose_enc)
+
+
+def test_reset_starts_a_new_sequence(tiny_model, frames):
+    images = frames(3)
+    model, fresh = tiny_model(), tiny_model()
+    model.step(images[:2])
+    model.step(images[2:])
+    model.reset()
+    assert model.frames_stored == 0
+    assert _equal_outputs(model.step(images[1:3]), fresh.step(images[1:3]))
+
+
+def test_image_size_change_needs_a_reset(tiny_model, frames):
+    model = tiny_model()
+    model.step(frames(2))
+    with pytest.raises(ValueError, match="reset"):
+        model.step(frames(1, height=56))
+
+
+def test_special_token_variants_follow_the_sequence_position(tiny_model):
+    aggregator = tiny_model().aggregator
+    tokens = aggregator.special_tokens(first_position=0, num_frames=4, num_scale_frames=3)  # [S, 6, C]
+    camera, registers = aggregator.camera_token[0], aggregator.register_token[0]
+    scale = aggregator.scale_token[0]
+    assert not torch.equal(camera[0], camera[1]) and not torch.equal(scale[0], scale[1])
+    for frame, (anchor, scale_variant) in enumerate([(0, 0), (1, 0), (1, 0), (1, 1)]):
+        assert torch.equal(tokens[frame, :1], camera[anchor])
+        assert torch.equal(tokens[frame, 1:5], registers[anchor])
+        assert torch.equal(tokens[frame, 5:], scale[scale_variant])
+    streaming = aggregator.special_tokens(first_position=3, num_frames=1, num_scale_frames=3)
+    assert torch.equal(streaming[0, 5:], scale[1]) and torch.equal(streaming[0, :1], camera[1])
+
+
+def test_bfloat16_aggregator_keeps_fp32_outputs_close_to_fp32(tiny_model, frames):
+    images = frames(2)
+    reference = tiny_model().step(images)
+    output = tiny_model().to_inference_dtype(torch.bfloat16).step(images)
+    assert output.pose_enc.dtype == output.depth.dtype == torch.float32
+    torch.testing.assert_close(output.depth, reference.depth, atol=0.05, rtol=0.05)
+    assert not torch.equal(output.depth, reference.depth)
