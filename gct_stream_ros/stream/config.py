@@ -102,9 +102,11 @@ class EngineConfig:
         at_least("window_overlap", 1)
         if self.window_overlap > self.num_scale_frames:
             raise ConfigError(f"window_overlap={self.window_overlap} must be <= num_scale_frames="
-                              f"{self.num_scale_frames} (overlap frames become the next window's scale frames)")
+                              f"{self.num_scale_frames} (overlap frames become the next window's scale "
+                              "frames)")
         if self.window_size <= self.num_scale_frames:
-            raise ConfigError(f"window_size={self.window_size} must exceed num_scale_frames={self.num_scale_frames}")
+            raise ConfigError(f"window_size={self.window_size} must exceed "
+                              f"num_scale_frames={self.num_scale_frames}")
         if 0 < self.cache_max_frames < self.num_scale_frames + self.cache_sliding_window:
             raise ConfigError(f"cache_max_frames={self.cache_max_frames} must be 0 or >= num_scale_frames + "
                               f"cache_sliding_window ({self.num_scale_frames + self.cache_sliding_window})")

@@ -45,6 +45,13 @@ class FrameResult:
     """Index of the window that produced this estimate (0 when windowing is off)."""
     revision: bool = False
     """True when this re-estimates a frame already emitted (window overlap); never a new frame."""
+    sequence: int = 0
+    """Index of the sequence (world frame) of this estimate: it increments when the session is
+    reset or the input size changes, and the world frame restarts then."""
+    window_scale: float = 1.0
+    """Scale of the similarity that brought this window into window 0's frame (1 without windows)."""
+    window_transform: np.ndarray | None = None
+    """[4, 4] float64 rigid part ``[R | t]`` of that similarity (``x -> s·R·x + t``); None without windows."""
     world_points: np.ndarray | None = None
     """[H, W, 3] float32 points in the world frame, when requested."""
     world_points_conf: np.ndarray | None = None

@@ -1,0 +1,28 @@
+"""A frame accepted by the session, held until the network has run on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from gct_stream_ros.model.preprocess import ImageGeometry
+
+
+@dataclass(frozen=True)
+class InputFrame:
+    index: int
+    """Position in the input stream since the session was created."""
+    stamp_ns: int
+    image: torch.Tensor
+    """[3, H, W] float32 RGB in [0, 1] at model resolution, on the CPU."""
+    geometry: ImageGeometry | None = None
+    """How the input image was mapped onto ``image`` (for the intrinsics of the input); None:
+    the input already was at model resolution."""
+    revision: bool = False
+    """Re-processed by a later window (its first result was already handed out)."""
+    preprocess_ms: float = 0.0
+
+    @property
+    def model_hw(self) -> tuple[int, int]:
+        return int(self.image.shape[-2]), int(self.image.shape[-1])

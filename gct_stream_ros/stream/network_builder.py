@@ -1,0 +1,27 @@
+"""Build the real network a session drives, with its KV cache, from the engine settings."""
+
+from __future__ import annotations
+
+import torch
+
+from gct_stream_ros.cache.factory import build_cache
+from gct_stream_ros.model.checkpoint import build_model
+from gct_stream_ros.model.config import GCTConfig
+from gct_stream_ros.model.gct import GCTModel
+from gct_stream_ros.stream.config import EngineConfig
+
+
+def network_config(config: EngineConfig) -> GCTConfig:
+    """The architecture of ``config.preset`` with the session's scale, window and camera settings."""
+    return GCTConfig.preset(config.preset, scale_frames=config.num_scale_frames,
+                            sliding_window=config.cache_sliding_window,
+                            camera_iterations=config.camera_iterations, max_frames=config.cache_max_frames)
+
+
+def build_network(config: EngineConfig, device: torch.device, dtype: torch.dtype) -> GCTModel:
+    """The model of ``config`` (weights from ``config.checkpoint``, random when empty) on ``device``,
+    its aggregator and cache in ``dtype``, with the cache of ``config.cache_policy``."""
+    architecture = network_config(config)
+    cache = build_cache(config, architecture.depth, architecture.num_heads, architecture.head_dim,
+                        device=device, dtype=dtype)
+    return build_model(architecture, config.checkpoint or None, device, dtype, cache=cache)

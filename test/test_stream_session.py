@@ -1,0 +1,149 @@
+"""StreamSession with the oracle network: online output, ordering, contents, sequences, stats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_stream_support import WIDTH, oracle_session, push_all, relative_poses, render
+
+from gct_stream_ros.model.preprocess import preprocess_image
+from gct_stream_ros.stream.config import EngineConfig
+from gct_stream_ros.stream.oracle import OracleNetwork
+from gct_stream_ros.stream.result import FrameType
+from gct_stream_ros.stream.session import StreamSession
+from gct_stream_ros.stream.synthetic import SyntheticScene
+
+
+def test_results_come_online_after_the_scale_phase():
+    frames = render(7)
+    session, _ = oracle_session(frames, num_scale_frames=3)
+    per_push = push_all(session, frames)
+    assert [len(results) for results in per_push] == [0, 0, 3, 1, 1, 1, 1]
+    emitted = [result for results in per_push for result in results]
+    assert [r.index for r in emitted] == list(range(7))
+    assert [r.stamp_ns for r in emitted] == [f.stamp_ns for f in frames]
+    assert [r.frame_type for r in emitted] == [FrameType.SCALE] * 3 + [FrameType.KEYFRAME] * 4
+    assert not any(r.revision for r in emitted)
+
+
+def test_results_carry_the_true_geometry_in_the_first_frame_world():
+    frames = render(4)
+    session, _ = oracle_session(frames, oracle_raw_quaternions=True)
+    results = [r for rs in push_all(session, frames) for r in rs]
+    expected = relative_poses(frames)
+    for result, frame, pose in zip(results, frames, expected):
+        assert result.pose_c2w.dtype == np.float64 and result.pose_c2w.shape == (4, 4)
+        np.testing.assert_allclose(result.pose_c2w, pose, atol=1e-5)
+        np.testing.assert_allclose(result.pose_c2w[:3, :3] @ result.pose_c2w[:3, :3].T, np.eye(3), atol=1e-6)
+        np.testing.assert_allclose(result.intrinsics, frame.intrinsics, rtol=1e-5)
+        np.testing.assert_allclose(result.intrinsics_input, frame.intrinsics, rtol=1e-5)
+        np.testing.assert_allclose(result.depth, frame.depth, rtol=1e-6)
+        assert result.image.dtype == np.uint8 and np.array_equal(result.image, frame.image)
+        assert result.pose_enc.shape == (9,) and set(result.timings_ms) == {"preprocess", "step"}
+    # Points unprojected from depth and pose land where the true geometry puts them.
+    v, u = 20, 33
+    truth = np.linalg.inv(frames[3].intrinsics) @ np.array([u, v, 1.0]) * frames[3].depth[v, u]
+    truth = expected[3][:3, :3] @ truth + expected[3][:3, 3]
+    np.testing.assert_allclose(results[3].world_points[v, u], truth, rtol=1e-4, atol=1e-5)
+    assert results[3].world_points.dtype == np.float32
+
+
+def test_point_head_output_is_used_when_the_network_has_one_and_points_can_be_turned_off():
+    frames = render(3)
+    session, oracle = oracle_session(frames, oracle_point_head=True)
+    results = [r for rs in push_all(session, frames) for r in rs]
+    output = oracle.step(torch.stack([preprocess_image(f.image, WIDTH)[0] for f in frames[:1]]))
+    np.testing.assert_allclose(results[0].world_points, output.world_points[0].numpy(), atol=1e-6)
+    session, _ = oracle_session(frames, compute_points=False)
+    assert all(r.world_points is None for rs in push_all(session, frames) for r in rs)
+
+
+def test_intrinsics_are_mapped_back_to_the_input_image():
+    scene = SyntheticScene(2)
+    pose = np.eye(4)
+    pose[:3, 3] = (0.0, -0.2, -1.0)
+    image, _, input_intrinsics = scene.render(pose, 2 * WIDTH, 112)
+    _, depth, model_intrinsics = scene.render(pose, WIDTH, 56)
+    tensor, geometry = preprocess_image(image, WIDTH)
+    oracle = OracleNetwork()
+    oracle.register(tensor, depth, pose, model_intrinsics)
+    config = EngineConfig(preset="tiny", image_width=WIDTH, num_scale_frames=1, window_overlap=1)
+    session = StreamSession(config, oracle)
+    (result,) = session.push(image, 5)
+    np.testing.assert_allclose(result.intrinsics, model_intrinsics, rtol=1e-5)
+    expected = geometry.intrinsics_to_input(result.intrinsics)
+    np.testing.assert_allclose(result.intrinsics_input, expected, rtol=1e-9)
+    np.testing.assert_allclose(result.intrinsics_input[0, 0], input_intrinsics[0, 0], rtol=2e-2)
+
+
+def test_interval_keyframes_store_every_kth_streaming_frame():
+    frames = render(9)
+    session, oracle = oracle_session(frames, keyframe_mode="interval", keyframe_interval=3)
+    results = [r for rs in push_all(session, frames) for r in rs]
+    assert oracle.modes() == ["store", "skip", "skip"] * 2 + ["store"]
+    assert [r.frame_type for r in results[2:]] == [FrameType.KEYFRAME, FrameType.NON_KEYFRAME,
+                                                  FrameType.NON_KEYFRAME] * 2 + [FrameType.KEYFRAME]
+    assert oracle.frames_stored == 2 + 3 and session.stats().keyframes == 3
+
+
+def test_a_size_change_flushes_and_starts_a_new_sequence(caplog):
+    first = render(3)
+    second = render(3, height=42, seed=1)
+    session, oracle = oracle_session(first + second, num_scale_frames=2)
+    per_push = push_all(session, first + second)
+    assert [len(r) for r in per_push] == [0, 2, 1, 0, 2, 1]
+    emitted = [r for rs in per_push for r in rs]
+    assert [r.index for r in emitted] == list(range(6))
+    assert [r.sequence for r in emitted] == [0, 0, 0, 1, 1, 1]
+    np.testing.assert_allclose(emitted[3].pose_c2w, np.eye(4), atol=1e-6)
+    assert "input size changed" in caplog.text
+    assert session.stats().sequence == 1
+
+
+def test_pending_scale_frames_are_flushed_at_a_size_change():
+    first = render(1)
+    second = render(3, height=42, seed=1)
+    session, _ = oracle_session(first + second, num_scale_frames=2)
+    per_push = push_all(session, first + second)
+    assert [len(r) for r in per_push] == [0, 1, 2, 1]
+    emitted = [r for rs in per_push for r in rs]
+    assert [(r.index, r.sequence, r.frame_type) for r in emitted[:2]] == [(0, 0, FrameType.SCALE),
+                                                                          (1, 1, FrameType.SCALE)]
+
+
+def test_flush_runs_a_short_scale_phase_and_reset_drops_pending_frames():
+    frames = render(4)
+    session, oracle = oracle_session(frames, num_scale_frames=3)
+    assert push_all(session, frames[:2]) == [[], []]
+    flushed = session.flush()
+    assert [(r.index, r.frame_type) for r in flushed] == [(0, FrameType.SCALE), (1, FrameType.SCALE)]
+    (streamed,) = session.push(frames[2].image, frames[2].stamp_ns)
+    assert streamed.frame_type == FrameType.KEYFRAME and streamed.sequence == 0
+    assert session.flush() == []
+    assert session.push(frames[3].image, 7) != []
+    session.reset()
+    assert session.stats().sequence == 1 and oracle.frames_stored == 0
+    assert session.push(frames[0].image, 8) == [] and session.stats().frames_pending == 1
+    session.reset()
+    assert session.stats().frames_pending == 0 and session.flush() == []
+
+
+def test_stats_count_frames_and_time_steps():
+    frames = render(6)
+    session, oracle = oracle_session(frames, keyframe_mode="interval", keyframe_interval=2)
+    push_all(session, frames)
+    stats = session.stats()
+    assert (stats.frames_pushed, stats.frames_emitted, stats.frames_pending) == (6, 6, 0)
+    assert (stats.keyframes, stats.frames_stored, stats.revisions, stats.window) == (2, 4, 0, 0)
+    assert stats.step_times.count == 5 and stats.step_times.max_ms >= stats.step_times.mean_ms > 0
+    assert stats.cache.frames_stored == oracle.frames_stored == 4
+    assert (stats.device, stats.dtype) == ("cpu", "float32")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_device_and_dtype_are_resolved_from_the_config(dtype):
+    session, _ = oracle_session([], device="cpu", dtype=dtype)
+    assert session.device == torch.device("cpu") and session.dtype == getattr(torch, dtype)
+    session, _ = oracle_session([], device="auto", dtype="auto")
+    assert session.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
