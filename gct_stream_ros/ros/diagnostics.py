@@ -1,0 +1,82 @@
+"""Health on ``/diagnostics``: rates, drops, rejections, model timings, cache use, and a warning when no image
+arrived for a while (listing the topics, as users of camera pipelines expect)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Header
+
+from gct_stream_ros.stream.stats import SessionStats
+
+
+def session_values(stats: SessionStats) -> dict[str, str]:
+    """The engine's part of the report."""
+    values = {
+        "model step mean [ms]": f"{stats.step_times.mean_ms:.1f}",
+        "model step max [ms]": f"{stats.step_times.max_ms:.1f}",
+        "keyframes": str(stats.keyframes),
+        "frames stored": str(stats.frames_stored),
+        "window": str(stats.window),
+        "sequence": str(stats.sequence),
+        "device": f"{stats.device} ({stats.dtype})",
+    }
+    if stats.cache is not None:
+        values["cache tokens per layer"] = str(max(stats.cache.tokens_per_layer, default=0))
+        values["cache bytes"] = str(stats.cache.bytes_allocated)
+    return values
+
+
+class StreamDiagnostics:
+    """Counts what happens to the input and turns it into one ``DiagnosticStatus`` per report."""
+
+    def __init__(self, name: str, input_topics: Sequence[str],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.input_topics = list(input_topics)
+        self._clock = clock
+        self.received = 0
+        self.rejected = 0
+        self.dropped = 0
+        self.processed = 0
+        self.errors = 0
+        self._started = clock()
+        self._last_image: float | None = None
+        self._last_report = (self._started, 0, 0)
+
+    def image_received(self) -> None:
+        self.received += 1
+        self._last_image = self._clock()
+
+    def seconds_without_image(self) -> float:
+        return self._clock() - (self._started if self._last_image is None else self._last_image)
+
+    def report(self, stamp: Time, no_data_timeout_s: float, extra: dict[str, str] | None = None,
+               hardware_id: str = "") -> DiagnosticArray:
+        """The status since the previous report; WARN when no image came for ``no_data_timeout_s``."""
+        now = self._clock()
+        since, received_before, processed_before = self._last_report
+        elapsed = max(now - since, 1e-9)
+        self._last_report = (now, self.received, self.processed)
+        values = {
+            "input rate [Hz]": f"{(self.received - received_before) / elapsed:.2f}",
+            "processed rate [Hz]": f"{(self.processed - processed_before) / elapsed:.2f}",
+            "frames received": str(self.received),
+            "frames processed": str(self.processed),
+            "frames dropped": str(self.dropped),
+            "messages rejected": str(self.rejected),
+            "step errors": str(self.errors),
+            **(extra or {}),
+        }
+        silent = self.seconds_without_image()
+        if silent >= no_data_timeout_s:
+            level = DiagnosticStatus.WARN
+            message = f"no image received for {silent:.1f} s on {', '.join(self.input_topics)}"
+        else:
+            level, message = DiagnosticStatus.OK, "streaming"
+        status = DiagnosticStatus(level=level, name=self.name, message=message, hardware_id=hardware_id,
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        return DiagnosticArray(header=Header(stamp=stamp), status=[status])

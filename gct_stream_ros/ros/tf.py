@@ -1,0 +1,109 @@
+"""Our transforms on ``/tf``: map -> camera optical frame, or odom -> base (plus an optional identity
+map -> odom), following REP-105; and the camera mount base -> camera looked up from TF.
+
+``tf2_ros`` is used when importable; otherwise ``tf2_msgs/TFMessage`` is published on ``/tf``
+directly; without either, TF is skipped with one warning and every other output goes on.
+The camera mount is never published here: it belongs to the robot description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from geometry_msgs.msg import TransformStamped
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from rclpy.time import Time
+
+from gct_stream_ros.mapping.quaternion import matrix_from_quaternion
+from gct_stream_ros.ros.messages import transform_stamped
+from gct_stream_ros.ros.world_frame import WorldFrame
+from gct_stream_ros.settings import Value
+
+TF_TOPIC = "/tf"
+TF_QOS = QoSProfile(depth=100)
+"""What tf2's own broadcaster and listeners use."""
+
+
+def frame_transforms(values: Mapping[str, Value], camera_frame: str, world: WorldFrame, pose_c2w: np.ndarray,
+                     stamp_ns: int) -> list[TransformStamped]:
+    """The transforms to broadcast for one estimate, as the ``tf.*`` switches ask."""
+    transforms = []
+    if values["tf.publish_map_to_camera"]:
+        transforms.append(transform_stamped(world.camera_pose(pose_c2w), stamp_ns, values["frames.map"],
+                                            camera_frame))
+    if values["tf.publish_odom_to_base"]:
+        transforms.append(transform_stamped(world.base_pose(pose_c2w), stamp_ns, values["frames.odom"],
+                                            values["frames.base"]))
+    if values["tf.publish_map_to_odom"]:
+        transforms.append(transform_stamped(np.eye(4), stamp_ns, values["frames.map"], values["frames.odom"]))
+    return transforms
+
+
+def matrix_from_transform(message: TransformStamped) -> np.ndarray:
+    """4x4 of a transform: child coordinates into the parent frame."""
+    translation, rotation = message.transform.translation, message.transform.rotation
+    matrix = np.eye(4)
+    matrix[:3, :3] = matrix_from_quaternion(np.array([rotation.x, rotation.y, rotation.z, rotation.w]))
+    matrix[:3, 3] = (translation.x, translation.y, translation.z)
+    return matrix
+
+
+class TfBroadcaster:
+    """Sends transforms on ``/tf`` with whatever this installation offers."""
+
+    def __init__(self, node: Node) -> None:
+        try:
+            from tf2_ros import TransformBroadcaster
+
+            self._send = TransformBroadcaster(node).sendTransform
+            self.backend = "tf2_ros"
+            return
+        except ImportError:
+            pass
+        try:
+            from tf2_msgs.msg import TFMessage
+
+            publisher = node.create_publisher(TFMessage, TF_TOPIC, TF_QOS)
+            self._send = lambda transforms: publisher.publish(TFMessage(transforms=transforms))
+            self.backend = "tf2_msgs"
+        except ImportError:
+            self._send = None
+            self.backend = "none"
+            node.get_logger().warning("neither tf2_ros nor tf2_msgs can be imported: no TF is published "
+                                      "(odometry, path, depth and clouds still are)")
+
+    @property
+    def available(self) -> bool:
+        return self._send is not None
+
+    def send(self, transforms: list[TransformStamped]) -> None:
+        if self._send is not None and transforms:
+            self._send(transforms)
+
+
+class MountLookup:
+    """The camera mount base -> camera optical frame, from the TF tree (URDF or static publisher)."""
+
+    def __init__(self, node: Node) -> None:
+        try:
+            from tf2_ros import Buffer, TransformListener
+        except ImportError:
+            self._buffer = None
+            return
+        self._buffer = Buffer()
+        self._listener = TransformListener(self._buffer, node)
+
+    @property
+    def available(self) -> bool:
+        return self._buffer is not None
+
+    def lookup(self, base_frame: str, camera_frame: str) -> np.ndarray | None:
+        """The latest mount, or None when TF does not know it (yet)."""
+        if self._buffer is None:
+            return None
+        try:
+            return matrix_from_transform(self._buffer.lookup_transform(base_frame, camera_frame, Time()))
+        except Exception:  # tf2's LookupException, ConnectivityException, ExtrapolationException...
+            return None

@@ -1,0 +1,305 @@
+"""Every parameter of the node: one table shared by the node, the offline tool, the launch file and the docs.
+
+Names are dotted (``model.preset``); a YAML file in the ROS params layout nests them
+(``model: {preset: tiny}``). Engine parameters take their defaults and choices from
+``EngineConfig`` so the two never disagree; ``engine_config`` turns values into one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from gct_stream_ros.stream.config import (
+    CACHE_POLICIES,
+    DTYPES,
+    KEYFRAME_MODES,
+    PATCH_SIZE,
+    PRESETS,
+    WINDOW_MODES,
+    ConfigError,
+    EngineConfig,
+)
+
+Value = bool | int | float | str
+NODE_NAME = "gct_stream_node"
+ROS_OWNED_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
+"""Parameters every rclpy node has; parameter files may set them, this table does not own them."""
+
+_ENGINE_DEFAULTS = EngineConfig()
+
+
+class SettingsError(ValueError):
+    """A parameter value is unknown, of the wrong type, out of range or inconsistent; says which and why."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One parameter: its type is the type of its default."""
+
+    name: str
+    default: Value
+    description: str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    step: int | None = None
+    """Integers only: valid values are ``low + k * step``."""
+    engine_field: str = ""
+    """The ``EngineConfig`` field this parameter sets; empty for the node's own parameters."""
+    restart: bool = False
+    """True when the value is only read at start-up (changing it at run time is refused)."""
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    def check(self, value: object) -> Value:
+        """``value`` converted to this setting's type; ``SettingsError`` saying why when it cannot be."""
+        value = self._coerce(value)
+        if self.choices and value not in self.choices:
+            raise SettingsError(f"{self.name}={value!r} is not one of {', '.join(self.choices)}")
+        if self.low is not None and value < self.low:
+            raise SettingsError(f"{self.name}={value} is below the minimum {self.low:g}")
+        if self.high is not None and value > self.high:
+            raise SettingsError(f"{self.name}={value} is above the maximum {self.high:g}")
+        if self.step and self.low is not None and (value - self.low) % self.step:
+            raise SettingsError(f"{self.name}={value} must be {self.low:g} plus a multiple of {self.step}")
+        return value
+
+    def _coerce(self, value: object) -> Value:
+        wanted = self.type
+        # bool is an int subclass: never let True pass as 1 or 1 as True.
+        if wanted is bool and isinstance(value, bool):
+            return value
+        if wanted is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if wanted is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if wanted is str and isinstance(value, str):
+            return value
+        raise SettingsError(f"{self.name} takes a {wanted.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def _engine(name: str, field: str, description: str, **limits: object) -> Setting:
+    """An engine parameter; its default is ``EngineConfig``'s unless ``default`` is given."""
+    default = limits.pop("default", getattr(_ENGINE_DEFAULTS, field))
+    return Setting(name, default, description, engine_field=field, restart=True, **limits)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    _engine("model.preset", "preset",
+            "Network: 'lingbot-map' (ViT-L) or 'tiny' (random weights, for tests)", choices=PRESETS),
+    # The engine has no usable default checkpoint for the full model; the node downloads the official one.
+    _engine("model.checkpoint", "checkpoint",
+            "Weights: .pt/.pth/.safetensors path, 'hf' (Hugging Face download) or empty (tiny only)",
+            default="hf"),
+    _engine("model.device", "device", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'"),
+    _engine("model.dtype", "dtype",
+            "Inference precision ('auto': bf16/fp16 on CUDA, fp32 on CPU)", choices=DTYPES),
+    _engine("model.image_width", "image_width",
+            "Model input width in pixels; the height keeps the aspect ratio",
+            low=2 * PATCH_SIZE, high=2044, step=PATCH_SIZE),
+    _engine("model.num_scale_frames", "num_scale_frames",
+            "Frames processed together as the scale reference", low=1, high=64),
+    _engine("model.camera_iterations", "camera_iterations",
+            "Camera-head refinement iterations (fewer: faster)", low=1, high=16),
+    _engine("keyframes.mode", "keyframe_mode",
+            "Which frames are stored in the cache: every, interval or flow", choices=KEYFRAME_MODES),
+    _engine("keyframes.interval", "keyframe_interval",
+            "'interval' mode: every N-th frame is a keyframe", low=1, high=1000),
+    _engine("keyframes.flow_threshold", "flow_threshold",
+            "'flow' mode: mean flow (model pixels) that makes a frame a keyframe", low=0.0, high=1000.0),
+    _engine("keyframes.max_gap", "max_keyframe_gap",
+            "'flow' mode: at most this many non-keyframes in a row", low=1, high=10000),
+    _engine("window.mode", "window_mode",
+            "'off' (one sequence) or 'online' (windows aligned by Sim(3))", choices=WINDOW_MODES),
+    _engine("window.size", "window_size", "Keyframes per window, scale frames included", low=2, high=100000),
+    _engine("window.overlap", "window_overlap",
+            "Frames shared by consecutive windows (<= num_scale_frames)", low=1, high=64),
+    _engine("cache.policy", "cache_policy", "KV-cache memory policy", choices=CACHE_POLICIES),
+    _engine("cache.sliding_window", "cache_sliding_window",
+            "'sliding_window': recent frames kept in full", low=1, high=100000),
+    _engine("cache.budget_tokens", "cache_budget_tokens",
+            "Token budget per layer for evict3r/infinitevggt (0 = policy default)", low=0, high=10**9),
+    _engine("cache.max_frames", "cache_max_frames",
+            "Stored frames kept; older ones recycled for constant memory (0 = unbounded)", low=0, high=10**7),
+    Setting("input.transport", "raw",
+            "Subscribe to 'image' (raw) or 'image/compressed' (compressed)",
+            choices=("raw", "compressed"), restart=True),
+    Setting("input.qos", "sensor_data", "QoS of the image and camera_info subscriptions",
+            choices=("sensor_data", "reliable", "best_effort", "system_default"), restart=True),
+    Setting("queue.policy", "latest",
+            "'latest': keep the newest queue.size frames, drop older ones (live); "
+            "'all': process every frame (bags)", choices=("latest", "all"), restart=True),
+    Setting("queue.size", 2,
+            "'latest': frames waiting at most; 'all': backlog that triggers a warning",
+            low=1, high=1000, restart=True),
+    Setting("frames.map", "map", "World frame: the camera (or base) at the first frame, x forward, z up"),
+    Setting("frames.odom", "odom", "Odometry frame (world frame when tf.publish_odom_to_base is true)"),
+    Setting("frames.base", "base_link",
+            "Robot base frame; its camera mount comes from TF (never published here)"),
+    Setting("frames.camera", "", "Camera optical frame; empty = the image header's frame_id"),
+    Setting("tf.publish_map_to_camera", True, "Publish map -> camera optical frame (camera-only setups)"),
+    Setting("tf.publish_odom_to_base", False, "Publish odom -> base using the base -> camera mount from TF"),
+    Setting("tf.publish_map_to_odom", False, "Publish an identity map -> odom (when no localisation does)"),
+    Setting("output.qos", "reliable",
+            "Reliability of the per-frame outputs (the map is always reliable, latched)",
+            choices=("reliable", "best_effort")),
+    Setting("output.revisions", "ignore",
+            "Window-overlap re-estimates: 'ignore', or 'republish' depth/clouds/odometry (original stamp)",
+            choices=("ignore", "republish")),
+    Setting("output.points.frame", "camera", "Frame of the per-frame cloud 'points': camera or map",
+            choices=("camera", "map")),
+    Setting("output.points.decimation", 2, "Keep every N-th pixel in both directions for the clouds",
+            low=1, high=64),
+    Setting("output.points.min_confidence", 1.0,
+            "Drop points whose confidence is below this (confidence > 1)", low=0.0, high=1e6),
+    Setting("output.depth.encoding", "32FC1",
+            "Depth image: 32FC1 (NaN invalid) or 16UC1 (depth x 1000, 0 invalid)",
+            choices=("32FC1", "16UC1")),
+    Setting("output.map.voxel_size", 0.05, "Voxel edge of the fused map (world units)", low=1e-4, high=100.0),
+    Setting("output.map.max_points", 500_000, "Voxels kept in the fused map; the oldest are evicted",
+            low=1, high=50_000_000),
+    Setting("output.map.period", 1.0, "Seconds between 'map/points' publications (0 = never; save_map works)",
+            low=0.0, high=3600.0),
+    Setting("output.path.max_length", 1024, "Poses kept in 'path'", low=1, high=1_000_000),
+    Setting("map.save_dir", "", "Folder of the save_map service's map.ply and trajectory.tum (empty: cwd)"),
+    Setting("diagnostics.period", 1.0, "Seconds between /diagnostics messages (0 = off)",
+            low=0.0, high=3600.0),
+    Setting("diagnostics.no_data_timeout", 5.0, "Warn when no image arrived for this many seconds",
+            low=0.1, high=3600.0),
+)
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def defaults() -> dict[str, Value]:
+    return {s.name: s.default for s in SETTINGS}
+
+
+def setting(name: str) -> Setting:
+    """The setting called ``name``; the error suggests the closest names for a typo."""
+    try:
+        return SETTINGS_BY_NAME[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, SETTINGS_BY_NAME, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise SettingsError(f"unknown parameter {name!r}{hint}") from None
+
+
+def check_consistency(values: Mapping[str, Value]) -> None:
+    """Cross-field rules of a complete set of values: the engine's, then the node's own."""
+    try:
+        engine_config(values).validate()
+    except ConfigError as error:
+        raise SettingsError(f"{error} [{_parameter_names_in(str(error))}]") from None
+    if values["tf.publish_map_to_camera"] and values["tf.publish_odom_to_base"]:
+        raise SettingsError("tf.publish_map_to_camera and tf.publish_odom_to_base cannot both be true: the "
+                            "camera frame would get two parents (map, and base through the robot's mount)")
+
+
+def resolve(overrides: Mapping[str, object] | None = None) -> dict[str, Value]:
+    """Defaults updated with ``overrides``, each checked, then checked together."""
+    values = defaults()
+    for name, value in (overrides or {}).items():
+        values[name] = setting(name).check(value)
+    check_consistency(values)
+    return values
+
+
+def engine_config(values: Mapping[str, Value]) -> EngineConfig:
+    """The ``EngineConfig`` of a complete set of values (not validated: call ``validate()``)."""
+    return EngineConfig(**{s.engine_field: values[s.name] for s in SETTINGS if s.engine_field})
+
+
+def parse_assignment(text: str) -> tuple[str, Value]:
+    """``name:=value`` as on a ``ros2 run ... -p`` command line; the value is typed by the setting."""
+    name, separator, raw = text.partition(":=")
+    if not separator:
+        raise SettingsError(f"{text!r} is not of the form name:=value")
+    target = setting(name.strip())
+    raw = raw.strip()
+    try:
+        parsed = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        parsed = raw
+    # A string parameter keeps the text as typed ('123' stays a string), unless it was quoted.
+    if target.type is str and not isinstance(parsed, str):
+        parsed = raw
+    return target.name, target.check(parsed)
+
+
+def parse_assignments(texts: Iterable[str]) -> dict[str, Value]:
+    return dict(parse_assignment(text) for text in texts)
+
+
+def flatten(tree: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    """Nested mappings to dotted names: ``{model: {preset: tiny}}`` -> ``{'model.preset': 'tiny'}``."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_params_file(path: Path | str, node_name: str = NODE_NAME) -> dict[str, Value]:
+    """Checked values of ``path`` (ROS params layout: ``<node>: {ros__parameters: {...}}``).
+
+    Sections for ``node_name``, ``/node_name``, ``/**`` and namespaced ``/ns/node_name`` apply, in
+    file order. ``use_sim_time`` and other ROS-owned names are left to ROS and ignored here.
+    """
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise SettingsError(f"cannot read parameters file {path}: {error}") from None
+    if not isinstance(document, Mapping):
+        raise SettingsError(f"{path}: expected '<node name>: {{ros__parameters: {{...}}}}' at the top level")
+    values: dict[str, Value] = {}
+    for key, section in document.items():
+        if not _section_applies(str(key), node_name):
+            continue
+        if not isinstance(section, Mapping) or not isinstance(section.get("ros__parameters"), Mapping):
+            raise SettingsError(f"{path}: section {key!r} has no 'ros__parameters' mapping")
+        for name, value in flatten(section["ros__parameters"]).items():
+            if name not in ROS_OWNED_PARAMETERS:
+                values[name] = setting(name).check(value)
+    return values
+
+
+def _section_applies(key: str, node_name: str) -> bool:
+    return key in ("/**", node_name) or key.endswith(f"/{node_name}")
+
+
+def _parameter_names_in(message: str) -> str:
+    """The parameter names of the engine fields an ``EngineConfig`` error mentions."""
+    names = [s.name for s in SETTINGS if s.engine_field and s.engine_field in message]
+    return ", ".join(names) or "engine settings"
+
+
+def markdown_table() -> str:
+    """The parameter table of the docs (``docs/node.md`` embeds it; a test keeps the two equal)."""
+
+    def limits(entry: Setting) -> str:
+        if entry.choices:
+            return ", ".join(f"`{choice}`" for choice in entry.choices)
+        if entry.low is None:
+            return ""
+        step = f", step {entry.step}" if entry.step else ""
+        low, high = (int(entry.low), int(entry.high)) if entry.type is int else (entry.low, entry.high)
+        return f"{low:g} .. {high:g}{step}" if entry.type is float else f"{low} .. {high}{step}"
+
+    rows = ["| Parameter | Type | Default | Range / choices | Description |",
+            "| --- | --- | --- | --- | --- |"]
+    for entry in SETTINGS:
+        default = str(entry.default).lower() if entry.type is bool else entry.default or '""'
+        restart = " *(restart)*" if entry.restart else ""
+        rows.append(f"| `{entry.name}` | {entry.type.__name__} | `{default!s}` | {limits(entry)} | "
+                    f"{entry.description.replace('|', '/')}{restart} |")
+    return "\n".join(rows) + "\n"

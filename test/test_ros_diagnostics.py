@@ -1,0 +1,69 @@
+"""The diagnostics report: rates over the last period, counters, engine values, the no-data warning."""
+
+from __future__ import annotations
+
+import pytest
+from ros_fixtures import FakeSession, random_image
+
+pytestmark = pytest.mark.ros
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+
+from gct_stream_ros.ros.diagnostics import StreamDiagnostics, session_values  # noqa: E402
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _values(report) -> dict[str, str]:
+    return {kv.key: kv.value for kv in report.status[0].values}
+
+
+def test_rates_are_measured_since_the_previous_report():
+    clock = Clock()
+    diagnostics = StreamDiagnostics("node: stream", ["/cam/image"], clock=clock)
+    for _ in range(10):
+        diagnostics.image_received()
+    diagnostics.processed += 4
+    diagnostics.dropped, diagnostics.rejected = 6, 1
+    clock.now += 2.0
+    first = diagnostics.report(Time(sec=5), no_data_timeout_s=5.0, extra={"map points": "7"},
+                               hardware_id="cpu")
+    values = _values(first)
+    assert (values["input rate [Hz]"], values["processed rate [Hz]"]) == ("5.00", "2.00")
+    assert (values["frames dropped"], values["messages rejected"], values["map points"]) == ("6", "1", "7")
+    assert first.status[0].level == DiagnosticStatus.OK and first.header.stamp.sec == 5
+    assert (first.status[0].name, first.status[0].hardware_id) == ("node: stream", "cpu")
+    clock.now += 1.0
+    diagnostics.image_received()
+    assert _values(diagnostics.report(Time(), 5.0))["input rate [Hz]"] == "1.00"
+
+
+def test_silence_longer_than_the_timeout_warns_with_the_topics():
+    clock = Clock()
+    diagnostics = StreamDiagnostics("node: stream", ["/a/image", "/a/camera_info"], clock=clock)
+    clock.now += 4.0
+    assert diagnostics.report(Time(), 5.0).status[0].level == DiagnosticStatus.OK
+    clock.now += 2.0
+    status = diagnostics.report(Time(), 5.0).status[0]
+    assert status.level == DiagnosticStatus.WARN
+    assert status.message == "no image received for 6.0 s on /a/image, /a/camera_info"
+    diagnostics.image_received()
+    assert diagnostics.report(Time(), 5.0).status[0].level == DiagnosticStatus.OK
+
+
+def test_engine_values_come_from_the_session_stats():
+    session = FakeSession(num_scale_frames=1)
+    for stamp in range(3):
+        session.push(random_image(), stamp)
+    values = session_values(session.stats())
+    assert values["model step max [ms]"] == "3.0" and values["model step mean [ms]"] == "2.0"
+    cache = (values["keyframes"], values["cache tokens per layer"], values["cache bytes"])
+    assert cache == ("3", "30", "4096")
+    assert values["device"] == "cpu (float32)"

@@ -1,0 +1,127 @@
+"""The parameter table: defaults valid, checks with reasons, CLI and YAML parsing, EngineConfig mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gct_stream_ros import settings
+from gct_stream_ros.settings import SettingsError
+from gct_stream_ros.stream.config import EngineConfig
+
+TINY = {"model.preset": "tiny", "model.checkpoint": ""}
+
+
+def test_every_engine_field_but_compute_points_has_a_parameter():
+    mapped = {s.engine_field for s in settings.SETTINGS if s.engine_field}
+    assert mapped == set(EngineConfig.field_names()) - {"compute_points"}
+
+
+def test_defaults_are_valid_and_follow_the_engine():
+    values = settings.resolve()
+    assert values["model.image_width"] == EngineConfig().image_width
+    assert values["cache.policy"] == EngineConfig().cache_policy
+    assert values["model.checkpoint"] == "hf"
+
+
+def test_engine_config_receives_the_values():
+    values = settings.resolve({**TINY, "model.image_width": 140, "window.mode": "online"})
+    config = settings.engine_config(values)
+    assert (config.preset, config.image_width, config.window_mode) == ("tiny", 140, "online")
+
+
+@pytest.mark.parametrize(("name", "value", "reason"), [
+    ("model.image_width", 100, "multiple of 14"),
+    ("model.image_width", 14, "below the minimum"),
+    ("model.preset", "huge", "not one of"),
+    ("queue.size", 0, "below the minimum"),
+    ("output.depth.encoding", "8UC1", "not one of"),
+    ("queue.size", 2.5, "takes a int"),
+    ("tf.publish_map_to_odom", 1, "takes a bool"),
+    ("queue.size", True, "takes a int"),
+])
+def test_invalid_values_are_rejected_with_the_reason(name, value, reason):
+    with pytest.raises(SettingsError, match=reason):
+        settings.resolve({**TINY, name: value})
+
+
+def test_integers_are_accepted_for_float_parameters():
+    assert settings.resolve({**TINY, "output.map.period": 2})["output.map.period"] == 2.0
+
+
+def test_unknown_names_get_a_suggestion():
+    with pytest.raises(SettingsError, match="did you mean model.preset"):
+        settings.resolve({"model.presett": "tiny"})
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({"window.overlap": 9}, r"window_overlap=9 .*\[model.num_scale_frames, window.overlap\]"),
+    ({"model.preset": "lingbot-map", "model.checkpoint": ""}, "checkpoint is empty"),
+    ({"tf.publish_odom_to_base": True}, "two parents"),
+])
+def test_cross_field_rules(overrides, reason):
+    with pytest.raises(SettingsError, match=reason):
+        settings.resolve({**TINY, **overrides})
+
+
+def test_assignments_are_typed_by_the_setting():
+    parsed = settings.parse_assignments([
+        "model.image_width:=140", "frames.camera:=123", "frames.map:='world'", "tf.publish_map_to_odom:=true",
+        "output.map.voxel_size:=1", "model.checkpoint:="])
+    assert parsed == {"model.image_width": 140, "frames.camera": "123", "frames.map": "world",
+                      "tf.publish_map_to_odom": True, "output.map.voxel_size": 1.0, "model.checkpoint": ""}
+
+
+@pytest.mark.parametrize("text", ["model.image_width=140", "model.image_width:=wide", "nothing.here:=1"])
+def test_malformed_assignments_are_rejected(text):
+    with pytest.raises(SettingsError):
+        settings.parse_assignment(text)
+
+
+def test_params_file_in_the_ros_layout(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("""
+/**:
+  ros__parameters:
+    use_sim_time: true
+    output: {map: {voxel_size: 0.1}}
+gct_stream_node:
+  ros__parameters:
+    model: {preset: tiny, checkpoint: "", image_width: 70}
+    queue: {policy: all}
+other_node:
+  ros__parameters:
+    model: {preset: lingbot-map}
+""")
+    values = settings.load_params_file(path)
+    assert values == {"output.map.voxel_size": 0.1, "model.preset": "tiny", "model.checkpoint": "",
+                      "model.image_width": 70, "queue.policy": "all"}
+    assert settings.resolve(values)["queue.policy"] == "all"
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("gct_stream_node:\n  ros__parameters:\n    model: {image_width: 71}\n", "multiple of 14"),
+    ("gct_stream_node:\n  parameters: {}\n", "no 'ros__parameters'"),
+    ("- a list\n", "top level"),
+    ("gct_stream_node: {ros__parameters: {model: [", "cannot read"),
+])
+def test_bad_params_files_say_why(tmp_path, text, reason):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(SettingsError, match=reason):
+        settings.load_params_file(path)
+
+
+def test_namespaced_sections_apply(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("/robot/gct_stream_node:\n  ros__parameters:\n    queue: {size: 7}\n")
+    assert settings.load_params_file(path) == {"queue.size": 7}
+
+
+def test_docs_embed_the_current_parameter_table():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "node.md").read_text()
+    table = settings.markdown_table()
+    assert table in docs
+    assert table.count("\n") == len(settings.SETTINGS) + 2
+    assert "| `model.image_width` | int | `518` | 28 .. 2044, step 14 |" in table
