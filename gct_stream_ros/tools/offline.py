@@ -1,0 +1,258 @@
+"""gct_stream_offline: map a rosbag, an image folder or a video offline, every frame in order.
+
+    gct_stream_offline INPUT -o OUTPUT_DIR [--topic T] [--fps F] [--params-file YAML]
+                       [--stats FILE.jsonl] [-p name:=value ...]
+
+Writes into OUTPUT_DIR:
+- ``bag/``: an MCAP rosbag2 (``ros2 bag play OUTPUT_DIR/bag``) with what the node publishes,
+  stamped with the input stamps: ``/tf`` (map -> camera optical frame by default), depth,
+  confidence, camera_info, the decimated per-frame cloud, odometry and path, and the fused map
+  once at the end;
+- ``map.ply``: the fused map of the keyframes' points; ``trajectory.tum``: every frame's pose
+  (the one odometry follows) in the world frame, as the node's ``save_map`` writes them.
+
+Parameters are the node's (same names, same YAML). Window-overlap revisions are applied: each
+frame is written once, with its latest estimate, as soon as no later window can revise it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import functools
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+from rclpy.serialization import serialize_message
+from tqdm import tqdm
+
+from gct_stream_ros.mapping.fused_map import FusedMap
+from gct_stream_ros.mapping.ply import write_ply
+from gct_stream_ros.mapping.tum import write_tum
+from gct_stream_ros.model.network import StreamingNetwork
+from gct_stream_ros.ros import messages
+from gct_stream_ros.ros.node import open_session
+from gct_stream_ros.ros.tf import frame_transforms
+from gct_stream_ros.ros.world_frame import WorldFrame, tracked_pose, world_frame_id
+from gct_stream_ros.settings import (
+    SettingsError,
+    Value,
+    load_params_file,
+    parse_assignments,
+    resolve,
+)
+from gct_stream_ros.stream.config import ConfigError
+from gct_stream_ros.stream.result import FrameResult
+from gct_stream_ros.stream.session import StreamSession
+from gct_stream_ros.tools import node_outputs
+from gct_stream_ros.tools.final_estimates import FinalEstimates
+from gct_stream_ros.tools.frame_source import FrameSource, InputError, open_frames
+from gct_stream_ros.tools.output_bag import TF_TYPE, OutputBag, tf_message_cdr
+from gct_stream_ros.tools.stats_file import append_record, stats_record
+
+PROGRAM = "gct_stream_offline"
+DEFAULT_CAMERA_FRAME = "camera_optical_frame"
+"""Frame of the outputs when neither ``frames.camera`` nor the input names one (folders, videos)."""
+TOPICS = {
+    "tf": node_outputs.TF,
+    "depth": f"/{node_outputs.DEPTH}",
+    "camera_info": f"/{node_outputs.CAMERA_INFO}",
+    "confidence": f"/{node_outputs.CONFIDENCE}",
+    "points": f"/{node_outputs.POINTS}",
+    "odometry": f"/{node_outputs.ODOMETRY}",
+    "path": f"/{node_outputs.PATH}",
+    "map": f"/{node_outputs.MAP}",
+}
+"""The node's topics, resolved in the root namespace."""
+
+
+def ros_type_name(message: object) -> str:
+    """``pkg/msg/Name`` of an rclpy message object."""
+    return f"{type(message).__module__.split('.')[0]}/msg/{type(message).__name__}"
+
+
+class BagResultWriter:
+    """Writes final estimates into the bag as the node publishes them (same builders, same frames)."""
+
+    def __init__(self, bag: OutputBag, values: Mapping[str, Value]) -> None:
+        self.bag = bag
+        self.values = values
+        # No TF to look the camera mount up from: the camera is taken as the base, as the node does then.
+        self.world = WorldFrame()
+        self.world_frame = world_frame_id(values)
+        self._path: list[tuple[int, object]] = []
+
+    def write(self, result: FrameResult, camera_frame: str) -> np.ndarray:
+        """Write one frame's messages; return its tracked pose (camera, or base) in the world frame."""
+        values, stamp = self.values, result.stamp_ns
+        transforms = frame_transforms(values, camera_frame, self.world, result.pose_c2w, stamp)
+        if transforms:
+            tf = tf_message_cdr([serialize_message(t) for t in transforms])
+            self.bag.write(TOPICS["tf"], TF_TYPE, stamp, tf)
+        depth = messages.depth_image(result, camera_frame, values["output.depth.encoding"])
+        self._write("depth", depth, stamp)
+        self._write("camera_info", messages.camera_info(result, camera_frame), stamp)
+        self._write("confidence", messages.confidence_image(result, camera_frame), stamp)
+        if values["output.points.frame"] == "map":
+            cloud_frame, from_session = self.world_frame, self.world.from_session
+        else:
+            cloud_frame, from_session = camera_frame, np.linalg.inv(result.pose_c2w)
+        xyz, rgb = messages.cloud_points(result, from_session, values["output.points.decimation"],
+                                         values["output.points.min_confidence"])
+        self._write("points", messages.point_cloud(xyz, rgb, stamp, cloud_frame), stamp)
+        child_frame, pose = tracked_pose(values, self.world, result.pose_c2w, camera_frame)
+        self._write("odometry", messages.odometry(pose, stamp, self.world_frame, child_frame), stamp)
+        # Overlap frames become final after later ones: keep the path in frame order.
+        bisect.insort(self._path, (result.index, messages.pose_stamped(pose, stamp, self.world_frame)),
+                      key=lambda entry: entry[0])
+        del self._path[:-values["output.path.max_length"]]
+        self._write("path", messages.path([p for _, p in self._path], stamp, self.world_frame), stamp)
+        return pose
+
+    def write_map(self, xyz: np.ndarray, rgb: np.ndarray, stamp_ns: int) -> None:
+        self._write("map", messages.point_cloud(xyz, rgb, stamp_ns, self.world_frame), stamp_ns)
+
+    def _write(self, output: str, message: object, stamp_ns: int) -> None:
+        self.bag.write(TOPICS[output], ros_type_name(message), stamp_ns, serialize_message(message))
+
+
+@dataclass
+class OfflineSummary:
+    frames: int = 0
+    keyframes: int = 0
+    revisions: int = 0
+    seconds: float = 0.0
+    files: list[Path] = field(default_factory=list)
+    topic_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def text(self) -> str:
+        lines = [f"{self.frames} frames ({self.keyframes} keyframes, {self.revisions} revisions applied) in "
+                 f"{self.seconds:.1f} s: {self.fps:.2f} frames/s"]
+        lines += [f"  {topic}: {count} messages" for topic, count in sorted(self.topic_counts.items())]
+        lines += [f"  wrote {path}" for path in self.files]
+        return "\n".join(lines)
+
+
+class OfflineMapper:
+    """Feeds frames to a session and turns final estimates into the bag, the map and the trajectory."""
+
+    def __init__(self, values: Mapping[str, Value], output_dir: Path, network: StreamingNetwork | None = None,
+                 stats_path: Path | None = None) -> None:
+        self.values = values
+        self.output_dir = output_dir
+        self.bag_path = output_dir / "bag"
+        if self.bag_path.exists():
+            raise InputError(f"{self.bag_path} already exists: choose another output directory or remove it")
+        self.session = open_session(functools.partial(StreamSession, network=network), values)
+        self.estimates = FinalEstimates(windowed=self.session.config.window_mode != "off")
+        self.fused = FusedMap(values["output.map.voxel_size"], values["output.map.max_points"])
+        self.trajectory: dict[int, tuple[int, np.ndarray]] = {}
+        self._camera_frames: dict[int, str] = {}
+        self._stats_path = stats_path
+        self.summary = OfflineSummary()
+
+    def run(self, source: FrameSource, progress: bool = True) -> OfflineSummary:
+        start = time.perf_counter()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self._stats_path:
+            self._stats_path.parent.mkdir(parents=True, exist_ok=True)
+        with ExitStack() as open_files:
+            stats = open_files.enter_context(self._stats_path.open("w")) if self._stats_path else None
+            with OutputBag(self.bag_path) as bag:
+                writer = BagResultWriter(bag, self.values)
+                frames = tqdm(source, total=len(source), unit="frame", desc=PROGRAM, disable=not progress,
+                              dynamic_ncols=True)
+                for frame in frames:
+                    self._camera_frames[self.summary.frames] = (self.values["frames.camera"] or frame.frame_id
+                                                                or DEFAULT_CAMERA_FRAME)
+                    self.summary.frames += 1
+                    self._take(self.session.push(frame.image, frame.stamp_ns), writer, stats)
+                if not self.summary.frames:
+                    raise InputError(f"{source.description}: no frames")
+                self._take(self.session.flush(), writer, stats)
+                self._finalize(self.estimates.finish(), writer)
+                writer.write_map(*self.fused.points(), max(stamp for stamp, _ in self.trajectory.values()))
+                self.summary.topic_counts = dict(bag.counts)
+        self._write_map_and_trajectory()
+        self.summary.revisions = self.estimates.revisions_applied
+        self.summary.seconds = time.perf_counter() - start
+        return self.summary
+
+    def _take(self, results: list[FrameResult], writer: BagResultWriter, stats: TextIO | None) -> None:
+        cache = self.session.network.cache_stats()
+        for result in results:
+            if not result.revision:
+                self.summary.keyframes += result.keyframe
+                if stats:
+                    append_record(stats, stats_record(result, cache, result.timings_ms.get("step", 0.0)))
+        self._finalize(self.estimates.add(results), writer)
+
+    def _finalize(self, results: list[FrameResult], writer: BagResultWriter) -> None:
+        for result in results:
+            pose = writer.write(result, self._camera_frames.pop(result.index))
+            self.trajectory[result.index] = (result.stamp_ns, pose)
+            if result.keyframe:
+                self.fused.add(*messages.cloud_points(result, writer.world.from_session,
+                                                      self.values["output.points.decimation"],
+                                                      self.values["output.points.min_confidence"]))
+
+    def _write_map_and_trajectory(self) -> None:
+        stamps, poses = zip(*(self.trajectory[i] for i in sorted(self.trajectory)))
+        self.summary.files = [self.bag_path, write_ply(self.output_dir / "map.ply", *self.fused.points()),
+                              write_tum(self.output_dir / "trajectory.tum", stamps, poses)]
+        if self._stats_path:
+            self.summary.files.append(self._stats_path)
+
+
+def load_parameters(params_file: Path | None, assignments: Sequence[str]) -> dict[str, Value]:
+    """Defaults, then the YAML file, then ``name:=value`` assignments; checked together."""
+    values: dict[str, Value] = dict(load_params_file(params_file)) if params_file else {}
+    values.update(parse_assignments(assignments))
+    return resolve(values)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", type=Path,
+                        help="rosbag2 directory (sqlite3/MCAP), ROS 1 .bag, image folder or video file")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    parser.add_argument("--topic", help="image topic of a bag (default: its only image topic)")
+    parser.add_argument("--fps", type=float, default=10.0, help="stamps of an image folder (default 10)")
+    parser.add_argument("--params-file", type=Path, help="node parameters YAML (ROS params layout)")
+    parser.add_argument("--stats", type=Path, help="write one JSON line per frame to this file")
+    parser.add_argument("-p", "--param", dest="params", action="append", default=[], metavar="NAME:=VALUE",
+                        help="set a node parameter (repeatable), e.g. -p model.preset:=tiny")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        values = load_parameters(args.params_file, args.params)
+        source = open_frames(args.input, args.topic, args.fps)
+        mapper = OfflineMapper(values, args.output, stats_path=args.stats)
+        summary = mapper.run(source, progress=not args.quiet)
+    except (InputError, SettingsError, ConfigError) as error:
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROGRAM}: interrupted; the bag holds the frames written so far", file=sys.stderr)
+        return 130
+    print(summary.text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

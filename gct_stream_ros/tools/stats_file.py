@@ -1,0 +1,35 @@
+"""The offline tool's ``--stats`` file: one JSON object per input frame, in input order."""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+from gct_stream_ros.cache.base import CacheStats
+from gct_stream_ros.stream.result import FrameResult
+
+NS_PER_S = 1e9
+
+
+def stats_record(result: FrameResult, cache: CacheStats, step_ms: float) -> dict[str, object]:
+    """What the stats file says about a newly estimated frame.
+
+    ``cached_tokens`` is the largest number of tokens a global layer sees after this frame and
+    ``cached_bytes`` the K/V storage the cache holds (allocated, not only occupied).
+    """
+    return {
+        "index": result.index,
+        "stamp": result.stamp_ns / NS_PER_S,
+        "keyframe": result.keyframe,
+        "frame_type": result.frame_type.name.lower(),
+        "window": result.window,
+        "cached_tokens": cache.tokens_max,
+        "cached_bytes": cache.bytes_allocated,
+        "step_ms": round(step_ms, 3),
+    }
+
+
+def append_record(stream: TextIO, record: dict[str, object]) -> None:
+    """One line, flushed at once so a long run can be watched with ``tail -f``."""
+    stream.write(json.dumps(record) + "\n")
+    stream.flush()
