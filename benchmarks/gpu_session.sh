@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One GPU-machine session of the benchmarks, run from the repository root:
+#
+#   bash benchmarks/gpu_session.sh STAGE [STAGE ...]
+#
+# Needs, next to the tree (ignored paths carried along): .whl/ (flashinfer-python 0.6.8 and
+# its three dependency wheels), .ref/ (a directory holding the reference's lingbot_map/ and
+# gct_profile.py), .shared/parity/weights.py (the shared deterministic filler), optionally
+# .gpucache/ (JIT caches from an earlier session: FlashInfer kernels, Inductor artefacts).
+# Results land in $OUT (the device tool's folder) or ./out.
+#
+# Stages: env, refprofile (the reference's own profiler), refeager (our harness, reference
+# only, eager), ours (our model, VARIANTS="backend:level,...", REF=1 adds the reference compiled
+# side by side), parity (gpu_parity.py: PARTS=model,cache,memory,compiled),
+# savecache (JIT caches for the next session). Environment knobs: FRAMES, VARIANTS, REF,
+# PROFILE_FRAMES, PARTS, EXTRA (more arguments), *_TIMEOUT, WEIGHTS_PY.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+W=${WEIGHTS_PY:-.shared/parity/weights.py}
+FRAMES=${FRAMES:-320}
+# the caches are reused across sessions when carried back (saves the FlashInfer JIT build and
+# part of torch.compile)
+export FLASHINFER_WORKSPACE_BASE=/tmp/fiws TORCHINDUCTOR_CACHE_DIR=/tmp/inductor
+mkdir -p /tmp/fiws /tmp/inductor
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD
+for t in .gpucache/*.tgz; do [ -f "$t" ] && tar -xzf "$t" -C / ; done
+
+stage_env() {
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+    python3 - <<'EOF'
+import torch, flashinfer
+print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0),
+      torch.cuda.get_device_properties(0).multi_processor_count, "SMs")
+print("flashinfer", flashinfer.__version__)
+EOF
+}
+
+stage_refprofile() {
+    # the reference's own profiler, unchanged: compiled, FlashInfer FA2, bf16
+    (cd .ref && timeout "${REF_TIMEOUT:-420}" python3 gct_profile.py --backend flashinfer --dtype bf16 \
+        --num_frames "$FRAMES") 2>&1 | grep -v "Streaming inference" | tee "$OUT/refprofile.log"
+    cp /tmp/profile_results_*.json "$OUT/" 2>/dev/null || true
+}
+
+stage_refeager() {
+    timeout "${REF_TIMEOUT:-300}" python3 benchmarks/model_step.py --weights-py $W --reference .ref \
+        --reference-only --reference-backend "${REF_BACKENDS:-flashinfer}" --reference-compile 0 \
+        --frames "$FRAMES" --json "$OUT/refeager.json" 2>&1 | tee "$OUT/refeager.log"
+}
+
+stage_ours() {
+    timeout "${OURS_TIMEOUT:-540}" python3 benchmarks/model_step.py --weights-py $W \
+        --variants "${VARIANTS:-dense:none,flashinfer:none}" \
+        ${REF:+--reference .ref --reference-backend flashinfer --reference-compile "$REF"} \
+        --frames "$FRAMES" --profile-frames "${PROFILE_FRAMES:-0}" ${EXTRA:-} \
+        --json "$OUT/ours.json" 2>&1 | tee "$OUT/ours.log"
+}
+
+stage_parity() {
+    timeout "${PARITY_TIMEOUT:-540}" python3 benchmarks/gpu_parity.py --weights-py $W --reference .ref \
+        --parts "${PARTS:-model,cache,memory}" ${EXTRA:-} --json "$OUT/parity.json" 2>&1 \
+        | tee "$OUT/parity.log"
+}
+
+stage_savecache() {
+    tar -czf "$OUT/flashinfer_cache.tgz" /tmp/fiws 2>/dev/null
+    tar -czf "$OUT/inductor_cache.tgz" /tmp/inductor 2>/dev/null
+    ls -la "$OUT"
+}
+
+for stage in "$@"; do
+    echo "=== stage $stage $(date -u +%T)"
+    "stage_$stage"
+done
+echo "=== done $(date -u +%T)"

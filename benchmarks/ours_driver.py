@@ -1,0 +1,144 @@
+"""Build, warm, compile and time OUR model (``gct_stream_ros.model``) for the GPU benchmarks.
+
+Everything that depends on how the model package spells its API lives here, so the benchmark
+scripts stay unchanged when the model evolves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from common import FrameTimer, RunTimes, fill_weights, memory_snapshot
+
+from gct_stream_ros.cache.base import StepMode
+
+# our cache backends (the factory's names): dense SDPA, paged + gather + SDPA, FlashInfer FA2 / FA3
+BACKENDS = ("dense", "paged_gather", "flashinfer", "flashinfer_fa3", "auto")
+COMPILE_LEVELS = ("none", "blocks", "blocks+global", "blocks+global+heads", "fused", "fused+heads", "graphed",
+                  "graphed+heads")
+
+
+def build_cache(backend: str, policy: str, config: Any, dtype: torch.dtype, device: str = "cuda") -> Any:
+    """The aggregator cache through the cache factory (``policy`` other than the window: backend auto)."""
+    from gct_stream_ros.cache.factory import CacheSettings, build_cache  # noqa: PLC0415
+
+    c = config
+    settings = CacheSettings(policy=policy, scale_frames=c.scale_frames, sliding_window=c.sliding_window,
+                             max_frames=c.max_frames, num_special_tokens=c.num_special_tokens)
+    return build_cache(settings, c.depth, c.num_heads, c.head_dim, device=device, dtype=dtype,
+                       backend=backend if policy == "sliding_window" else "auto")
+
+
+def build_ours(weights_py: str, seed: int, *, backend: str, policy: str, scale_frames: int,
+               window: int, camera_iterations: int, dtype: torch.dtype, max_frames: int = 0,
+               cache_max_frames: int = 1024, preset: str = "lingbot-map", device: str = "cuda") -> Any:
+    """ViT-L ``lingbot-map`` preset with the shared deterministic weights, on CUDA, eval mode.
+
+    Built on the meta device and materialised on the GPU (no 1.2 B-parameter CPU init), then
+    ``to_inference_dtype`` (bf16: the reference demo's recipe, spec §9.1: aggregator weights
+    bf16 under autocast, heads fp32), then filled. ``max_frames`` is unused (our RoPE angles
+    are computed, not tabled); ``cache_max_frames`` bounds the specials as the node does.
+    """
+    from gct_stream_ros.model.config import GCTConfig  # noqa: PLC0415 - heavy import
+    from gct_stream_ros.model.gct import GCTModel  # noqa: PLC0415
+
+    del max_frames
+    config = GCTConfig.preset(preset, scale_frames=scale_frames, sliding_window=window,
+                              camera_iterations=camera_iterations, max_frames=cache_max_frames)
+    with torch.device("meta"):
+        model = GCTModel(config)
+    model.materialize(device)
+    if dtype != torch.float32:
+        model.to_inference_dtype(dtype)
+    # fill after the cast: each value is rounded once from float64, as for the reference
+    fill_weights(model, weights_py, seed)
+    model.cache = build_cache(backend, policy, config, dtype, device)
+    model._owns_cache = False
+    return model.eval()
+
+
+def step(model: Any, frames: torch.Tensor, scale_frames: int, mode: StepMode = StepMode.STORE) -> Any:
+    """One step over ``frames [S,3,H,W]`` on the model's device (S > 1: phase 1)."""
+    # CUDA-graph trees need the step boundary marked; a no-op when nothing is compiled.
+    torch.compiler.cudagraph_mark_step_begin()
+    with torch.no_grad():
+        return model.step(frames, mode=mode, num_scale_frames=scale_frames)
+
+
+def warm(model: Any, frames: torch.Tensor, scale_frames: int, passes: int, stream_frames: int = 10) -> None:
+    """Reset -> phase 1 -> ``stream_frames`` streaming steps, ``passes`` times."""
+    for _ in range(passes):
+        model.reset()
+        step(model, frames[:scale_frames].to(_device(model)), scale_frames)
+        for i in range(scale_frames, scale_frames + stream_frames):
+            step(model, frames[i:i + 1].to(_device(model)), scale_frames)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _device(model: Any) -> torch.device:
+    return model.camera_head.embed_pose.weight.device
+
+
+def profile(model: Any, frames: torch.Tensor, scale_frames: int, label: str,
+            keyframe_interval: int = 1) -> RunTimes:
+    """Phase 1 then one frame at a time, one CUDA event pair and a sync per frame."""
+    run = RunTimes(label=label, scale_frames=scale_frames)
+    model.reset()
+    torch.cuda.reset_peak_memory_stats()
+    batch = frames[:scale_frames].cuda()
+    with FrameTimer() as t:
+        step(model, batch, scale_frames)
+    run.phase1_ms = t.gpu_ms
+    total = frames.shape[0]
+    for i in range(scale_frames, total):
+        keyframe = keyframe_interval <= 1 or (i - scale_frames) % keyframe_interval == 0
+        frame = frames[i:i + 1].cuda()
+        with FrameTimer() as t:
+            step(model, frame, scale_frames, StepMode.STORE if keyframe else StepMode.SKIP)
+        run.frame_ms.append(t.gpu_ms)
+        run.host_ms.append(t.host_ms)
+        if i == scale_frames + (total - scale_frames) // 2:
+            run.memory_mib["allocated_mid"] = torch.cuda.memory_allocated() / 2**20
+    run.memory_mib |= memory_snapshot()
+    return run
+
+
+def cache_stats(model: Any) -> dict[str, Any]:
+    stats = model.cache_stats()
+    return {"frames_stored": stats.frames_stored, "tokens_max": stats.tokens_max,
+            "bytes_allocated": stats.bytes_allocated, "policy": stats.policy}
+
+
+def apply_compile(model: Any, level: str) -> dict[str, Any]:
+    """Compile fixed-shape pieces of the model (``compile_hooks``); the cache stays eager."""
+    import compile_hooks  # noqa: PLC0415
+
+    if level not in COMPILE_LEVELS:
+        raise ValueError(f"compile level {level!r} not in {COMPILE_LEVELS}")
+    from gct_stream_ros.cache.dense import DenseKVCache  # noqa: PLC0415
+
+    return compile_hooks.apply(model, level, clone_kv=isinstance(model.cache, DenseKVCache))
+
+
+def kernel_profile(model: Any, frames: torch.Tensor, scale_frames: int, count: int) -> dict[str, Any]:
+    """Top CUDA kernels of ``count`` more streaming frames, continuing the timed run (steady state:
+    the window is full), and the GPU busy time per frame (sum of kernel times)."""
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    total = frames.shape[0]
+    inputs = [frames[scale_frames + i % (total - scale_frames)][None].cuda() for i in range(count)]
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for frame in inputs:
+            step(model, frame, scale_frames)
+        torch.cuda.synchronize()
+    averages = prof.key_averages()
+    busy_us = sum(getattr(e, "self_device_time_total", 0.0) for e in averages)
+    table = ""
+    with contextlib.suppress(Exception):
+        table = averages.table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=70)
+    return {"gpu_busy_ms_per_frame": busy_us / 1000.0 / count,
+            "cpu_ms_per_frame": averages.self_cpu_time_total / 1000.0 / count, "table": table}
