@@ -31,6 +31,7 @@ setup(
         "numpy",
         "torch",
         "opencv-python-headless",
+        "pillow",
         "pyyaml",
         "rosbags",
         "rosbags-image",
@@ -63,6 +64,7 @@ setup(
             "gct_stream_echo = gct_stream_ros.tools.echo:main",
             "gct_stream_demo = gct_stream_ros.tools.demo:main",
             "gct_stream_parity = gct_stream_ros.tools.parity:main",
+            "gct_stream_convert = gct_stream_ros.tools.convert_checkpoint:main",
         ],
     },
 )
