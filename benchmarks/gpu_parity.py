@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-frames", type=int, default=100, help="streaming frames of part model")
     p.add_argument("--fp32-floor", action="store_true", help="part model: also the reference in fp32")
     p.add_argument("--cache-frames", type=int, default=200, help="frames in all of part cache")
-    p.add_argument("--compiled-level", default="graphed+heads")
+    p.add_argument("--compiled-level", default="compiled")
     p.add_argument("--compiled-backend", default="flashinfer")
     p.add_argument("--compiled-frames", type=int, default=40)
     p.add_argument("--policies",

@@ -5,7 +5,7 @@ weights, bf16, 378x504 input, 8 scale frames, sliding window 64, camera head 4 i
 frames (8 scale + 312 streaming), one CUDA event pair and a sync per frame.
 
     python benchmarks/model_step.py --weights-py shared/parity/weights.py \
-        --backend dense,flashinfer --compile none,blocks --reference .ref --json out.json
+        --backend dense,flashinfer --compile none,compiled --reference .ref --json out.json
 
 Each (backend, compile) variant of ours runs in turn in the same process; the reference runs
 last (its torch.compile state is global). Prints a Markdown table and writes JSON.
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma list of our cache backends: dense, paged_gather, flashinfer, flashinfer_fa3")
     p.add_argument("--policy", default="sliding_window", help="cache policy of our model")
     p.add_argument("--compile", default="none",
-                   help="comma list: none, blocks, blocks+global(+heads), fused(+heads), graphed(+heads)")
+                   help="comma list: none (eager), compiled (GCTModel.compile_regions, as model.compile)")
     p.add_argument("--variants", default="",
                    help="comma list of backend:compile pairs (overrides --backend x --compile)")
     p.add_argument("--keyframe-interval", type=int, default=1)

@@ -16,8 +16,8 @@ from gct_stream_ros.cache.base import StepMode
 
 # our cache backends (the factory's names): dense SDPA, paged + gather + SDPA, FlashInfer FA2 / FA3
 BACKENDS = ("dense", "paged_gather", "flashinfer", "flashinfer_fa3", "auto")
-COMPILE_LEVELS = ("none", "blocks", "blocks+global", "blocks+global+heads", "fused", "fused+heads", "graphed",
-                  "graphed+heads")
+COMPILE_LEVELS = ("none", "compiled")
+"""``compiled``: the model's own ``compile_regions`` (what ``model.compile: true`` runs in the node)."""
 
 
 def build_cache(backend: str, policy: str, config: Any, dtype: torch.dtype, device: str = "cuda") -> Any:
@@ -61,8 +61,6 @@ def build_ours(weights_py: str, seed: int, *, backend: str, policy: str, scale_f
 
 def step(model: Any, frames: torch.Tensor, scale_frames: int, mode: StepMode = StepMode.STORE) -> Any:
     """One step over ``frames [S,3,H,W]`` on the model's device (S > 1: phase 1)."""
-    # CUDA-graph trees need the step boundary marked; a no-op when nothing is compiled.
-    torch.compiler.cudagraph_mark_step_begin()
     with torch.no_grad():
         return model.step(frames, mode=mode, num_scale_frames=scale_frames)
 
@@ -113,14 +111,12 @@ def cache_stats(model: Any) -> dict[str, Any]:
 
 
 def apply_compile(model: Any, level: str) -> dict[str, Any]:
-    """Compile fixed-shape pieces of the model (``compile_hooks``); the cache stays eager."""
-    import compile_hooks  # noqa: PLC0415
-
+    """Compile the model as the engine does (``GCTModel.compile_regions``); the cache stays eager."""
     if level not in COMPILE_LEVELS:
         raise ValueError(f"compile level {level!r} not in {COMPILE_LEVELS}")
-    from gct_stream_ros.cache.dense import DenseKVCache  # noqa: PLC0415
-
-    return compile_hooks.apply(model, level, clone_kv=isinstance(model.cache, DenseKVCache))
+    if level == "compiled":
+        model.compile_regions()
+    return {"level": level}
 
 
 def kernel_profile(model: Any, frames: torch.Tensor, scale_frames: int, count: int) -> dict[str, Any]:

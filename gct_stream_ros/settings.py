@@ -108,6 +108,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Frames processed together as the scale reference", low=1, high=64),
     _engine("model.camera_iterations", "camera_iterations",
             "Camera-head refinement iterations (fewer: faster)", low=1, high=16),
+    _engine("model.compile", "compile",
+            "torch.compile the model (CUDA graphs on GPU): ~2x faster steps after minutes of compiling"),
     _engine("keyframes.mode", "keyframe_mode",
             "Which frames are stored in the cache: every, interval or flow", choices=KEYFRAME_MODES),
     _engine("keyframes.interval", "keyframe_interval",

@@ -127,3 +127,21 @@ def test_bfloat16_aggregator_keeps_fp32_outputs_close_to_fp32(tiny_model, frames
     assert output.pose_enc.dtype == output.depth.dtype == torch.float32
     torch.testing.assert_close(output.depth, reference.depth, atol=0.05, rtol=0.05)
     assert not torch.equal(output.depth, reference.depth)
+
+
+def test_compiled_regions_equal_the_eager_model_and_keep_the_state_dict(tiny_model, frames):
+    """Dynamo traces every region whole (no graph break); Inductor is left to the GPU benchmarks."""
+    eager, compiled = tiny_model(enable_point=True), tiny_model(enable_point=True)
+    keys = list(compiled.state_dict())
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled.compile_regions(mode=None, backend="eager")
+    images = frames(4)
+    outputs = {model: [model.step(images[:2]), model.step(images[2:3]),
+                       model.step(images[3:], mode=StepMode.SKIP)] for model in (eager, compiled)}
+    for ours, reference in zip(outputs[compiled], outputs[eager]):
+        assert _equal_outputs(ours, reference) and torch.equal(ours.world_points, reference.world_points)
+    assert not torch._dynamo.utils.counters["graph_break"]
+    # patch embedding, depth+1 segments and two heads, for the scale phase and for single frames
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2 * (1 + compiled.config.depth + 1 + 2)
+    assert list(compiled.state_dict()) == keys and compiled.compiled

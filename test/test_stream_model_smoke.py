@@ -13,8 +13,6 @@ from gct_stream_ros.stream.session import StreamSession
 from gct_stream_ros.stream.synthetic import SyntheticScene
 
 
-# Random weights can predict a zero field of view: infinite intrinsics are then expected.
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_tiny_model_session_streams_windows_with_interval_keyframes():
     torch.manual_seed(0)
     frames = SyntheticScene(0).render_sequence(7, 84, 63)
@@ -37,3 +35,13 @@ def test_tiny_model_session_streams_windows_with_interval_keyframes():
     assert result.world_points.shape == (42, 56, 3) and result.window == 2
     stats = session.stats()
     assert stats.frames_stored == session.network.frames_stored == 3 and len(stats.window_scales) == 3
+
+
+@pytest.mark.parametrize("compile_model", [False, True])
+def test_the_compile_setting_compiles_the_network(monkeypatch, compile_model):
+    calls = []
+    monkeypatch.setattr(GCTModel, "compile_regions", lambda model, **options: calls.append(options))
+    config = EngineConfig(preset="tiny", device="cpu", image_width=56, compile=compile_model)
+    StreamSession(config)
+    # no CUDA graphs on the CPU: plain Inductor kernels
+    assert calls == ([{"mode": None}] if compile_model else [])

@@ -8,11 +8,13 @@ depths, ``[frame-block output, global-block output]`` concatenated on channels, 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from gct_stream_ros.cache.base import GlobalKVCache, StepMode
-from gct_stream_ros.model.attention import Mixer, self_attention
+from gct_stream_ros.model.attention import self_attention
 from gct_stream_ros.model.block import Block
 from gct_stream_ros.model.config import GCTConfig
 from gct_stream_ros.model.dinov2 import DinoV2
@@ -35,6 +37,7 @@ class Aggregator(nn.Module):
                                   config.dino_num_heads, config.dino_mlp_ratio, config.num_register_tokens)
         self.frame_blocks = nn.ModuleList(self._block() for _ in range(config.depth))
         self.global_blocks = nn.ModuleList(self._block() for _ in range(config.depth))
+        self._segments = [functools.partial(self._layer_segment, layer) for layer in range(config.depth + 1)]
         self.reset_constants()
 
     def _block(self) -> Block:
@@ -71,28 +74,64 @@ class Aggregator(nn.Module):
         grid_h, grid_w = height // c.patch_size, width // c.patch_size
         first_position = cache.frames_stored
 
-        patches = self.patch_embed((images - self._resnet_mean) / self._resnet_std)  # [S, h*w, C]
+        patches = self._embed_patches(images)  # [S, h*w, C]
         specials = self.special_tokens(first_position, num_frames, num_scale_frames)
         tokens = torch.cat((specials, patches), dim=1)  # [S, P, C]; fp32 under autocast, as the reference
-        tokens_per_frame = tokens.shape[1]
 
         frame_rotation = rope_2d(frame_positions_2d(grid_h, grid_w, c.num_special_tokens).to(images.device),
                                  c.head_dim, c.rope_frequency)
         global_rotation = self._global_rotation(first_position, num_frames, grid_h, grid_w, images.device)
 
+        outputs = []
+        cache.begin_step(num_frames, tokens.shape[1], mode)
+        x, mixed = tokens, None
+        for layer, segment in enumerate(self._segments):
+            global_output, frame_output, q, k, v = segment(x, mixed, frame_rotation, global_rotation)
+            if layer - 1 in c.selected_layers:
+                outputs.append(torch.cat((x, global_output), dim=-1))  # x: frame block layer-1's output
+            if frame_output is None:
+                break
+            mixed = cache.attend(layer, q, k, v)
+            x = frame_output
+        cache.end_step()
+        return outputs
+
+    # Everything between two cache calls has a fixed shape, so each piece below can be compiled
+    # whole (``compile_regions``); eager and compiled runs execute the same code.
+
+    def _embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """``[S, 3, H, W]`` in [0, 1] -> DINO patch tokens ``[S, h*w, C]``."""
+        return self.patch_embed((images - self._resnet_mean) / self._resnet_std)
+
+    def _layer_segment(self, layer: int, x: torch.Tensor, mixed: torch.Tensor | None,
+                       frame_rotation: Rotation,
+                       global_rotation: Rotation) -> tuple[torch.Tensor | None, ...]:
+        """Finish global block ``layer - 1``, run frame block ``layer``, prepare global block ``layer``.
+
+        ``x``: the input of global block ``layer - 1`` (the tokens, for layer 0) ``[S, P, C]``;
+        ``mixed``: that block's attention over the cache ``[S, P, H, D]``. Returns (output of global
+        block ``layer - 1``, output of frame block ``layer``, its rotated q, k and v); the entries
+        past the last block are None.
+        """
+        global_output = self.global_blocks[layer - 1].finish(x, mixed) if layer else None
+        if layer == len(self.frame_blocks):
+            return global_output, None, None, None, None
+
         def within_frame(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             return self_attention(frame_rotation(q), frame_rotation(k), v)
 
-        outputs = []
-        cache.begin_step(num_frames, tokens_per_frame, mode)
-        for layer, (frame_block, global_block) in enumerate(zip(self.frame_blocks, self.global_blocks)):
-            tokens = frame_block(tokens, within_frame)
-            frame_output = tokens
-            tokens = global_block(tokens, _across_frames(cache, layer, global_rotation))
-            if layer in c.selected_layers:
-                outputs.append(torch.cat((frame_output, tokens), dim=-1))
-        cache.end_step()
-        return outputs
+        frame_output = self.frame_blocks[layer](x if global_output is None else global_output, within_frame)
+        q, k, v = self.global_blocks[layer].attention_inputs(frame_output)  # [S, P, H, D]
+        flat = (q.shape[0] * q.shape[1], *q.shape[2:])
+        q = global_rotation(q.reshape(flat)).reshape(q.shape)
+        k = global_rotation(k.reshape(flat)).reshape(k.shape)
+        return global_output, frame_output, q, k, v
+
+    def compile_regions(self, **options: object) -> None:
+        """``torch.compile`` the patch embedding and every layer segment with ``options``."""
+        self._embed_patches = torch.compile(self._embed_patches, **options)
+        self._segments = [torch.compile(functools.partial(self._layer_segment, layer), **options)
+                          for layer in range(len(self.frame_blocks) + 1)]
 
     def _global_rotation(self, first_position: int, num_frames: int, grid_h: int, grid_w: int,
                          device: torch.device) -> Rotation:
@@ -105,16 +144,3 @@ class Aggregator(nn.Module):
         frame_indices = torch.arange(first_position, first_position + num_frames)
         positions = frame_positions_3d(frame_indices, grid_h, grid_w, c.num_special_tokens)
         return rope_3d(positions.to(device), c.rope3d_split, c.rope3d_theta)
-
-
-def _across_frames(cache: GlobalKVCache, layer: int, rotation: Rotation) -> Mixer:
-    """Mixer of global block ``layer``: rotate, then attend through the cache (which stores per mode)."""
-
-    def mix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        num_frames, tokens = q.shape[:2]
-        flat = (num_frames * tokens, *q.shape[2:])
-        q = rotation(q.reshape(flat)).reshape(q.shape)  # [S, P, H, D]
-        k = rotation(k.reshape(flat)).reshape(k.shape)
-        return cache.attend(layer, q, k, v)
-
-    return mix

@@ -35,7 +35,14 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, mix: Mixer = self_attention) -> torch.Tensor:
         """``[B, N, C]`` -> ``[B, N, C]``."""
+        return self.project_out(mix(*self.project_in(x)))
+
+    def project_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[B, N, C]`` -> q, k (normalised), v ``[B, N, H, D]``: what a ``Mixer`` takes."""
         # qkv rows are ordered (q, k, v), each head-major
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(-3)  # [B, N, H, D]
-        out = mix(self.q_norm(q), self.k_norm(k), v)
-        return self.proj(out.flatten(-2))
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(-3)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def project_out(self, mixed: torch.Tensor) -> torch.Tensor:
+        """A ``Mixer``'s output ``[B, N, H, D]`` -> ``[B, N, C]``."""
+        return self.proj(mixed.flatten(-2))

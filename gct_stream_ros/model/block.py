@@ -25,5 +25,16 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mix: Mixer = self_attention) -> torch.Tensor:
         """``[B, N, C]`` -> ``[B, N, C]``; ``mix`` decides what the tokens attend to."""
-        x = x + self.ls1(self.attn(self.norm1(x), mix))
+        return self.finish(x, mix(*self.attention_inputs(x)))
+
+    # The two halves of forward, for callers that run the token mixing elsewhere (the global
+    # blocks' KV cache sits between two compiled regions of fixed shape).
+
+    def attention_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[B, N, C]`` -> q, k (normalised, not rotated), v ``[B, N, H, D]``."""
+        return self.attn.project_in(self.norm1(x))
+
+    def finish(self, x: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
+        """The block's output from its input ``x`` and the mixed values ``[B, N, H, D]``."""
+        x = x + self.ls1(self.attn.project_out(mixed))
         return x + self.ls2(self.mlp(self.norm2(x)))

@@ -44,6 +44,7 @@ class GCTModel(nn.Module):
         self.cache = cache if cache is not None else self._default_cache(torch.float32)
         self.camera_cache = CameraKVCache(config.camera_iterations, config.camera_depth, config.scale_frames,
                                           config.max_frames)
+        self.compiled = False
 
     def _default_cache(self, dtype: torch.dtype) -> DenseKVCache:
         c = self.config
@@ -64,6 +65,27 @@ class GCTModel(nn.Module):
             self.cache = self._default_cache(dtype)
         return self
 
+    def compile_regions(self, mode: str | None = "reduce-overhead", backend: str = "inductor") -> GCTModel:
+        """``torch.compile`` the fixed-shape parts: the patch embedding, the aggregator's layer
+        segments (everything between two cache calls) and the DPT heads; caches stay eager.
+
+        ``reduce-overhead`` replays CUDA graphs (the step is otherwise bound by kernel launches).
+        Each new input shape (the scale phase, a new image size) compiles again, once.
+        """
+        # The segments share one code object, so each layer and shape is a recompilation of it:
+        # dynamo's default limit (8) would silently leave most layers eager.
+        limit = 8 * (self.config.depth + 1)
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
+        options = {"mode": mode, "backend": backend, "dynamic": False}
+        self.aggregator.compile_regions(**options)
+        # compiled forwards as instance attributes: the state dict keeps its keys
+        for head in filter(None, (self.depth_head, self.point_head)):
+            head.forward = torch.compile(head.forward, **options)
+        self.compiled = True
+        return self
+
     @torch.no_grad()
     def step(self, images: torch.Tensor, mode: StepMode = StepMode.STORE,
              num_scale_frames: int | None = None) -> StepOutput:
@@ -72,6 +94,9 @@ class GCTModel(nn.Module):
         num_frames, _, height, width = images.shape
         device = self.camera_head.embed_pose.weight.device
         images = images.to(device=device, dtype=torch.float32)
+        if self.compiled:
+            # outputs of the previous step's CUDA graphs may now be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with self._aggregator_precision(device):
             layers = self.aggregator(images, self.cache, mode, num_scale_frames)
         layers = [x.float() for x in layers]

@@ -18,6 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from gct_stream_ros.mapping.quaternion import quaternion_from_matrix
+from gct_stream_ros.stream.points import depth_to_world_points, transform_points
 from gct_stream_ros.stream.result import FrameResult
 
 NS_PER_S = 1_000_000_000
@@ -91,14 +92,10 @@ def session_points(result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
     if result.world_points is not None:
         confidence = result.depth_conf if result.world_points_conf is None else result.world_points_conf
         return np.asarray(result.world_points), np.asarray(confidence)
-    height, width = result.depth.shape
-    v, u = np.mgrid[0:height, 0:width]
-    k = result.intrinsics
-    depth = np.asarray(result.depth, dtype=np.float64)
+    depth = np.asarray(result.depth, dtype=np.float32)
     depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan)  # invalid depth gives no point
-    camera = np.stack([(u - k[0, 2]) / k[0, 0] * depth, (v - k[1, 2]) / k[1, 1] * depth, depth], axis=-1)
-    world = camera @ result.pose_c2w[:3, :3].T + result.pose_c2w[:3, 3]
-    return world, np.asarray(result.depth_conf)
+    points = depth_to_world_points(depth, result.pose_c2w, result.intrinsics, np.float32)
+    return points, np.asarray(result.depth_conf)
 
 
 def cloud_points(result: FrameResult, output_from_session: np.ndarray, decimation: int = 1,
@@ -109,10 +106,14 @@ def cloud_points(result: FrameResult, output_from_session: np.ndarray, decimatio
     rows = slice(None, None, max(1, int(decimation)))
     xyz = points[rows, rows].reshape(-1, 3)
     rgb = np.asarray(result.image)[rows, rows].reshape(-1, 3)
-    keep = np.isfinite(xyz).all(axis=1) & (confidence[rows, rows].reshape(-1) >= min_confidence)
-    transform = np.asarray(output_from_session, dtype=np.float64)
-    xyz = xyz[keep] @ transform[:3, :3].T + transform[:3, 3]
-    return xyz.astype(np.float32), rgb[keep].astype(np.uint8)
+    keep = confidence[rows, rows].reshape(-1) >= min_confidence
+    finite = np.isfinite(xyz)
+    if not finite.all():
+        keep &= finite.all(axis=1)
+    if not keep.all():  # boolean indexing copies every point: skip it in the usual all-valid case
+        xyz, rgb = xyz[keep], rgb[keep]
+    # float32 like the message: world coordinates of a map need no more than its 7 digits
+    return transform_points(xyz, output_from_session, np.float32), np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
 def point_cloud(xyz: np.ndarray, rgb: np.ndarray, stamp_ns: int, frame_id: str) -> PointCloud2:

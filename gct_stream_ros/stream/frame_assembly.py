@@ -38,7 +38,7 @@ def assemble_frame(frame: InputFrame, estimate: FrameEstimate, *, sequence: int,
             world_points = estimate.world_points.numpy()
             world_points_conf = estimate.world_points_conf.numpy()
         else:
-            world_points = depth_to_world_points(depth, c2w, intrinsics).astype(np.float32)
+            world_points = depth_to_world_points(depth, c2w, intrinsics, np.float32)
             world_points_conf = depth_conf
     intrinsics_input = intrinsics if frame.geometry is None else np.asarray(
         frame.geometry.intrinsics_to_input(intrinsics), dtype=np.float64)
