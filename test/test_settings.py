@@ -119,8 +119,9 @@ def test_namespaced_sections_apply(tmp_path):
     assert settings.load_params_file(path) == {"queue.size": 7}
 
 
-def test_docs_embed_the_current_parameter_table():
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "node.md").read_text()
+@pytest.mark.parametrize("document", ["docs/node.md", "README.md"])
+def test_docs_embed_the_current_parameter_table(document):
+    docs = (Path(__file__).resolve().parents[1] / document).read_text()
     table = settings.markdown_table()
     assert table in docs
     assert table.count("\n") == len(settings.SETTINGS) + 2
