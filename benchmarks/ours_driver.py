@@ -47,15 +47,14 @@ def build_ours(weights_py: str, seed: int, *, backend: str, policy: str, scale_f
     del max_frames
     config = GCTConfig.preset(preset, scale_frames=scale_frames, sliding_window=window,
                               camera_iterations=camera_iterations, max_frames=cache_max_frames)
+    cache = build_cache(backend, policy, config, dtype, device)
     with torch.device("meta"):
-        model = GCTModel(config)
+        model = GCTModel(config, cache)
     model.materialize(device)
     if dtype != torch.float32:
         model.to_inference_dtype(dtype)
     # fill after the cast: each value is rounded once from float64, as for the reference
     fill_weights(model, weights_py, seed)
-    model.cache = build_cache(backend, policy, config, dtype, device)
-    model._owns_cache = False
     return model.eval()
 
 
