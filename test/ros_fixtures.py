@@ -18,7 +18,7 @@ from gct_stream_ros.stream.stats import SessionStats, StepTimes
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 Kilted wheels or a ROS install) is not importable")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.publisher import Publisher  # noqa: E402
@@ -119,7 +119,7 @@ class RosHarness:
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id,
                    signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.probe = Node("probe", context=self.context)
         self.executor.add_node(self.probe)
         self._nodes: list[Node] = []
@@ -154,7 +154,11 @@ class RosHarness:
         publisher = self.probe.create_publisher(
             message_type, topic, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         self._endpoints.append(publisher)
-        self.wait_for(lambda: publisher.get_subscription_count() >= subscribers, DISCOVERY_TIMEOUT_S,
+        # Both ends must have matched: a volatile reader drops samples of a writer it has not matched yet,
+        # even when the writer already counts the reader (seen with Fast DDS: the first frame lost).
+        readers = [s for n in self._nodes for s in n.subscriptions if s.topic_name == topic]
+        self.wait_for(lambda: publisher.get_subscription_count() >= subscribers
+                      and all(r.get_publisher_count() >= 1 for r in readers), DISCOVERY_TIMEOUT_S,
                       f"no subscriber on {topic}")
         return publisher
 

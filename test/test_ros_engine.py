@@ -25,7 +25,7 @@ from gct_stream_ros.ros.node import GctStreamNode, build_session  # noqa: E402
 from gct_stream_ros.stream.synthetic import SyntheticScene  # noqa: E402
 
 ENGINE = {"model.image_width": 70, "model.num_scale_frames": 2, "window.overlap": 1, "input.qos": "reliable",
-          "output.points.decimation": 1}
+          "queue.policy": "all", "output.points.decimation": 1}
 TIMEOUT_S = 10.0
 FRAMES = SyntheticScene(seed=1).render_sequence(4, 96, 72)
 

@@ -352,7 +352,11 @@ class GctStreamNode(Node):
         v = self.values
         world = self._world_for(result, camera_frame)
         stamp = result.stamp_ns
+        child_frame, pose = tracked_pose(v, world, result.pose_c2w, camera_frame)
         if not result.revision:
+            # Fused before anything goes out: whoever saw the frame finds it in the map and trajectory.
+            self._fuse(result, world, pose)
+            self._path.append(messages.pose_stamped(pose, stamp, world_frame_id(v)))
             self.diagnostics.processed += 1
             self._tf.send(frame_transforms(v, camera_frame, world, result.pose_c2w, stamp))
         if _wanted(self._depth_pub):
@@ -368,15 +372,9 @@ class GctStreamNode(Node):
                                              v["output.points.min_confidence"])
             self._points_pub.publish(messages.point_cloud(xyz, rgb, stamp, world_frame_id(v) if in_map
                                                           else camera_frame))
-        child_frame, pose = tracked_pose(v, world, result.pose_c2w, camera_frame)
         if _wanted(self._odometry_pub):
             self._odometry_pub.publish(messages.odometry(pose, stamp, world_frame_id(v), child_frame))
-        if result.revision:
-            return
-        # Fused before the path goes out: whoever saw a frame on the path finds it in the map and trajectory.
-        self._fuse(result, world, pose)
-        self._path.append(messages.pose_stamped(pose, stamp, world_frame_id(v)))
-        if _wanted(self._path_pub):
+        if not result.revision and _wanted(self._path_pub):
             self._path_pub.publish(messages.path(list(self._path), stamp, world_frame_id(v)))
 
     def _fuse(self, result: FrameResult, world: WorldFrame, pose: np.ndarray) -> None:
