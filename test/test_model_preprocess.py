@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gct_stream_ros.model.preprocess import model_size, preprocess_image
+from gct_stream_ros.model.preprocess import RESIZE_METHODS, model_size, preprocess_image, resize_image
+from gct_stream_ros.stream.config import RESIZE_METHODS as CONFIG_RESIZE_METHODS
 
 
 @pytest.mark.parametrize(("input_hw", "model_hw", "resized_h"), [
@@ -36,6 +37,31 @@ def test_pixels_are_the_pil_bicubic_resize_cropped_and_scaled_to_unit_range():
     assert tensor.shape == (3, 56, 56) and top == 42
     cropped = torch.from_numpy(expected[top:top + 56].copy()).permute(2, 0, 1)
     torch.testing.assert_close(tensor, cropped / 255.0)
+
+
+@pytest.mark.parametrize(("input_hw", "width"), [((467, 640), 518), ((1080, 1920), 518), ((24, 32), 70),
+                                                 ((100, 40), 56)])
+def test_the_torch_resize_is_the_pil_filter_up_to_rounding(input_hw, width):
+    image = np.random.default_rng(1).integers(0, 256, (*input_hw, 3), dtype=np.uint8)
+    exact, geometry = resize_image(image, width, "pil")
+    fast, fast_geometry = resize_image(image, width, "torch")
+    assert fast_geometry == geometry and fast.shape == exact.shape and fast.dtype == np.uint8
+    difference = np.abs(fast.astype(int) - exact.astype(int))
+    assert difference.max() <= 2 and (difference > 0).mean() < 0.01
+
+
+def test_the_model_input_is_the_resized_image_in_unit_range():
+    image = np.random.default_rng(2).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    for method in RESIZE_METHODS:
+        rgb, _ = resize_image(image, 42, method)
+        tensor, _ = preprocess_image(image, 42, method)
+        torch.testing.assert_close(tensor, torch.from_numpy(rgb).permute(2, 0, 1) / 255.0)
+
+
+def test_unknown_resize_methods_are_refused_and_the_config_knows_the_same_ones():
+    with pytest.raises(ValueError, match="not one of pil, torch"):
+        resize_image(np.zeros((28, 28, 3), np.uint8), 28, "cv2")
+    assert CONFIG_RESIZE_METHODS == RESIZE_METHODS
 
 
 def test_rejects_non_rgb_uint8():

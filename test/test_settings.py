@@ -26,15 +26,18 @@ def test_defaults_are_valid_and_follow_the_engine():
 
 
 def test_engine_config_receives_the_values():
-    values = settings.resolve({**TINY, "model.image_width": 140, "window.mode": "online"})
+    values = settings.resolve({**TINY, "model.image_width": 140, "window.mode": "online",
+                               "model.resize": "torch"})
     config = settings.engine_config(values)
-    assert (config.preset, config.image_width, config.window_mode) == ("tiny", 140, "online")
+    assert (config.preset, config.image_width, config.window_mode, config.resize) == ("tiny", 140, "online",
+                                                                                      "torch")
 
 
 @pytest.mark.parametrize(("name", "value", "reason"), [
     ("model.image_width", 100, "multiple of 14"),
     ("model.image_width", 14, "below the minimum"),
     ("model.preset", "huge", "not one of"),
+    ("model.resize", "cv2", "not one of pil, torch"),
     ("queue.size", 0, "below the minimum"),
     ("output.depth.encoding", "8UC1", "not one of"),
     ("queue.size", 2.5, "takes a int"),

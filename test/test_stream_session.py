@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_stream_support import WIDTH, oracle_session, push_all, relative_poses, render
 
-from gct_stream_ros.model.preprocess import preprocess_image
+from gct_stream_ros.model.preprocess import preprocess_image, resize_image
 from gct_stream_ros.stream.config import EngineConfig
 from gct_stream_ros.stream.oracle import OracleNetwork
 from gct_stream_ros.stream.result import FrameType
@@ -75,6 +75,18 @@ def test_intrinsics_are_mapped_back_to_the_input_image():
     expected = geometry.intrinsics_to_input(result.intrinsics)
     np.testing.assert_allclose(result.intrinsics_input, expected, rtol=1e-9)
     np.testing.assert_allclose(result.intrinsics_input[0, 0], input_intrinsics[0, 0], rtol=2e-2)
+
+
+@pytest.mark.parametrize("method", ["pil", "torch"])
+def test_the_configured_resize_makes_the_model_input_and_the_result_colours(method):
+    image = np.random.default_rng(3).integers(0, 256, (112, 2 * WIDTH, 3), dtype=np.uint8)
+    config = EngineConfig(preset="tiny", checkpoint="", device="cpu", image_width=WIDTH, resize=method,
+                          num_scale_frames=1, window_overlap=1)
+    (result,) = StreamSession(config).push(image, 5)
+    expected, _ = resize_image(image, WIDTH, method)
+    other, _ = resize_image(image, WIDTH, "torch" if method == "pil" else "pil")
+    np.testing.assert_array_equal(result.image, expected)
+    assert not np.array_equal(result.image, other)
 
 
 def test_interval_keyframes_store_every_kth_streaming_frame():

@@ -1,9 +1,15 @@
 """Camera image -> model input, identical to the reference's "crop" preprocessing (spec §3.1).
 
-The image is resized with PIL's (antialiased) bicubic filter to the target width and the height
+The image is resized with an antialiased bicubic filter to the target width and the height
 that keeps the aspect ratio, rounded to a multiple of the patch size; a portrait result taller
 than the target width is centre-cropped to a square. ``ImageGeometry`` maps pixels and
 intrinsics between the input image and the model image.
+
+Two implementations of the same filter (``RESIZE_METHODS``): ``pil``, the reference's own
+(PIL's fixed-point bicubic, bit-exact), and ``torch``, PyTorch's uint8 antialiased bicubic, the
+same kernel with another rounding: at most 2 grey levels from PIL on under 1 % of the pixels, and
+about 5x faster on the CPU (0.8 vs 4.1 ms for 640x467 -> 518x378), which is most of the node's
+per-frame CPU work.
 
 Pixel coordinates are continuous with the image spanning ``[0, W] x [0, H]`` (pixel centres at
 ``i + 0.5``), so a resize is a pure scaling of coordinates and a crop a shift.
@@ -18,6 +24,7 @@ import torch
 from PIL import Image
 
 PATCH_SIZE = 14
+RESIZE_METHODS = ("pil", "torch")
 
 
 @dataclass(frozen=True)
@@ -74,12 +81,32 @@ def model_size(input_hw: tuple[int, int], target_width: int = 518) -> ImageGeome
                          model_hw=(model_h, target_width), crop_top=(resized_h - model_h) // 2)
 
 
-def preprocess_image(image: np.ndarray, target_width: int = 518) -> tuple[torch.Tensor, ImageGeometry]:
-    """RGB ``uint8`` image ``[H, W, 3]`` -> model input ``[3, H', W']`` float in [0, 1] and its geometry."""
+def resize_image(image: np.ndarray, target_width: int = 518,
+                 method: str = "pil") -> tuple[np.ndarray, ImageGeometry]:
+    """RGB ``uint8`` image ``[H, W, 3]`` -> the model image ``[H', W', 3]`` uint8 and its geometry."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize method {method!r} is not one of {', '.join(RESIZE_METHODS)}")
     geometry = model_size(image.shape[:2], target_width)
     resized_h, resized_w = geometry.resized_hw
-    resized = Image.fromarray(image).resize((resized_w, resized_h), Image.Resampling.BICUBIC)
-    pixels = np.asarray(resized)[geometry.crop_top:geometry.crop_top + geometry.model_hw[0]]
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div(255), geometry
+    if method == "pil":
+        resized = np.array(Image.fromarray(image).resize((resized_w, resized_h), Image.Resampling.BICUBIC))
+    else:
+        channels_first = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]  # [1, 3, H, W]
+        resized = torch.nn.functional.interpolate(channels_first, size=(resized_h, resized_w), mode="bicubic",
+                                                  antialias=True)[0].permute(1, 2, 0).numpy()
+    rows = slice(geometry.crop_top, geometry.crop_top + geometry.model_hw[0])
+    return np.ascontiguousarray(resized[rows]), geometry
+
+
+def to_model_input(rgb: np.ndarray) -> torch.Tensor:
+    """``[H, W, 3]`` uint8 -> ``[3, H, W]`` float32 in [0, 1]."""
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)
+
+
+def preprocess_image(image: np.ndarray, target_width: int = 518,
+                     method: str = "pil") -> tuple[torch.Tensor, ImageGeometry]:
+    """RGB ``uint8`` image ``[H, W, 3]`` -> model input ``[3, H', W']`` float in [0, 1] and its geometry."""
+    rgb, geometry = resize_image(image, target_width, method)
+    return to_model_input(rgb), geometry

@@ -45,7 +45,7 @@ def assemble_frame(frame: InputFrame, estimate: FrameEstimate, *, sequence: int,
     return FrameResult(
         index=frame.index, stamp_ns=frame.stamp_ns, pose_c2w=c2w, intrinsics=intrinsics,
         intrinsics_input=intrinsics_input, depth=depth, depth_conf=depth_conf,
-        image=to_uint8_image(frame.image),
+        image=frame.rgb if frame.rgb is not None else to_uint8_image(frame.image),
         frame_type=estimate.frame_type, window=window, sequence=sequence, revision=frame.revision,
         window_scale=window_scale, window_transform=window_transform,
         world_points=world_points, world_points_conf=world_points_conf, flow=estimate.flow,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gct_stream_ros.model.preprocess import ImageGeometry
@@ -19,6 +20,9 @@ class InputFrame:
     geometry: ImageGeometry | None = None
     """How the input image was mapped onto ``image`` (for the intrinsics of the input); None:
     the input already was at model resolution."""
+    rgb: np.ndarray | None = None
+    """``[H, W, 3]`` uint8, the resized image ``image`` was made from (None: pushed as a tensor); the
+    result's colours, without a round trip through float."""
     revision: bool = False
     """Re-processed by a later window (its first result was already handed out)."""
     preprocess_ms: float = 0.0

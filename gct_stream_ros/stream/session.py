@@ -26,7 +26,7 @@ import torch
 
 from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.model.network import StreamingNetwork
-from gct_stream_ros.model.preprocess import ImageGeometry, preprocess_image
+from gct_stream_ros.model.preprocess import ImageGeometry, resize_image, to_model_input
 from gct_stream_ros.stream.config import EngineConfig
 from gct_stream_ros.stream.device import resolve_device, resolve_dtype
 from gct_stream_ros.stream.estimate import FrameEstimate
@@ -69,18 +69,21 @@ class StreamSession:
     def push(self, image: np.ndarray, stamp_ns: int) -> list[FrameResult]:
         """Add an ``[H, W, 3]`` uint8 RGB image; return the results that became available."""
         start = time.perf_counter()
-        tensor, geometry = preprocess_image(image, self.config.image_width)
-        return self.push_tensor(tensor, stamp_ns, geometry, preprocess_ms=_milliseconds_since(start))
+        rgb, geometry = resize_image(image, self.config.image_width, self.config.resize)
+        return self._accept(InputFrame(index=self._next_index, stamp_ns=stamp_ns, image=to_model_input(rgb),
+                                       geometry=geometry, rgb=rgb, preprocess_ms=_milliseconds_since(start)))
 
-    def push_tensor(self, image: torch.Tensor, stamp_ns: int, geometry: ImageGeometry | None = None,
-                    preprocess_ms: float = 0.0) -> list[FrameResult]:
+    def push_tensor(self, image: torch.Tensor, stamp_ns: int,
+                    geometry: ImageGeometry | None = None) -> list[FrameResult]:
         """Add an already preprocessed ``[3, H, W]`` float image in [0, 1] at model resolution.
 
         ``geometry`` (the preprocessing's ``ImageGeometry``) maps intrinsics to the input image;
         without it ``intrinsics_input`` equals ``intrinsics``.
         """
-        frame = InputFrame(index=self._next_index, stamp_ns=stamp_ns, image=image.detach().float().cpu(),
-                           geometry=geometry, preprocess_ms=preprocess_ms)
+        return self._accept(InputFrame(index=self._next_index, stamp_ns=stamp_ns,
+                                       image=image.detach().float().cpu(), geometry=geometry))
+
+    def _accept(self, frame: InputFrame) -> list[FrameResult]:
         self._next_index += 1
         results = []
         if self._model_hw is not None and frame.model_hw != self._model_hw:
