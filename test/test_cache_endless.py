@@ -60,8 +60,16 @@ def test_budgeted_policies_are_bounded_on_endless_streams():
                             MAX_FRAMES)
     gen = torch.Generator().manual_seed(2)
     run_step(cache, Step("phase1", SCALE), step_tensors(gen, LAYERS, SCALE, TOKENS, HEADS, DIM))
-    bound = LAYERS * (budget + SPECIALS * MAX_FRAMES) * 2 * HEADS * DIM * 4
+    token_bytes = 2 * HEADS * DIM * 4
+    bound = LAYERS * (budget + SPECIALS * (MAX_FRAMES + 1)) * token_bytes
+    storage = [specials.tokens.keys.data_ptr() for specials in cache._specials]
+    held = []
     for _ in range(200):
         run_step(cache, Step("store"), step_tensors(gen, LAYERS, 1, TOKENS, HEADS, DIM))
-        assert cache.stats().bytes_allocated <= bound
+        held.append(cache.stats().bytes_allocated)
+        assert held[-1] <= bound
     assert cache.stats().specials_dropped == cache.frames_stored - MAX_FRAMES
+    # flat once the budget is full: specials never reallocated, patches at the fixed total (+- rounding)
+    assert [specials.tokens.keys.data_ptr() for specials in cache._specials] == storage
+    full = held[WINDOW + 1:]
+    assert max(full) - min(full) <= LAYERS * token_bytes

@@ -11,7 +11,7 @@ from gct_stream_ros.cache.policies.allocators import layer_budgets
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
 from gct_stream_ros.cache.policies.policy import PRESETS, CachePolicy, policy_preset
 from gct_stream_ros.cache.policies.scorers import attention_mass, diversity_scores, sampled_queries
-from gct_stream_ros.cache.policies.selection import keep_mask
+from gct_stream_ros.cache.policies.selection import kept_positions
 from gct_stream_ros.cache.policies.temporal_rope import rotate_temporal
 
 LAYERS, HEADS, DIM, PATCHES = 3, 2, 64, 8
@@ -43,7 +43,10 @@ def test_every_policy_keeps_its_budget_at_every_step(policy):
             assert len(patches) <= budget
             assert tokens <= budget + SPECIALS * MAX_FRAMES
             # every frame with patches keeps its specials; scale frames keep all their patches
-            assert set(patches.frames.tolist()) <= set(cache._specials[layer].frames.tolist())
+            specials = cache._specials[layer].tokens
+            assert set(patches.frames.tolist()) <= set(specials.frames.tolist())
+            in_order = [frame for frame in cache._specials[layer].frames for _ in range(SPECIALS)]
+            assert specials.frames.tolist() == in_order
             assert int((patches.frames < SCALE).sum()) == min(cache.frames_stored, SCALE) * PATCHES
     assert stats.frames_evicted > 0 and stats.specials_dropped > 0
 
@@ -77,11 +80,14 @@ def test_rollback_and_skip_leave_no_trace(policy):
     for _ in range(12):
         run_step(cache, Step("store"), step_tensors(gen, LAYERS, 1, TOKENS, HEADS, DIM))
     for kind in ("rollback", "skip"):
-        before = (cache.stats(), list(cache._patches), list(cache._specials), list(cache._statistics))
+        def state() -> list[torch.Tensor]:
+            tokens = cache._patches + [specials.tokens for specials in cache._specials]
+            return [field.clone() for t in tokens for field in t._fields()] + [torch.stack(cache._statistics)]
+
+        before = (cache.stats(), state())
         run_step(cache, Step(kind), step_tensors(gen, LAYERS, 1, TOKENS, HEADS, DIM))
-        assert cache.stats() == before[0] and cache._statistics == before[3]
-        for now, then in zip(cache._patches + cache._specials, before[1] + before[2]):
-            assert all(torch.equal(a, b) for a, b in zip(now._fields(), then._fields()))
+        assert cache.stats() == before[0]
+        assert all(torch.equal(now, then) for now, then in zip(state(), before[1], strict=True))
 
 
 def test_commit_applies_the_deferred_eviction():
@@ -117,20 +123,20 @@ def test_allocators_split_a_fixed_total_in_the_published_directions():
 
 
 def test_token_selection_drops_the_lowest_unprotected_tokens():
-    scores = torch.tensor([0.0, 5.0, 1.0, 3.0, 2.0])
-    protected = torch.tensor([True, False, False, False, False])
-    frames = torch.tensor([0, 1, 1, 2, 2])
-    assert keep_mask(scores, protected, frames, 3, "token").tolist() == [True, True, False, True, False]
-    assert keep_mask(scores, protected, frames, 5, "token").all()
+    scores = torch.tensor([0.0, 5.0, 1.0, 3.0, 2.0, 2.0])
+    frames = torch.tensor([0, 1, 1, 2, 2, 3])
+    assert kept_positions(scores, 1, frames, 3, "token").tolist() == [0, 1, 3]
+    assert kept_positions(scores, 1, frames, 4, "token").tolist() == [0, 1, 3, 5]  # the tie: older goes
+    assert kept_positions(scores, 2, frames, 3, "token").tolist() == [0, 1, 3]  # position 1 protected
+    assert kept_positions(scores, 1, frames, 6, "token") is None
 
 
 def test_frame_selection_drops_whole_frames_by_mean_score():
     scores = torch.tensor([0.0, 5.0, 1.0, 3.0, 2.0, 9.0])
-    protected = torch.tensor([True, False, False, False, False, False])
     frames = torch.tensor([0, 1, 1, 2, 2, 3])
     # frame means: 1 -> 3.0, 2 -> 2.5, 3 -> 9.0: frame 2 goes first, then frame 1
-    assert keep_mask(scores, protected, frames, 4, "frame").tolist() == [1, 1, 1, 0, 0, 1]
-    assert keep_mask(scores, protected, frames, 3, "frame").tolist() == [1, 0, 0, 0, 0, 1]
+    assert kept_positions(scores, 1, frames, 4, "frame").tolist() == [0, 1, 2, 5]
+    assert kept_positions(scores, 1, frames, 3, "frame").tolist() == [0, 5]
 
 
 def test_temporal_rotation_is_undone_and_spares_the_spatial_bands():

@@ -2,7 +2,13 @@
 
 Each layer keeps its own patch tokens in a dense layout (``TokenSet``, canonical order) because
 token-granular policies keep different tokens, and with per-layer budgets different counts, in
-every layer; the special tokens of every retained frame are kept in every layer.
+every layer; the special tokens of every retained frame are kept in every layer, in storage
+allocated once (``SpecialTokens``). The patch tokens of all layers add up to the fixed total
+budget once it is reached, so the memory held stays flat from then on.
+
+No step waits for the device: the protected scale-frame patches are a known prefix of the
+canonical order, kept positions are computed as indices (no boolean masks), and the layers'
+statistics stay on the device until the budgets are re-allocated (one read per allocation).
 
 Budget: ``budget_tokens`` is the mean number of *patch* tokens a layer may keep (0: the patch
 memory of the sliding window, ``(scale_frames + sliding_window) * patches_per_frame``); the
@@ -34,7 +40,8 @@ from gct_stream_ros.cache.policies.scorers import (
     recency_scores,
     sampled_queries,
 )
-from gct_stream_ros.cache.policies.selection import keep_mask
+from gct_stream_ros.cache.policies.selection import kept_positions
+from gct_stream_ros.cache.policies.special_tokens import SpecialTokens
 from gct_stream_ros.cache.policies.token_set import TokenSet
 from gct_stream_ros.cache.stepped_cache import SteppedKVCache
 from gct_stream_ros.cache.validation import check_sizes
@@ -62,17 +69,22 @@ class BudgetedKVCache(SteppedKVCache):
         self.max_frames = max_frames
         self.device = torch.device(device)
         self.dtype = dtype
+        # allocated once: a reset (new sequence or window) reuses the storage
+        self._specials = [
+            SpecialTokens(num_heads, head_dim, num_special_tokens, max_frames, dtype, self.device)
+            for _ in range(num_layers)]
         self.reset()
 
     def reset(self) -> None:
         empty = TokenSet.empty(self.num_heads, self.head_dim, self.dtype, self.device)
         self._patches = [empty] * self.num_layers
-        self._specials = [empty] * self.num_layers
+        for specials in self._specials:
+            specials.clear()
         self._special_frames: list[int] = []  # frames holding specials, oldest first
         self._patches_per_frame: int | None = None
         self._budgets: list[int] = []
-        self._statistics = [0.0] * self.num_layers
-        self._pending_mass: list[tuple[torch.Tensor, float] | None] = [None] * self.num_layers
+        self._statistics = [torch.zeros((), device=self.device)] * self.num_layers
+        self._pending_mass: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * self.num_layers
         self._dropping: list[int] = []
         self._specials_dropped = 0
         self._reset_steps()
@@ -91,17 +103,17 @@ class BudgetedKVCache(SteppedKVCache):
                 v: torch.Tensor) -> torch.Tensor:
         own_patches, own_specials = self._own_tokens(frames, k, v)
         if mode is StepMode.SKIP:
-            patches, specials = self._patches[layer] + own_patches, self._specials[layer] + own_specials
-            return dense_attention(q, torch.cat([patches.keys, specials.keys]),
-                                   torch.cat([patches.values, specials.values]))
+            parts = (self._patches[layer], own_patches, self._specials[layer].tokens, own_specials)
+            return dense_attention(q, torch.cat([part.keys for part in parts]),
+                                   torch.cat([part.values for part in parts]))
         self._patches[layer] += own_patches
-        self._specials[layer] += own_specials
+        self._specials[layer].append(frames, own_specials)
         self._forget(layer, self._dropping)
         if mode is StepMode.STORE and self.policy.timing == "before":
             self._evict(layer)
         if len(frames) > 1:
             return dense_attention(q, k.flatten(0, 1), v.flatten(0, 1))  # phase 1: natural order
-        patches, specials = self._patches[layer], self._specials[layer]
+        patches, specials = self._patches[layer], self._specials[layer].tokens
         keys, values = torch.cat([patches.keys, specials.keys]), torch.cat([patches.values, specials.values])
         if self.policy.scorer == "attention_mass":
             self._pending_mass[layer] = attention_mass(sampled_queries(q[0], self.num_special_tokens), keys)
@@ -133,12 +145,15 @@ class BudgetedKVCache(SteppedKVCache):
 
     def stats(self) -> CacheStats:
         with_patches = torch.unique(torch.cat([p.frames for p in self._patches]))
-        nbytes = sum(tokens.nbytes for tokens in self._patches + self._specials)
-        protected = int((self._patches[0].frames < self.scale_frames).sum()) + len(self._specials[0])
+        patch_bytes = sum(patches.nbytes for patches in self._patches)
+        special_bytes = [(specials.nbytes, specials.tokens.nbytes) for specials in self._specials]
+        protected = self._protected_patches() + len(self._specials[0])
         return CacheStats(frames_stored=self._frames_stored,
                           frames_evicted=self._frames_stored - with_patches.numel(),
                           tokens_per_layer=[len(p) + len(s) for p, s in zip(self._patches, self._specials)],
-                          bytes_allocated=nbytes, bytes_used=nbytes, protected_tokens=protected,
+                          bytes_allocated=patch_bytes + sum(allocated for allocated, _ in special_bytes),
+                          bytes_used=patch_bytes + sum(used for _, used in special_bytes),
+                          protected_tokens=protected,
                           policy=self.policy.name, specials_dropped=self._specials_dropped,
                           budget_tokens_per_layer=list(self._budgets))
 
@@ -183,13 +198,18 @@ class BudgetedKVCache(SteppedKVCache):
         return dropping
 
     def _allocate(self) -> None:
-        self._budgets = layer_budgets(self.policy.allocator, self._statistics, self._mean_budget, self._floor,
+        statistics = torch.stack(self._statistics).tolist()  # the one device read of a step
+        self._budgets = layer_budgets(self.policy.allocator, statistics, self._mean_budget, self._floor,
                                       self.policy.temperature)
+
+    def _protected_patches(self) -> int:
+        """Patch tokens of the stored scale frames: never evicted nor recycled, so the oldest, a prefix."""
+        return min(self._frames_stored, self.scale_frames) * (self._patches_per_frame or 0)
 
     def _forget(self, layer: int, frames: list[int]) -> None:
         """Drop every token of ``frames`` from ``layer``."""
         self._patches[layer] = self._patches[layer].without_frames(frames)
-        self._specials[layer] = self._specials[layer].without_frames(frames)
+        self._specials[layer].remove(frames)
 
     def _apply_mass(self, layer: int) -> None:
         """Accumulate the attention mass measured at this layer's last stored step."""
@@ -199,7 +219,7 @@ class BudgetedKVCache(SteppedKVCache):
         mass, variance = pending
         patches = self._patches[layer]
         self._patches[layer] = patches.scored(mass[:len(patches)])
-        self._specials[layer] = self._specials[layer].scored(mass[len(patches):])
+        self._specials[layer].add_mass(mass[len(patches):])
         self._statistics[layer] = variance
         self._pending_mass[layer] = None
 
@@ -207,15 +227,14 @@ class BudgetedKVCache(SteppedKVCache):
         patches, budget = self._patches[layer], self._budgets[layer]
         if len(patches) <= budget:
             return
-        protected = patches.frames < self.scale_frames
+        protected = self._protected_patches()
         if self.policy.scorer == "recency":
             scores = recency_scores(patches.frames)
         elif self.policy.scorer == "attention_mass":
             scores = mass_scores(patches.mass, patches.exposure)
         else:
             scores = torch.full((len(patches),), float("inf"), device=self.device)
-            candidates = ~protected
-            scores[candidates], self._statistics[layer] = diversity_scores(patches.keys[candidates],
-                                                                           patches.frames[candidates])
-        keep = keep_mask(scores, protected, patches.frames, budget, self.policy.granularity)
-        self._patches[layer] = patches.select(keep)
+            scores[protected:], self._statistics[layer] = diversity_scores(patches.keys[protected:],
+                                                                           patches.frames[protected:])
+        self._patches[layer] = patches.take(kept_positions(scores, protected, patches.frames, budget,
+                                                           self.policy.granularity))

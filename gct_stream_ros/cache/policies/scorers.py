@@ -32,12 +32,12 @@ def recency_scores(frames: torch.Tensor) -> torch.Tensor:
     return frames.float()
 
 
-def diversity_scores(keys: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Keys ``[N, H, D]`` of frames ``[N]`` -> (scores ``[N]``, the layer's diversity)."""
+def diversity_scores(keys: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys ``[N, H, D]`` of frames ``[N]`` -> (scores ``[N]``, the layer's diversity ``[]``)."""
     content = torch.nn.functional.normalize(rotate_temporal(keys, frames, inverse=True), dim=-1)  # [N, H, D]
     mean_key = content.mean(dim=0, keepdim=True)  # [1, H, D]
     similarity = (content * mean_key).sum(dim=-1).mean(dim=-1)  # [N]
-    return -similarity, 1.0 - similarity.mean().item()
+    return -similarity, 1.0 - similarity.mean()
 
 
 def sampled_queries(q: torch.Tensor, num_special_tokens: int) -> torch.Tensor:
@@ -47,12 +47,12 @@ def sampled_queries(q: torch.Tensor, num_special_tokens: int) -> torch.Tensor:
     return torch.cat([q[:num_special_tokens], torch.stack(groups)])
 
 
-def attention_mass(queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Mass each key receives from ``queries`` ``[Q, H, D]``: (``[K]`` fp32 scaled by K, variance)."""
+def attention_mass(queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mass each key receives from ``queries`` ``[Q, H, D]``: (``[K]`` fp32 scaled by K, variance ``[]``)."""
     scale = queries.shape[-1] ** -0.5
     logits = torch.einsum("qhd,khd->hqk", queries.float(), keys.float()) * scale  # [H, Q, K]
     mass = logits.softmax(dim=-1).mean(dim=0).sum(dim=0)  # [K]
-    return mass * keys.shape[0], mass.var(unbiased=False).item()
+    return mass * keys.shape[0], mass.var(unbiased=False)
 
 
 def mass_scores(mass: torch.Tensor, exposure: torch.Tensor) -> torch.Tensor:

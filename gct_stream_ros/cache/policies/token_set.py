@@ -44,6 +44,12 @@ class TokenSet:
         """The tokens where the boolean ``keep`` ``[N]`` is set, order preserved."""
         return TokenSet(*(field[keep] for field in self._fields()))
 
+    def take(self, positions: torch.Tensor | None) -> TokenSet:
+        """The tokens at ``positions`` ``[M]`` (None: all of them, no copy)."""
+        if positions is None:
+            return self
+        return TokenSet(*(field.index_select(0, positions) for field in self._fields()))
+
     def without_frames(self, frames: list[int]) -> TokenSet:
         if not frames:
             return self
