@@ -6,9 +6,10 @@ every layer; the special tokens of every retained frame are kept in every layer,
 allocated once (``SpecialTokens``). The patch tokens of all layers add up to the fixed total
 budget once it is reached, so the memory held stays flat from then on.
 
-No step waits for the device: the protected scale-frame patches are a known prefix of the
+A step reads the device once: the protected scale-frame patches are a known prefix of the
 canonical order, kept positions are computed as indices (no boolean masks), and the layers'
-statistics stay on the device until the budgets are re-allocated (one read per allocation).
+statistics stay on the device until the budgets are re-allocated. Only a step that recycles a
+frame past ``max_frames`` reads it again per layer (finding that frame's surviving patches).
 
 Budget: ``budget_tokens`` is the mean number of *patch* tokens a layer may keep (0: the patch
 memory of the sliding window, ``(scale_frames + sliding_window) * patches_per_frame``); the
