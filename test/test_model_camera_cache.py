@@ -56,3 +56,41 @@ def test_max_frames_keeps_the_scale_frames_and_the_newest():
         step(cache, [frame])
     assert cache.frames_cached == 3 and cache.frames_stored == 5
     assert step(cache, [6]).item() == pytest.approx((1 + 5 + 6) / 3)
+
+
+def test_bounded_storage_is_allocated_once_and_stays_put():
+    cache = CameraKVCache(2, 2, scale_frames=2, max_frames=5)
+    step(cache, [1, 2])
+    storage = [kv[0].data_ptr() for blocks in cache._buffers for kv in blocks]
+    held = cache.nbytes
+    for frame in range(3, 40):
+        mode = (StepMode.STORE, StepMode.SKIP, StepMode.DEFER)[frame % 3]
+        step(cache, [frame], mode)
+        if mode is StepMode.DEFER:
+            cache.commit() if frame % 2 else cache.rollback()
+        assert cache.frames_cached <= 5
+    assert [kv[0].data_ptr() for blocks in cache._buffers for kv in blocks] == storage
+    assert cache.nbytes == held == 2 * 2 * 2 * 6 * 4  # (iterations x blocks) K and V of 6 frames, fp32
+    cache.reset()
+    step(cache, [7, 9])
+    assert [kv[0].data_ptr() for blocks in cache._buffers for kv in blocks] == storage
+
+
+def test_unbounded_storage_grows_and_keeps_every_frame():
+    cache = CameraKVCache(1, 2)
+    step(cache, [0, 1])
+    for frame in range(2, 150):  # past the first allocation (64 frames) and its doubling
+        step(cache, [frame])
+    assert cache.frames_cached == 150
+    assert step(cache, [150]).item() == pytest.approx(75.0)
+
+
+def test_a_new_dtype_after_a_reset_gets_new_storage():
+    cache = CameraKVCache(1, 1)
+    step(cache, [1, 2])
+    cache.reset()
+    kv = torch.tensor([3.0, 5.0], dtype=torch.float64).reshape(-1, 1, 1)
+    cache.begin_step(2, StepMode.STORE)
+    out = cache.attend(0, 0, torch.zeros_like(kv), kv, kv)
+    cache.end_step()
+    assert out.dtype == torch.float64 and out.flatten().tolist() == [4.0, 4.0]

@@ -28,6 +28,7 @@ def test_step_outputs_have_the_contract_shapes(tiny_model, frames):
     assert first.world_points.shape == (2, 42, 56, 3) and first.world_points_conf.shape == (2, 42, 56)
     assert (first.depth > 0).all() and (first.depth_conf > 1).all()
     assert model.frames_stored == 3 and model.cache_stats().frames_stored == 3
+    assert model.cache_stats().camera_head_bytes == model.camera_cache.nbytes > 0
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -141,7 +141,7 @@ def test_stats_file_has_one_line_per_frame_in_order(tmp_path, scene_frames):
     lines = [json.loads(line) for line in (tmp_path / "out" / "stats.jsonl").read_text().splitlines()]
     assert [line["index"] for line in lines] == list(range(FRAMES))
     assert {"index", "stamp", "keyframe", "frame_type", "window", "cached_tokens", "cached_bytes",
-            "step_ms"} <= set(lines[0])
+            "camera_cached_bytes", "step_ms"} <= set(lines[0])
     expected_stamps = [s / 1e9 for s in _stamps(scene_frames)]
     assert [line["stamp"] for line in lines] == pytest.approx(expected_stamps, abs=1e-6)
     assert [line["frame_type"] for line in lines[:5]] == ["scale"] * 4 + ["keyframe"]

@@ -64,6 +64,7 @@ def test_engine_values_come_from_the_session_stats():
         session.push(random_image(), stamp)
     values = session_values(session.stats())
     assert values["model step max [ms]"] == "3.0" and values["model step mean [ms]"] == "2.0"
-    cache = (values["keyframes"], values["cache tokens per layer"], values["cache bytes"])
-    assert cache == ("3", "30", "4096")
+    cache = (values["keyframes"], values["cache tokens per layer"], values["cache bytes"],
+             values["camera-head cache bytes"])
+    assert cache == ("3", "30", "4096", "512")
     assert values["device"] == "cpu (float32)"

@@ -71,6 +71,8 @@ class CacheStats:
     """Frames whose special tokens were recycled by the ``max_frames`` bound since the last reset."""
     budget_tokens_per_layer: list[int] = field(default_factory=list)
     """Token budget of each global layer under a budgeted policy (empty when unbudgeted)."""
+    camera_head_bytes: int = 0
+    """Bytes of K/V storage held by the camera head's own cache (filled in by the model)."""
 
     @property
     def tokens_min(self) -> int:

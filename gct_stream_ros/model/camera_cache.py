@@ -8,6 +8,13 @@ explicit policy that bounds memory on endless streams.
 Steps follow the aggregator's modes (``cache/base.py``): STORE appends then attends (phase 1:
 the step's frames attend to each other), SKIP attends over cache + itself and stores nothing,
 DEFER appends and waits for ``commit`` (apply the bound) or ``rollback`` (drop the frame).
+
+Storage: each (iteration, block) writes its keys/values into a buffer and attends over the
+used prefix, which holds exactly the keys, in the order, that concatenating them would give.
+With ``max_frames > 0`` the buffer holds ``max_frames + 1`` frames (a frame is written before
+the bound applies) and is allocated once, at the first step: memory stays flat however long the
+stream. Unbounded, it doubles when full. A SKIP frame is written past the used prefix and never
+counted.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from __future__ import annotations
 import torch
 
 from gct_stream_ros.cache.base import StepMode
+
+UNBOUNDED_START_FRAMES = 64
+"""Frames an unbounded buffer first holds (then doubled as needed)."""
 
 
 class CameraKVCache:
@@ -25,13 +35,15 @@ class CameraKVCache:
         self.num_blocks = num_blocks
         self.scale_frames = scale_frames
         self.max_frames = max_frames
+        # [iteration][block] -> (K, V) buffers ``[capacity, H, D]``, kept across resets
+        self._buffers: list[list[tuple[torch.Tensor, torch.Tensor] | None]] = [
+            [None] * num_blocks for _ in range(num_iterations)]
         self.reset()
 
     def reset(self) -> None:
-        # [iteration][block] -> (K, V) ``[frames, H, D]``
-        self._kv: list[list[tuple[torch.Tensor, torch.Tensor] | None]] = [
-            [None] * self.num_blocks for _ in range(self.num_iterations)]
+        self._length = 0
         self._frames_stored = 0
+        self._step_frames = 0
         self._mode: StepMode | None = None
         self._pending_defer = False
 
@@ -43,8 +55,13 @@ class CameraKVCache:
     @property
     def frames_cached(self) -> int:
         """Frames whose K/V are held now."""
-        kv = self._kv[0][0]
-        return 0 if kv is None else kv[0].shape[0]
+        return self._length
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of K/V storage allocated."""
+        buffers = [kv[0] for blocks in self._buffers for kv in blocks if kv is not None]
+        return sum(2 * keys.numel() * keys.element_size() for keys in buffers)
 
     def begin_step(self, num_frames: int, mode: StepMode) -> None:
         if self._pending_defer:
@@ -52,6 +69,7 @@ class CameraKVCache:
         if num_frames > 1 and (mode is not StepMode.STORE or self._frames_stored > 0):
             raise ValueError("a multi-frame step (phase 1) needs STORE mode on an empty cache")
         self._mode = mode
+        self._step_frames = num_frames
         if mode is not StepMode.SKIP:
             self._frames_stored += num_frames
 
@@ -60,18 +78,20 @@ class CameraKVCache:
         """One camera token per frame: q, k, v ``[S, H, D]`` -> ``[S, H, D]``."""
         if self._mode is None:
             raise RuntimeError("attend called outside begin_step/end_step")
-        cached = self._kv[iteration][block]
-        keys, values = (k, v) if cached is None else (torch.cat((cached[0], k)), torch.cat((cached[1], v)))
-        if self._mode is not StepMode.SKIP:
-            self._kv[iteration][block] = (keys, values)
+        end = self._length + k.shape[0]
+        keys, values = self._buffer(iteration, block, k, end)
+        keys[self._length:end] = k
+        values[self._length:end] = v
         out = torch.nn.functional.scaled_dot_product_attention(
-            q.transpose(0, 1), keys.transpose(0, 1), values.transpose(0, 1))  # [H, S, D]
+            q.transpose(0, 1), keys[:end].transpose(0, 1), values[:end].transpose(0, 1))  # [H, S, D]
         return out.transpose(0, 1)
 
     def end_step(self) -> None:
         if self._mode is None:
             raise RuntimeError("end_step called without begin_step")
         self._pending_defer = self._mode is StepMode.DEFER
+        if self._mode is not StepMode.SKIP:
+            self._length += self._step_frames
         if self._mode is StepMode.STORE:
             self._bound()
         self._mode = None
@@ -87,15 +107,36 @@ class CameraKVCache:
             raise RuntimeError("rollback without a pending DEFER step")
         self._pending_defer = False
         self._frames_stored -= 1
-        self._keep(lambda kv: kv[:-1])
+        self._length -= 1
+
+    def _buffer(self, iteration: int, block: int, k: torch.Tensor,
+                needed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (iteration, block) buffers, allocated or grown to hold ``needed`` frames like ``k``."""
+        current = self._buffers[iteration][block]
+        if current is not None and current[0].shape[0] >= needed and current[0].dtype == k.dtype \
+                and current[0].device == k.device and current[0].shape[1:] == k.shape[1:]:
+            return current
+        if self.max_frames:
+            capacity = max(self.max_frames + 1, needed)
+        else:
+            held = 0 if current is None else current[0].shape[0]
+            capacity = max(needed, UNBOUNDED_START_FRAMES, 2 * held)
+        grown = tuple(k.new_empty((capacity, *k.shape[1:])) for _ in range(2))
+        if current is not None and current[0].shape[1:] == k.shape[1:]:
+            for new, old in zip(grown, current):
+                new[:self._length] = old[:self._length]
+        self._buffers[iteration][block] = grown
+        return grown
 
     def _bound(self) -> None:
         """Apply ``max_frames``: keep the scale frames and the newest others."""
-        excess = self.frames_cached - self.max_frames
-        if self.max_frames and excess > 0:
-            head = self.scale_frames
-            self._keep(lambda kv: torch.cat((kv[:head], kv[head + excess:])))
-
-    def _keep(self, select) -> None:
-        self._kv = [[None if kv is None else (select(kv[0]), select(kv[1])) for kv in blocks]
-                    for blocks in self._kv]
+        excess = self._length - self.max_frames
+        if not self.max_frames or excess <= 0:
+            return
+        head, end = self.scale_frames, self._length
+        for blocks in self._buffers:
+            for buffers in blocks:
+                for buffer in buffers:
+                    # the source overlaps the destination: copy it out first
+                    buffer[head:end - excess] = buffer[head + excess:end].clone()
+        self._length -= excess

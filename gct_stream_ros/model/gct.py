@@ -9,6 +9,7 @@ cast, the aggregator runs under autocast, the heads run in fp32 on fp32 features
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 from torch import nn
@@ -130,7 +131,7 @@ class GCTModel(nn.Module):
         return self.cache.frames_stored
 
     def cache_stats(self) -> CacheStats:
-        return self.cache.stats()
+        return dataclasses.replace(self.cache.stats(), camera_head_bytes=self.camera_cache.nbytes)
 
     def _aggregator_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.inference_dtype == torch.float32:

@@ -27,6 +27,7 @@ def session_values(stats: SessionStats) -> dict[str, str]:
     if stats.cache is not None:
         values["cache tokens per layer"] = str(max(stats.cache.tokens_per_layer, default=0))
         values["cache bytes"] = str(stats.cache.bytes_allocated)
+        values["camera-head cache bytes"] = str(stats.cache.camera_head_bytes)
     return values
 
 

@@ -15,7 +15,8 @@ def stats_record(result: FrameResult, cache: CacheStats, step_ms: float) -> dict
     """What the stats file says about a newly estimated frame.
 
     ``cached_tokens`` is the largest number of tokens a global layer sees after this frame and
-    ``cached_bytes`` the K/V storage the cache holds (allocated, not only occupied).
+    ``cached_bytes`` the K/V storage the cache holds (allocated, not only occupied),
+    ``camera_cached_bytes`` that of the camera head's own cache.
     """
     return {
         "index": result.index,
@@ -25,6 +26,7 @@ def stats_record(result: FrameResult, cache: CacheStats, step_ms: float) -> dict
         "window": result.window,
         "cached_tokens": cache.tokens_max,
         "cached_bytes": cache.bytes_allocated,
+        "camera_cached_bytes": cache.camera_head_bytes,
         "step_ms": round(step_ms, 3),
     }
 
