@@ -25,7 +25,7 @@ from rclpy.publisher import Publisher  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 
 TINY = {"model.preset": "tiny", "model.checkpoint": "", "model.device": "cpu"}
-DISCOVERY_TIMEOUT_S = 5.0
+DISCOVERY_TIMEOUT_S = 20.0
 
 
 def fake_result(index: int, stamp_ns: int, image: np.ndarray, frame_type: FrameType = FrameType.KEYFRAME,
@@ -162,7 +162,7 @@ class RosHarness:
                       f"no subscriber on {topic}")
         return publisher
 
-    def call(self, service_type: type, name: str, request: object, timeout_s: float = 5.0):
+    def call(self, service_type: type, name: str, request: object, timeout_s: float = 20.0):
         client = self.probe.create_client(service_type, name)
         assert client.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
         future = client.call_async(request)

@@ -26,7 +26,7 @@ from gct_stream_ros.stream.synthetic import SyntheticScene  # noqa: E402
 
 ENGINE = {"model.image_width": 70, "model.num_scale_frames": 2, "window.overlap": 1, "input.qos": "reliable",
           "queue.policy": "all", "output.points.decimation": 1}
-TIMEOUT_S = 10.0
+TIMEOUT_S = 30.0
 FRAMES = SyntheticScene(seed=1).render_sequence(4, 96, 72)
 
 

@@ -27,7 +27,7 @@ from gct_stream_ros.ros.node import GctStreamNode  # noqa: E402
 FRAME = "camera_optical"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-TIMEOUT_S = 15.0
+TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="module")
