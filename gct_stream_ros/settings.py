@@ -106,8 +106,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Model input width in pixels; the height keeps the aspect ratio",
             low=2 * PATCH_SIZE, high=2044, step=PATCH_SIZE),
     _engine("model.resize", "resize",
-            "Image resize: 'pil' (the reference's, exact) or 'torch' (same filter, 5x less CPU, "
-            "<= 2 levels off on < 1 % of pixels)", choices=RESIZE_METHODS),
+            "Image resize: 'pil' (the reference's, exact), 'torch' (same filter, 3-5x less CPU, <= 2 "
+            "levels off on < 1 % of pixels), 'auto' (pil in fp32, torch in bf16/fp16)",
+            choices=RESIZE_METHODS),
     _engine("model.num_scale_frames", "num_scale_frames",
             "Frames processed together as the scale reference", low=1, high=64),
     _engine("model.camera_iterations", "camera_iterations",

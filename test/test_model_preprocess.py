@@ -61,7 +61,7 @@ def test_the_model_input_is_the_resized_image_in_unit_range():
 def test_unknown_resize_methods_are_refused_and_the_config_knows_the_same_ones():
     with pytest.raises(ValueError, match="not one of pil, torch"):
         resize_image(np.zeros((28, 28, 3), np.uint8), 28, "cv2")
-    assert CONFIG_RESIZE_METHODS == RESIZE_METHODS
+    assert ("auto", *RESIZE_METHODS) == CONFIG_RESIZE_METHODS
 
 
 def test_rejects_non_rgb_uint8():

@@ -37,7 +37,7 @@ def test_engine_config_receives_the_values():
     ("model.image_width", 100, "multiple of 14"),
     ("model.image_width", 14, "below the minimum"),
     ("model.preset", "huge", "not one of"),
-    ("model.resize", "cv2", "not one of pil, torch"),
+    ("model.resize", "cv2", "not one of auto, pil, torch"),
     ("queue.size", 0, "below the minimum"),
     ("output.depth.encoding", "8UC1", "not one of"),
     ("queue.size", 2.5, "takes a int"),

@@ -77,12 +77,16 @@ def test_intrinsics_are_mapped_back_to_the_input_image():
     np.testing.assert_allclose(result.intrinsics_input[0, 0], input_intrinsics[0, 0], rtol=2e-2)
 
 
-@pytest.mark.parametrize("method", ["pil", "torch"])
-def test_the_configured_resize_makes_the_model_input_and_the_result_colours(method):
+@pytest.mark.parametrize(("resize", "dtype", "method"), [
+    ("pil", "float32", "pil"), ("torch", "float32", "torch"), ("auto", "float32", "pil"),
+    ("auto", "bfloat16", "torch"), ("pil", "bfloat16", "pil")])
+def test_the_configured_resize_makes_the_model_input_and_the_result_colours(resize, dtype, method):
     image = np.random.default_rng(3).integers(0, 256, (112, 2 * WIDTH, 3), dtype=np.uint8)
-    config = EngineConfig(preset="tiny", checkpoint="", device="cpu", image_width=WIDTH, resize=method,
-                          num_scale_frames=1, window_overlap=1)
-    (result,) = StreamSession(config).push(image, 5)
+    config = EngineConfig(preset="tiny", checkpoint="", device="cpu", dtype=dtype, image_width=WIDTH,
+                          resize=resize, num_scale_frames=1, window_overlap=1)
+    session = StreamSession(config)
+    (result,) = session.push(image, 5)
+    assert session.resize == method
     expected, _ = resize_image(image, WIDTH, method)
     other, _ = resize_image(image, WIDTH, "torch" if method == "pil" else "pil")
     np.testing.assert_array_equal(result.image, expected)

@@ -10,8 +10,9 @@ KEYFRAME_MODES = ("every", "interval", "flow")
 WINDOW_MODES = ("off", "online")
 CACHE_POLICIES = ("sliding_window", "evict3r", "infinitevggt")
 PATCH_SIZE = 14
-RESIZE_METHODS = ("pil", "torch")
-"""``model.preprocess``'s resize methods (repeated here: settings and launch files must not import torch)."""
+RESIZE_METHODS = ("auto", "pil", "torch")
+"""'auto' and ``model.preprocess``'s methods (repeated here: settings and launch files must not import
+torch)."""
 
 
 class ConfigError(ValueError):
@@ -35,10 +36,10 @@ class EngineConfig:
     'float32', 'bfloat16', 'float16'."""
     image_width: int = 518
     """Width of the model input in pixels (multiple of 14); the height follows the aspect ratio."""
-    resize: str = "pil"
-    """Resize of camera images to the model input: 'pil' (the reference's, bit-exact) or 'torch'
-    (the same antialiased bicubic filter, <= 2 grey levels off on < 1 % of the pixels, ~5x faster on
-    the CPU)."""
+    resize: str = "auto"
+    """Resize of camera images to the model input: 'pil' (the reference's, bit-exact), 'torch' (the
+    same antialiased bicubic filter, <= 2 grey levels off on < 1 % of the pixels, 3-5x faster on the
+    CPU) or 'auto' ('pil' for fp32 inference, 'torch' for bf16/fp16, whose rounding dwarfs it)."""
     num_scale_frames: int = 8
     """Frames at the start of a sequence/window processed together as the scale reference."""
     camera_iterations: int = 4

@@ -1,4 +1,4 @@
-"""Resolve the 'auto' device and precision settings against the machine."""
+"""Resolve the 'auto' device, precision and resize settings against the machine."""
 
 from __future__ import annotations
 
@@ -23,3 +23,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         return torch.float32
     major, _ = torch.cuda.get_device_capability(device)
     return torch.bfloat16 if major >= BF16_MIN_CAPABILITY else torch.float16
+
+
+def resolve_resize(name: str, dtype: torch.dtype) -> str:
+    """'auto' is the reference's exact PIL resize in fp32 and the faster 'torch' one in half precision,
+    where the network's own rounding is far larger than the resize's (<= 2 grey levels)."""
+    if name != "auto":
+        return name
+    return "pil" if dtype == torch.float32 else "torch"

@@ -28,7 +28,7 @@ from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.model.network import StreamingNetwork
 from gct_stream_ros.model.preprocess import ImageGeometry, resize_image, to_model_input
 from gct_stream_ros.stream.config import EngineConfig
-from gct_stream_ros.stream.device import resolve_device, resolve_dtype
+from gct_stream_ros.stream.device import resolve_device, resolve_dtype, resolve_resize
 from gct_stream_ros.stream.estimate import FrameEstimate
 from gct_stream_ros.stream.frame_assembly import assemble_frame
 from gct_stream_ros.stream.input_frame import InputFrame
@@ -56,6 +56,7 @@ class StreamSession:
         self.config = config.validate()
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        self.resize = resolve_resize(config.resize, self.dtype)
         self.network = network if network is not None else build_network(config, self.device, self.dtype)
         self._selector = keyframe_selector(config)
         self._step_times = StepTimes()
@@ -69,7 +70,7 @@ class StreamSession:
     def push(self, image: np.ndarray, stamp_ns: int) -> list[FrameResult]:
         """Add an ``[H, W, 3]`` uint8 RGB image; return the results that became available."""
         start = time.perf_counter()
-        rgb, geometry = resize_image(image, self.config.image_width, self.config.resize)
+        rgb, geometry = resize_image(image, self.config.image_width, self.resize)
         return self._accept(InputFrame(index=self._next_index, stamp_ns=stamp_ns, image=to_model_input(rgb),
                                        geometry=geometry, rgb=rgb, preprocess_ms=_milliseconds_since(start)))
 
