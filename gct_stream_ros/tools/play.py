@@ -9,7 +9,6 @@ with ``/clock`` following the recording time so ``use_sim_time`` nodes see the b
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import threading
 import time
@@ -21,18 +20,13 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
+from gct_stream_ros.ros.topics import message_class
 from gct_stream_ros.tools.frame_source import CAMERA_INFO_TYPE, IMAGE_TYPES, NS_PER_S, InputError, open_bag
 
 PLAYABLE_TYPES = (*IMAGE_TYPES, CAMERA_INFO_TYPE)
 CLOCK_PERIOD_S = 0.025
 """While waiting for the next message ``/clock`` keeps ticking at 40 Hz, like ``ros2 bag play --clock``."""
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-
-
-def message_class(msgtype: str) -> type:
-    """The rclpy class of ``pkg/msg/Name``."""
-    package, _, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), name)
 
 
 def stamp_message(clock_ns: int) -> Clock:
