@@ -18,7 +18,7 @@ TOLERANCE = 1e-4
 
 
 def reference_windows(frames: int, scale_frames: int, window_size: int, overlap: int, interval: int):
-    """The reference's fixed-interval window list (spec §8.2), written out independently."""
+    """The reference's fixed-interval window list (its inference_windowed), written out independently."""
     span = min(scale_frames + (window_size - scale_frames) * interval, frames)
     step = max(span - overlap, 1)
     if span >= frames:

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-# reference constructor arguments that do not change streaming inference (spec §5.6)
+# reference constructor arguments that do not change streaming inference (training, or other inference paths)
 _REFERENCE_KWARGS_WITHOUT_EFFECT = frozenset({
     "use_sdpa", "pretrained_path", "sliding_window_size", "attend_to_scale_frames",
     "attend_to_special_tokens", "num_random_frames", "enable_stream_inference", "use_scale_token",

@@ -1,4 +1,4 @@
-"""Camera image -> model input, identical to the reference's "crop" preprocessing (spec §3.1).
+"""Camera image -> model input, identical to the reference's "crop" preprocessing.
 
 The image is resized with an antialiased bicubic filter to the target width and the height
 that keeps the aspect ratio, rounded to a multiple of the patch size; a portrait result taller
