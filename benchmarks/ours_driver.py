@@ -37,7 +37,7 @@ def build_ours(weights_py: str, seed: int, *, backend: str, policy: str, scale_f
     """ViT-L ``lingbot-map`` preset with the shared deterministic weights, on CUDA, eval mode.
 
     Built on the meta device and materialised on the GPU (no 1.2 B-parameter CPU init), then
-    ``to_inference_dtype`` (bf16: the reference demo's recipe, spec §9.1: aggregator weights
+    ``to_inference_dtype`` (bf16: the reference demo's recipe: aggregator weights
     bf16 under autocast, heads fp32), then filled. ``max_frames`` is unused (our RoPE angles
     are computed, not tabled); ``cache_max_frames`` bounds the specials as the node does.
     """

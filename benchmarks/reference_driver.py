@@ -49,7 +49,7 @@ def build_reference(path: str, backend: str, max_frame_num: int, window: int, sc
 
 
 def compile_reference(model: torch.nn.Module) -> None:
-    """The reference profiler's compile targets (spec §9.3), reduce-overhead (CUDA graphs)."""
+    """The compile targets of the reference's profiling script, reduce-overhead (CUDA graphs)."""
     agg = model.aggregator
     for i, block in enumerate(agg.frame_blocks):
         agg.frame_blocks[i] = torch.compile(block, mode="reduce-overhead")

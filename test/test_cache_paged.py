@@ -23,7 +23,8 @@ def _pair(scale: int, window: int, max_frames: int):
 
 
 def _expected_keys(stored: int, scale: int, window: int) -> int:
-    """Visible keys after a STORE step (spec §5.3, V_kf), with no max_frames bound."""
+    """Visible keys after a STORE step (scale frames, the window, every frame's specials; cache/base.py),
+    with no max_frames bound."""
     return (min(stored, scale) + min(max(stored - scale, 0), window)) * PATCHES + SPECIALS * stored
 
 

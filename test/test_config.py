@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import yaml
 
+from gct_stream_ros.ros.topics import OUTPUT_TYPES
 from gct_stream_ros.settings import SETTINGS, defaults, flatten, load_params_file
 from gct_stream_ros.settings import Setting as SettingEntry
 from gct_stream_ros.tools.make_config import main, render_config, yaml_scalar
-from gct_stream_ros.tools.node_outputs import OUTPUT_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = ROOT / "config" / "gct_stream.yaml"
@@ -64,20 +63,6 @@ def test_cli_writes_the_file(tmp_path):
     assert target.read_text() == render_config()
 
 
-def _node_publishers() -> dict[str, str]:
-    """Topic name -> message class name of the node's publishers (read from its source, no ROS needed)."""
-    tree = ast.parse((ROOT / "gct_stream_ros" / "ros" / "node.py").read_text())
-    return {call.args[1].value: call.args[0].id for call in ast.walk(tree)
-            if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "create_publisher"
-            and isinstance(call.args[1], ast.Constant)}
-
-
-def test_the_tools_know_the_node_outputs_and_their_types():
-    publishers = _node_publishers()
-    for topic, msgtype in OUTPUT_TYPES.items():
-        assert publishers.get(topic) == msgtype.rsplit("/", 1)[-1], topic
-
-
 def _rviz_displays() -> dict[str, dict]:
     manager = yaml.safe_load(RVIZ_FILE.read_text())["Visualization Manager"]
     return manager, {d["Name"]: d for d in manager["Displays"]}
@@ -94,7 +79,9 @@ def test_rviz_shows_tf_clouds_depth_odometry_and_path():
              if d["Enabled"]}
     assert {("TF", None), ("PointCloud2", "points"), ("PointCloud2", "map/points"), ("Image", "depth/image"),
             ("Odometry", "odometry"), ("Path", "path")} <= shown
-    assert {topic for _, topic in shown if topic} <= set(_node_publishers())
+    # The node creates its publishers from OUTPUT_TYPES (test_ros_node checks the running node against it).
+    assert {(kind, topic) for kind, topic in shown if topic} <= {
+        (msgtype.rsplit("/", 1)[-1], topic) for topic, msgtype in OUTPUT_TYPES.items()}
 
 
 def test_rviz_map_cloud_subscribes_latched_like_the_node_publishes_it():

@@ -15,12 +15,12 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy not importable (the offline tool builds ROS messages)")
 
+from oracle_network import OracleNetwork  # noqa: E402
 from rosbags.highlevel import AnyReader  # noqa: E402
 
 from gct_stream_ros.mapping.ply import read_ply  # noqa: E402
 from gct_stream_ros.mapping.tum import read_tum  # noqa: E402
 from gct_stream_ros.ros.world_frame import OPTICAL_TO_BODY  # noqa: E402
-from gct_stream_ros.stream.oracle import OracleNetwork  # noqa: E402
 from gct_stream_ros.stream.synthetic import ROOM_MAX, ROOM_MIN, SyntheticScene  # noqa: E402
 from gct_stream_ros.tools.camera_bag import write_camera_bag  # noqa: E402
 from gct_stream_ros.tools.frame_source import TYPESTORE, open_frames  # noqa: E402

@@ -30,7 +30,8 @@ from safetensors.torch import save_file  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from gct_stream_ros.ros import messages  # noqa: E402
-from gct_stream_ros.ros.node import GctStreamNode, build_session  # noqa: E402
+from gct_stream_ros.ros.node import GctStreamNode  # noqa: E402
+from gct_stream_ros.ros.session import build_session  # noqa: E402
 from gct_stream_ros.settings import SettingsError  # noqa: E402
 from gct_stream_ros.stream.synthetic import SyntheticScene  # noqa: E402
 
@@ -70,8 +71,7 @@ def _start(ros: RosHarness, factory=build_session, overrides: dict | None = None
 def _listen(ros: RosHarness, node: GctStreamNode, message_type: type, topic: str) -> list:
     qos = QoSProfile(depth=LISTEN_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
     received = ros.listen(message_type, topic, qos)
-    publishers = {"/odometry": node._odometry_pub, "/path": node._path_pub, "/depth/image": node._depth_pub}
-    publisher = publishers[topic]
+    publisher = node.outputs[topic.lstrip("/")]
     ros.wait_for(lambda: publisher.get_subscription_count() > 0, TIMEOUT_S, f"{topic} matched")
     return received
 
@@ -120,7 +120,7 @@ def test_an_error_inside_a_step_resets_the_session_and_the_node_goes_on(ros, cap
         ros.wait_for(lambda: len(odometry) == len(expected), TIMEOUT_S, "odometry of the other frames")
         assert _stamps(odometry) == expected
         assert node.diagnostics.errors == 1 and node._session.stats().sequence == 1
-        assert [s for s, _ in node._trajectory] == expected[expected.index(stamps[max(lost) + 1]):]
+        assert [s for s, _ in node.map_state.trajectory()] == expected[expected.index(stamps[max(lost) + 1]):]
         positions = [m.pose.pose.position for m in odometry]
         assert np.isfinite([[p.x, p.y, p.z] for p in positions]).all()
         log = capfd.readouterr().err
@@ -136,13 +136,13 @@ def test_a_stamp_going_backwards_resets_the_session_and_the_map_with_a_warning(r
         first = [(frame.image, 1_000 + 100 * frame.index) for frame in FRAMES[:5]]
         _feed(ros, node, first)
         ros.wait_for(lambda: len(path) == 5, TIMEOUT_S, "the first lap")
-        map_points = len(node._map)
+        map_points = len(node.map_state)
         assert map_points > 0 and node._session.stats().sequence == 0
         _feed(ros, node, first[:4])  # the bag loops
         ros.wait_for(lambda: len(path) == 9, TIMEOUT_S, "the second lap")
         assert [len(m.poses) for m in path] == [1, 2, 3, 4, 5, 1, 2, 3, 4]
         assert _stamps(path[-1].poses) == [s for _, s in first[:4]]
-        assert [s for s, _ in node._trajectory] == [s for _, s in first[:4]]
+        assert [s for s, _ in node.map_state.trajectory()] == [s for _, s in first[:4]]
         assert node._session.stats().sequence == 1 and node.diagnostics.errors == 0
         warning = "stamp went backwards (1400 -> 1000 ns; bag restarted?): session and map reset"
         assert warning in capfd.readouterr().err
@@ -165,7 +165,7 @@ def test_an_input_size_change_starts_a_new_sequence(ros, capfd):
         assert [len(m.poses) for m in path] == [1, 2, 3, 4, 1, 2, 3, 4]
         assert _stamps(depth) == [s for _, s in frames]
         assert node._session.stats().sequence == 1 and node.diagnostics.errors == 0
-        assert [s for s, _ in node._trajectory] == [s for _, s in frames[4:]]
+        assert [s for s, _ in node.map_state.trajectory()] == [s for _, s in frames[4:]]
         assert "new sequence 1 (input size changed): map and path restart" in capfd.readouterr().err
     finally:
         ros.remove_node(node)

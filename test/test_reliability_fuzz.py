@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from ros_fixtures import FakeSession, RosHarness
 
-from gct_stream_ros.ros import messages
+from gct_stream_ros.ros import messages, topics
 
 pytestmark = pytest.mark.ros
 
@@ -205,7 +205,8 @@ def test_fuzzed_messages_are_rejected_or_processed_and_the_node_keeps_going(ros,
     try:
         odometry = ros.listen(Odometry, "/odometry")
         reports = ros.listen(DiagnosticArray, "/diagnostics")
-        ros.wait_for(lambda: node._odometry_pub.get_subscription_count() > 0, TIMEOUT_S, "odometry matched")
+        odometry_publisher = node.outputs[topics.ODOMETRY]
+        ros.wait_for(lambda: odometry_publisher.get_subscription_count() > 0, TIMEOUT_S, "odometry matched")
         started = time.monotonic()
         for case in cases:
             node._on_image(case.message)

@@ -27,8 +27,9 @@ pytestmark = pytest.mark.ros
 from nav_msgs.msg import Odometry, Path  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 
-from gct_stream_ros.ros import messages  # noqa: E402
-from gct_stream_ros.ros.node import CameraFrame, GctStreamNode  # noqa: E402
+from gct_stream_ros.ros import messages, topics  # noqa: E402
+from gct_stream_ros.ros.camera_input import CameraFrame  # noqa: E402
+from gct_stream_ros.ros.node import GctStreamNode  # noqa: E402
 from gct_stream_ros.stream.synthetic import SyntheticScene  # noqa: E402
 
 MIB = 2**20
@@ -74,7 +75,8 @@ def _run(total: int, warm_up: int, domain_id: int) -> None:
         for topic, kind in (("/depth/image", Image), ("/points", PointCloud2), ("/odometry", Odometry),
                             ("/path", Path), ("/map/points", PointCloud2)):
             ros.probe.create_subscription(kind, topic, functools.partial(_keep_stamp, latest, topic), 10)
-        ros.wait_for(lambda: node._points_pub.get_subscription_count() > 0, 10.0, "subscribers matched")
+        points_publisher = node.outputs[topics.POINTS]
+        ros.wait_for(lambda: points_publisher.get_subscription_count() > 0, 10.0, "subscribers matched")
         warm_rss = warm_cache = None
         for start in range(0, total, BATCH):
             for index in range(start, start + BATCH):
@@ -97,8 +99,8 @@ def _run(total: int, warm_up: int, domain_id: int) -> None:
         assert cache.tokens_max <= CACHE_MAX_FRAMES * (PATCHES_PER_FRAME + special_tokens)
         assert (cache.tokens_per_layer, cache.bytes_allocated) == (warm_cache.tokens_per_layer,
                                                                  warm_cache.bytes_allocated)
-        assert len(node._path) == PATH_LENGTH and 0 < len(node._map) <= MAP_POINTS
-        assert len(node._trajectory) == total  # save_map keeps every pose (up to TRAJECTORY_LIMIT)
+        assert node.map_state.path_length == PATH_LENGTH and 0 < len(node.map_state) <= MAP_POINTS
+        assert len(node.map_state.trajectory()) == total  # save_map keeps every pose (up to TRAJECTORY_LIMIT)
         last_stamp = messages.to_time(_frame(total - 1).stamp_ns)
         ros.wait_for(lambda: latest.get("/odometry") == last_stamp, 10.0, "the last frame's odometry")
         assert latest.keys() == {"/depth/image", "/points", "/odometry", "/path", "/map/points"}

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.ros
 from nav_msgs.msg import Odometry  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2  # noqa: E402
 
-from gct_stream_ros.ros import messages  # noqa: E402
-from gct_stream_ros.ros.node import GctStreamNode, build_session  # noqa: E402
+from gct_stream_ros.ros import messages, topics  # noqa: E402
+from gct_stream_ros.ros.node import GctStreamNode  # noqa: E402
+from gct_stream_ros.ros.session import build_session  # noqa: E402
 from gct_stream_ros.stream.synthetic import SyntheticScene  # noqa: E402
 
 ENGINE = {"model.image_width": 70, "model.num_scale_frames": 2, "window.overlap": 1, "input.qos": "reliable",
@@ -85,7 +86,7 @@ def test_real_engine_outputs_match_its_results(ros, transport, topic, kind, enco
         clouds = ros.listen(PointCloud2, "/points")
         odometry = ros.listen(Odometry, "/odometry")
         depth = ros.listen(Image, "/depth/image")
-        publishers = (node._points_pub, node._depth_pub, node._odometry_pub)
+        publishers = [node.outputs[t] for t in (topics.POINTS, topics.DEPTH, topics.ODOMETRY)]
         ros.wait_for(lambda: all(p.get_subscription_count() for p in publishers), TIMEOUT_S, "matched")
         images = ros.publisher(kind, topic)
         for frame in FRAMES:

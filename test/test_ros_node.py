@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ros_fixtures import FakeSession, RosHarness, fake_result, random_image
 
-from gct_stream_ros.ros import messages
+from gct_stream_ros.ros import messages, topics
 from gct_stream_ros.settings import SettingsError
 
 pytestmark = pytest.mark.ros
@@ -75,9 +75,8 @@ def test_every_output_per_frame_with_the_input_stamp_and_frames(ros):
         outputs = {topic: ros.listen(kind, f"/{topic}") for topic, kind in [
             ("depth/image", Image), ("depth/confidence", Image), ("depth/camera_info", CameraInfo),
             ("points", PointCloud2), ("odometry", Odometry), ("path", Path)]}
-        for publisher in (node._depth_pub, node._confidence_pub, node._depth_info_pub, node._points_pub,
-                          node._odometry_pub, node._path_pub):
-            wait_matched(ros, publisher)
+        for topic in outputs:
+            wait_matched(ros, node.outputs[topic])
         images = ros.publisher(Image, "/image")
         rgb = random_image()
         stamps = [1_000_000_000 + 33_000_000 * i for i in range(4)]
@@ -111,13 +110,26 @@ def test_every_output_per_frame_with_the_input_stamp_and_frames(ros):
         ros.remove_node(node)
 
 
+def test_the_node_publishes_the_topic_table_and_offers_its_services(ros):
+    node, _ = start(ros)
+    try:
+        published = dict(node.get_publisher_names_and_types_by_node(node.get_name(), node.get_namespace()))
+        for topic, msgtype in topics.OUTPUT_TYPES.items():
+            assert published.get(topics.absolute(topic)) == [msgtype], topic
+        services = dict(node.get_service_names_and_types_by_node(node.get_name(), node.get_namespace()))
+        for service in (topics.RESET_SERVICE, topics.SAVE_MAP_SERVICE):
+            assert services.get(topics.absolute(service)) == ["std_srvs/srv/Trigger"], service
+    finally:
+        ros.remove_node(node)
+
+
 def test_outputs_nobody_listens_to_are_not_computed(ros, monkeypatch):
     calls = []
     monkeypatch.setattr(messages, "depth_image", lambda *a, **k: calls.append(a))
     node, _ = start(ros)
     try:
         odometry = ros.listen(Odometry, "/odometry")
-        wait_matched(ros, node._odometry_pub)
+        wait_matched(ros, node.outputs[topics.ODOMETRY])
         images = ros.publisher(Image, "/image")
         feed(ros, node, images, [image_message(random_image(), stamp) for stamp in (1, 2, 3)])
         ros.wait_for(lambda: len(odometry) == 3, TIMEOUT_S, "odometry")
@@ -131,13 +143,13 @@ def test_map_is_latched_bounded_and_path_bounded(ros):
                           "output.map.voxel_size": 0.01, "output.path.max_length": 3})
     try:
         path = ros.listen(Path, "/path")
-        wait_matched(ros, node._path_pub)
+        wait_matched(ros, node.outputs[topics.PATH])
         images = ros.publisher(Image, "/image")
         feed(ros, node, images, [image_message(random_image(), stamp) for stamp in range(1, 7)])
         ros.wait_for(lambda: len(path) == 6, TIMEOUT_S, "path messages")
         assert [len(m.poses) for m in path] == [1, 2, 3, 3, 3, 3]
         assert [messages.to_nanoseconds(p.header.stamp) for p in path[-1].poses] == [4, 5, 6]
-        ros.wait_for(lambda: not node._map_dirty, TIMEOUT_S, "map published")
+        ros.wait_for(lambda: not node.map_state.map_changed, TIMEOUT_S, "map published")
         late = ros.listen(PointCloud2, "/map/points", LATCHED)
         ros.wait_for(lambda: len(late) >= 1, TIMEOUT_S, "latched map for a late subscriber")
         xyz, _ = messages.unpack_point_cloud(late[-1])
@@ -207,17 +219,17 @@ def test_reset_and_save_map_services(ros, tmp_path):
     try:
         images = ros.publisher(Image, "/image")
         feed(ros, node, images, [image_message(random_image(), stamp) for stamp in (10, 20, 30)])
-        ros.wait_for(lambda: len(node._trajectory) == 3, TIMEOUT_S, "three processed frames")
+        ros.wait_for(lambda: len(node.map_state.trajectory()) == 3, TIMEOUT_S, "three processed frames")
         response = ros.call(Trigger, "/save_map", Trigger.Request())
         assert response.success and "map.ply" in response.message and "trajectory.tum" in response.message
         xyz, rgb = read_ply(tmp_path / "maps" / "map.ply")
-        assert len(xyz) == len(node._map) > 0 and rgb.dtype == np.uint8
+        assert len(xyz) == len(node.map_state) > 0 and rgb.dtype == np.uint8
         stamps, poses = read_tum(tmp_path / "maps" / "trajectory.tum")
         assert stamps == [10, 20, 30]
         np.testing.assert_allclose(poses[2][:3, 3], [0.0, -0.2, 0.0], atol=1e-9)  # x right -> -y left in map
 
         assert ros.call(Trigger, "/reset", Trigger.Request()).success
-        assert len(node._map) == 0
+        assert len(node.map_state) == 0
         feed(ros, node, images, [image_message(random_image(), 40)])
         ros.wait_for(lambda: session.resets == 1, TIMEOUT_S, "session reset before the next frame")
         assert ros.call(Trigger, "/save_map", Trigger.Request()).success
@@ -242,7 +254,7 @@ def test_stamp_going_back_and_step_failures_reset_and_go_on(ros):
     node, _ = start(ros, {}, session)
     try:
         odometry = ros.listen(Odometry, "/odometry")
-        wait_matched(ros, node._odometry_pub)
+        wait_matched(ros, node.outputs[topics.ODOMETRY])
         images = ros.publisher(Image, "/image")
         stamps = (100, 200, 300, 50, 60, 70, 80)
         feed(ros, node, images, [image_message(random_image(), stamp) for stamp in stamps])
@@ -251,7 +263,7 @@ def test_stamp_going_back_and_step_failures_reset_and_go_on(ros):
         assert node.diagnostics.errors == 1
         ros.wait_for(lambda: len(odometry) == 5, TIMEOUT_S, "odometry of the frames after the resets")
         assert [messages.to_nanoseconds(m.header.stamp) for m in odometry] == [100, 200, 300, 70, 80]
-        assert [s for s, _ in node._trajectory] == [70, 80]
+        assert [s for s, _ in node.map_state.trajectory()] == [70, 80]
     finally:
         ros.remove_node(node)
 
@@ -262,12 +274,12 @@ def test_revisions_are_ignored_or_republished(ros, policy, expected):
     node, _ = start(ros, {"output.revisions": policy}, FakeSession(revise_every=1))
     try:
         odometry = ros.listen(Odometry, "/odometry")
-        wait_matched(ros, node._odometry_pub)
+        wait_matched(ros, node.outputs[topics.ODOMETRY])
         images = ros.publisher(Image, "/image")
         feed(ros, node, images, [image_message(random_image(), stamp) for stamp in (1, 2, 3, 4)])
         ros.wait_for(lambda: len(odometry) == len(expected), TIMEOUT_S, f"{policy}: odometry")
         assert sorted(messages.to_nanoseconds(m.header.stamp) for m in odometry) == expected
-        assert [s for s, _ in node._trajectory] == [1, 2, 3, 4]
+        assert [s for s, _ in node.map_state.trajectory()] == [1, 2, 3, 4]
     finally:
         ros.remove_node(node)
 
@@ -293,7 +305,7 @@ def test_parameter_changes_are_checked_and_applied(ros):
         assert node.set_parameters([Parameter("output.points.frame", value="map")])[0].successful
         assert node.values["output.points.frame"] == "map"
         assert node.set_parameters([Parameter("output.map.voxel_size", value=1)])[0].successful
-        assert node._map.voxel_size == 1.0
+        assert node.map_state.voxel_size == 1.0
     finally:
         ros.remove_node(node)
 
@@ -339,7 +351,7 @@ def test_map_frame_clouds_and_robot_mode_odometry(ros):
         clouds = ros.listen(PointCloud2, "/points")
         odometry = ros.listen(Odometry, "/odometry")
         depth = ros.listen(Image, "/depth/image")
-        for publisher in (node._points_pub, node._odometry_pub, node._depth_pub):
+        for publisher in [node.outputs[t] for t in (topics.POINTS, topics.ODOMETRY, topics.DEPTH)]:
             wait_matched(ros, publisher)
         rgb = random_image()
         feed(ros, node, ros.publisher(Image, "/image"), [image_message(rgb, stamp) for stamp in (1, 2)])

@@ -8,21 +8,25 @@ import pytest
 pytestmark = pytest.mark.ros
 pytest.importorskip("rclpy", reason="rclpy (ROS 2 Kilted wheels or a ROS install) is not importable")
 
+from gct_stream_ros.ros.options import NodeOptions  # noqa: E402
 from gct_stream_ros.ros.tf import (  # noqa: E402
     MountLookup,
     TfBroadcaster,
     frame_transforms,
     matrix_from_transform,
 )
-from gct_stream_ros.ros.world_frame import (  # noqa: E402
-    OPTICAL_TO_BODY,
-    WorldFrame,
-    tracked_pose,
-    world_frame_id,
-)
+from gct_stream_ros.ros.world_frame import OPTICAL_TO_BODY, WorldFrame, tracked_pose  # noqa: E402
 from gct_stream_ros.settings import resolve  # noqa: E402
 
 TINY = {"model.preset": "tiny", "model.checkpoint": ""}
+
+
+def _options(overrides: dict | None = None) -> NodeOptions:
+    return NodeOptions.from_values(resolve({**TINY, **(overrides or {})}))
+
+
+def _transforms(options: NodeOptions, camera_frame: str, world: WorldFrame, pose: np.ndarray, stamp_ns: int):
+    return frame_transforms(options.frames, options.tf, camera_frame, world, pose, stamp_ns)
 
 
 def _pose(yaw_deg: float, translation: tuple[float, float, float]) -> np.ndarray:
@@ -35,8 +39,8 @@ def _pose(yaw_deg: float, translation: tuple[float, float, float]) -> np.ndarray
 
 
 def test_camera_only_setup_publishes_map_to_camera():
-    values = resolve(TINY)
-    transforms = frame_transforms(values, "cam_optical", WorldFrame(), _pose(0, (0, 0, 1)), 42)
+    options = _options()
+    transforms = _transforms(options, "cam_optical", WorldFrame(), _pose(0, (0, 0, 1)), 42)
     assert [(t.header.frame_id, t.child_frame_id) for t in transforms] == [("map", "cam_optical")]
     transform = transforms[0]
     assert (transform.header.stamp.sec, transform.header.stamp.nanosec) == (0, 42)
@@ -48,50 +52,50 @@ def test_camera_only_setup_publishes_map_to_camera():
 
 
 def test_first_frame_camera_looks_along_map_x():
-    transform = frame_transforms(resolve(TINY), "cam", WorldFrame(), np.eye(4), 0)[0]
+    transform = _transforms(_options(), "cam", WorldFrame(), np.eye(4), 0)[0]
     matrix = matrix_from_transform(transform)
     np.testing.assert_allclose(matrix[:3, 2], [1, 0, 0], atol=1e-12)  # optical z -> map x
     np.testing.assert_allclose(matrix[:3, 1], [0, 0, -1], atol=1e-12)  # optical y (down) -> map -z
 
 
 def test_robot_setup_publishes_odom_to_base_through_the_mount():
-    values = resolve({**TINY, "tf.publish_map_to_camera": False, "tf.publish_odom_to_base": True,
+    options = _options({"tf.publish_map_to_camera": False, "tf.publish_odom_to_base": True,
                       "tf.publish_map_to_odom": True, "frames.base": "base", "frames.odom": "odom"})
     mount = OPTICAL_TO_BODY.copy()
     mount[:3, 3] = (0.2, 0.0, 0.5)  # camera 20 cm ahead of and 50 cm above the base
     world = WorldFrame(mount)
     pose = _pose(30, (0.1, 0.0, 1.0))
-    transforms = frame_transforms(values, "cam", world, pose, 7)
+    transforms = _transforms(options, "cam", world, pose, 7)
     assert [(t.header.frame_id, t.child_frame_id) for t in transforms] == [("odom", "base"), ("map", "odom")]
     base = matrix_from_transform(transforms[0])
     # The base seen from odom, composed with the mount, gives the camera seen from odom.
     np.testing.assert_allclose(base @ mount, mount @ pose, atol=1e-9)
     np.testing.assert_allclose(matrix_from_transform(transforms[1]), np.eye(4), atol=1e-12)
-    np.testing.assert_allclose(matrix_from_transform(frame_transforms(values, "cam", world, np.eye(4), 0)[0]),
+    np.testing.assert_allclose(matrix_from_transform(_transforms(options, "cam", world, np.eye(4), 0)[0]),
                                np.eye(4), atol=1e-12)  # the base starts at the odom origin
 
 
 def test_quaternions_are_unit_even_for_noisy_rotations():
     pose = _pose(10, (0, 0, 0))
     pose[:3, :3] *= 1.02
-    rotation = frame_transforms(resolve(TINY), "cam", WorldFrame(), pose, 0)[0].transform.rotation
+    rotation = _transforms(_options(), "cam", WorldFrame(), pose, 0)[0].transform.rotation
     assert np.isclose(np.linalg.norm([rotation.x, rotation.y, rotation.z, rotation.w]), 1.0)
 
 
 def test_world_frame_and_tracked_frame_follow_the_tf_mode():
-    camera_only = resolve(TINY)
-    robot = resolve({**TINY, "tf.publish_map_to_camera": False, "tf.publish_odom_to_base": True})
-    assert world_frame_id(camera_only) == "map" and world_frame_id(robot) == "odom"
+    camera_only = _options()
+    robot = _options({"tf.publish_map_to_camera": False, "tf.publish_odom_to_base": True})
+    assert camera_only.world_frame == "map" and robot.world_frame == "odom"
     pose = _pose(0, (0, 0, 1))
-    assert tracked_pose(camera_only, WorldFrame(), pose, "cam")[0] == "cam"
-    child, matrix = tracked_pose(robot, WorldFrame(), pose, "cam")
+    assert tracked_pose(camera_only.frames, camera_only.tf, WorldFrame(), pose, "cam")[0] == "cam"
+    child, matrix = tracked_pose(robot.frames, robot.tf, WorldFrame(), pose, "cam")
     assert child == "base_link"
     np.testing.assert_allclose(matrix[:3, 3], [1, 0, 0], atol=1e-12)
 
 
 def test_no_transforms_when_every_switch_is_off():
-    values = resolve({**TINY, "tf.publish_map_to_camera": False})
-    assert frame_transforms(values, "cam", WorldFrame(), np.eye(4), 0) == []
+    options = _options({"tf.publish_map_to_camera": False})
+    assert _transforms(options, "cam", WorldFrame(), np.eye(4), 0) == []
 
 
 class _LoggerStub:
@@ -122,7 +126,7 @@ def test_without_tf2_the_broadcaster_warns_once_and_sends_nothing():
     broadcaster = TfBroadcaster(node)
     if broadcaster.backend == "tf2_msgs":
         pytest.skip("tf2_msgs is importable here: /tf is published directly")
-    transforms = frame_transforms(resolve(TINY), "cam", WorldFrame(), np.eye(4), 0)
+    transforms = _transforms(_options(), "cam", WorldFrame(), np.eye(4), 0)
     broadcaster.send(transforms)
     broadcaster.send(transforms)
     assert broadcaster.backend == "none" and not broadcaster.available

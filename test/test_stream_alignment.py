@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from oracle_network import random_sim3
 
 from gct_stream_ros.model.pose_encoding import encode_pose
 from gct_stream_ros.stream.alignment import OverlapEstimates, Sim3, estimate_sim3
-from gct_stream_ros.stream.oracle import random_sim3
 
 HW = (6, 8)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from oracle_network import OracleNetwork
 from test_stream_support import WIDTH, relative_poses, render
 
 from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.model.pose_encoding import decode_pose_encoding
 from gct_stream_ros.model.preprocess import preprocess_image
-from gct_stream_ros.stream.oracle import OracleNetwork
 
 
 @pytest.fixture(scope="module")

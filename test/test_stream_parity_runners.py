@@ -62,3 +62,18 @@ def test_overlap_is_resolved_like_the_reference(images):
     assert window_overlap(images[:3], 4, {"overlap_size": 4}) == 2
     with pytest.raises(NotImplementedError, match="longer than the scale phase"):
         window_overlap(images, 2, {"overlap_keyframes": 2, "keyframe_interval": 2})
+
+
+def test_the_weights_module_is_looked_for_next_to_the_fixture(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from gct_stream_ros.tools.parity import main
+
+    fixture = tmp_path / "golden.safetensors"
+    save_file({"unused": torch.zeros(1)}, str(fixture))
+    fixture.with_suffix(".json").write_text('{"scenarios": []}')
+    assert main([str(fixture)]) == 1
+    assert f"weights module not found: {tmp_path / 'weights.py'}" in capsys.readouterr().err
+    other = tmp_path / "elsewhere.py"
+    assert main([str(fixture), "--weights-module", str(other)]) == 1
+    assert f"weights module not found: {other}" in capsys.readouterr().err

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from oracle_network import OracleNetwork
 from test_stream_support import WIDTH, oracle_session, push_all, relative_poses, render
 
 from gct_stream_ros.model.preprocess import preprocess_image, resize_image
 from gct_stream_ros.stream.config import EngineConfig
-from gct_stream_ros.stream.oracle import OracleNetwork
 from gct_stream_ros.stream.result import FrameType
 from gct_stream_ros.stream.session import StreamSession
 from gct_stream_ros.stream.synthetic import SyntheticScene

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from oracle_network import OracleNetwork
 
 from gct_stream_ros.stream.config import EngineConfig
-from gct_stream_ros.stream.oracle import OracleNetwork
 from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.session import StreamSession
 from gct_stream_ros.stream.synthetic import Segment, SyntheticFrame, SyntheticScene

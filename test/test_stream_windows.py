@@ -18,7 +18,7 @@ TOLERANCE = 1e-4
 
 
 def reference_windows(frames: int, scale_frames: int, window_size: int, overlap: int, interval: int):
-    """The reference's fixed-interval window list (spec §8.2), written out independently."""
+    """The reference's fixed-interval window list (its inference_windowed), written out independently."""
     span = min(scale_frames + (window_size - scale_frames) * interval, frames)
     step = max(span - overlap, 1)
     if span >= frames:
@@ -115,18 +115,19 @@ def test_window_scales_and_transforms_relate_each_window_to_the_first():
     frames = render(11)
     session, oracle = oracle_session(frames, window_mode="online", window_size=5, window_overlap=2,
                                      oracle_window_sim3_seed=11)
-    per_push = push_all(session, frames)
-    stats = session.stats()
+    results = [r for rs in push_all(session, frames) for r in rs]
+    by_window = {result.window: result for result in results}
+    assert sorted(by_window) == [0, 1, 2] == list(range(session.stats().window + 1))
     first = oracle.sequence_sim3[-3]
     # Each window's world is anchored at its own first camera (frames 0, 3, 6 here).
     anchors = relative_poses(frames)[[0, 3, 6]]
     for window, (sim3, anchor) in enumerate(zip(oracle.sequence_sim3[-3:], anchors)):
-        assert stats.window_scales[window] == pytest.approx(first.scale / sim3.scale, rel=1e-5)
+        assert by_window[window].window_scale == pytest.approx(first.scale / sim3.scale, rel=1e-5)
         expected = first.rotation @ anchor[:3, :3] @ sim3.rotation.T
-        np.testing.assert_allclose(stats.window_transforms[window][:3, :3], expected, atol=1e-5)
-    for result in (r for rs in per_push for r in rs):
-        assert result.window_scale == pytest.approx(stats.window_scales[result.window])
-        np.testing.assert_array_equal(result.window_transform, stats.window_transforms[result.window])
+        np.testing.assert_allclose(by_window[window].window_transform[:3, :3], expected, atol=1e-5)
+    for result in results:  # every result of a window carries that window's similarity
+        assert result.window_scale == by_window[result.window].window_scale
+        np.testing.assert_array_equal(result.window_transform, by_window[result.window].window_transform)
 
 
 def test_overlap_shorter_than_the_scale_phase_waits_for_new_frames():

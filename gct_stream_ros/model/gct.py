@@ -2,7 +2,7 @@
 
 State-dict keys and shapes equal the reference ``GCTStream``'s, so its checkpoints load
 strictly. Precision: fp32 by default; ``to_inference_dtype(torch.bfloat16)`` reproduces the
-reference's GPU recipe (spec §9.1): the aggregator's parameters and normalisation constants are
+GPU recipe of the reference's demo: the aggregator's parameters and normalisation constants are
 cast, the aggregator runs under autocast, the heads run in fp32 on fp32 features.
 """
 

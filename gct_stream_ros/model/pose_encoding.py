@@ -1,6 +1,6 @@
 """The 9-number pose encoding of the camera head <-> camera-to-world pose and intrinsics.
 
-``pose_enc = [tx, ty, tz, qx, qy, qz, qw, fov_h, fov_w]``. Convention (spec §6.3): ``[R | t]``
+``pose_enc = [tx, ty, tz, qx, qy, qz, qw, fov_h, fov_w]``. Convention (the reference's): ``[R | t]``
 is **camera-to-world** (c2w) with OpenCV camera axes (x right, y down, z forward); ``t`` is the
 camera centre in the world frame; the quaternion is scalar-last and need not be unit length
 (the network's raw output is not). Intrinsics are at the model image resolution ``(H, W)``:

@@ -1,4 +1,4 @@
-"""Camera image -> model input, identical to the reference's "crop" preprocessing (spec §3.1).
+"""Camera image -> model input, identical to the reference's "crop" preprocessing.
 
 The image is resized with an antialiased bicubic filter to the target width and the height
 that keeps the aspect ratio, rounded to a multiple of the patch size; a portrait result taller
@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-PATCH_SIZE = 14
-RESIZE_METHODS = ("pil", "torch")
+from gct_stream_ros.model.config import PATCH_SIZE, RESIZE_METHODS
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ The camera mount is never published here: it belongs to the robot description.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 from geometry_msgs.msg import TransformStamped
 from rclpy.node import Node
@@ -17,27 +15,25 @@ from rclpy.qos import QoSProfile
 from rclpy.time import Time
 
 from gct_stream_ros.mapping.quaternion import matrix_from_quaternion
+from gct_stream_ros.ros import topics
 from gct_stream_ros.ros.messages import transform_stamped
+from gct_stream_ros.ros.options import FrameNames, TfOptions
 from gct_stream_ros.ros.world_frame import WorldFrame
-from gct_stream_ros.settings import Value
 
-TF_TOPIC = "/tf"
 TF_QOS = QoSProfile(depth=100)
 """What tf2's own broadcaster and listeners use."""
 
 
-def frame_transforms(values: Mapping[str, Value], camera_frame: str, world: WorldFrame, pose_c2w: np.ndarray,
-                     stamp_ns: int) -> list[TransformStamped]:
+def frame_transforms(frames: FrameNames, tf: TfOptions, camera_frame: str, world: WorldFrame,
+                     pose_c2w: np.ndarray, stamp_ns: int) -> list[TransformStamped]:
     """The transforms to broadcast for one estimate, as the ``tf.*`` switches ask."""
     transforms = []
-    if values["tf.publish_map_to_camera"]:
-        transforms.append(transform_stamped(world.camera_pose(pose_c2w), stamp_ns, values["frames.map"],
-                                            camera_frame))
-    if values["tf.publish_odom_to_base"]:
-        transforms.append(transform_stamped(world.base_pose(pose_c2w), stamp_ns, values["frames.odom"],
-                                            values["frames.base"]))
-    if values["tf.publish_map_to_odom"]:
-        transforms.append(transform_stamped(np.eye(4), stamp_ns, values["frames.map"], values["frames.odom"]))
+    if tf.publish_map_to_camera:
+        transforms.append(transform_stamped(world.camera_pose(pose_c2w), stamp_ns, frames.map, camera_frame))
+    if tf.publish_odom_to_base:
+        transforms.append(transform_stamped(world.base_pose(pose_c2w), stamp_ns, frames.odom, frames.base))
+    if tf.publish_map_to_odom:
+        transforms.append(transform_stamped(np.eye(4), stamp_ns, frames.map, frames.odom))
     return transforms
 
 
@@ -65,7 +61,7 @@ class TfBroadcaster:
         try:
             from tf2_msgs.msg import TFMessage
 
-            publisher = node.create_publisher(TFMessage, TF_TOPIC, TF_QOS)
+            publisher = node.create_publisher(TFMessage, topics.TF, TF_QOS)
             self._send = lambda transforms: publisher.publish(TFMessage(transforms=transforms))
             self.backend = "tf2_msgs"
         except ImportError:

@@ -10,11 +10,9 @@ rotation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
-from gct_stream_ros.settings import Value
+from gct_stream_ros.ros.options import FrameNames, TfOptions
 
 OPTICAL_TO_BODY = np.array([
     [0.0, 0.0, 1.0, 0.0],
@@ -46,15 +44,10 @@ class WorldFrame:
         return self.mount @ pose_c2w @ self._mount_inverse
 
 
-def world_frame_id(values: Mapping[str, Value]) -> str:
-    """The frame of odometry, path and map: odom when we publish odom -> base, map otherwise."""
-    return values["frames.odom"] if values["tf.publish_odom_to_base"] else values["frames.map"]
-
-
-def tracked_pose(values: Mapping[str, Value], world: WorldFrame, pose_c2w: np.ndarray,
+def tracked_pose(frames: FrameNames, tf: TfOptions, world: WorldFrame, pose_c2w: np.ndarray,
                  camera_frame: str) -> tuple[str, np.ndarray]:
     """``(child frame, pose in the world frame)`` of what odometry and path follow: the base when we publish
     odom -> base, the camera optical frame otherwise."""
-    if values["tf.publish_odom_to_base"]:
-        return values["frames.base"], world.base_pose(pose_c2w)
+    if tf.publish_odom_to_base:
+        return frames.base, world.base_pose(pose_c2w)
     return camera_frame, world.camera_pose(pose_c2w)

@@ -116,7 +116,6 @@ class StreamSession:
             revisions=self._revisions, keyframes=self._keyframes, sequence=self._sequence,
             window=self._windows.index, frames_stored=self.network.frames_stored,
             step_times=replace(self._step_times),
-            window_scales=list(self._windows.scales), window_transforms=list(self._windows.transforms),
             cache=self.network.cache_stats(), device=str(self.device),
             dtype=str(self.dtype).removeprefix("torch."))
 

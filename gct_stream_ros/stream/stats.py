@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import numpy as np
+from dataclasses import dataclass
 
 from gct_stream_ros.cache.base import CacheStats
 
@@ -14,13 +12,11 @@ class StepTimes:
     """Wall-clock durations of network steps (a phase-1 step counts once)."""
 
     count: int = 0
-    last_ms: float = 0.0
     total_ms: float = 0.0
     max_ms: float = 0.0
 
     def record(self, milliseconds: float) -> None:
         self.count += 1
-        self.last_ms = milliseconds
         self.total_ms += milliseconds
         self.max_ms = max(self.max_ms, milliseconds)
 
@@ -48,8 +44,6 @@ class SessionStats:
     frames_stored: int
     """Frames the network holds in its caches now."""
     step_times: StepTimes
-    window_scales: list[float] = field(default_factory=list)
-    window_transforms: list[np.ndarray] = field(default_factory=list)
     cache: CacheStats | None = None
     device: str = "cpu"
     dtype: str = "float32"

@@ -32,13 +32,15 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
 from std_srvs.srv import Trigger
 
+from gct_stream_ros.ros import topics
+from gct_stream_ros.ros.map_state import MAP_FILE, TRAJECTORY_FILE
 from gct_stream_ros.ros.messages import to_nanoseconds
 from gct_stream_ros.ros.node import GctStreamNode
+from gct_stream_ros.ros.topics import message_class
 from gct_stream_ros.stream.synthetic import SyntheticScene
-from gct_stream_ros.tools import node_outputs
 from gct_stream_ros.tools.camera_bag import write_camera_bag
 from gct_stream_ros.tools.output_bag import OutputBag
-from gct_stream_ros.tools.play import BagPlayer, message_class
+from gct_stream_ros.tools.play import BagPlayer
 
 PROGRAM = "gct_stream_demo"
 IMAGE_TOPIC = "/camera/image_raw"
@@ -115,23 +117,23 @@ class OutputRecorder:
         self.last_arrival = 0.0
         self.diagnostics: dict[str, str] = {}
         self._lock = threading.Lock()
-        topics = {f"/{name}": msgtype for name, msgtype in node_outputs.OUTPUT_TYPES.items()}
+        outputs = {topics.absolute(name): msgtype for name, msgtype in topics.OUTPUT_TYPES.items()}
         try:
-            message_class("tf2_msgs/msg/TFMessage")
-            topics[node_outputs.TF] = "tf2_msgs/msg/TFMessage"
+            message_class(topics.TF_TYPE)
+            outputs[topics.TF] = topics.TF_TYPE
         except ImportError:
             pass  # the node publishes no TF without tf2 either
-        for topic, msgtype in topics.items():
+        for topic, msgtype in outputs.items():
             # The map is latched: subscribe likewise to get it whenever it was last published.
-            latched = topic == f"/{node_outputs.MAP}"
+            latched = topic == topics.absolute(topics.MAP)
             durability = DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE
             qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=durability)
             node.create_subscription(message_class(msgtype), topic,
                                      lambda message, t=topic, m=msgtype: self._keep(t, m, message), qos)
-        node.create_subscription(DiagnosticArray, "/diagnostics", self._keep_diagnostics, 10)
+        node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._keep_diagnostics, 10)
 
     def _keep(self, topic: str, msgtype: str, message: object) -> None:
-        header = message.transforms[0].header if topic == node_outputs.TF else message.header
+        header = message.transforms[0].header if topic == topics.TF else message.header
         stamp_ns = to_nanoseconds(header.stamp)
         with self._lock:
             self.stamps.setdefault(topic, []).append(stamp_ns)
@@ -165,7 +167,7 @@ def node_parameters(options: DemoOptions, output: Path) -> list[Parameter]:
 
 def _wait_for_outputs(recorder: OutputRecorder, frames: int) -> None:
     """Until one odometry message per frame arrived, or nothing new came for ``STEP_TIMEOUT_S``."""
-    odometry = f"/{node_outputs.ODOMETRY}"
+    odometry = topics.absolute(topics.ODOMETRY)
     since = time.monotonic()
     while recorder.count(odometry) < frames:
         if time.monotonic() - max(recorder.last_arrival, since) > STEP_TIMEOUT_S:
@@ -175,7 +177,7 @@ def _wait_for_outputs(recorder: OutputRecorder, frames: int) -> None:
 
 def _call_save_map(node: Node) -> tuple[bool, str]:
     """``(success, message)`` of the node's ``save_map`` service (the executor spins elsewhere)."""
-    client = node.create_client(Trigger, "save_map")
+    client = node.create_client(Trigger, topics.SAVE_MAP_SERVICE)
     if not client.wait_for_service(timeout_sec=10.0):
         return False, "service not available"
     future = client.call_async(Trigger.Request())
@@ -202,7 +204,8 @@ def run_demo(options: DemoOptions, context: rclpy.Context | None = None) -> Demo
         context = rclpy.Context()
         rclpy.init(context=context)
     executor = MultiThreadedExecutor(num_threads=3, context=context)
-    remaps = ["--ros-args", "-r", f"image:={IMAGE_TOPIC}", "-r", f"camera_info:={INFO_TOPIC}"]
+    remaps = ["--ros-args", "-r", f"{topics.IMAGE}:={IMAGE_TOPIC}",
+              "-r", f"{topics.CAMERA_INFO_INPUT}:={INFO_TOPIC}"]
     gct_node = GctStreamNode(context=context, parameter_overrides=node_parameters(options, output),
                              cli_args=remaps)
     helper = rclpy.create_node("gct_stream_demo", context=context)
@@ -226,7 +229,7 @@ def run_demo(options: DemoOptions, context: rclpy.Context | None = None) -> Demo
             summary.save_map_ok, summary.save_map = _call_save_map(helper)
             executor.shutdown()
             spinner.join(5.0)
-        odometry = recorder.stamps.get(f"/{node_outputs.ODOMETRY}", [])
+        odometry = recorder.stamps.get(topics.absolute(topics.ODOMETRY), [])
         summary.frames_out = len(set(odometry))
         summary.stamps_match = sorted(set(odometry)) == stamps
         summary.topic_counts = {topic: len(s) for topic, s in recorder.stamps.items()}
@@ -234,8 +237,8 @@ def run_demo(options: DemoOptions, context: rclpy.Context | None = None) -> Demo
         if "keyframes" in recorder.diagnostics:
             summary.keyframes = int(recorder.diagnostics["keyframes"])
             summary.model_step_mean_ms = float(recorder.diagnostics["model step mean [ms]"])
-        summary.files = [str(path) for path in (input_bag, output_bag, output / "map.ply",
-                                                output / "trajectory.tum") if path.exists()]
+        summary.files = [str(path) for path in (input_bag, output_bag, output / MAP_FILE,
+                                                output / TRAJECTORY_FILE) if path.exists()]
         (output / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
         summary.files.append(str(output / "summary.json"))
         return summary

@@ -22,15 +22,14 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from gct_stream_ros.tools import node_outputs
-from gct_stream_ros.tools.play import message_class
+from gct_stream_ros.ros import topics
+from gct_stream_ros.ros.topics import message_class
 
-DIAGNOSTICS = "/diagnostics"
 OUTPUTS: dict[str, type] = {
-    **{topic: message_class(msgtype) for topic, msgtype in node_outputs.OUTPUT_TYPES.items()},
-    DIAGNOSTICS: DiagnosticArray,
+    **{topic: message_class(msgtype) for topic, msgtype in topics.OUTPUT_TYPES.items()},
+    topics.DIAGNOSTICS: DiagnosticArray,
 }
-LATCHED_OUTPUTS = frozenset({node_outputs.MAP})
+LATCHED_OUTPUTS = frozenset({topics.MAP})
 _LEVELS = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
 
 

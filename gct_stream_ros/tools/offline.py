@@ -18,7 +18,6 @@ frame is written once, with its latest estimate, as soon as no later window can 
 from __future__ import annotations
 
 import argparse
-import bisect
 import functools
 import sys
 import time
@@ -28,18 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 from rclpy.serialization import serialize_message
 from tqdm import tqdm
 
-from gct_stream_ros.mapping.fused_map import FusedMap
-from gct_stream_ros.mapping.ply import write_ply
-from gct_stream_ros.mapping.tum import write_tum
 from gct_stream_ros.model.network import StreamingNetwork
-from gct_stream_ros.ros import messages
-from gct_stream_ros.ros.node import open_session
-from gct_stream_ros.ros.tf import frame_transforms
-from gct_stream_ros.ros.world_frame import WorldFrame, tracked_pose, world_frame_id
+from gct_stream_ros.ros import topics
+from gct_stream_ros.ros.frame_messages import frame_messages, map_message
+from gct_stream_ros.ros.map_state import MapState
+from gct_stream_ros.ros.options import NodeOptions
+from gct_stream_ros.ros.session import open_session
+from gct_stream_ros.ros.world_frame import WorldFrame
 from gct_stream_ros.settings import (
     SettingsError,
     Value,
@@ -50,26 +47,14 @@ from gct_stream_ros.settings import (
 from gct_stream_ros.stream.config import ConfigError
 from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.session import StreamSession
-from gct_stream_ros.tools import node_outputs
 from gct_stream_ros.tools.final_estimates import FinalEstimates
 from gct_stream_ros.tools.frame_source import FrameSource, InputError, open_frames
-from gct_stream_ros.tools.output_bag import TF_TYPE, OutputBag, tf_message_cdr
+from gct_stream_ros.tools.output_bag import OutputBag, tf_message_cdr
 from gct_stream_ros.tools.stats_file import append_record, stats_record
 
 PROGRAM = "gct_stream_offline"
 DEFAULT_CAMERA_FRAME = "camera_optical_frame"
 """Frame of the outputs when neither ``frames.camera`` nor the input names one (folders, videos)."""
-TOPICS = {
-    "tf": node_outputs.TF,
-    "depth": f"/{node_outputs.DEPTH}",
-    "camera_info": f"/{node_outputs.CAMERA_INFO}",
-    "confidence": f"/{node_outputs.CONFIDENCE}",
-    "points": f"/{node_outputs.POINTS}",
-    "odometry": f"/{node_outputs.ODOMETRY}",
-    "path": f"/{node_outputs.PATH}",
-    "map": f"/{node_outputs.MAP}",
-}
-"""The node's topics, resolved in the root namespace."""
 
 
 def ros_type_name(message: object) -> str:
@@ -78,48 +63,31 @@ def ros_type_name(message: object) -> str:
 
 
 class BagResultWriter:
-    """Writes final estimates into the bag as the node publishes them (same builders, same frames)."""
+    """Writes final estimates into the bag as the node publishes them (``frame_messages``, same map state)."""
 
-    def __init__(self, bag: OutputBag, values: Mapping[str, Value]) -> None:
+    def __init__(self, bag: OutputBag, options: NodeOptions, map_state: MapState) -> None:
         self.bag = bag
-        self.values = values
+        self.options = options
+        self.map_state = map_state
         # No TF to look the camera mount up from: the camera is taken as the base, as the node does then.
         self.world = WorldFrame()
-        self.world_frame = world_frame_id(values)
-        self._path: list[tuple[int, object]] = []
 
-    def write(self, result: FrameResult, camera_frame: str) -> np.ndarray:
-        """Write one frame's messages; return its tracked pose (camera, or base) in the world frame."""
-        values, stamp = self.values, result.stamp_ns
-        transforms = frame_transforms(values, camera_frame, self.world, result.pose_c2w, stamp)
-        if transforms:
-            tf = tf_message_cdr([serialize_message(t) for t in transforms])
-            self.bag.write(TOPICS["tf"], TF_TYPE, stamp, tf)
-        depth = messages.depth_image(result, camera_frame, values["output.depth.encoding"])
-        self._write("depth", depth, stamp)
-        self._write("camera_info", messages.camera_info(result, camera_frame), stamp)
-        self._write("confidence", messages.confidence_image(result, camera_frame), stamp)
-        if values["output.points.frame"] == "map":
-            cloud_frame, from_session = self.world_frame, self.world.from_session
-        else:
-            cloud_frame, from_session = camera_frame, np.linalg.inv(result.pose_c2w)
-        xyz, rgb = messages.cloud_points(result, from_session, values["output.points.decimation"],
-                                         values["output.points.min_confidence"])
-        self._write("points", messages.point_cloud(xyz, rgb, stamp, cloud_frame), stamp)
-        child_frame, pose = tracked_pose(values, self.world, result.pose_c2w, camera_frame)
-        self._write("odometry", messages.odometry(pose, stamp, self.world_frame, child_frame), stamp)
-        # Overlap frames become final after later ones: keep the path in frame order.
-        bisect.insort(self._path, (result.index, messages.pose_stamped(pose, stamp, self.world_frame)),
-                      key=lambda entry: entry[0])
-        del self._path[:-values["output.path.max_length"]]
-        self._write("path", messages.path([p for _, p in self._path], stamp, self.world_frame), stamp)
-        return pose
+    def write(self, result: FrameResult, camera_frame: str) -> None:
+        """Write one final estimate's messages and add it to the map state."""
+        frame = frame_messages(result, camera_frame, self.world, self.options, self.map_state)
+        if frame.transforms:
+            tf = tf_message_cdr([serialize_message(t) for t in frame.transforms])
+            self.bag.write(topics.TF, topics.TF_TYPE, result.stamp_ns, tf)
+        for topic, message in frame.outputs:
+            self._write(topic, message, result.stamp_ns)
 
-    def write_map(self, xyz: np.ndarray, rgb: np.ndarray, stamp_ns: int) -> None:
-        self._write("map", messages.point_cloud(xyz, rgb, stamp_ns, self.world_frame), stamp_ns)
+    def write_map(self) -> None:
+        """The fused map once, stamped with the latest frame."""
+        stamp_ns = max(stamp for stamp, _ in self.map_state.trajectory())
+        self._write(*map_message(*self.map_state.points(), stamp_ns, self.options), stamp_ns)
 
-    def _write(self, output: str, message: object, stamp_ns: int) -> None:
-        self.bag.write(TOPICS[output], ros_type_name(message), stamp_ns, serialize_message(message))
+    def _write(self, topic: str, message: object, stamp_ns: int) -> None:
+        self.bag.write(topics.absolute(topic), ros_type_name(message), stamp_ns, serialize_message(message))
 
 
 @dataclass
@@ -148,15 +116,17 @@ class OfflineMapper:
 
     def __init__(self, values: Mapping[str, Value], output_dir: Path, network: StreamingNetwork | None = None,
                  stats_path: Path | None = None) -> None:
-        self.values = values
+        self.options = NodeOptions.from_values(values)
         self.output_dir = output_dir
         self.bag_path = output_dir / "bag"
         if self.bag_path.exists():
             raise InputError(f"{self.bag_path} already exists: choose another output directory or remove it")
-        self.session = open_session(functools.partial(StreamSession, network=network), values)
+        self.session = open_session(functools.partial(StreamSession, network=network), self.options.engine)
         self.estimates = FinalEstimates(windowed=self.session.config.window_mode != "off")
-        self.fused = FusedMap(values["output.map.voxel_size"], values["output.map.max_points"])
-        self.trajectory: dict[int, tuple[int, np.ndarray]] = {}
+        output = self.options.output
+        # Every pose is kept: the trajectory file of a long recording holds all of them.
+        self.map_state = MapState(output.map_voxel_size, output.map_max_points, output.path_max_length,
+                                  trajectory_limit=None)
         self._camera_frames: dict[int, str] = {}
         self._stats_path = stats_path
         self.summary = OfflineSummary()
@@ -169,11 +139,11 @@ class OfflineMapper:
         with ExitStack() as open_files:
             stats = open_files.enter_context(self._stats_path.open("w")) if self._stats_path else None
             with OutputBag(self.bag_path) as bag:
-                writer = BagResultWriter(bag, self.values)
+                writer = BagResultWriter(bag, self.options, self.map_state)
                 frames = tqdm(source, total=len(source), unit="frame", desc=PROGRAM, disable=not progress,
                               dynamic_ncols=True)
                 for frame in frames:
-                    self._camera_frames[self.summary.frames] = (self.values["frames.camera"] or frame.frame_id
+                    self._camera_frames[self.summary.frames] = (self.options.frames.camera or frame.frame_id
                                                                 or DEFAULT_CAMERA_FRAME)
                     self.summary.frames += 1
                     self._take(self.session.push(frame.image, frame.stamp_ns), writer, stats)
@@ -181,7 +151,7 @@ class OfflineMapper:
                     raise InputError(f"{source.description}: no frames")
                 self._take(self.session.flush(), writer, stats)
                 self._finalize(self.estimates.finish(), writer)
-                writer.write_map(*self.fused.points(), max(stamp for stamp, _ in self.trajectory.values()))
+                writer.write_map()
                 self.summary.topic_counts = dict(bag.counts)
         self._write_map_and_trajectory()
         self.summary.revisions = self.estimates.revisions_applied
@@ -199,17 +169,11 @@ class OfflineMapper:
 
     def _finalize(self, results: list[FrameResult], writer: BagResultWriter) -> None:
         for result in results:
-            pose = writer.write(result, self._camera_frames.pop(result.index))
-            self.trajectory[result.index] = (result.stamp_ns, pose)
-            if result.keyframe:
-                self.fused.add(*messages.cloud_points(result, writer.world.from_session,
-                                                      self.values["output.points.decimation"],
-                                                      self.values["output.points.min_confidence"]))
+            writer.write(result, self._camera_frames.pop(result.index))
 
     def _write_map_and_trajectory(self) -> None:
-        stamps, poses = zip(*(self.trajectory[i] for i in sorted(self.trajectory)))
-        self.summary.files = [self.bag_path, write_ply(self.output_dir / "map.ply", *self.fused.points()),
-                              write_tum(self.output_dir / "trajectory.tum", stamps, poses)]
+        saved = self.map_state.save(self.output_dir)
+        self.summary.files = [self.bag_path, saved.map_path, saved.trajectory_path]
         if self._stats_path:
             self.summary.files.append(self._stats_path)
 

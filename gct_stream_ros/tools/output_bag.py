@@ -13,10 +13,10 @@ from types import TracebackType
 
 from rosbags.rosbag2 import StoragePlugin, Writer
 
+from gct_stream_ros.ros.topics import TF_TYPE
 from gct_stream_ros.tools.frame_source import TYPESTORE
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-TF_TYPE = "tf2_msgs/msg/TFMessage"
 TRANSFORM_TYPE = "geometry_msgs/msg/TransformStamped"
 # The metadata layout written by Jazzy and Kilted's rosbag2.
 BAG_VERSION = 9

@@ -1,7 +1,9 @@
 """Numerical parity of ``GCTModel`` with the reference on a golden fixture.
 
-    python -m gct_stream_ros.tools.parity FIXTURE.safetensors [--scenarios NAME ...]
-                                          [--weights-module PATH/weights.py]
+    gct_stream_parity FIXTURE.safetensors [--scenarios NAME ...] [--weights-module PATH/weights.py]
+
+The weights module (``fill_deterministic``, ``fingerprint``) ships with the fixtures; by default
+it is the ``weights.py`` next to the fixture.
 
 The fixture's ``.json`` (next to it) gives everything: constructor kwargs, weight seed and
 fingerprint, scenarios (method, call kwargs, input frames, outputs) and tolerances. The model
@@ -37,8 +39,8 @@ from gct_stream_ros.model.gct import GCTModel
 from gct_stream_ros.model.network import StepOutput
 from gct_stream_ros.tools.parity_engine import run_flow_streaming, run_windowed
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_WEIGHTS_MODULE = REPO_ROOT.parent / "shared" / "parity" / "weights.py"
+WEIGHTS_MODULE = "weights.py"
+"""The fixtures' weights module, next to them unless ``--weights-module`` says otherwise."""
 FRAME_TYPE_SCALE, FRAME_TYPE_KEYFRAME, FRAME_TYPE_NON_KEYFRAME = 0, 1, 2
 
 Runner = Callable[[GCTModel, torch.Tensor, dict[str, Any]], dict[str, torch.Tensor]]
@@ -81,8 +83,8 @@ class ParityError(RuntimeError):
     """The fixture cannot be reproduced at all (weights or state-dict layout differ)."""
 
 
-def load_weights_module(path: str | Path = DEFAULT_WEIGHTS_MODULE) -> ModuleType:
-    """Import the shared ``weights.py`` (``fill_deterministic``, ``fingerprint``) from its file."""
+def load_weights_module(path: str | Path) -> ModuleType:
+    """Import the fixtures' ``weights.py`` (``fill_deterministic``, ``fingerprint``) from its file."""
     path = Path(path)
     if not path.is_file():
         raise ParityError(f"weights module not found: {path} (pass --weights-module)")
@@ -226,20 +228,21 @@ def run_scenario(model: GCTModel, fixture: Fixture, name: str) -> list[Compariso
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gct_stream_ros.tools.parity",
+    parser = argparse.ArgumentParser(prog="gct_stream_parity",
                                      description="Compare GCTModel with a golden fixture of the reference.")
     parser.add_argument("fixture", help="FIXTURE.safetensors (its .json must sit next to it)")
     parser.add_argument("--scenarios", nargs="*", help="scenario names (default: all in the fixture)")
-    parser.add_argument("--weights-module", default=str(DEFAULT_WEIGHTS_MODULE),
-                        help="path of the shared weights.py (default: %(default)s)")
+    parser.add_argument("--weights-module", type=Path,
+                        help=f"the fixtures' weights module (default: {WEIGHTS_MODULE} next to FIXTURE)")
     args = parser.parse_args(argv)
     fixture = Fixture.load(args.fixture)
+    weights_module = args.weights_module or fixture.path.parent / WEIGHTS_MODULE
     names = args.scenarios or list(fixture.scenarios)
     unknown = [name for name in names if name not in fixture.scenarios]
     if unknown:
         parser.error(f"unknown scenarios {unknown}; the fixture has {list(fixture.scenarios)}")
     try:
-        model = build_parity_model(fixture, load_weights_module(args.weights_module))
+        model = build_parity_model(fixture, load_weights_module(weights_module))
     except ParityError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

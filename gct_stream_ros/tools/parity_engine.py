@@ -52,17 +52,19 @@ def window_overlap(images: torch.Tensor, num_scale: int, kwargs: dict[str, Any])
 
 
 def run_session(model: GCTModel, images: torch.Tensor,
-                **settings: Any) -> tuple[list[FrameResult], StreamSession]:
-    """Push every frame, flush, apply the revisions: the final result of each frame, in order."""
+                **settings: Any) -> tuple[list[FrameResult], list[FrameResult]]:
+    """Push every frame, flush, apply the revisions: ``(the final result of each frame in order, every
+    result as the session emitted it)``."""
     device = str(next(model.parameters()).device)
     # The network is given, so the preset and checkpoint settings are not used.
     config = EngineConfig(preset="tiny", device=device, image_width=images.shape[-1], **settings)
     session = StreamSession(config, network=model)
-    latest: dict[int, FrameResult] = {}
+    emitted: list[FrameResult] = []
     for position, image in enumerate(images):
-        latest.update((result.index, result) for result in session.push_tensor(image, stamp_ns=position))
-    latest.update((result.index, result) for result in session.flush())
-    return [latest[i] for i in range(len(images))], session
+        emitted += session.push_tensor(image, stamp_ns=position)
+    emitted += session.flush()
+    latest = {result.index: result for result in emitted}
+    return [latest[i] for i in range(len(images))], emitted
 
 
 def fixture_outputs(results: list[FrameResult]) -> dict[str, torch.Tensor]:
@@ -98,12 +100,15 @@ def run_windowed(model: GCTModel, images: torch.Tensor, kwargs: dict[str, Any]) 
     if kwargs.get("scale_mode", "median") != "median":
         raise NotImplementedError(f"scale_mode={kwargs['scale_mode']!r}")
     num_scale = scale_frames(model, images, kwargs)
-    results, session = run_session(model, images, num_scale_frames=num_scale, window_mode="online",
+    results, emitted = run_session(model, images, num_scale_frames=num_scale, window_mode="online",
                                    window_size=kwargs.get("window_size", DEFAULT_WINDOW_SIZE),
                                    window_overlap=window_overlap(images, num_scale, kwargs),
                                    **keyframe_settings(kwargs))
-    stats = session.stats()
+    # Every window emits results (at least the revisions it starts with), each carrying its similarity.
+    windows = {result.window: result for result in emitted}
     outputs = fixture_outputs(results)
-    outputs["chunk_scales"] = torch.tensor([stats.window_scales], dtype=torch.float32)
-    outputs["chunk_transforms"] = torch.from_numpy(np.stack(stats.window_transforms)).float()[None]
+    outputs["chunk_scales"] = torch.tensor([[windows[w].window_scale for w in sorted(windows)]],
+                                           dtype=torch.float32)
+    outputs["chunk_transforms"] = torch.from_numpy(
+        np.stack([windows[w].window_transform for w in sorted(windows)])).float()[None]
     return outputs

@@ -9,7 +9,6 @@ with ``/clock`` following the recording time so ``use_sim_time`` nodes see the b
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import threading
 import time
@@ -21,7 +20,9 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
-from gct_stream_ros.tools.frame_source import CAMERA_INFO_TYPE, IMAGE_TYPES, NS_PER_S, InputError, open_bag
+from gct_stream_ros.ros.topics import message_class
+from gct_stream_ros.stamps import NS_PER_S, split_stamp
+from gct_stream_ros.tools.frame_source import CAMERA_INFO_TYPE, IMAGE_TYPES, InputError, open_bag
 
 PLAYABLE_TYPES = (*IMAGE_TYPES, CAMERA_INFO_TYPE)
 CLOCK_PERIOD_S = 0.025
@@ -29,15 +30,9 @@ CLOCK_PERIOD_S = 0.025
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def message_class(msgtype: str) -> type:
-    """The rclpy class of ``pkg/msg/Name``."""
-    package, _, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), name)
-
-
 def stamp_message(clock_ns: int) -> Clock:
     message = Clock()
-    message.clock.sec, message.clock.nanosec = divmod(clock_ns, NS_PER_S)
+    message.clock.sec, message.clock.nanosec = split_stamp(clock_ns)
     return message
 
 

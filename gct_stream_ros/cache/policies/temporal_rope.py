@@ -1,7 +1,7 @@
 """The temporal band of the global blocks' 3D RoPE, to undo it before scoring keys by content.
 
 Cached keys carry their frame's temporal rotation (interleaved pairs 0..9 of the 64 head dims,
-pair m rotated by ``t * 10000^(-2m/20)``; spec gct-architecture §4.3). Two keys of the same
+pair m rotated by ``t * 10000^(-2m/20)``, as ``model/rope.py`` applies it). Two keys of the same
 content from distant frames therefore look different; diversity scores must compare them
 without it. The spatial bands (pairs 10..31) are the same for every frame and stay as they are.
 """
