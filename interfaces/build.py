@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -107,6 +108,7 @@ def main() -> int:
             print(f"interfaces: {package.name} is importable already, not built")
     if not wanted:
         return 0
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="gct-interfaces-") as work_name:
         work = Path(work_name)
         log = work / "build.log"
@@ -122,7 +124,8 @@ def main() -> int:
         except BuildError as error:
             print(f"interfaces/build.py: {error}", file=sys.stderr)
             return 1
-    print(f"interfaces: built {', '.join(package.name for package in wanted)}")
+    print(f"interfaces: built {', '.join(package.name for package in wanted)} in "
+          f"{time.monotonic() - started:.0f} s")
     return 0
 
 
