@@ -4,7 +4,8 @@ A pip-only machine lacks message packages that no registry carries (``tf2_msgs``
 node has no ``/tf``). The registries do carry the ROS 2 build toolchain as wheels, so each package
 here (a standard ament_cmake interface package) is generated, compiled and installed into the venv.
 A package that is already importable (a sourced ROS install, or an earlier build) is left alone.
-Costs on 2 cores: ~25 s of wheel installs, ~5 s configure, ~10 s compile (README "What the set-up
+The toolchain goes into a throwaway venv layered over the target, which gains only the built packages.
+About 35 s of CPU on 2 cores, mostly installing the toolchain wheels (README "What the set-up
 builds"). Standard library only: it runs before anything of ours is importable.
 """
 
@@ -46,7 +47,7 @@ def importable(package: Path, python: str) -> bool:
     return subprocess.run([python, "-c", check], capture_output=True).returncode == 0
 
 
-def _run(command: list[str], log: Path, env: dict[str, str], what: str) -> None:
+def run_step(command: list[str], log: Path, env: dict[str, str], what: str) -> None:
     with log.open("a") as out:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
@@ -69,13 +70,13 @@ def toolchain_venv(path: Path, target_site: str, log: Path) -> str:
     """A throwaway venv at ``path`` that sees the target's packages and adds the ROS build toolchain wheels
     (several are needed but not declared by the wheels themselves); returns its python. The target
     gains nothing but the built packages."""
-    _run([sys.executable, "-m", "venv", str(path)], log, dict(os.environ), "creating the toolchain venv")
+    run_step([sys.executable, "-m", "venv", str(path)], log, dict(os.environ), "creating the toolchain venv")
     python = str(path / "bin" / "python")
     site_dir = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                               capture_output=True, text=True, check=True).stdout.strip()
     # addsitedir (not a bare path) also runs the target's .pth hooks, as its own python does.
     (Path(site_dir) / "target.pth").write_text(f"import site; site.addsitedir({target_site!r})\n")
-    _run([python, "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)], log, dict(os.environ),
+    run_step([python, "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)], log, dict(os.environ),
          "installing the ROS build toolchain wheels")
     return python
 
@@ -87,12 +88,12 @@ def build(package: Path, prefix: Path, toolchain: Path, python: str, work: Path,
     # The generators find the type supports through the ament index of both prefixes.
     env["AMENT_PREFIX_PATH"] = os.pathsep.join(prefixes + [p for p in [env.get("AMENT_PREFIX_PATH")] if p])
     build_dir = work / package.name
-    _run(["cmake", "-S", str(package), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={';'.join(prefixes)}",
+    run_step(["cmake", "-S", str(package), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={';'.join(prefixes)}",
           f"-DCMAKE_INSTALL_PREFIX={prefix}", f"-DPython3_EXECUTABLE={python}", "-DBUILD_TESTING=OFF",
           "-DCMAKE_BUILD_TYPE=Release"], log, env, f"configuring {package.name}")
-    _run(["cmake", "--build", str(build_dir), "--parallel", str(os.cpu_count() or 1)], log, env,
+    run_step(["cmake", "--build", str(build_dir), "--parallel", str(os.cpu_count() or 1)], log, env,
          f"compiling {package.name}")
-    _run(["cmake", "--install", str(build_dir)], log, env, f"installing {package.name}")
+    run_step(["cmake", "--install", str(build_dir)], log, env, f"installing {package.name}")
 
 
 def main() -> int:

@@ -32,6 +32,8 @@ LISTENER = Path(__file__).with_name("tf_listener_process.py")
 CAMERA = "camera_optical"
 TIMEOUT_S = 30.0
 STAMPS = [1_700_000_000_000_000_000 + 100_000_000 * i for i in range(4)]
+ROS_TF_MESSAGE_HASH = "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087"
+"""tf2_msgs/msg/TFMessage's type hash in ROS 2 (Jazzy, Kilted): ROS tools read a /tf of this type."""
 STATIC_BROADCASTER_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 """tf2's StaticTransformBroadcaster."""
 
@@ -126,6 +128,15 @@ def test_another_process_receives_the_camera_pose_with_the_image_stamps(ros):
         np.testing.assert_allclose(_matrix(transform), _odometry_matrix(message), atol=1e-9)
     # The camera moves along its own x axis (right), which is -y in the map (REP-103).
     np.testing.assert_allclose(_matrix(transforms[-1])[:3, 3], [0.0, -0.3, 0.0], atol=1e-9)
+
+
+def test_the_tf_message_type_is_ros_2s(ros):
+    node = _start(ros)
+    try:
+        hashes = [str(info.topic_type_hash) for info in node.get_publishers_info_by_topic(topics.TF)]
+    finally:
+        ros.remove_node(node)
+    assert hashes == [ROS_TF_MESSAGE_HASH]
 
 
 def _static_mount() -> TFMessage:
