@@ -17,6 +17,8 @@ ODOMETRY = "odometry"
 PATH = "path"
 MAP = "map/points"
 TF = "/tf"
+TF_STATIC = "/tf_static"
+"""Read by the mount lookup where tf2_ros is missing (``tf_buffer.py``); the node publishes nothing there."""
 DIAGNOSTICS = "/diagnostics"
 
 RESET_SERVICE = "reset"
