@@ -158,13 +158,13 @@ SETTINGS: tuple[Setting, ...] = (
             "of the camera's TF tree is tracked"),
     Setting("frames.camera", "", "Camera optical frame; empty = the image header's frame_id"),
     # The robot TF tree (docs/node.md, "Frames and TF"): map -> odom -> base, the mount from TF.
-    Setting("tf.publish_map_to_camera", True,
+    Setting("tf.publish_map_to_camera", False,
             "Publish map -> camera optical frame instead of map -> odom -> base (a camera nobody else "
             "publishes frames for)"),
-    Setting("tf.publish_odom_to_base", False,
+    Setting("tf.publish_odom_to_base", True,
             "Publish odom -> base (frames.base, or the root of the camera's TF tree when TF does not link "
             "frames.base to the camera)"),
-    Setting("tf.publish_map_to_odom", False,
+    Setting("tf.publish_map_to_odom", True,
             "Publish map -> odom: identity until a reset, then the jump (off when a localisation node "
             "owns it)"),
     Setting("tf.mount_timeout", 2.0,

@@ -25,6 +25,8 @@ from rclpy.publisher import Publisher  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 
 TINY = {"model.preset": "tiny", "model.checkpoint": "", "model.device": "cpu"}
+STEP = 0.1
+"""How far the stand-in camera moves per frame (along its optical x axis)."""
 DISCOVERY_TIMEOUT_S = 20.0
 
 
@@ -34,7 +36,7 @@ def fake_result(index: int, stamp_ns: int, image: np.ndarray, frame_type: FrameT
     height, width = image.shape[:2]
     intrinsics = np.array([[width, 0.0, width / 2], [0.0, width, height / 2], [0.0, 0.0, 1.0]])
     pose = np.eye(4)
-    pose[0, 3] = 0.1 * index
+    pose[0, 3] = STEP * index
     depth = np.full((height, width), 2.0, dtype=np.float32)
     depth[0, 0] = 0.0  # one invalid pixel
     v, u = np.mgrid[0:height, 0:width]
@@ -100,6 +102,25 @@ class FakeSession:
                             frames_pending=len(self._pending), revisions=0, keyframes=emitted,
                             sequence=self.sequence, window=0, frames_stored=emitted, step_times=self._times,
                             cache=cache, device="cpu", dtype="float32")
+
+
+class SequenceSession(FakeSession):
+    """A stand-in whose poses restart at identity with every sequence, as the engine's do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._first_index = 0
+
+    def push(self, image: np.ndarray, stamp_ns: int):
+        results = super().push(image, stamp_ns)
+        for result in results:
+            result.pose_c2w = result.pose_c2w.copy()
+            result.pose_c2w[0, 3] -= STEP * self._first_index
+        return results
+
+    def reset(self) -> None:
+        super().reset()
+        self._first_index = len(self.pushed)
 
 
 def random_image(width: int = 32, height: int = 24, seed: int = 0) -> np.ndarray:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from gct_stream_ros.ros.mount import MountResolver
-from gct_stream_ros.ros.tf_tree import TfTree
+pytestmark = pytest.mark.ros
+pytest.importorskip("rclpy", reason="rclpy (ROS 2 Kilted wheels or a ROS install) is not importable")
+
+from gct_stream_ros.ros.mount import MountResolver  # noqa: E402
+from gct_stream_ros.ros.tf_tree import TfTree  # noqa: E402
 
 
 class _Clock:

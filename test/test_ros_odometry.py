@@ -23,14 +23,17 @@ def _pose(x: float, yaw: float = 0.0) -> np.ndarray:
 
 def test_odom_continues_from_the_last_pose_and_map_to_odom_takes_the_jump():
     odom = OdomFrame()
-    for x in (0.0, 0.1, 0.2):
-        np.testing.assert_allclose(odom.pose_in_odom(_pose(x)), _pose(x))
+    for stamp, x in enumerate((0.0, 0.1, 0.2)):
+        np.testing.assert_allclose(odom.pose_in_odom(_pose(x), stamp * 100_000_000), _pose(x))
     np.testing.assert_allclose(odom.map_from_odom, np.eye(4))
     odom.start_sequence()  # the new world frame starts at the robot: poses restart near identity
-    first = odom.pose_in_odom(_pose(0.0, yaw=0.3))
+    first = odom.pose_in_odom(_pose(0.0, yaw=0.3), 300_000_000)
     np.testing.assert_allclose(first, _pose(0.2), atol=1e-12)  # no jump in odom
     assert odom.last_jump == pytest.approx(0.2)
-    second = odom.pose_in_odom(_pose(0.1, yaw=0.3))
+    assert not odom.twist.linear.any()  # the robot did not move across the reset
+    second = odom.pose_in_odom(_pose(0.1, yaw=0.3), 400_000_000)
+    # 0.1 along the world's x in 0.1 s, seen from a child frame turned by 0.3 rad
+    np.testing.assert_allclose(odom.twist.linear, [np.cos(0.3), -np.sin(0.3), 0.0], atol=1e-9)
     step = np.linalg.inv(first) @ second
     np.testing.assert_allclose(step, np.linalg.inv(_pose(0.0, yaw=0.3)) @ _pose(0.1, yaw=0.3), atol=1e-12)
     # map -> odom -> base composes to the new sequence's own estimate (map is the new world frame)

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo
 
 from gct_stream_ros.ros.messages import to_nanoseconds
@@ -79,6 +80,11 @@ class CameraInfoSync(Generic[Item]):
     def waiting(self) -> int:
         return len(self._waiting)
 
+    @property
+    def latest_stamp_ns(self) -> int | None:
+        """Stamp of the newest info; None before the first."""
+        return to_nanoseconds(self._infos[-1].header.stamp) if self._infos else None
+
     def add_info(self, info: CameraInfo) -> list[Paired[Item]]:
         """Store ``info``; the images waiting for its stamp, now paired."""
         self._infos.append(info)
@@ -88,9 +94,11 @@ class CameraInfoSync(Generic[Item]):
             self._waiting = deque((stamp, item) for stamp, item in self._waiting if stamp != stamp_ns)
         return matched
 
-    def add_image(self, item: Item, stamp_ns: int) -> list[Paired[Item]]:
-        """``item`` paired with its info when it is known (or not needed); otherwise it waits and the
-        result is empty. A full queue gives up on its oldest image (counted in ``unmatched``)."""
+    def add_image(self, item: Item, stamp: Time) -> list[Paired[Item]]:
+        """``item`` (an image stamped ``stamp``) paired with its info when it is known (or not needed);
+        otherwise it waits and the result is empty. A full queue gives up on its oldest image (counted in
+        ``unmatched``)."""
+        stamp_ns = to_nanoseconds(stamp)
         if not self._infos:
             return [Paired(item, None)]
         if self.mode == "latest":

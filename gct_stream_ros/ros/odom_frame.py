@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from gct_stream_ros.ros.odometry import ZERO_TWIST, Twist, TwistTracker
+
 
 class OdomFrame:
-    """Poses in the current sequence's world frame turned into continuous poses in ``odom``."""
+    """Poses in the current sequence's world frame turned into continuous poses in ``odom``, and the twist
+    between consecutive ones."""
 
     def __init__(self) -> None:
         self.odom_from_world = np.eye(4)
@@ -25,14 +28,17 @@ class OdomFrame:
         self.last_jump = 0.0
         """World units between the first pose of the latest sequence as estimated and where odom continues
         it: the jump that ``map -> odom`` took instead of ``odom -> base``."""
+        self._twists = TwistTracker()
+        self.twist: Twist = ZERO_TWIST
+        """Of the latest pose, in its own (child) frame."""
 
     def start_sequence(self) -> None:
         """The next pose is the first of a new world frame: it will continue from the last one in odom."""
         self._anchored = False
 
-    def pose_in_odom(self, pose_in_world: np.ndarray) -> np.ndarray:
-        """The tracked frame's pose in ``odom`` (4x4) for its pose in the current world frame; the first pose
-        of a sequence anchors the sequence where the previous one ended."""
+    def pose_in_odom(self, pose_in_world: np.ndarray, stamp_ns: int) -> np.ndarray:
+        """The tracked frame's pose in ``odom`` (4x4) for its pose in the current world frame at ``stamp_ns``;
+        the first pose of a sequence anchors the sequence where the previous one ended."""
         pose_in_world = np.asarray(pose_in_world, dtype=np.float64)
         if not self._anchored:
             if self._last_in_odom is not None:
@@ -41,6 +47,7 @@ class OdomFrame:
                 self.odom_from_world = self._last_in_odom @ np.linalg.inv(pose_in_world)
             self._anchored = True
         self._last_in_odom = self.odom_from_world @ pose_in_world
+        self.twist = self._twists.update(self._last_in_odom, stamp_ns)
         return self._last_in_odom
 
     @property

@@ -80,13 +80,10 @@ def _rotation_vector(rotation: np.ndarray) -> np.ndarray:
 
 
 class TwistTracker:
-    """The twist of each new pose from the one before it; ``restart`` when the poses stop being comparable."""
+    """The twist of each new pose from the one before it (poses in one continuous frame: ``odom``)."""
 
     def __init__(self) -> None:
         self._previous: tuple[int, np.ndarray] | None = None
-
-    def restart(self) -> None:
-        self._previous = None
 
     def update(self, pose: np.ndarray, stamp_ns: int) -> Twist:
         previous, self._previous = self._previous, (stamp_ns, np.asarray(pose, dtype=np.float64))

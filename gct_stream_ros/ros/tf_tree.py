@@ -15,6 +15,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from gct_stream_ros.ros import topics
+
 Edge = tuple[str, str]
 """``(parent, child)``."""
 
@@ -52,15 +57,12 @@ class TfTree:
         others = sorted(self.parents_of(child) - {parent})
         return others[0] if others else None
 
-    def newly_conflicting(self, edge: Edge) -> str | None:
-        """The other parent of ``edge``'s child the first time a conflict is seen for ``edge``; None when
-        there is none or it was already reported (say it once)."""
-        other = self.other_parent(*edge)
+    def report_once(self, edge: Edge) -> bool:
+        """True the first time it is asked about ``edge``: a conflict is said once."""
         with self._lock:
-            if other is None or edge in self._reported:
-                return None
+            first = edge not in self._reported
             self._reported.add(edge)
-        return other
+        return first
 
     def root_of(self, frame: str) -> str:
         """The top of ``frame``'s tree as others publish it (``frame`` itself when nobody gives it a parent);
@@ -76,3 +78,20 @@ class TfTree:
                 return current
             seen.add(parent)
             current = parent
+
+
+def watch(node: Node, tree: TfTree) -> bool:
+    """Feed ``tree`` from ``/tf`` and ``/tf_static`` (tf2's QoS); False when ``tf2_msgs`` is not importable
+    (then no TF is heard and every frame looks parentless)."""
+    try:
+        from tf2_msgs.msg import TFMessage
+    except ImportError:
+        return False
+
+    def heard(message: TFMessage) -> None:
+        tree.add((transform.header.frame_id, transform.child_frame_id) for transform in message.transforms)
+
+    node.create_subscription(TFMessage, topics.TF, heard, QoSProfile(depth=100))
+    node.create_subscription(TFMessage, topics.TF_STATIC, heard, QoSProfile(
+        depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE))
+    return True

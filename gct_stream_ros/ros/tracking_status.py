@@ -75,3 +75,13 @@ class TrackingStatus:
         text = self.state.value + (f": {self.reason}" if self.reason else "")
         return DiagnosticStatus(level=LEVELS[self.state], name=name, message=text, hardware_id=hardware_id,
                                 values=self.key_values())
+
+
+def gpu_memory_bytes(device: str) -> int:
+    """Bytes this process's tensors hold on ``device`` (``SessionStats.device``); 0 on the CPU, where torch is
+    not even imported (a node with a stand-in session never loads it)."""
+    if not device.startswith("cuda"):
+        return 0
+    from gct_stream_ros.stream.device import memory_allocated_bytes
+
+    return memory_allocated_bytes(device)
