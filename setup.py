@@ -52,7 +52,7 @@ setup(
             "ros-visualization-msgs",
         ],
         "gpu": ["flashinfer-python"],
-        "dev": ["pytest", "pytest-timeout", "ruff"],
+        "dev": ["pytest", "pytest-timeout", "ruff", "colcon-core", "colcon-ros"],
     },
     tests_require=["pytest"],
     zip_safe=True,

@@ -11,14 +11,17 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "gct_stream_ros"
 ROS_MODULES = ("rclpy", "sensor_msgs", "std_msgs", "std_srvs", "geometry_msgs", "nav_msgs", "diagnostic_msgs",
                "tf2_ros", "tf2_msgs", "cv_bridge", "sensor_msgs_py", "builtin_interfaces", "rosgraph_msgs",
                "launch", "launch_ros", "visualization_msgs")
+LEAVES = {"stamps"}
+"""Modules of plain definitions every layer may import (they import nothing from the project)."""
 # What each layer may import from the project (besides itself).
 ALLOWED = {
-    "cache": set(),
-    "model": {"cache"},
-    "stream": {"model", "cache"},
-    "mapping": set(),
-    "settings": {"stream"},
-    "ros": {"stream", "model", "cache", "mapping", "settings"},
+    "stamps": set(),
+    "cache": LEAVES,
+    "model": {"cache"} | LEAVES,
+    "stream": {"model", "cache"} | LEAVES,
+    "mapping": LEAVES,
+    "settings": {"stream"} | LEAVES,
+    "ros": {"stream", "model", "cache", "mapping", "settings"} | LEAVES,
 }
 ROS_TOOLS = {"play", "echo", "demo", "offline"}
 

@@ -14,8 +14,9 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
+from gct_stream_ros.stamps import NS_PER_S  # noqa: E402
 from gct_stream_ros.tools.camera_bag import write_camera_bag  # noqa: E402
-from gct_stream_ros.tools.frame_source import NS_PER_S, InputError  # noqa: E402
+from gct_stream_ros.tools.frame_source import InputError  # noqa: E402
 from gct_stream_ros.tools.play import BagPlayer, main  # noqa: E402
 
 DOMAIN_ID = "171"

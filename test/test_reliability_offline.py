@@ -19,9 +19,10 @@ pytest.importorskip("rclpy", reason="rclpy not importable (the offline tool buil
 from rosbags.highlevel import AnyReader  # noqa: E402
 
 from gct_stream_ros.mapping.tum import read_tum  # noqa: E402
+from gct_stream_ros.stamps import NS_PER_S  # noqa: E402
 from gct_stream_ros.stream.synthetic import SyntheticScene  # noqa: E402
 from gct_stream_ros.tools.camera_bag import image_cdr  # noqa: E402
-from gct_stream_ros.tools.frame_source import IMAGE_TYPE, NS_PER_S, TYPESTORE  # noqa: E402
+from gct_stream_ros.tools.frame_source import IMAGE_TYPE, TYPESTORE  # noqa: E402
 from gct_stream_ros.tools.offline import main  # noqa: E402
 from gct_stream_ros.tools.output_bag import OutputBag  # noqa: E402
 

@@ -10,8 +10,7 @@ import numpy as np
 
 from gct_stream_ros.mapping.atomic_file import write_atomically
 from gct_stream_ros.mapping.quaternion import matrix_from_quaternion, quaternion_from_matrix
-
-NS_PER_S = 1_000_000_000
+from gct_stream_ros.stamps import join_stamp, split_stamp
 
 
 def tum_text(stamps_ns: Sequence[int], poses: Sequence[np.ndarray]) -> str:
@@ -20,7 +19,7 @@ def tum_text(stamps_ns: Sequence[int], poses: Sequence[np.ndarray]) -> str:
         raise ValueError(f"{len(stamps_ns)} stamps for {len(poses)} poses")
     lines = []
     for stamp_ns, pose in zip(stamps_ns, poses):
-        seconds, nanoseconds = divmod(int(stamp_ns), NS_PER_S)
+        seconds, nanoseconds = split_stamp(stamp_ns)
         translation = " ".join(f"{c:.9g}" for c in pose[:3, 3])
         rotation = " ".join(f"{c:.9g}" for c in quaternion_from_matrix(pose[:3, :3]))
         lines.append(f"{seconds}.{nanoseconds:09d} {translation} {rotation}\n")
@@ -42,7 +41,7 @@ def read_tum(path: Path | str) -> tuple[list[int], np.ndarray]:
         if len(fields) != 8:
             raise ValueError(f"{path}:{number}: expected 8 fields, got {len(fields)}")
         seconds, _, fraction = fields[0].partition(".")
-        stamps.append(int(seconds) * NS_PER_S + int(fraction.ljust(9, "0")[:9] or 0))
+        stamps.append(join_stamp(int(seconds), int(fraction.ljust(9, "0")[:9] or 0)))
         values = [float(f) for f in fields[1:]]
         pose = np.eye(4)
         pose[:3, 3] = values[:3]

@@ -18,6 +18,11 @@ _REFERENCE_KWARGS_FIXED = {
     "kv_cache_include_scale_frames": True, "kv_cache_camera_only": False, "disable_global_rope": False,
     "pred_normalization": False, "enable_camera_3d_rope": False,
 }
+PRESETS = ("lingbot-map", "tiny")
+PATCH_SIZE = 14
+"""Pixels per side of a DINO patch: model images are multiples of it."""
+RESIZE_METHODS = ("pil", "torch")
+"""The resize filters of ``preprocess.py`` (named here, where no torch is imported, for the settings)."""
 # DINO backbone name -> (its width, the config fields it decides)
 _DINO_VARIANTS = {"dinov2_vitl14_reg": (1024, dict(dino_depth=24, dino_num_heads=16))}
 
@@ -28,7 +33,7 @@ class GCTConfig:
 
     img_size: int = 518
     """Side of the square DINO position-embedding grid in pixels (518 / 14 = 37 patches)."""
-    patch_size: int = 14
+    patch_size: int = PATCH_SIZE
     embed_dim: int = 1024
     """Width of the DINO backbone and of the aggregator."""
     depth: int = 24
@@ -74,8 +79,6 @@ class GCTConfig:
     max_frames: int = 0
     """Bound on stored frames whose specials (and camera-head entries) are kept; 0 = unbounded."""
 
-    PRESETS = ("lingbot-map", "tiny")
-
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
@@ -96,7 +99,7 @@ class GCTConfig:
                         selected_layers=(0, 1, 2, 3), camera_dim=256, camera_num_heads=2, camera_depth=2,
                         dpt_features=32, dpt_out_channels=(16, 32, 64, 64), dpt_head_features=16)
             return cls(**{**tiny, **overrides})
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(cls.PRESETS)}")
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
 
     @classmethod
     def from_reference_kwargs(cls, kwargs: dict[str, Any]) -> GCTConfig:

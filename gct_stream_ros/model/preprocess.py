@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-PATCH_SIZE = 14
-RESIZE_METHODS = ("pil", "torch")
+from gct_stream_ros.model.config import PATCH_SIZE, RESIZE_METHODS
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from gct_stream_ros.mapping.quaternion import quaternion_from_matrix
+from gct_stream_ros.stamps import join_stamp, split_stamp
 from gct_stream_ros.stream.points import depth_to_world_points, transform_points
 from gct_stream_ros.stream.result import FrameResult
 
-NS_PER_S = 1_000_000_000
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 DEPTH_16UC1_SCALE = 1000.0
 """16UC1 depth stores depth x 1000 (millimetres when the estimate is metric), as OpenNI drivers do."""
@@ -30,12 +30,12 @@ CLOUD_FIELDS = ("x", "y", "z", "rgb")
 
 
 def to_time(stamp_ns: int) -> Time:
-    seconds, nanoseconds = divmod(int(stamp_ns), NS_PER_S)
+    seconds, nanoseconds = split_stamp(stamp_ns)
     return Time(sec=seconds, nanosec=nanoseconds)
 
 
 def to_nanoseconds(stamp: Time) -> int:
-    return stamp.sec * NS_PER_S + stamp.nanosec
+    return join_stamp(stamp.sec, stamp.nanosec)
 
 
 def header(stamp_ns: int, frame_id: str) -> Header:

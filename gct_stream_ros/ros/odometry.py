@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gct_stream_ros.mapping.quaternion import quaternion_from_matrix
-from gct_stream_ros.ros.messages import NS_PER_S
+from gct_stream_ros.stamps import NS_PER_S
 
 
 @dataclass(frozen=True)

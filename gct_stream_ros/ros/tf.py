@@ -8,6 +8,8 @@ The camera mount is never published here: it belongs to the robot description.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from geometry_msgs.msg import TransformStamped
 from rclpy.node import Node
@@ -19,6 +21,9 @@ from gct_stream_ros.ros import topics
 from gct_stream_ros.ros.messages import transform_stamped
 from gct_stream_ros.ros.options import FrameNames, TfOptions
 from gct_stream_ros.ros.world_frame import TrackedPose, WorldFrame
+
+if TYPE_CHECKING:
+    from gct_stream_ros.ros.tf_buffer import TransformBuffer
 
 TF_QOS = QoSProfile(depth=100)
 """What tf2's own broadcaster and listeners use."""
@@ -80,16 +85,31 @@ class TfBroadcaster:
 
 
 class MountLookup:
-    """The camera mount base -> camera optical frame, from the TF tree (URDF or static publisher)."""
+    """The camera mount base -> camera optical frame, from the TF tree (URDF or static publisher).
+
+    tf2_ros's buffer and listener where importable; otherwise ``tf_buffer.py``'s, which read ``/tf``
+    and ``/tf_static`` themselves (latest transforms only: see there); neither without ``tf2_msgs``.
+    """
 
     def __init__(self, node: Node) -> None:
         try:
             from tf2_ros import Buffer, TransformListener
         except ImportError:
-            self._buffer = None
+            self._buffer = self._own_buffer(node)
             return
         self._buffer = Buffer()
         self._listener = TransformListener(self._buffer, node)
+
+    def _own_buffer(self, node: Node) -> TransformBuffer | None:
+        """``tf_buffer.py``'s buffer listening on ``node``, or None without ``tf2_msgs``."""
+        # Imported here, not at the top: tf_buffer.py builds on this module.
+        from gct_stream_ros.ros.tf_buffer import TransformBuffer, TransformSubscriber
+
+        try:
+            self._listener = TransformSubscriber(TransformBuffer(), node)
+        except ImportError:
+            return None
+        return self._listener.buffer
 
     @property
     def available(self) -> bool:

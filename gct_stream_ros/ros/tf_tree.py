@@ -16,9 +16,10 @@ import threading
 from collections.abc import Iterable
 
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from gct_stream_ros.ros import topics
+from gct_stream_ros.ros.tf import TF_QOS
+from gct_stream_ros.ros.tf_buffer import TF_STATIC_QOS
 
 Edge = tuple[str, str]
 """``(parent, child)``."""
@@ -91,7 +92,6 @@ def watch(node: Node, tree: TfTree) -> bool:
     def heard(message: TFMessage) -> None:
         tree.add((transform.header.frame_id, transform.child_frame_id) for transform in message.transforms)
 
-    node.create_subscription(TFMessage, topics.TF, heard, QoSProfile(depth=100))
-    node.create_subscription(TFMessage, topics.TF_STATIC, heard, QoSProfile(
-        depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE))
+    node.create_subscription(TFMessage, topics.TF, heard, TF_QOS)
+    node.create_subscription(TFMessage, topics.TF_STATIC, heard, TF_STATIC_QOS)
     return True

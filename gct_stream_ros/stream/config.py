@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-PRESETS = ("lingbot-map", "tiny")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+from gct_stream_ros.model import config as model_config
+from gct_stream_ros.model.config import PATCH_SIZE, PRESETS
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+"""The torch dtypes inference runs in (``device.py`` maps the names)."""
+DTYPES = ("auto", *PRECISIONS)
 KEYFRAME_MODES = ("every", "interval", "flow")
 WINDOW_MODES = ("off", "online")
 CACHE_POLICIES = ("sliding_window", "evict3r", "infinitevggt")
-PATCH_SIZE = 14
-RESIZE_METHODS = ("auto", "pil", "torch")
-"""'auto' and ``model.preprocess``'s methods (repeated here: settings and launch files must not import
-torch)."""
+RESIZE_METHODS = ("auto", *model_config.RESIZE_METHODS)
+"""'auto' and ``model.preprocess``'s methods."""
 
 
 class ConfigError(ValueError):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from gct_stream_ros.stream.config import PRECISIONS
+
+DTYPES = {name: getattr(torch, name) for name in PRECISIONS}
 BF16_MIN_CAPABILITY = 8
 
 

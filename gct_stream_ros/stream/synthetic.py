@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gct_stream_ros.stamps import NS_PER_S
+
 ROOM_MIN = np.array([-4.0, -1.6, -3.0])
 ROOM_MAX = np.array([4.0, 1.2, 6.0])
 FLOOR_Y = ROOM_MAX[1]
@@ -176,7 +178,7 @@ class SyntheticScene:
         frames = []
         for index, c2w in enumerate(poses):
             image, depth, intrinsics = self.render(c2w, width, height, fov_deg)
-            frames.append(SyntheticFrame(index=index, stamp_ns=round(index * 1e9 / fps), image=image,
+            frames.append(SyntheticFrame(index=index, stamp_ns=round(index * NS_PER_S / fps), image=image,
                                          depth=depth, c2w=c2w, intrinsics=intrinsics))
         return frames
 

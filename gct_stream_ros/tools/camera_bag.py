@@ -12,18 +12,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gct_stream_ros.stamps import split_stamp
 from gct_stream_ros.tools.frame_source import (
     CAMERA_INFO_TYPE,
     COMPRESSED_IMAGE_TYPE,
     IMAGE_TYPE,
-    NS_PER_S,
     TYPESTORE,
 )
 from gct_stream_ros.tools.output_bag import OutputBag
 
 
 def _header(stamp_ns: int, frame_id: str) -> object:
-    sec, nanosec = divmod(stamp_ns, NS_PER_S)
+    sec, nanosec = split_stamp(stamp_ns)
     types = TYPESTORE.types
     return types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
                                         frame_id=frame_id)

@@ -21,7 +21,7 @@ from safetensors.torch import save
 
 from gct_stream_ros.mapping.atomic_file import write_atomically
 from gct_stream_ros.model.checkpoint import CheckpointError, check_state_dict, load_state_dict
-from gct_stream_ros.model.config import GCTConfig
+from gct_stream_ros.model.config import PRESETS, GCTConfig
 from gct_stream_ros.model.gct import GCTModel
 
 
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="trusted .pt/.pth checkpoint of the reference")
     parser.add_argument("target", type=Path, help="the .safetensors file to write")
-    parser.add_argument("--preset", default="lingbot-map", choices=GCTConfig.PRESETS,
+    parser.add_argument("--preset", default="lingbot-map", choices=PRESETS,
                         help="architecture the weights must fit (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.target.suffix != ".safetensors":

@@ -3,7 +3,7 @@
 1. renders the synthetic sample sequence and records it as a camera bag (image + camera_info);
 2. starts the real node in this process (tiny random-weight model, or ``--checkpoint``);
 3. plays the bag into it with ``/clock`` (``gct_stream_play``'s player) while recording every
-   output into a second bag;
+   output, ``/tf`` included, into a second bag (a subscriber node: the messages come through DDS);
 4. calls ``save_map`` and prints a summary (frames in and out, keyframes, rates, files).
 
 The tiny model's geometry is meaningless (random weights): the demo shows the plumbing, not the
@@ -77,11 +77,15 @@ class DemoSummary:
     save_map_ok: bool = False
     save_map: str = ""
     files: list[str] = field(default_factory=list)
+    tf_links: list[str] = field(default_factory=list)
+    tf_stamps_match: bool | None = None
+    """Whether /tf came with every input stamp; None where tf2_msgs is missing (then the node has no TF)."""
 
     @property
     def ok(self) -> bool:
-        """Every frame came out with its own stamp and the map was saved."""
-        return self.frames_out == self.frames_in and self.stamps_match and self.save_map_ok
+        """Every frame came out with its own stamp, on /tf too where there is TF, and the map was saved."""
+        return (self.frames_out == self.frames_in and self.stamps_match and self.tf_stamps_match is not False
+                and self.save_map_ok)
 
     def text(self) -> str:
         keyframes = "?" if self.keyframes is None else str(self.keyframes)
@@ -92,10 +96,17 @@ class DemoSummary:
             f"keyframes after the scale frames {keyframes}; model step mean {step} ms; "
             f"{self.output_fps:.1f} frames/s end to end over {self.seconds:.1f} s",
             "messages per topic: " + ", ".join(f"{t} {n}" for t, n in sorted(self.topic_counts.items())),
+            self._tf_text(),
             f"save_map {'succeeded' if self.save_map_ok else 'FAILED'}: {self.save_map}",
             *(f"wrote {path}" for path in self.files),
         ]
         return "\n".join(lines)
+
+    def _tf_text(self) -> str:
+        if self.tf_stamps_match is None:
+            return "TF: none (tf2_msgs is not importable; `make setup` builds it)"
+        return (f"TF received over DDS: {', '.join(self.tf_links) or 'nothing'} "
+                f"(stamps {'=' if self.tf_stamps_match else '!='} input stamps)")
 
 
 def write_sample_bag(path: Path, options: DemoOptions) -> list[int]:
@@ -116,6 +127,7 @@ class OutputRecorder:
         self.stamps: dict[str, list[int]] = {}
         self.last_arrival = 0.0
         self.diagnostics: dict[str, str] = {}
+        self.tf_links: set[str] = set()
         self._lock = threading.Lock()
         outputs = {topics.absolute(name): msgtype for name, msgtype in topics.OUTPUT_TYPES.items()}
         try:
@@ -123,6 +135,7 @@ class OutputRecorder:
             outputs[topics.TF] = topics.TF_TYPE
         except ImportError:
             pass  # the node publishes no TF without tf2 either
+        self.tf = topics.TF in outputs
         for topic, msgtype in outputs.items():
             # The map is latched: subscribe likewise to get it whenever it was last published.
             latched = topic == topics.absolute(topics.MAP)
@@ -136,6 +149,8 @@ class OutputRecorder:
         header = message.transforms[0].header if topic == topics.TF else message.header
         stamp_ns = to_nanoseconds(header.stamp)
         with self._lock:
+            if topic == topics.TF:
+                self.tf_links.update(f"{t.header.frame_id} -> {t.child_frame_id}" for t in message.transforms)
             self.stamps.setdefault(topic, []).append(stamp_ns)
             self.last_arrival = time.monotonic()
             self.bag.write(topic, msgtype, stamp_ns, serialize_message(message))
@@ -233,6 +248,9 @@ def run_demo(options: DemoOptions, context: rclpy.Context | None = None) -> Demo
         summary.frames_out = len(set(odometry))
         summary.stamps_match = sorted(set(odometry)) == stamps
         summary.topic_counts = {topic: len(s) for topic, s in recorder.stamps.items()}
+        if recorder.tf:
+            summary.tf_links = sorted(recorder.tf_links)
+            summary.tf_stamps_match = sorted(set(recorder.stamps.get(topics.TF, []))) == stamps
         summary.output_fps = summary.frames_out / summary.seconds if summary.seconds > 0 else 0.0
         if "keyframes" in recorder.diagnostics:
             summary.keyframes = int(recorder.diagnostics["keyframes"])

@@ -16,12 +16,13 @@ from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.image import ImageError, compressed_image_to_cvimage, message_to_cvimage
 from rosbags.typesys import Stores, get_typestore
 
+from gct_stream_ros.stamps import NS_PER_S, join_stamp
+
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-NS_PER_S = 1_000_000_000
 # Bags written without embedded definitions (old sqlite3 bags) are decoded with these types.
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 
@@ -100,7 +101,7 @@ def decode_image(msg: object, msgtype: str) -> np.ndarray:
 def stamp_of(msg: object, fallback_ns: int) -> int:
     """The header stamp, or the recording time when the publisher left the stamp at zero."""
     stamp = msg.header.stamp
-    stamp_ns = stamp.sec * NS_PER_S + stamp.nanosec
+    stamp_ns = join_stamp(stamp.sec, stamp.nanosec)
     return stamp_ns or fallback_ns
 
 

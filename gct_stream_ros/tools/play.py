@@ -21,7 +21,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
 from gct_stream_ros.ros.topics import message_class
-from gct_stream_ros.tools.frame_source import CAMERA_INFO_TYPE, IMAGE_TYPES, NS_PER_S, InputError, open_bag
+from gct_stream_ros.stamps import NS_PER_S, split_stamp
+from gct_stream_ros.tools.frame_source import CAMERA_INFO_TYPE, IMAGE_TYPES, InputError, open_bag
 
 PLAYABLE_TYPES = (*IMAGE_TYPES, CAMERA_INFO_TYPE)
 CLOCK_PERIOD_S = 0.025
@@ -31,7 +32,7 @@ QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 def stamp_message(clock_ns: int) -> Clock:
     message = Clock()
-    message.clock.sec, message.clock.nanosec = divmod(clock_ns, NS_PER_S)
+    message.clock.sec, message.clock.nanosec = split_stamp(clock_ns)
     return message
 
 

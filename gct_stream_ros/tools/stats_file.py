@@ -6,9 +6,8 @@ import json
 from typing import TextIO
 
 from gct_stream_ros.cache.base import CacheStats
+from gct_stream_ros.stamps import NS_PER_S
 from gct_stream_ros.stream.result import FrameResult
-
-NS_PER_S = 1e9
 
 
 def stats_record(result: FrameResult, cache: CacheStats, step_ms: float) -> dict[str, object]:
