@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from gct_stream_ros.cache.base import CacheStats
+from gct_stream_ros.mapping.quaternion import matrix_from_quaternion
 from gct_stream_ros.stream.result import FrameResult, FrameType
 from gct_stream_ros.stream.stats import SessionStats, StepTimes
 
@@ -121,6 +122,16 @@ class SequenceSession(FakeSession):
     def reset(self) -> None:
         super().reset()
         self._first_index = len(self.pushed)
+
+
+def odometry_matrix(message) -> np.ndarray:
+    """4x4 of a ``nav_msgs/Odometry``'s pose."""
+    pose = message.pose.pose
+    matrix = np.eye(4)
+    matrix[:3, :3] = matrix_from_quaternion(np.array([pose.orientation.x, pose.orientation.y,
+                                                      pose.orientation.z, pose.orientation.w]))
+    matrix[:3, 3] = (pose.position.x, pose.position.y, pose.position.z)
+    return matrix
 
 
 def random_image(width: int = 32, height: int = 24, seed: int = 0) -> np.ndarray:

@@ -94,7 +94,8 @@ class GctStreamNode(Node):
         self._tf = TfBroadcaster(self)
         self._tf_tree = TfTree()
         watch(self, self._tf_tree)
-        self._mounts = MountResolver(MountLookup(self).lookup, self._tf_tree, self.options.tf.mount_timeout)
+        self._mount_lookup = MountLookup(self)
+        self._mounts = MountResolver(self._mount_lookup.lookup, self._tf_tree, self.options.tf.mount_timeout)
         self.diagnostics = StreamDiagnostics(f"{self.get_name()}: stream", [image_topic])
         self.worker: FrameWorker[CameraFrame] = FrameWorker(
             self._process, self._recover, self.options.queue.policy, self.options.queue.size)
