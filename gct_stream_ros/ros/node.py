@@ -316,7 +316,7 @@ class GctStreamNode(Node):
             self._restart_world()
         tf = self.options.tf
         self._mount = None
-        if tf.publish_odom_to_base and not tf.publish_map_to_camera:
+        if tf.publish_odom_to_base:
             self._mount = self._mounts.resolve(self.options.frames.base, camera_frame)
             self._warn_if_assumed(self._mount)
         if self._mount is None or self._mount.tracked_from_camera is None:
