@@ -48,6 +48,7 @@ from gct_stream_ros.ros.worker import FrameWorker
 from gct_stream_ros.ros.world_frame import WorldFrame
 from gct_stream_ros.settings import NODE_NAME, SettingsError, Value
 from gct_stream_ros.stream.result import FrameResult
+from gct_stream_ros.stream.stats import SessionStats
 
 RCLError = rclpy_implementation.RCLError
 InvalidHandle = rclpy_implementation.InvalidHandle
@@ -55,6 +56,10 @@ HOUSEKEEPING_PERIOD_S = 0.1
 """The map and diagnostics timers check their (changeable) periods this often."""
 REJECTION_LOG_PERIOD_S = 5.0
 MOUNT_WARNING_PERIOD_S = 30.0
+SESSION_STATS_PERIOD_S = 0.5
+"""``status`` reads the session's statistics (keyframes, cached tokens, GPU memory) at most this often while
+tracking, and at every other state: a KV cache's statistics walk all its layers (2-7 ms for the full
+model's 24 layers x 64 frames of the dense cache on this machine), too much for every frame."""
 STATUS_DEPTH = 10
 
 
@@ -80,10 +85,13 @@ class GctStreamNode(Node):
         self._sequence: int | None = None
         self._last_stamp_ns: int | None = None
         self._reset_requested = threading.Event()
+        self._world_is_new = False
+        """The next first estimate is the first of a new world frame (where odom anchors it)."""
         self._restart_reason = ""
         """Why the world frame restarted before the frame in progress (its status says ``reset``)."""
         self._frame_in_progress: tuple[CameraFrame, float] | None = None
         self._last_status: DiagnosticStatus | None = None
+        self._session_stats: tuple[float, SessionStats] | None = None
         self.camera_info_sync: CameraInfoSync[tuple[Image | CompressedImage, float]] = CameraInfoSync(
             self.options.input.camera_info_sync)
         self._last_map_publish = time.monotonic()
@@ -278,7 +286,7 @@ class GctStreamNode(Node):
                                      (time.monotonic() - started) * 1000.0)
 
     def _publish_status(self, state: TrackingState, reason: str, frame: CameraFrame, step_ms: float) -> None:
-        stats = self._session.stats()
+        stats = self._recent_stats(fresh=state != TrackingState.TRACKING)
         status = TrackingStatus(
             state=state, reason=reason, stamp_ns=frame.stamp_ns, step_ms=step_ms,
             latency_ms=(time.monotonic() - frame.received_s) * 1000.0,
@@ -287,6 +295,13 @@ class GctStreamNode(Node):
             gpu_memory_bytes=gpu_memory_bytes(stats.device), sequence=stats.sequence)
         self._last_status = status.message(f"{self.get_name()}: tracking", stats.device)
         self.outputs[topics.STATUS].publish(self._last_status)
+
+    def _recent_stats(self, fresh: bool) -> SessionStats:
+        """The session's statistics, read again when ``fresh`` or older than ``SESSION_STATS_PERIOD_S``."""
+        now = time.monotonic()
+        if fresh or self._session_stats is None or now - self._session_stats[0] >= SESSION_STATS_PERIOD_S:
+            self._session_stats = (now, self._session.stats())
+        return self._session_stats[1]
 
     def _reset_session(self, reason: str) -> None:
         """A new sequence; ``reason`` goes into the status of the frame in progress (a failed step's status
@@ -325,6 +340,7 @@ class GctStreamNode(Node):
             self._world = WorldFrame(self._mount.tracked_from_camera, self._mount.tracked_frame)
         self._sequence = result.sequence
         self._odom.start_sequence()
+        self._world_is_new = True
         return self._world
 
     def _mount_changed(self, camera_frame: str) -> bool:
@@ -357,12 +373,19 @@ class GctStreamNode(Node):
         if not result.revision:
             self.diagnostics.processed += 1
             self._tf.send(self._single_parent(frame.transforms))
-            if self._restart_reason and not options.tf.publish_map_to_odom and self._odom.last_jump:
-                self.get_logger().info(f"{self._restart_reason}: odom continues from the last pose; map -> "
-                                       f"odom jumped {self._odom.last_jump:.3f} (not published: "
-                                       f"tf.publish_map_to_odom is false)")
+            if self._world_is_new:
+                self._world_is_new = False
+                self._report_jump()
         for topic, message in frame.outputs:
             self.outputs[topic].publish(message)
+
+    def _report_jump(self) -> None:
+        """The jump of a new world frame goes to map -> odom; said in the log when that is not published."""
+        if not self.options.tf.publish_map_to_odom and self._odom.last_jump:
+            why = self._restart_reason or "step failed or mount found"
+            self.get_logger().info(f"new world frame ({why}): odom continues from the last pose; map -> odom "
+                                   f"jumped {self._odom.last_jump:.3f} (not published: "
+                                   f"tf.publish_map_to_odom is false)")
 
     def _single_parent(self, transforms: list[TransformStamped]) -> list[TransformStamped]:
         """``transforms`` without those whose child already has another parent on TF (said once each)."""

@@ -81,17 +81,16 @@ class TfTree:
             current = parent
 
 
-def watch(node: Node, tree: TfTree) -> bool:
-    """Feed ``tree`` from ``/tf`` and ``/tf_static`` (tf2's QoS); False when ``tf2_msgs`` is not importable
-    (then no TF is heard and every frame looks parentless)."""
+def watch(node: Node, tree: TfTree) -> None:
+    """Feed ``tree`` from ``/tf`` and ``/tf_static`` with tf2's listener QoS; without ``tf2_msgs`` nothing is
+    heard (the node publishes no TF then either) and every frame looks parentless."""
     try:
         from tf2_msgs.msg import TFMessage
     except ImportError:
-        return False
+        return
 
     def heard(message: TFMessage) -> None:
         tree.add((transform.header.frame_id, transform.child_frame_id) for transform in message.transforms)
 
     node.create_subscription(TFMessage, topics.TF, heard, TF_QOS)
     node.create_subscription(TFMessage, topics.TF_STATIC, heard, TF_STATIC_QOS)
-    return True
