@@ -32,6 +32,7 @@ ROS_OWNED_PARAMETERS = frozenset({"use_sim_time", "start_type_description_servic
 """Parameters every rclpy node has; parameter files may set them, this table does not own them."""
 
 _ENGINE_DEFAULTS = EngineConfig()
+CAMERA_INFO_SYNC_MODES = ("exact", "latest")
 
 
 class SettingsError(ValueError):
@@ -140,20 +141,44 @@ SETTINGS: tuple[Setting, ...] = (
             choices=("raw", "compressed"), restart=True),
     Setting("input.qos", "sensor_data", "QoS of the image and camera_info subscriptions",
             choices=("sensor_data", "reliable", "best_effort", "system_default"), restart=True),
+    Setting("input.camera_info_sync", "exact",
+            "Pair images with the camera_info of the same stamp ('exact'), or with the newest ('latest', for "
+            "drivers that stamp them differently)", choices=CAMERA_INFO_SYNC_MODES, restart=True),
     Setting("queue.policy", "latest",
             "'latest': keep the newest queue.size frames, drop older ones (live); "
             "'all': process every frame (bags)", choices=("latest", "all"), restart=True),
     Setting("queue.size", 2,
             "'latest': frames waiting at most; 'all': backlog that triggers a warning",
             low=1, high=1000, restart=True),
-    Setting("frames.map", "map", "World frame: the camera (or base) at the first frame, x forward, z up"),
-    Setting("frames.odom", "odom", "Odometry frame (world frame when tf.publish_odom_to_base is true)"),
+    Setting("frames.map", "map", "Map frame: the tracked frame at the first frame of the current sequence, x "
+            "forward, z up"),
+    Setting("frames.odom", "odom", "Odometry frame: continuous across resets (the jumps go to map -> odom)"),
     Setting("frames.base", "base_link",
-            "Robot base frame; its camera mount comes from TF (never published here)"),
+            "Robot base frame; its camera mount comes from TF (never published here). Without one the root "
+            "of the camera's TF tree is tracked"),
     Setting("frames.camera", "", "Camera optical frame; empty = the image header's frame_id"),
-    Setting("tf.publish_map_to_camera", True, "Publish map -> camera optical frame (camera-only setups)"),
-    Setting("tf.publish_odom_to_base", False, "Publish odom -> base using the base -> camera mount from TF"),
-    Setting("tf.publish_map_to_odom", False, "Publish an identity map -> odom (when no localisation does)"),
+    # The robot TF tree (docs/node.md, "Frames and TF"): map -> odom -> base, the mount from TF.
+    Setting("tf.publish_map_to_camera", False,
+            "Publish map -> camera optical frame instead of map -> odom -> base (a camera nobody else "
+            "publishes frames for)"),
+    Setting("tf.publish_odom_to_base", True,
+            "Publish odom -> base (frames.base, or the root of the camera's TF tree when TF does not link "
+            "frames.base to the camera)"),
+    Setting("tf.publish_map_to_odom", True,
+            "Publish map -> odom: identity until a reset, then the jump (off when a localisation node "
+            "owns it)"),
+    Setting("tf.mount_timeout", 2.0,
+            "Seconds to wait, once, for the base -> camera mount on TF before tracking the camera tree's "
+            "root (the mount is still looked for at every frame)", low=0.0, high=600.0),
+    Setting("odometry.position_stddev", 0.05,
+            "Odometry pose covariance: position standard deviation (world units)", low=0.0, high=1e6),
+    Setting("odometry.orientation_stddev", 0.05,
+            "Odometry pose covariance: orientation standard deviation (rad)", low=0.0, high=10.0),
+    Setting("odometry.linear_velocity_stddev", 0.1,
+            "Odometry twist covariance: linear velocity standard deviation (world units/s)",
+            low=0.0, high=1e6),
+    Setting("odometry.angular_velocity_stddev", 0.1,
+            "Odometry twist covariance: angular velocity standard deviation (rad/s)", low=0.0, high=100.0),
     Setting("output.qos", "reliable",
             "Reliability of the per-frame outputs (the map is always reliable, latched)",
             choices=("reliable", "best_effort")),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from gct_stream_ros.cache.base import CacheStats
+from gct_stream_ros.mapping.quaternion import matrix_from_quaternion
 from gct_stream_ros.stream.result import FrameResult, FrameType
 from gct_stream_ros.stream.stats import SessionStats, StepTimes
 
@@ -25,6 +26,8 @@ from rclpy.publisher import Publisher  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 
 TINY = {"model.preset": "tiny", "model.checkpoint": "", "model.device": "cpu"}
+STEP = 0.1
+"""How far the stand-in camera moves per frame (along its optical x axis)."""
 DISCOVERY_TIMEOUT_S = 20.0
 
 
@@ -34,7 +37,7 @@ def fake_result(index: int, stamp_ns: int, image: np.ndarray, frame_type: FrameT
     height, width = image.shape[:2]
     intrinsics = np.array([[width, 0.0, width / 2], [0.0, width, height / 2], [0.0, 0.0, 1.0]])
     pose = np.eye(4)
-    pose[0, 3] = 0.1 * index
+    pose[0, 3] = STEP * index
     depth = np.full((height, width), 2.0, dtype=np.float32)
     depth[0, 0] = 0.0  # one invalid pixel
     v, u = np.mgrid[0:height, 0:width]
@@ -100,6 +103,35 @@ class FakeSession:
                             frames_pending=len(self._pending), revisions=0, keyframes=emitted,
                             sequence=self.sequence, window=0, frames_stored=emitted, step_times=self._times,
                             cache=cache, device="cpu", dtype="float32")
+
+
+class SequenceSession(FakeSession):
+    """A stand-in whose poses restart at identity with every sequence, as the engine's do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._first_index = 0
+
+    def push(self, image: np.ndarray, stamp_ns: int):
+        results = super().push(image, stamp_ns)
+        for result in results:
+            result.pose_c2w = result.pose_c2w.copy()
+            result.pose_c2w[0, 3] -= STEP * self._first_index
+        return results
+
+    def reset(self) -> None:
+        super().reset()
+        self._first_index = len(self.pushed)
+
+
+def odometry_matrix(message) -> np.ndarray:
+    """4x4 of a ``nav_msgs/Odometry``'s pose."""
+    pose = message.pose.pose
+    matrix = np.eye(4)
+    matrix[:3, :3] = matrix_from_quaternion(np.array([pose.orientation.x, pose.orientation.y,
+                                                      pose.orientation.z, pose.orientation.w]))
+    matrix[:3, 3] = (pose.position.x, pose.position.y, pose.position.z)
+    return matrix
 
 
 def random_image(width: int = 32, height: int = 24, seed: int = 0) -> np.ndarray:

@@ -46,13 +46,15 @@ def test_demo_receives_the_camera_pose_on_tf_with_every_stamp(demo_run):
     pytest.importorskip("tf2_msgs", reason="tf2_msgs is not importable (`make setup` builds it: interfaces/)")
     _, output = demo_run
     summary = json.loads((output / "summary.json").read_text())
-    assert summary["tf_links"] == ["map -> camera_optical_frame"] and summary["tf_stamps_match"]
+    # The default tree of a camera nothing else publishes frames for (docs/node.md, "Frames and TF").
+    assert summary["tf_links"] == ["map -> odom", "odom -> camera_optical_frame"] and summary["tf_stamps_match"]
     with AnyReader([output / "output_bag"], default_typestore=TYPESTORE) as reader:
         recorded = [(timestamp, reader.deserialize(raw, connection.msgtype)) for connection, timestamp, raw
                     in reader.messages() if connection.topic == "/tf"]
     assert [stamp for stamp, _ in recorded] == [START_NS + round(i * 1e8) for i in range(FRAMES)]
-    transform = recorded[-1][1].transforms[0]
-    assert (transform.header.frame_id, transform.child_frame_id) == ("map", "camera_optical_frame")
+    transforms = recorded[-1][1].transforms
+    assert [(t.header.frame_id, t.child_frame_id) for t in transforms] == [
+        ("odom", "camera_optical_frame"), ("map", "odom")]
 
 
 def test_demo_input_bag_is_the_synthetic_sequence(demo_run):

@@ -84,7 +84,7 @@ def _truth_in_map(frames, sim3=None) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
-def test_bag_input_gives_one_transform_and_one_of_each_output_per_frame(tmp_path, scene_frames, storage):
+def test_bag_input_gives_one_tf_message_and_one_of_each_output_per_frame(tmp_path, scene_frames, storage):
     source = _bag(tmp_path / "input", scene_frames, storage)
     _, summary = _run(tmp_path, scene_frames, source)
     assert summary.frames == FRAMES
@@ -92,11 +92,13 @@ def test_bag_input_gives_one_transform_and_one_of_each_output_per_frame(tmp_path
     assert (tmp_path / "out" / "bag" / "metadata.yaml").is_file()
     assert next((tmp_path / "out" / "bag").glob("*.mcap")).is_file()
     tf = output["/tf"]
-    assert [len(message.transforms) for _, message in tf] == [1] * FRAMES
-    transforms = [message.transforms[0] for _, message in tf]
-    stamps = [t.header.stamp.sec * 10**9 + t.header.stamp.nanosec for t in transforms]
-    assert stamps == _stamps(scene_frames) == [recorded for recorded, _ in tf]
-    assert {(t.header.frame_id, t.child_frame_id) for t in transforms} == {("map", CAMERA_FRAME)}
+    # The node's default tree without a robot: map -> odom -> the camera (docs/node.md, "Frames and TF").
+    assert [[(t.header.frame_id, t.child_frame_id) for t in message.transforms] for _, message in tf] == [
+        [("odom", CAMERA_FRAME), ("map", "odom")]] * FRAMES
+    for transform_index in (0, 1):
+        transforms = [message.transforms[transform_index] for _, message in tf]
+        stamps = [t.header.stamp.sec * 10**9 + t.header.stamp.nanosec for t in transforms]
+        assert stamps == _stamps(scene_frames) == [recorded for recorded, _ in tf]
     for topic in ("/depth/image", "/depth/confidence", "/depth/camera_info", "/points", "/odometry", "/path"):
         assert len(output[topic]) == FRAMES, topic
     assert len(output["/map/points"]) == 1 and output["/map/points"][0][0] == _stamps(scene_frames)[-1]

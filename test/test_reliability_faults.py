@@ -225,7 +225,7 @@ def test_invalid_parameters_are_refused_at_start_up_with_the_reason(ros, overrid
     ("output.map.voxel_size", 0.0, "range"),
     ("output.points.decimation", 100, "range"),
     ("output.depth.encoding", "8UC1", "is not one of 32FC1, 16UC1"),
-    ("tf.publish_odom_to_base", True, "two parents"),
+    ("tf.publish_map_to_camera", True, "two parents"),
     ("queue.size", 5, "read-only"),
 ])
 def test_invalid_parameter_changes_are_refused_with_the_reason(ros, name, value, reason):

@@ -41,8 +41,10 @@ def start(ros: RosHarness, overrides: dict | None = None, session: FakeSession |
           name: str = "gct") -> tuple[GctStreamNode, FakeSession]:
     session = session or FakeSession()
     # Reliable input and every frame processed, so a loaded machine does not thin out the test images.
+    # No TF in these tests: the camera mount is not waited for.
     node = ros.add_node(functools.partial(GctStreamNode, name, session_factory=lambda _config: session),
-                        {"input.qos": "reliable", "queue.policy": "all", **(overrides or {})})
+                        {"input.qos": "reliable", "queue.policy": "all", "tf.mount_timeout": 0.0,
+                         **(overrides or {})})
     return node, session
 
 
@@ -87,7 +89,8 @@ def test_every_output_per_frame_with_the_input_stamp_and_frames(ros):
             assert [messages.to_nanoseconds(m.header.stamp) for m in received] == stamps, topic
         assert {m.header.frame_id for m in outputs["depth/image"]} == {FRAME}
         assert {m.header.frame_id for m in outputs["points"]} == {FRAME}
-        assert {(m.header.frame_id, m.child_frame_id) for m in outputs["odometry"]} == {("map", FRAME)}
+        # Nothing on TF: the camera is its own tracked frame, in odom (docs/node.md, "Frames and TF").
+        assert {(m.header.frame_id, m.child_frame_id) for m in outputs["odometry"]} == {("odom", FRAME)}
         depth = outputs["depth/image"][0]
         assert (depth.encoding, depth.height, depth.width, depth.step) == ("32FC1", 24, 32, 32 * 4)
         assert np.isnan(np.frombuffer(bytes(depth.data), "<f4")[0])
@@ -287,7 +290,7 @@ def test_revisions_are_ignored_or_republished(ros, policy, expected):
 @pytest.mark.parametrize(("overrides", "reason"), [
     ({"model.image_width": 100}, "not a valid step"),
     ({"output.depth.encoding": "8UC1"}, "not one of"),
-    ({"tf.publish_odom_to_base": True}, "two parents"),
+    ({"tf.publish_map_to_camera": True}, "two parents"),
     ({"window.overlap": 5, "model.num_scale_frames": 2}, "window_overlap"),
 ])
 def test_invalid_parameters_stop_the_start(ros, overrides, reason):
@@ -331,9 +334,10 @@ def test_bad_messages_are_rejected_without_killing_the_node(ros):
 def test_image_size_must_match_camera_info(ros):
     node, session = start(ros)
     try:
-        info = CameraInfo(header=messages.header(0, FRAME), width=64, height=48)
-        ros.publisher(CameraInfo, "/camera_info").publish(info)
-        ros.wait_for(lambda: node._camera_info is not None, TIMEOUT_S, "camera_info received")
+        infos = ros.publisher(CameraInfo, "/camera_info")
+        for stamp in (1, 2):
+            infos.publish(CameraInfo(header=messages.header(stamp, FRAME), width=64, height=48))
+        ros.wait_for(lambda: node.camera_info_sync.latest_stamp_ns == 2, TIMEOUT_S, "camera_info received")
         images = ros.publisher(Image, "/image")
         feed(ros, node, images, [image_message(random_image(32, 24), 1),
                                  image_message(random_image(64, 48), 2)])
@@ -343,10 +347,10 @@ def test_image_size_must_match_camera_info(ros):
         ros.remove_node(node)
 
 
-def test_map_frame_clouds_and_robot_mode_odometry(ros):
-    node, _ = start(ros, {"output.points.frame": "map", "tf.publish_map_to_camera": False,
-                          "tf.publish_odom_to_base": True, "frames.base": "base",
-                          "output.depth.encoding": "16UC1"})
+def test_map_frame_clouds_and_odom_only_odometry(ros):
+    # No map frame published: map-side outputs go to odom.
+    node, _ = start(ros, {"output.points.frame": "map", "tf.publish_map_to_odom": False,
+                          "frames.base": "base", "output.depth.encoding": "16UC1"})
     try:
         clouds = ros.listen(PointCloud2, "/points")
         odometry = ros.listen(Odometry, "/odometry")
@@ -356,8 +360,8 @@ def test_map_frame_clouds_and_robot_mode_odometry(ros):
         rgb = random_image()
         feed(ros, node, ros.publisher(Image, "/image"), [image_message(rgb, stamp) for stamp in (1, 2)])
         ros.wait_for(lambda: len(clouds) == len(odometry) == len(depth) == 2, TIMEOUT_S, "outputs")
-        # Without tf2 (or a mount in TF) the camera is taken as the base: odom is the map of camera-only mode.
-        assert {(m.header.frame_id, m.child_frame_id) for m in odometry} == {("odom", "base")}
+        # No base on TF: the camera is tracked, levelled (x forward, y left): its move along optical x is -y.
+        assert {(m.header.frame_id, m.child_frame_id) for m in odometry} == {("odom", FRAME)}
         assert odometry[1].pose.pose.position.y == pytest.approx(-0.1)
         assert clouds[1].header.frame_id == "odom"
         expected = fake_result(1, 2, rgb)

@@ -48,7 +48,11 @@ def test_options_are_frozen_and_a_group_missing_a_parameter_fails_to_build():
         NodeOptions.from_values({**resolve(TINY), "frames.extra": "x"})
 
 
-def test_world_frame_follows_the_tf_mode():
-    assert NodeOptions.from_values(resolve(TINY)).world_frame == "map"
-    robot = resolve({**TINY, "tf.publish_map_to_camera": False, "tf.publish_odom_to_base": True})
-    assert NodeOptions.from_values(robot).world_frame == "odom"
+def test_output_frames_follow_the_tf_mode():
+    default = NodeOptions.from_values(resolve(TINY))
+    camera_only = NodeOptions.from_values(resolve({**TINY, "tf.publish_map_to_camera": True,
+                                                   "tf.publish_odom_to_base": False}))
+    odom_only = NodeOptions.from_values(resolve({**TINY, "tf.publish_map_to_odom": False}))
+    assert (default.world_frame, default.odometry_frame) == ("map", "odom")
+    assert (camera_only.world_frame, camera_only.odometry_frame) == ("map", "map")
+    assert (odom_only.world_frame, odom_only.odometry_frame) == ("odom", "odom")

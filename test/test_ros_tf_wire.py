@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ros_fixtures import FakeSession, RosHarness, fake_result, random_image
+from ros_fixtures import FakeSession, RosHarness, fake_result, odometry_matrix, random_image
 
 pytestmark = pytest.mark.ros
 pytest.importorskip("tf2_msgs", reason="tf2_msgs is not importable (`make setup` builds it: interfaces/)")
@@ -90,15 +90,6 @@ def _matrix(transform: dict) -> np.ndarray:
     return matrix
 
 
-def _odometry_matrix(message: Odometry) -> np.ndarray:
-    pose = message.pose.pose
-    matrix = np.eye(4)
-    matrix[:3, :3] = matrix_from_quaternion(np.array([pose.orientation.x, pose.orientation.y,
-                                                      pose.orientation.z, pose.orientation.w]))
-    matrix[:3, 3] = (pose.position.x, pose.position.y, pose.position.z)
-    return matrix
-
-
 def _run_frames(ros: RosHarness, node: GctStreamNode) -> tuple[list[dict], list[Odometry]]:
     """Feed one image per stamp; what the other process heard on /tf and what came on /odometry."""
     process = _listener_process(len(STAMPS))
@@ -116,7 +107,10 @@ def _run_frames(ros: RosHarness, node: GctStreamNode) -> tuple[list[dict], list[
 
 
 def test_another_process_receives_the_camera_pose_with_the_image_stamps(ros):
-    node = _start(ros)
+    # The camera-only tree (map -> camera): one transform per frame, the camera's pose itself. The default
+    # tree is tested in test_ros_robot_tf.py.
+    node = _start(ros, {"tf.publish_map_to_camera": True, "tf.publish_odom_to_base": False,
+                        "tf.publish_map_to_odom": False})
     try:
         transforms, odometry = _run_frames(ros, node)
     finally:
@@ -125,7 +119,7 @@ def test_another_process_receives_the_camera_pose_with_the_image_stamps(ros):
     assert [t["stamp_ns"] for t in transforms] == STAMPS
     for transform, message in zip(transforms, odometry):
         assert messages.to_nanoseconds(message.header.stamp) == transform["stamp_ns"]
-        np.testing.assert_allclose(_matrix(transform), _odometry_matrix(message), atol=1e-9)
+        np.testing.assert_allclose(_matrix(transform), odometry_matrix(message), atol=1e-9)
     # The camera moves along its own x axis (right), which is -y in the map (REP-103).
     np.testing.assert_allclose(_matrix(transforms[-1])[:3, 3], [0.0, -0.3, 0.0], atol=1e-9)
 
@@ -153,9 +147,9 @@ def test_a_static_mount_on_tf_static_places_the_base_in_odom(ros, monkeypatch, t
         monkeypatch.setitem(sys.modules, "tf2_ros", None)  # the pip-only machine's situation
     static = ros.probe.create_publisher(TFMessage, "/tf_static", STATIC_BROADCASTER_QOS)
     static.publish(_static_mount())
-    node = _start(ros, {"tf.publish_map_to_camera": False, "tf.publish_odom_to_base": True})
+    node = _start(ros, {"tf.publish_map_to_odom": False})
     try:
-        ros.wait_for(lambda: node._mount.lookup("base_link", CAMERA) is not None, TIMEOUT_S,
+        ros.wait_for(lambda: node._mount_lookup.lookup("base_link", CAMERA) is not None, TIMEOUT_S,
                      "the mount known to the node")
         transforms, odometry = _run_frames(ros, node)
     finally:
@@ -163,10 +157,10 @@ def test_a_static_mount_on_tf_static_places_the_base_in_odom(ros, monkeypatch, t
         ros.probe.destroy_publisher(static)
     assert [(t["parent"], t["child"]) for t in transforms] == [("odom", "base_link")] * len(STAMPS)
     assert [t["stamp_ns"] for t in transforms] == STAMPS
-    world = WorldFrame(MOUNT)
+    world = WorldFrame(MOUNT, "base_link")
     for index, (transform, message) in enumerate(zip(transforms, odometry)):
         base = _matrix(transform)
-        np.testing.assert_allclose(base, _odometry_matrix(message), atol=1e-9)
+        np.testing.assert_allclose(base, odometry_matrix(message), atol=1e-9)
         pose = fake_result(index, STAMPS[index], random_image()).pose_c2w
         np.testing.assert_allclose(base @ MOUNT, MOUNT @ pose, atol=1e-9)
         np.testing.assert_allclose(base, world.base_pose(pose), atol=1e-9)

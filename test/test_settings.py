@@ -61,7 +61,7 @@ def test_unknown_names_get_a_suggestion():
 @pytest.mark.parametrize(("overrides", "reason"), [
     ({"window.overlap": 9}, r"window_overlap=9 .*\[model.num_scale_frames, window.overlap\]"),
     ({"model.preset": "lingbot-map", "model.checkpoint": ""}, "checkpoint is empty"),
-    ({"tf.publish_odom_to_base": True}, "two parents"),
+    ({"tf.publish_map_to_camera": True}, "two parents"),
 ])
 def test_cross_field_rules(overrides, reason):
     with pytest.raises(SettingsError, match=reason):

@@ -11,6 +11,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from gct_stream_ros.model.preprocess import PATCH_SIZE, model_size
+from gct_stream_ros.ros.camera_info import size_mismatch
 from gct_stream_ros.ros.image_decode import ImageDecodeError, decode_image
 from gct_stream_ros.ros.messages import to_nanoseconds
 
@@ -26,10 +27,12 @@ class CameraFrame:
     image: np.ndarray
     stamp_ns: int
     frame_id: str
+    received_s: float = 0.0
+    """``time.monotonic()`` when the image arrived (the start of its input-to-output latency)."""
 
 
 def camera_frame(message: Image | CompressedImage, camera_info: CameraInfo | None, camera_frame_name: str,
-                 image_width: int) -> CameraFrame:
+                 image_width: int, received_s: float = 0.0) -> CameraFrame:
     """The frame of ``message``; its frame is ``camera_frame_name`` (``frames.camera``) when set, else the
     header's, else ``camera_info``'s."""
     image = decode_image(message)
@@ -38,17 +41,16 @@ def camera_frame(message: Image | CompressedImage, camera_info: CameraInfo | Non
                                                                  else "")
     if not frame_id:
         raise ImageDecodeError("no camera frame: the image header has no frame_id and frames.camera is empty")
-    return CameraFrame(image, to_nanoseconds(message.header.stamp), frame_id)
+    return CameraFrame(image, to_nanoseconds(message.header.stamp), frame_id, received_s)
 
 
 def check_size(image: np.ndarray, camera_info: CameraInfo | None, image_width: int) -> None:
-    """Refuse sizes the model cannot take and sizes that disagree with ``camera_info``."""
+    """Refuse sizes the model cannot take and sizes that disagree with ``camera_info`` (REP-104)."""
     height, width = image.shape[:2]
     resized_h, model_w = model_size((height, width), image_width).resized_hw
     if not PATCH_SIZE <= resized_h <= MAX_ASPECT_RATIO * model_w:
         raise ImageDecodeError(f"a {width}x{height} image would be resized to {model_w}x{resized_h} for "
                                f"the model (heights {PATCH_SIZE} to {MAX_ASPECT_RATIO * model_w} work)")
-    info = camera_info
-    if info is not None and info.width and info.height and (info.height, info.width) != image.shape[:2]:
-        raise ImageDecodeError(f"image is {image.shape[1]}x{image.shape[0]} but camera_info says "
-                               f"{info.width}x{info.height}")
+    mismatch = None if camera_info is None else size_mismatch(camera_info, width, height)
+    if mismatch:
+        raise ImageDecodeError(mismatch)

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import TransformStamped
+from nav_msgs.msg import Odometry
 
 from gct_stream_ros.ros import messages, topics
 from gct_stream_ros.ros.map_state import MapState
+from gct_stream_ros.ros.odom_frame import OdomFrame
 from gct_stream_ros.ros.options import NodeOptions
 from gct_stream_ros.ros.tf import frame_transforms
-from gct_stream_ros.ros.world_frame import WorldFrame, tracked_pose
+from gct_stream_ros.ros.world_frame import TrackedPose, WorldFrame, tracked_pose
 from gct_stream_ros.stream.result import FrameResult
 
 
@@ -36,26 +38,30 @@ class FrameMessages:
     """``(topic, message)`` of the per-frame outputs, each built only when it is taken."""
 
 
-def frame_messages(result: FrameResult, camera_frame: str, world: WorldFrame, options: NodeOptions,
-                   map_state: MapState, first_estimate: bool = True,
+def frame_messages(result: FrameResult, camera_frame: str, world: WorldFrame, odom: OdomFrame,
+                   options: NodeOptions, map_state: MapState, first_estimate: bool = True,
                    wanted: Callable[[str], bool] = every_topic) -> FrameMessages:
     """The messages of one estimate; a first estimate is also added to ``map_state`` (before any message
-    is built, so whoever sees the frame finds it in the map and trajectory).
+    is built, so whoever sees the frame finds it in the map and trajectory) and moves ``odom`` on.
 
     ``first_estimate`` is False for a window-overlap revision of a frame already recorded: it republishes
     the per-frame outputs but adds nothing to the map, the trajectory, the path or TF. ``wanted(topic)``
     says whether anyone listens: nothing is computed for a topic nobody does.
     """
     world_frame = options.world_frame
-    child_frame, pose = tracked_pose(options.frames, options.tf, world, result.pose_c2w, camera_frame)
+    tracked = tracked_pose(world, odom, result.pose_c2w, camera_frame, result.stamp_ns, first_estimate)
+    # Map-side outputs are in map, or in odom when no map is published (docs/node.md, "Frames and TF").
+    output_from_world = np.eye(4) if options.publishes_map else odom.odom_from_world
+    output_from_session = output_from_world @ world.from_session
     transforms = []
     if first_estimate:
-        points = cloud_points(result, world.from_session, options) if result.keyframe else None
+        pose = output_from_world @ tracked.in_world
+        points = cloud_points(result, output_from_session, options) if result.keyframe else None
         map_state.add_frame(result.index, result.stamp_ns, pose,
                             messages.pose_stamped(pose, result.stamp_ns, world_frame), points)
         transforms = frame_transforms(options.frames, options.tf, camera_frame, world, result.pose_c2w,
-                                      result.stamp_ns)
-    outputs = _outputs(result, camera_frame, world, options, child_frame, pose,
+                                      tracked, result.stamp_ns)
+    outputs = _outputs(result, camera_frame, output_from_session, options, tracked,
                        map_state if first_estimate else None, wanted)
     return FrameMessages(transforms, outputs)
 
@@ -72,8 +78,8 @@ def map_message(xyz: np.ndarray, rgb: np.ndarray, stamp_ns: int, options: NodeOp
     return topics.MAP, messages.point_cloud(xyz, rgb, stamp_ns, options.world_frame)
 
 
-def _outputs(result: FrameResult, camera_frame: str, world: WorldFrame, options: NodeOptions,
-             child_frame: str, pose: np.ndarray, recorded_in: MapState | None,
+def _outputs(result: FrameResult, camera_frame: str, output_from_session: np.ndarray,
+             options: NodeOptions, tracked: TrackedPose, recorded_in: MapState | None,
              wanted: Callable[[str], bool]) -> Iterator[tuple[str, object]]:
     """``recorded_in``: the map state holding this frame's path entry; None for a revision (no path)."""
     stamp = result.stamp_ns
@@ -86,12 +92,21 @@ def _outputs(result: FrameResult, camera_frame: str, world: WorldFrame, options:
         yield topics.CONFIDENCE, messages.confidence_image(result, camera_frame)
     if wanted(topics.POINTS):
         if options.output.points_frame == "map":
-            cloud_frame, from_session = world_frame, world.from_session
+            cloud_frame, from_session = world_frame, output_from_session
         else:
             cloud_frame, from_session = camera_frame, np.linalg.inv(result.pose_c2w)
         xyz, rgb = cloud_points(result, from_session, options)
         yield topics.POINTS, messages.point_cloud(xyz, rgb, stamp, cloud_frame)
     if wanted(topics.ODOMETRY):
-        yield topics.ODOMETRY, messages.odometry(pose, stamp, world_frame, child_frame)
+        yield topics.ODOMETRY, odometry_message(tracked, stamp, options)
     if recorded_in is not None and wanted(topics.PATH):
         yield topics.PATH, messages.path(recorded_in.path(), stamp, world_frame)
+
+
+def odometry_message(tracked: TrackedPose, stamp_ns: int, options: NodeOptions) -> Odometry:
+    """``odometry``: the tracked frame in odom (in map when no odom -> base is published), its twist in
+    itself, the covariances of ``odometry.*``."""
+    pose = tracked.in_odom if options.tf.publish_odom_to_base else tracked.in_world
+    covariance = options.odometry
+    return messages.odometry(pose, stamp_ns, options.odometry_frame, tracked.child_frame, covariance.pose,
+                             tracked.twist.linear, tracked.twist.angular, covariance.twist)

@@ -158,10 +158,20 @@ def pose_stamped(matrix: np.ndarray, stamp_ns: int, frame_id: str) -> PoseStampe
     return PoseStamped(header=header(stamp_ns, frame_id), pose=pose(matrix))
 
 
-def odometry(matrix: np.ndarray, stamp_ns: int, frame_id: str, child_frame_id: str) -> Odometry:
-    """Pose only: the twist is left zero (the engine estimates no velocity)."""
+def odometry(matrix: np.ndarray, stamp_ns: int, frame_id: str, child_frame_id: str,
+             pose_covariance: Sequence[float] = (), linear: Sequence[float] = (0.0, 0.0, 0.0),
+             angular: Sequence[float] = (0.0, 0.0, 0.0), twist_covariance: Sequence[float] = ()) -> Odometry:
+    """The pose in ``frame_id``, the twist (``linear``, ``angular``) in ``child_frame_id``; each covariance is
+    a row-major 6x6 (left zero when empty)."""
     message = Odometry(header=header(stamp_ns, frame_id), child_frame_id=child_frame_id)
     message.pose.pose = pose(matrix)
+    twist = message.twist.twist
+    twist.linear.x, twist.linear.y, twist.linear.z = (float(v) for v in linear)
+    twist.angular.x, twist.angular.y, twist.angular.z = (float(v) for v in angular)
+    if len(pose_covariance):
+        message.pose.covariance = np.asarray(pose_covariance, dtype=np.float64)
+    if len(twist_covariance):
+        message.twist.covariance = np.asarray(twist_covariance, dtype=np.float64)
     return message
 
 

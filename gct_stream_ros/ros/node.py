@@ -10,6 +10,7 @@ in ``camera_input.py``. See ``docs/node.md`` for the topics, services and parame
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import TransformStamped
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
@@ -27,25 +29,38 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from gct_stream_ros.ros import topics
+from gct_stream_ros.ros.camera_info import CameraInfoSync
 from gct_stream_ros.ros.camera_input import CameraFrame, camera_frame
 from gct_stream_ros.ros.diagnostics import StreamDiagnostics, session_values
 from gct_stream_ros.ros.frame_messages import frame_messages, map_message
 from gct_stream_ros.ros.image_decode import ImageDecodeError
 from gct_stream_ros.ros.map_state import MapState
+from gct_stream_ros.ros.mount import Mount, MountResolver
+from gct_stream_ros.ros.odom_frame import OdomFrame
 from gct_stream_ros.ros.options import NodeOptions
 from gct_stream_ros.ros.parameters import NodeParameters
 from gct_stream_ros.ros.qos import input_qos, map_qos, output_qos
 from gct_stream_ros.ros.session import SessionFactory, build_session, open_session
 from gct_stream_ros.ros.tf import MountLookup, TfBroadcaster
+from gct_stream_ros.ros.tf_tree import TfTree, watch
+from gct_stream_ros.ros.tracking_status import TrackingState, TrackingStatus, gpu_memory_bytes
 from gct_stream_ros.ros.worker import FrameWorker
 from gct_stream_ros.ros.world_frame import WorldFrame
 from gct_stream_ros.settings import NODE_NAME, SettingsError, Value
 from gct_stream_ros.stream.result import FrameResult
+from gct_stream_ros.stream.stats import SessionStats
 
 RCLError = rclpy_implementation.RCLError
+InvalidHandle = rclpy_implementation.InvalidHandle
 HOUSEKEEPING_PERIOD_S = 0.1
 """The map and diagnostics timers check their (changeable) periods this often."""
 REJECTION_LOG_PERIOD_S = 5.0
+MOUNT_WARNING_PERIOD_S = 30.0
+SESSION_STATS_PERIOD_S = 0.5
+"""``status`` reads the session's statistics (keyframes, cached tokens, GPU memory) at most this often while
+tracking, and at every other state: a KV cache's statistics walk all its layers (2-7 ms for the full
+model's 24 layers x 64 frames of the dense cache on this machine), too much for every frame."""
+STATUS_DEPTH = 10
 
 
 class GctStreamNode(Node):
@@ -65,17 +80,30 @@ class GctStreamNode(Node):
         output = self.options.output
         self.map_state = MapState(output.map_voxel_size, output.map_max_points, output.path_max_length)
         self._world: WorldFrame | None = None
+        self._mount: Mount | None = None
+        self._odom = OdomFrame()
         self._sequence: int | None = None
         self._last_stamp_ns: int | None = None
         self._reset_requested = threading.Event()
-        self._camera_info: CameraInfo | None = None
+        self._world_is_new = False
+        """The next first estimate is the first of a new world frame (where odom anchors it)."""
+        self._restart_reason = ""
+        """Why the world frame restarted before the frame in progress (its status says ``reset``)."""
+        self._frame_in_progress: tuple[CameraFrame, float] | None = None
+        self._last_status: DiagnosticStatus | None = None
+        self._session_stats: tuple[float, SessionStats] | None = None
+        self.camera_info_sync: CameraInfoSync[tuple[Image | CompressedImage, float]] = CameraInfoSync(
+            self.options.input.camera_info_sync)
         self._last_map_publish = time.monotonic()
         self._last_diagnostics = time.monotonic()
 
         self.outputs = self._create_outputs()
         image_topic = self._create_inputs()
         self._tf = TfBroadcaster(self)
-        self._mount = MountLookup(self)
+        self._tf_tree = TfTree()
+        watch(self, self._tf_tree)
+        self._mount_lookup = MountLookup(self)
+        self._mounts = MountResolver(self._mount_lookup.lookup, self._tf_tree, self.options.tf.mount_timeout)
         self.diagnostics = StreamDiagnostics(f"{self.get_name()}: stream", [image_topic])
         self.worker: FrameWorker[CameraFrame] = FrameWorker(
             self._process, self._recover, self.options.queue.policy, self.options.queue.size)
@@ -98,6 +126,7 @@ class GctStreamNode(Node):
         publishers[topics.MAP] = self.create_publisher(topics.message_class(topics.OUTPUT_TYPES[topics.MAP]),
                                                        topics.MAP, map_qos())
         publishers[topics.DIAGNOSTICS] = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        publishers[topics.STATUS] = self.create_publisher(DiagnosticStatus, topics.STATUS, STATUS_DEPTH)
         return publishers
 
     def _create_inputs(self) -> str:
@@ -125,13 +154,26 @@ class GctStreamNode(Node):
     # -- executor thread: inputs and services -------------------------------------------------------------
 
     def _on_camera_info(self, message: CameraInfo) -> None:
-        self._camera_info = message
+        for paired in self.camera_info_sync.add_info(message):
+            self._accept(*paired.item, paired.info)
 
     def _on_image(self, message: Image | CompressedImage) -> None:
         self.diagnostics.image_received()
+        unmatched = self.camera_info_sync.unmatched
+        for paired in self.camera_info_sync.add_image((message, time.monotonic()), message.header.stamp):
+            self._accept(*paired.item, paired.info)
+        if self.camera_info_sync.unmatched > unmatched:
+            self.diagnostics.dropped += self.camera_info_sync.unmatched - unmatched
+            self.get_logger().warning(
+                "images dropped: no camera_info came with their stamp (if the camera driver stamps images "
+                "and camera_info differently, set input.camera_info_sync:=latest)",
+                throttle_duration_sec=REJECTION_LOG_PERIOD_S)
+
+    def _accept(self, message: Image | CompressedImage, received_s: float, info: CameraInfo | None) -> None:
+        """An image paired with its camera_info (None: none has come yet) goes to the model if it is valid."""
         try:
-            frame = camera_frame(message, self._camera_info, self.options.frames.camera,
-                                 self.options.engine.image_width)
+            frame = camera_frame(message, info, self.options.frames.camera, self.options.engine.image_width,
+                                 received_s)
         except ImageDecodeError as error:
             self._reject(str(error))
             return
@@ -199,21 +241,35 @@ class GctStreamNode(Node):
                                          hardware_id=extra["device"])
         if report.status[0].level != DiagnosticStatus.OK:
             self.get_logger().warning(report.status[0].message, throttle_duration_sec=REJECTION_LOG_PERIOD_S)
+        if self._last_status is not None:
+            report.status.append(self._last_status)
         self.outputs[topics.DIAGNOSTICS].publish(report)
 
     # -- worker thread: the model and the per-frame outputs ----------------------------------------------
 
     def _process(self, frame: CameraFrame) -> None:
+        started = time.monotonic()
+        self._frame_in_progress = (frame, started)
         if self._reset_requested.is_set():
             self._reset_requested.clear()
-            self._reset_session()
+            self._reset_session("reset service")
         if self._last_stamp_ns is not None and frame.stamp_ns < self._last_stamp_ns:
             self.get_logger().warning(f"stamp went backwards ({self._last_stamp_ns} -> {frame.stamp_ns} ns; "
                                       f"bag restarted?): session and map reset")
-            self._reset_session()
+            self._reset_session("stamp went backwards")
         self._last_stamp_ns = frame.stamp_ns
-        for result in self._session.push(frame.image, frame.stamp_ns):
+        results = self._session.push(frame.image, frame.stamp_ns)
+        step_ms = (time.monotonic() - started) * 1000.0
+        for result in results:
             self._publish_result(result, frame.frame_id)
+        if self._restart_reason:
+            state = TrackingState.RESET
+        elif any(r.stamp_ns == frame.stamp_ns and not r.revision for r in results):
+            state = TrackingState.TRACKING
+        else:
+            state = TrackingState.INITIALISING
+        self._publish_status(state, self._restart_reason, frame, step_ms)
+        self._restart_reason = ""
 
     def _recover(self, error: Exception) -> None:
         """A step failed (e.g. out of GPU memory): log it, start a new sequence, keep going."""
@@ -221,49 +277,130 @@ class GctStreamNode(Node):
             return  # a signal shut ROS down under the running step: publishing failed, nothing is wrong
         self.diagnostics.errors += 1
         self.get_logger().error(f"step failed, session reset: {error!r}\n{traceback.format_exc(limit=5)}")
-        self._reset_session()
+        self._reset_session("")
+        if self._frame_in_progress is not None:
+            frame, started = self._frame_in_progress
+            # A node destroyed under the step cannot publish any more: nobody is left to tell.
+            with contextlib.suppress(InvalidHandle):
+                self._publish_status(TrackingState.LOST, f"step failed: {error!r}", frame,
+                                     (time.monotonic() - started) * 1000.0)
 
-    def _reset_session(self) -> None:
+    def _publish_status(self, state: TrackingState, reason: str, frame: CameraFrame, step_ms: float) -> None:
+        stats = self._recent_stats(fresh=state != TrackingState.TRACKING)
+        status = TrackingStatus(
+            state=state, reason=reason, stamp_ns=frame.stamp_ns, step_ms=step_ms,
+            latency_ms=(time.monotonic() - frame.received_s) * 1000.0,
+            frames_dropped=self.diagnostics.dropped, keyframes=stats.keyframes,
+            cached_tokens=max(stats.cache.tokens_per_layer, default=0) if stats.cache is not None else 0,
+            gpu_memory_bytes=gpu_memory_bytes(stats.device), sequence=stats.sequence)
+        self._last_status = status.message(f"{self.get_name()}: tracking", stats.device)
+        self.outputs[topics.STATUS].publish(self._last_status)
+
+    def _recent_stats(self, fresh: bool) -> SessionStats:
+        """The session's statistics, read again when ``fresh`` or older than ``SESSION_STATS_PERIOD_S``."""
+        now = time.monotonic()
+        if fresh or self._session_stats is None or now - self._session_stats[0] >= SESSION_STATS_PERIOD_S:
+            self._session_stats = (now, self._session.stats())
+        return self._session_stats[1]
+
+    def _reset_session(self, reason: str) -> None:
+        """A new sequence; ``reason`` goes into the status of the frame in progress (a failed step's status
+        says ``lost`` instead)."""
         self._session.reset()
         self._restart_world()
         self._last_stamp_ns = None
+        self._restart_reason = reason
 
     def _restart_world(self) -> None:
-        """Worker side of a new world frame: the map, the path and the frame itself start again."""
+        """Worker side of a new world frame: the map, the path and the frame itself start again (not odom)."""
         self.map_state.restart()
         self._world = None
         self._sequence = None
 
     def _world_for(self, result: FrameResult, camera_frame: str) -> WorldFrame:
-        """The world frame of the result's sequence; a new sequence (input size change) starts a new map."""
-        if self._world is not None and result.sequence == self._sequence:
+        """The world frame of the result's sequence; a new sequence (input size change) or a camera mount that
+        appears on TF starts a new one, and odom continues across it."""
+        if self._world is not None and result.sequence == self._sequence and not self._mount_changed(
+                camera_frame):
             return self._world
-        if self._sequence is not None:
+        if self._sequence is not None and result.sequence != self._sequence:
             self.get_logger().warning(f"new sequence {result.sequence} (input size changed): map and path "
                                       f"restart")
+            self._restart_reason = "input size changed"
+        if self._world is not None:
             self._restart_world()
-        mount = None
-        frames = self.options.frames
-        if self.options.tf.publish_odom_to_base:
-            mount = self._mount.lookup(frames.base, camera_frame)
-            if mount is None:
-                self.get_logger().warning(f"no TF {frames.base} -> {camera_frame}: assuming "
-                                          f"the camera sits at the base, looking forward")
-        self._world, self._sequence = WorldFrame(mount), result.sequence
+        tf = self.options.tf
+        self._mount = None
+        if tf.publish_odom_to_base:
+            self._mount = self._mounts.resolve(self.options.frames.base, camera_frame)
+            self._warn_if_assumed(self._mount)
+        if self._mount is None or self._mount.tracked_from_camera is None:
+            self._world = WorldFrame()
+        else:
+            self._world = WorldFrame(self._mount.tracked_from_camera, self._mount.tracked_frame)
+        self._sequence = result.sequence
+        self._odom.start_sequence()
+        self._world_is_new = True
         return self._world
+
+    def _mount_changed(self, camera_frame: str) -> bool:
+        """While the mount is assumed, look for it again; True when TF now gives another one (new world)."""
+        if self._mount is None or self._mount.found:
+            return False
+        mount = self._mounts.resolve(self.options.frames.base, camera_frame)
+        if mount.tracked_frame == self._mount.tracked_frame:
+            self._warn_if_assumed(mount)
+            return False
+        self.get_logger().info(f"camera mount {mount.tracked_frame} -> {camera_frame} found on TF: tracking "
+                               f"{mount.tracked_frame} from now on (new map; odom continues)")
+        return True
+
+    def _warn_if_assumed(self, mount: Mount) -> None:
+        if not mount.found:
+            self.get_logger().warning(
+                f"no TF {self.options.frames.base} -> {mount.camera_frame} after "
+                f"{self._mounts.timeout_s:g} s (tf.mount_timeout): tracking {mount.tracked_frame}, the root "
+                f"of the camera's TF tree, as the base; still looking",
+                throttle_duration_sec=MOUNT_WARNING_PERIOD_S)
 
     def _publish_result(self, result: FrameResult, camera_frame: str) -> None:
         options = self.options
         if result.revision and options.output.revisions == "ignore":
             return
         world = self._world_for(result, camera_frame)
-        frame = frame_messages(result, camera_frame, world, options, self.map_state,
+        frame = frame_messages(result, camera_frame, world, self._odom, options, self.map_state,
                                first_estimate=not result.revision, wanted=self._wanted)
         if not result.revision:
             self.diagnostics.processed += 1
-            self._tf.send(frame.transforms)
+            self._tf.send(self._single_parent(frame.transforms))
+            if self._world_is_new:
+                self._world_is_new = False
+                self._report_jump()
         for topic, message in frame.outputs:
             self.outputs[topic].publish(message)
+
+    def _report_jump(self) -> None:
+        """The jump of a new world frame goes to map -> odom; said in the log when that is not published."""
+        if not self.options.tf.publish_map_to_odom and self._odom.last_jump:
+            why = self._restart_reason or "step failed or mount found"
+            self.get_logger().info(f"new world frame ({why}): odom continues from the last pose; map -> odom "
+                                   f"jumped {self._odom.last_jump:.3f} (not published: "
+                                   f"tf.publish_map_to_odom is false)")
+
+    def _single_parent(self, transforms: list[TransformStamped]) -> list[TransformStamped]:
+        """``transforms`` without those whose child already has another parent on TF (said once each)."""
+        edges = [(t.header.frame_id, t.child_frame_id) for t in transforms]
+        self._tf_tree.claim(edges)
+        kept = []
+        for transform, (parent, child) in zip(transforms, edges, strict=True):
+            other = self._tf_tree.other_parent(parent, child)
+            if other is None:
+                kept.append(transform)
+            elif self._tf_tree.report_once((parent, child)):
+                self.get_logger().error(
+                    f"not publishing {parent} -> {child}: {child} already has the parent {other} on TF, and "
+                    f"a frame has one parent (set frames.* or turn the tf.publish_* switch off)")
+        return kept
 
     def _wanted(self, topic: str) -> bool:
         """Lazy outputs: nothing is computed for a topic nobody listens to."""

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from gct_stream_ros.ros.odometry import OdometryCovariance
 from gct_stream_ros.settings import Value, engine_config
 from gct_stream_ros.stream.config import EngineConfig
 
@@ -44,6 +45,7 @@ class TfOptions:
     publish_map_to_camera: bool
     publish_odom_to_base: bool
     publish_map_to_odom: bool
+    mount_timeout: float
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class InputOptions:
 
     transport: str
     qos: str
+    camera_info_sync: str
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class NodeOptions:
     output: OutputOptions
     map_files: MapFileOptions
     diagnostics: DiagnosticsOptions
+    odometry: OdometryCovariance
 
     @classmethod
     def from_values(cls, values: Mapping[str, Value]) -> NodeOptions:
@@ -116,9 +120,21 @@ class NodeOptions:
                    queue=_group(QueueOptions, values, "queue."),
                    output=_group(OutputOptions, values, "output."),
                    map_files=_group(MapFileOptions, values, "map."),
-                   diagnostics=_group(DiagnosticsOptions, values, "diagnostics."))
+                   diagnostics=_group(DiagnosticsOptions, values, "diagnostics."),
+                   odometry=_group(OdometryCovariance, values, "odometry."))
+
+    @property
+    def publishes_map(self) -> bool:
+        """True when ``map`` is on TF (or nothing is on TF): map-side outputs are in ``map``, else in odom."""
+        tf = self.tf
+        return tf.publish_map_to_camera or tf.publish_map_to_odom or not tf.publish_odom_to_base
 
     @property
     def world_frame(self) -> str:
-        """The frame of odometry, path and map: odom when we publish odom -> base, map otherwise."""
+        """The frame of path, fused map and map-frame clouds (docs/node.md, "Frames and TF")."""
+        return self.frames.map if self.publishes_map else self.frames.odom
+
+    @property
+    def odometry_frame(self) -> str:
+        """The frame of ``odometry``: odom when we publish odom -> base, map otherwise."""
         return self.frames.odom if self.tf.publish_odom_to_base else self.frames.map

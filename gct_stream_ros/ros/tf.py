@@ -1,5 +1,5 @@
-"""Our transforms on ``/tf``: map -> camera optical frame, or odom -> base (plus an optional identity
-map -> odom), following REP-105; and the camera mount base -> camera looked up from TF.
+"""Our transforms on ``/tf``: map -> odom -> the tracked frame (REP-105), or map -> camera optical frame;
+and the camera mount base -> camera looked up from TF.
 
 ``tf2_ros`` is used when importable; otherwise ``tf2_msgs/TFMessage`` is published on ``/tf``
 directly; without either, TF is skipped with one warning and every other output goes on.
@@ -20,7 +20,7 @@ from gct_stream_ros.mapping.quaternion import matrix_from_quaternion
 from gct_stream_ros.ros import topics
 from gct_stream_ros.ros.messages import transform_stamped
 from gct_stream_ros.ros.options import FrameNames, TfOptions
-from gct_stream_ros.ros.world_frame import WorldFrame
+from gct_stream_ros.ros.world_frame import TrackedPose, WorldFrame
 
 if TYPE_CHECKING:
     from gct_stream_ros.ros.tf_buffer import TransformBuffer
@@ -30,15 +30,15 @@ TF_QOS = QoSProfile(depth=100)
 
 
 def frame_transforms(frames: FrameNames, tf: TfOptions, camera_frame: str, world: WorldFrame,
-                     pose_c2w: np.ndarray, stamp_ns: int) -> list[TransformStamped]:
+                     pose_c2w: np.ndarray, tracked: TrackedPose, stamp_ns: int) -> list[TransformStamped]:
     """The transforms to broadcast for one estimate, as the ``tf.*`` switches ask."""
     transforms = []
     if tf.publish_map_to_camera:
         transforms.append(transform_stamped(world.camera_pose(pose_c2w), stamp_ns, frames.map, camera_frame))
     if tf.publish_odom_to_base:
-        transforms.append(transform_stamped(world.base_pose(pose_c2w), stamp_ns, frames.odom, frames.base))
+        transforms.append(transform_stamped(tracked.in_odom, stamp_ns, frames.odom, tracked.child_frame))
     if tf.publish_map_to_odom:
-        transforms.append(transform_stamped(np.eye(4), stamp_ns, frames.map, frames.odom))
+        transforms.append(transform_stamped(tracked.map_from_odom, stamp_ns, frames.map, frames.odom))
     return transforms
 
 

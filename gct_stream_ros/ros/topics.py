@@ -18,8 +18,11 @@ PATH = "path"
 MAP = "map/points"
 TF = "/tf"
 TF_STATIC = "/tf_static"
-"""Read by the mount lookup where tf2_ros is missing (``tf_buffer.py``); the node publishes nothing there."""
+"""Read by the mount lookup where tf2_ros is missing (``tf_buffer.py``) and by the TF tree the node checks its
+transforms against (``tf_tree.py``); the node publishes nothing there."""
 DIAGNOSTICS = "/diagnostics"
+STATUS = "status"
+"""``diagnostic_msgs/msg/DiagnosticStatus`` once per processed frame (``tracking_status.py``)."""
 
 RESET_SERVICE = "reset"
 SAVE_MAP_SERVICE = "save_map"

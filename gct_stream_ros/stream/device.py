@@ -33,3 +33,11 @@ def resolve_resize(name: str, dtype: torch.dtype) -> str:
     if name != "auto":
         return name
     return "pil" if dtype == torch.float32 else "torch"
+
+
+def memory_allocated_bytes(device: str) -> int:
+    """Bytes the tensors of this process hold on ``device`` ('cuda', 'cuda:N'); 0 for the CPU."""
+    resolved = torch.device(device)
+    if resolved.type != "cuda" or not torch.cuda.is_available():
+        return 0
+    return int(torch.cuda.memory_allocated(resolved))

@@ -34,6 +34,7 @@ from gct_stream_ros.model.network import StreamingNetwork
 from gct_stream_ros.ros import topics
 from gct_stream_ros.ros.frame_messages import frame_messages, map_message
 from gct_stream_ros.ros.map_state import MapState
+from gct_stream_ros.ros.odom_frame import OdomFrame
 from gct_stream_ros.ros.options import NodeOptions
 from gct_stream_ros.ros.session import open_session
 from gct_stream_ros.ros.world_frame import WorldFrame
@@ -69,12 +70,13 @@ class BagResultWriter:
         self.bag = bag
         self.options = options
         self.map_state = map_state
-        # No TF to look the camera mount up from: the camera is taken as the base, as the node does then.
+        # No TF to look the camera mount up from: the camera is tracked itself, as the node does then.
         self.world = WorldFrame()
+        self.odom = OdomFrame()
 
     def write(self, result: FrameResult, camera_frame: str) -> None:
         """Write one final estimate's messages and add it to the map state."""
-        frame = frame_messages(result, camera_frame, self.world, self.options, self.map_state)
+        frame = frame_messages(result, camera_frame, self.world, self.odom, self.options, self.map_state)
         if frame.transforms:
             tf = tf_message_cdr([serialize_message(t) for t in frame.transforms])
             self.bag.write(topics.TF, topics.TF_TYPE, result.stamp_ns, tf)
