@@ -96,7 +96,7 @@ class FakeSession:
         emitted = len(self._emitted)
         cache = CacheStats(frames_stored=emitted, frames_evicted=0, tokens_per_layer=[10 * emitted],
                            bytes_allocated=4096, camera_head_bytes=512)
-        return SessionStats(frames_pushed=len(self.pushed), frames_emitted=emitted,
+        return SessionStats(frames_pushed=len(self.pushed), frames_emitted=emitted, frames_dropped=0,
                             frames_pending=len(self._pending), revisions=0, keyframes=emitted,
                             sequence=self.sequence, window=0, frames_stored=emitted, step_times=self._times,
                             cache=cache, device="cpu", dtype="float32")

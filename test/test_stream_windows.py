@@ -6,6 +6,8 @@ the final estimates only match the truth if the engine aligns the windows correc
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
 from test_stream_support import oracle_session, push_all, relative_poses, render
@@ -116,17 +118,37 @@ def test_window_scales_and_transforms_relate_each_window_to_the_first():
     session, oracle = oracle_session(frames, window_mode="online", window_size=5, window_overlap=2,
                                      oracle_window_sim3_seed=11)
     per_push = push_all(session, frames)
-    stats = session.stats()
+    results = [r for rs in per_push for r in rs]
     first = oracle.sequence_sim3[-3]
     # Each window's world is anchored at its own first camera (frames 0, 3, 6 here).
     anchors = relative_poses(frames)[[0, 3, 6]]
     for window, (sim3, anchor) in enumerate(zip(oracle.sequence_sim3[-3:], anchors)):
-        assert stats.window_scales[window] == pytest.approx(first.scale / sim3.scale, rel=1e-5)
         expected = first.rotation @ anchor[:3, :3] @ sim3.rotation.T
-        np.testing.assert_allclose(stats.window_transforms[window][:3, :3], expected, atol=1e-5)
-    for result in (r for rs in per_push for r in rs):
-        assert result.window_scale == pytest.approx(stats.window_scales[result.window])
-        np.testing.assert_array_equal(result.window_transform, stats.window_transforms[result.window])
+        in_window = [result for result in results if result.window == window]
+        assert in_window
+        for result in in_window:
+            assert result.window_scale == pytest.approx(first.scale / sim3.scale, rel=1e-5)
+            np.testing.assert_allclose(result.window_transform[:3, :3], expected, atol=1e-5)
+    stats = session.stats()
+    last = oracle.sequence_sim3[-1]
+    assert stats.window == 2 and stats.window_scale == pytest.approx(first.scale / last.scale, rel=1e-5)
+
+
+def test_window_bookkeeping_stays_constant_over_endless_windows():
+    """The tracker keeps the current window's similarity only: nothing grows with the window count."""
+
+    def held_entries(frame_count: int) -> tuple[int, int]:
+        frames = render(frame_count)
+        session, _ = oracle_session(frames, window_mode="online", window_size=5, window_overlap=2,
+                                    oracle_window_sim3_seed=11)
+        push_all(session, frames)
+        tracker = vars(session._windows)
+        held = sum(len(value) for value in tracker.values() if isinstance(value, list | tuple | deque | dict))
+        return session.stats().window, held
+
+    few, many = held_entries(11), held_entries(29)
+    assert many[0] >= few[0] + 5
+    assert many[1] == few[1]
 
 
 def test_overlap_shorter_than_the_scale_phase_waits_for_new_frames():

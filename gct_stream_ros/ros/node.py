@@ -115,7 +115,7 @@ class GctStreamNode(Node):
         engine, queue = self.options.engine, self.options.queue
         stats = self._session.stats()
         self.get_logger().info(
-            f"model {engine.preset} ({engine.checkpoint or 'random weights'}) on {stats.device} "
+            f"model {engine.preset} ({engine.weights or 'random weights'}) on {stats.device} "
             f"{stats.dtype}, input width {engine.image_width}, {engine.num_scale_frames} scale "
             f"frames, keyframes {engine.keyframe_mode}, window {engine.window_mode}, "
             f"cache {engine.cache_policy}; "
@@ -130,7 +130,7 @@ class GctStreamNode(Node):
     def _on_image(self, message: Image | CompressedImage) -> None:
         self.diagnostics.image_received()
         try:
-            frame = camera_frame(message, self._camera_info, self.options.frames.camera,
+            frame = camera_frame(message, self._camera_info, self.options.frames.camera_override,
                                  self.options.engine.image_width)
         except ImageDecodeError as error:
             self._reject(str(error))
@@ -160,7 +160,7 @@ class GctStreamNode(Node):
         return response
 
     def _on_save_map(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        folder = Path(os.path.expanduser(self.options.map_files.save_dir or "."))
+        folder = Path(os.path.expanduser(self.options.map_files.save_dir))
         try:
             saved = self.map_state.save(folder)
         except OSError as error:

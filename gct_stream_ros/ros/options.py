@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from gct_stream_ros.settings import Value, engine_config
+from gct_stream_ros.settings import CAMERA_FRAME_FROM_INPUT, Value, engine_config
 from gct_stream_ros.stream.config import EngineConfig
 
 Group = TypeVar("Group")
@@ -34,7 +34,12 @@ class FrameNames:
     odom: str
     base: str
     camera: str
-    """Empty: the image header's frame_id."""
+    """``CAMERA_FRAME_FROM_INPUT`` ('auto'): the image header's frame_id."""
+
+    @property
+    def camera_override(self) -> str:
+        """The camera frame the user named; '' when it comes from the input message."""
+        return "" if self.camera == CAMERA_FRAME_FROM_INPUT else self.camera
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class DiagnosticsOptions:
 
     period: float
     no_data_timeout: float
+    max_drop_rate: float
 
 
 @dataclass(frozen=True)

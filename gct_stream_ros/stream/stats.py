@@ -37,6 +37,8 @@ class SessionStats:
     """First results handed out (revisions not counted)."""
     frames_pending: int
     """Frames waiting for a scale phase (not yet emitted)."""
+    frames_dropped: int
+    """Frames that never got a result: they were waiting for a scale phase when the sequence was reset."""
     revisions: int
     """Re-estimates handed out (window overlaps)."""
     keyframes: int
@@ -48,8 +50,10 @@ class SessionStats:
     frames_stored: int
     """Frames the network holds in its caches now."""
     step_times: StepTimes
-    window_scales: list[float] = field(default_factory=list)
-    window_transforms: list[np.ndarray] = field(default_factory=list)
+    window_scale: float = 1.0
+    """Scale of the current window's similarity into window 0 (earlier windows' are in their results)."""
+    window_transform: np.ndarray = field(default_factory=lambda: np.eye(4))
+    """[4, 4] rigid part of the current window's similarity into window 0."""
     cache: CacheStats | None = None
     device: str = "cpu"
     dtype: str = "float32"

@@ -143,8 +143,8 @@ class OfflineMapper:
                 frames = tqdm(source, total=len(source), unit="frame", desc=PROGRAM, disable=not progress,
                               dynamic_ncols=True)
                 for frame in frames:
-                    self._camera_frames[self.summary.frames] = (self.options.frames.camera or frame.frame_id
-                                                                or DEFAULT_CAMERA_FRAME)
+                    self._camera_frames[self.summary.frames] = (self.options.frames.camera_override
+                                                                or frame.frame_id or DEFAULT_CAMERA_FRAME)
                     self.summary.frames += 1
                     self._take(self.session.push(frame.image, frame.stamp_ns), writer, stats)
                 if not self.summary.frames:

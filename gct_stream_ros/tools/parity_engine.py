@@ -98,12 +98,15 @@ def run_windowed(model: GCTModel, images: torch.Tensor, kwargs: dict[str, Any]) 
     if kwargs.get("scale_mode", "median") != "median":
         raise NotImplementedError(f"scale_mode={kwargs['scale_mode']!r}")
     num_scale = scale_frames(model, images, kwargs)
-    results, session = run_session(model, images, num_scale_frames=num_scale, window_mode="online",
-                                   window_size=kwargs.get("window_size", DEFAULT_WINDOW_SIZE),
-                                   window_overlap=window_overlap(images, num_scale, kwargs),
-                                   **keyframe_settings(kwargs))
-    stats = session.stats()
+    results, _ = run_session(model, images, num_scale_frames=num_scale, window_mode="online",
+                             window_size=kwargs.get("window_size", DEFAULT_WINDOW_SIZE),
+                             window_overlap=window_overlap(images, num_scale, kwargs),
+                             **keyframe_settings(kwargs))
     outputs = fixture_outputs(results)
-    outputs["chunk_scales"] = torch.tensor([stats.window_scales], dtype=torch.float32)
-    outputs["chunk_transforms"] = torch.from_numpy(np.stack(stats.window_transforms)).float()[None]
+    # Every window keeps frames of its own among the final results (a window outlasts its overlap).
+    windows = {result.window: result for result in results}
+    outputs["chunk_scales"] = torch.tensor([[windows[w].window_scale for w in sorted(windows)]],
+                                           dtype=torch.float32)
+    outputs["chunk_transforms"] = torch.from_numpy(
+        np.stack([windows[w].window_transform for w in sorted(windows)])).float()[None]
     return outputs
