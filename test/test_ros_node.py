@@ -288,7 +288,7 @@ def test_revisions_are_ignored_or_republished(ros, policy, expected):
     ({"model.image_width": 100}, "not a valid step"),
     ({"output.depth.encoding": "8UC1"}, "not one of"),
     ({"tf.publish_odom_to_base": True}, "two parents"),
-    ({"window.overlap": 5, "model.num_scale_frames": 2}, "window_overlap"),
+    ({"window.mode": "online", "window.overlap": 5, "model.num_scale_frames": 2}, "window_overlap"),
 ])
 def test_invalid_parameters_stop_the_start(ros, overrides, reason):
     with pytest.raises(SettingsError, match=reason):

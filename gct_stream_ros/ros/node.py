@@ -26,7 +26,7 @@ from rclpy.publisher import Publisher
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
-from gct_stream_ros.ros import topics
+from gct_stream_ros.ros import log_bridge, topics
 from gct_stream_ros.ros.camera_input import CameraFrame, camera_frame
 from gct_stream_ros.ros.diagnostics import StreamDiagnostics, session_values
 from gct_stream_ros.ros.frame_messages import frame_messages, map_message
@@ -54,12 +54,15 @@ class GctStreamNode(Node):
     def __init__(self, node_name: str = NODE_NAME, session_factory: SessionFactory = build_session,
                  **node_options: object) -> None:
         super().__init__(node_name, **node_options)
+        # Before the session exists: the engine's own warnings go to this node's log and /rosout.
+        self._log_handler = log_bridge.attach(self.get_logger())
         try:
             self._settings = NodeParameters(self, self._on_parameters_changed)
             self.options = NodeOptions.from_values(self.values)
             self._session = open_session(session_factory, self.options.engine)
         except BaseException:
             # Untrack the half-built node: the context's shutdown would otherwise destroy it (no worker yet).
+            log_bridge.detach(self._log_handler)
             super().destroy_node()
             raise
         output = self.options.output
@@ -195,10 +198,15 @@ class GctStreamNode(Node):
         extra["queued frames"] = str(self.worker.backlog)
         extra["map points"] = str(len(self.map_state))
         report = self.diagnostics.report(self.get_clock().now().to_msg(),
-                                         self.options.diagnostics.no_data_timeout, extra,
+                                         self.options.diagnostics.no_data_timeout,
+                                         self.options.diagnostics.max_drop_rate, extra,
                                          hardware_id=extra["device"])
-        if report.status[0].level != DiagnosticStatus.OK:
-            self.get_logger().warning(report.status[0].message, throttle_duration_sec=REJECTION_LOG_PERIOD_S)
+        if self.diagnostics.log_line is not None:
+            level, text = self.diagnostics.log_line
+            if level == DiagnosticStatus.OK:
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
         self.outputs[topics.DIAGNOSTICS].publish(report)
 
     # -- worker thread: the model and the per-frame outputs ----------------------------------------------
@@ -272,6 +280,7 @@ class GctStreamNode(Node):
     def destroy_node(self) -> None:
         if not self.worker.stop(timeout_s=2.0):
             self.get_logger().warning("the worker is still inside a model step; leaving it behind")
+        log_bridge.detach(self._log_handler)
         super().destroy_node()
 
 
