@@ -200,8 +200,8 @@ SETTINGS: tuple[Setting, ...] = (
             low=0.0, high=3600.0),
     Setting("output.path.max_length", 1024, "Poses kept in 'path'", low=1, high=1_000_000),
     Setting("map.save_dir", ".",
-            "Folder of the save_map service's map.ply and trajectory.tum ('~' expanded; '.': the working "
-            "folder)"),
+            "Folder of the save_map service's map.ply and trajectory.tum ('~' expanded; strftime patterns "
+            "such as ~/maps/%Y%m%d-%H%M%S give each call its own folder)"),
     Setting("diagnostics.period", 1.0, "Seconds between /diagnostics messages (0 = off)",
             low=0.0, high=3600.0),
     Setting("diagnostics.no_data_timeout", 5.0, "Warn when no image arrived for this many seconds",

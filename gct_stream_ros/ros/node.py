@@ -1,7 +1,10 @@
 """``gct_stream_node``: camera images in; TF, depth, confidence, clouds, odometry, path and a fused map out.
 
 The executor thread only decodes and enqueues images; a worker thread (``worker.py``) owns the
-streaming session and publishes the results, each stamped with its input image's stamp. A
+streaming session and publishes the results, each stamped with its input image's stamp. Only the
+worker calls the session: diagnostics read the statistics snapshot it takes after every frame.
+A sequence that ends (stamp backwards, ``reset``) first processes the frames waiting for its scale
+phase; frames a failed step or shutdown leave behind are counted and logged. A
 housekeeping timer publishes the fused map and ``/diagnostics`` at their own periods. This
 module only wires parameters, subscriptions, the worker and publishers: results become messages
 in ``frame_messages.py``, the map and trajectory live in ``map_state.py``, images are accepted
@@ -70,7 +73,10 @@ class GctStreamNode(Node):
         self._world: WorldFrame | None = None
         self._sequence: int | None = None
         self._last_stamp_ns: int | None = None
+        self._last_frame_id = ""
         self._reset_requested = threading.Event()
+        self._stats = self._session.stats()
+        """The session's statistics after the worker's last frame (the executor never calls the session)."""
         self._camera_info: CameraInfo | None = None
         self._last_map_publish = time.monotonic()
         self._last_diagnostics = time.monotonic()
@@ -116,7 +122,7 @@ class GctStreamNode(Node):
 
     def _log_summary(self, image_topic: str) -> None:
         engine, queue = self.options.engine, self.options.queue
-        stats = self._session.stats()
+        stats = self._stats
         self.get_logger().info(
             f"model {engine.preset} ({engine.weights or 'random weights'}) on {stats.device} "
             f"{stats.dtype}, input width {engine.image_width}, {engine.num_scale_frames} scale "
@@ -157,13 +163,21 @@ class GctStreamNode(Node):
     def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         dropped = self.worker.clear()
         self._reset_requested.set()
+        # Also keeps out a frame of the old world that a step in flight would add after this.
         self.map_state.clear_map()
         self.get_logger().info(f"reset: session, map and path cleared ({dropped} queued frames dropped)")
         response.success, response.message = True, "session, map and path cleared"
         return response
 
     def _on_save_map(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        folder = Path(os.path.expanduser(self.options.map_files.save_dir))
+        # strftime: a pattern such as ~/maps/%Y%m%d-%H%M%S gives every call its own folder.
+        folder = Path(os.path.expanduser(time.strftime(self.options.map_files.save_dir)))
+        if not self.map_state.poses:
+            response.success = False
+            response.message = (f"nothing to save: no frame since the start or the last reset; {folder} is "
+                                f"left as it is")
+            self.get_logger().warning(f"save_map refused: {response.message}")
+            return response
         try:
             saved = self.map_state.save(folder)
         except OSError as error:
@@ -194,7 +208,7 @@ class GctStreamNode(Node):
             self.outputs[topic].publish(message)
 
     def _publish_diagnostics(self) -> None:
-        extra = session_values(self._session.stats())
+        extra = session_values(self._stats)
         extra["queued frames"] = str(self.worker.backlog)
         extra["map points"] = str(len(self.map_state))
         report = self.diagnostics.report(self.get_clock().now().to_msg(),
@@ -214,14 +228,21 @@ class GctStreamNode(Node):
     def _process(self, frame: CameraFrame) -> None:
         if self._reset_requested.is_set():
             self._reset_requested.clear()
-            self._reset_session()
+            self._end_sequence()
         if self._last_stamp_ns is not None and frame.stamp_ns < self._last_stamp_ns:
             self.get_logger().warning(f"stamp went backwards ({self._last_stamp_ns} -> {frame.stamp_ns} ns; "
                                       f"bag restarted?): session and map reset")
-            self._reset_session()
-        self._last_stamp_ns = frame.stamp_ns
+            self._end_sequence()
+        self._last_stamp_ns, self._last_frame_id = frame.stamp_ns, frame.frame_id
         for result in self._session.push(frame.image, frame.stamp_ns):
             self._publish_result(result, frame.frame_id)
+        self._stats = self._session.stats()
+
+    def _end_sequence(self) -> None:
+        """Answer the frames waiting for the scale phase (a shorter one), then start a new sequence."""
+        for result in self._session.flush():
+            self._publish_result(result, self._last_frame_id)
+        self._reset_session()
 
     def _recover(self, error: Exception) -> None:
         """A step failed (e.g. out of GPU memory): log it, start a new sequence, keep going."""
@@ -230,6 +251,7 @@ class GctStreamNode(Node):
         self.diagnostics.errors += 1
         self.get_logger().error(f"step failed, session reset: {error!r}\n{traceback.format_exc(limit=5)}")
         self._reset_session()
+        self._stats = self._session.stats()
 
     def _reset_session(self) -> None:
         self._session.reset()
@@ -280,6 +302,12 @@ class GctStreamNode(Node):
     def destroy_node(self) -> None:
         if not self.worker.stop(timeout_s=2.0):
             self.get_logger().warning("the worker is still inside a model step; leaving it behind")
+        else:
+            # A scale phase at shutdown could take seconds (SIGINT must stop the node within 2 s): count them.
+            waiting = self._session.stats().frames_pending
+            if waiting:
+                self.get_logger().warning(f"shutdown: {waiting} frame(s) waiting for the scale phase were "
+                                          f"not processed")
         log_bridge.detach(self._log_handler)
         super().destroy_node()
 
