@@ -53,11 +53,12 @@ from gct_stream_ros.settings import (
     parse_assignments,
     resolve,
 )
+from gct_stream_ros.stamps import NS_PER_S, split_stamp
 from gct_stream_ros.stream.config import ConfigError
 from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.session import StreamSession
 from gct_stream_ros.tools.final_estimates import FinalEstimates
-from gct_stream_ros.tools.frame_source import NS_PER_S, FrameSource, InputError, open_frames
+from gct_stream_ros.tools.frame_source import FrameSource, InputError, open_frames
 from gct_stream_ros.tools.output_bag import OutputBag, tf_message_cdr
 from gct_stream_ros.tools.stats_file import append_record, stats_record
 
@@ -75,7 +76,7 @@ def recorded_qos(profile: QoSProfile) -> Qos:
     """An rclpy profile as rosbag2 metadata records it (the policy enums share rmw's values)."""
 
     def duration(value: object) -> QosTime:
-        return QosTime(*divmod(value.nanoseconds, 1_000_000_000))
+        return QosTime(*split_stamp(value.nanoseconds))
 
     return Qos(history=QosHistory(profile.history.value), depth=profile.depth,
                reliability=QosReliability(profile.reliability.value),
