@@ -13,7 +13,7 @@ from gct_stream_ros.tools.frame_source import IMAGE_TYPE, TYPESTORE  # noqa: E40
 from gct_stream_ros.tools.offline import main  # noqa: E402
 from gct_stream_ros.tools.output_bag import OutputBag  # noqa: E402
 
-TINY = ["-p", "model.preset:=tiny", "--quiet"]  # the checkpoint follows the preset: random weights
+TINY = ["-p", "model.preset:=tiny", "-p", "model.image_width:=28", "--quiet"]  # random weights: the preset's
 
 
 @pytest.fixture(scope="module")
