@@ -321,7 +321,7 @@ def test_parameter_changes_are_checked_and_applied(ros):
 
 
 def test_bad_messages_are_rejected_without_killing_the_node(ros):
-    node, session = start(ros)
+    node, session = start(ros, {"diagnostics.period": 0.0})
     try:
         images = ros.publisher(Image, "/image")
         good = random_image()
@@ -334,6 +334,14 @@ def test_bad_messages_are_rejected_without_killing_the_node(ros):
                                  image_message(good, 6)])
         ros.wait_for(lambda: len(session.pushed) == 2, TIMEOUT_S, "the good frames processed")
         assert session.pushed == [5, 6] and node.diagnostics.rejected == 4
+        reports = ros.listen(DiagnosticArray, "/diagnostics")
+        wait_matched(ros, node.outputs[topics.DIAGNOSTICS])
+        node._publish_diagnostics()  # what the housekeeping timer does, once
+        ros.wait_for(lambda: reports, TIMEOUT_S, "the diagnostics report")
+        status = reports[0].status[0]
+        assert status.level == DiagnosticStatus.WARN  # 4 of 6 lost: above diagnostics.max_drop_rate (0.5)
+        assert status.message == ("4 of 6 images dropped or rejected since the last report (67%, more than "
+                                  "50%)")
     finally:
         ros.remove_node(node)
 
