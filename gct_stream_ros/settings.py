@@ -30,6 +30,11 @@ Value = bool | int | float | str
 NODE_NAME = "gct_stream_node"
 ROS_OWNED_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
 """Parameters every rclpy node has; parameter files may set them, this table does not own them."""
+ROS_OWNED_PREFIXES = ("qos_overrides.",)
+"""Parameter families ROS reads itself (publisher and subscription QoS overrides)."""
+CAMERA_FRAME_FROM_INPUT = "auto"
+"""``frames.camera`` value that takes the camera frame from the input (a name, not an empty string:
+``-p frames.camera:=`` cannot be written on a ROS command line)."""
 
 _ENGINE_DEFAULTS = EngineConfig()
 CAMERA_INFO_SYNC_MODES = ("exact", "latest")
@@ -55,6 +60,8 @@ class Setting:
     """The ``EngineConfig`` field this parameter sets; empty for the node's own parameters."""
     restart: bool = False
     """True when the value is only read at start-up (changing it at run time is refused)."""
+    frame: bool = False
+    """The value is a TF frame name: refused where tf2 would refuse it (see ``check_frame_name``)."""
 
     @property
     def type(self) -> type:
@@ -71,6 +78,8 @@ class Setting:
             raise SettingsError(f"{self.name}={value} is above the maximum {self.high:g}")
         if self.step and self.low is not None and (value - self.low) % self.step:
             raise SettingsError(f"{self.name}={value} must be {self.low:g} plus a multiple of {self.step}")
+        if self.frame:
+            check_frame_name(self.name, value)
         return value
 
     def _coerce(self, value: object) -> Value:
@@ -87,6 +96,18 @@ class Setting:
         raise SettingsError(f"{self.name} takes a {wanted.__name__}, got {value!r} ({type(value).__name__})")
 
 
+def check_frame_name(name: str, value: str) -> None:
+    """Refuse frame names tf2 refuses (empty, a leading '/') and names with blanks or control characters,
+    which tf2 takes but no other tool (RViz, ``ros2 run tf2_ros``, URDF) can name back."""
+    if not value:
+        raise SettingsError(f"{name} is empty: a TF frame needs a name")
+    if value.startswith("/"):
+        raise SettingsError(f"{name}={value!r}: tf2 frame names cannot start with '/' "
+                            f"(use {value.lstrip('/')!r})")
+    if any(character.isspace() or not character.isprintable() for character in value):
+        raise SettingsError(f"{name}={value!r}: frame names cannot hold blanks or control characters")
+
+
 def _engine(name: str, field: str, description: str, **limits: object) -> Setting:
     """An engine parameter; its default is ``EngineConfig``'s unless ``default`` is given."""
     default = limits.pop("default", getattr(_ENGINE_DEFAULTS, field))
@@ -96,10 +117,9 @@ def _engine(name: str, field: str, description: str, **limits: object) -> Settin
 SETTINGS: tuple[Setting, ...] = (
     _engine("model.preset", "preset",
             "Network: 'lingbot-map' (ViT-L) or 'tiny' (random weights, for tests)", choices=PRESETS),
-    # The engine has no usable default checkpoint for the full model; the node downloads the official one.
     _engine("model.checkpoint", "checkpoint",
-            "Weights: .pt/.pth/.safetensors path, 'hf' (Hugging Face download) or empty (tiny only)",
-            default="hf"),
+            "Weights: 'auto' (the preset's: 'hf' for lingbot-map, random for tiny), a .pt/.pth/.safetensors "
+            "path, 'hf' (Hugging Face download) or 'random' (tiny only)"),
     _engine("model.device", "device", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'"),
     _engine("model.dtype", "dtype",
             "Inference precision ('auto': bf16/fp16 on CUDA, fp32 on CPU)", choices=DTYPES),
@@ -128,7 +148,8 @@ SETTINGS: tuple[Setting, ...] = (
             "'off' (one sequence) or 'online' (windows aligned by Sim(3))", choices=WINDOW_MODES),
     _engine("window.size", "window_size", "Keyframes per window, scale frames included", low=2, high=100000),
     _engine("window.overlap", "window_overlap",
-            "Frames shared by consecutive windows (<= num_scale_frames)", low=1, high=64),
+            "Frames shared by consecutive windows (<= num_scale_frames; read when window.mode is online)",
+            low=1, high=64),
     _engine("cache.policy", "cache_policy", "KV-cache memory policy", choices=CACHE_POLICIES),
     _engine("cache.sliding_window", "cache_sliding_window",
             "'sliding_window': recent frames kept in full", low=1, high=100000),
@@ -151,12 +172,14 @@ SETTINGS: tuple[Setting, ...] = (
             "'latest': frames waiting at most; 'all': backlog that triggers a warning",
             low=1, high=1000, restart=True),
     Setting("frames.map", "map", "Map frame: the tracked frame at the first frame of the current sequence, x "
-            "forward, z up"),
-    Setting("frames.odom", "odom", "Odometry frame: continuous across resets (the jumps go to map -> odom)"),
+            "forward, z up", frame=True),
+    Setting("frames.odom", "odom", "Odometry frame: continuous across resets (the jumps go to map -> odom)",
+            frame=True),
     Setting("frames.base", "base_link",
             "Robot base frame; its camera mount comes from TF (never published here). Without one the root "
-            "of the camera's TF tree is tracked"),
-    Setting("frames.camera", "", "Camera optical frame; empty = the image header's frame_id"),
+            "of the camera's TF tree is tracked", frame=True),
+    Setting("frames.camera", CAMERA_FRAME_FROM_INPUT,
+            f"Camera optical frame; '{CAMERA_FRAME_FROM_INPUT}' = the image header's frame_id", frame=True),
     # The robot TF tree (docs/node.md, "Frames and TF"): map -> odom -> base, the mount from TF.
     Setting("tf.publish_map_to_camera", False,
             "Publish map -> camera optical frame instead of map -> odom -> base (a camera nobody else "
@@ -181,7 +204,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Odometry twist covariance: angular velocity standard deviation (rad/s)", low=0.0, high=100.0),
     Setting("output.qos", "reliable",
             "Reliability of the per-frame outputs (the map is always reliable, latched)",
-            choices=("reliable", "best_effort")),
+            choices=("reliable", "best_effort"), restart=True),
     Setting("output.revisions", "ignore",
             "Window-overlap re-estimates: 'ignore', or 'republish' depth/clouds/odometry (original stamp)",
             choices=("ignore", "republish")),
@@ -200,11 +223,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("output.map.period", 1.0, "Seconds between 'map/points' publications (0 = never; save_map works)",
             low=0.0, high=3600.0),
     Setting("output.path.max_length", 1024, "Poses kept in 'path'", low=1, high=1_000_000),
-    Setting("map.save_dir", "", "Folder of the save_map service's map.ply and trajectory.tum (empty: cwd)"),
+    Setting("map.save_dir", ".",
+            "Folder of the save_map service's map.ply and trajectory.tum ('~' expanded; strftime patterns "
+            "such as ~/maps/%Y%m%d-%H%M%S give each call its own folder)"),
     Setting("diagnostics.period", 1.0, "Seconds between /diagnostics messages (0 = off)",
             low=0.0, high=3600.0),
     Setting("diagnostics.no_data_timeout", 5.0, "Warn when no image arrived for this many seconds",
             low=0.1, high=3600.0),
+    Setting("diagnostics.max_drop_rate", 0.5,
+            "Warn when more than this share of the images received since the last report was dropped "
+            "or rejected", low=0.0, high=1.0),
 )
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
@@ -223,12 +251,29 @@ def setting(name: str) -> Setting:
         raise SettingsError(f"unknown parameter {name!r}{hint}") from None
 
 
+def ros_owned(name: str) -> bool:
+    """True for parameters ROS itself reads (parameter files and command lines may set them)."""
+    return name in ROS_OWNED_PARAMETERS or name.startswith(ROS_OWNED_PREFIXES)
+
+
+def check_names(names: Iterable[str]) -> None:
+    """Refuse the first name that is neither a setting nor ROS's own (a typo must not pass silently)."""
+    for name in names:
+        if not ros_owned(name):
+            setting(name)
+
+
+def settings_error(error: ConfigError) -> SettingsError:
+    """An engine configuration error as a parameter error naming the parameters it concerns."""
+    return SettingsError(f"{error} [{_parameter_names_in(str(error))}]")
+
+
 def check_consistency(values: Mapping[str, Value]) -> None:
     """Cross-field rules of a complete set of values: the engine's, then the node's own."""
     try:
         engine_config(values).validate()
     except ConfigError as error:
-        raise SettingsError(f"{error} [{_parameter_names_in(str(error))}]") from None
+        raise settings_error(error) from None
     if values["tf.publish_map_to_camera"] and values["tf.publish_odom_to_base"]:
         raise SettingsError("tf.publish_map_to_camera and tf.publish_odom_to_base cannot both be true: the "
                             "camera frame would get two parents (map, and base through the robot's mount)")
@@ -300,7 +345,7 @@ def load_params_file(path: Path | str, node_name: str = NODE_NAME) -> dict[str, 
         if not isinstance(section, Mapping) or not isinstance(section.get("ros__parameters"), Mapping):
             raise SettingsError(f"{path}: section {key!r} has no 'ros__parameters' mapping")
         for name, value in flatten(section["ros__parameters"]).items():
-            if name not in ROS_OWNED_PARAMETERS:
+            if not ros_owned(name):
                 values[name] = setting(name).check(value)
     return values
 

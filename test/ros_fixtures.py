@@ -64,6 +64,7 @@ class FakeSession:
         self.revise_every = revise_every
         self.pushed: list[int] = []
         self.resets = 0
+        self.dropped = 0
         self.sequence = 0
         self._pending: list[tuple[int, int, np.ndarray]] = []
         self._emitted: list[FrameResult] = []
@@ -89,9 +90,17 @@ class FakeSession:
         self._emitted += [r for r in results if not r.revision]
         return results
 
+    def flush(self) -> list[FrameResult]:
+        """The waiting frames' results now, as a shorter scale phase."""
+        results = [fake_result(i, s, im, FrameType.SCALE, self.sequence) for i, s, im in self._pending]
+        self._pending = []
+        self._emitted += results
+        return results
+
     def reset(self) -> None:
         self.resets += 1
         self.sequence += 1
+        self.dropped += len(self._pending)
         self._pending = []
         self._emitted = []
 
@@ -100,7 +109,8 @@ class FakeSession:
         cache = CacheStats(frames_stored=emitted, frames_evicted=0, tokens_per_layer=[10 * emitted],
                            bytes_allocated=4096, camera_head_bytes=512)
         return SessionStats(frames_pushed=len(self.pushed), frames_emitted=emitted,
-                            frames_pending=len(self._pending), revisions=0, keyframes=emitted,
+                            frames_dropped=self.dropped, frames_pending=len(self._pending),
+                            revisions=0, keyframes=emitted,
                             sequence=self.sequence, window=0, frames_stored=emitted, step_times=self._times,
                             cache=cache, device="cpu", dtype="float32")
 

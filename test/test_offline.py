@@ -17,6 +17,7 @@ pytest.importorskip("rclpy", reason="rclpy not importable (the offline tool buil
 
 from oracle_network import OracleNetwork  # noqa: E402
 from rosbags.highlevel import AnyReader  # noqa: E402
+from rosbags.interfaces import QosDurability, QosReliability  # noqa: E402
 
 from gct_stream_ros.mapping.ply import read_ply  # noqa: E402
 from gct_stream_ros.mapping.tum import read_tum  # noqa: E402
@@ -176,9 +177,9 @@ def test_image_folder_is_stamped_by_fps(tmp_path, scene_frames):
         cv2.imwrite(str(folder / f"frame_{frame.index:04d}.png"), bgr)
     values = load_parameters(None, PARAMETERS)
     mapper = OfflineMapper(values, tmp_path / "out", network=OracleNetwork.for_synthetic(scene_frames, WIDTH))
-    mapper.run(open_frames(folder, fps=5.0), progress=False)
+    mapper.run(open_frames(folder, fps=5.0, start_ns=START_NS), progress=False)
     stamps, poses = read_tum(tmp_path / "out" / "trajectory.tum")
-    assert stamps == [i * 200_000_000 for i in range(FRAMES)]
+    assert stamps == [START_NS + i * 200_000_000 for i in range(FRAMES)]
     np.testing.assert_allclose(poses, _truth_in_map(scene_frames), atol=2e-4)
     transforms = [m.transforms[0] for _, m in _read_bag(tmp_path / "out" / "bag")["/tf"]]
     assert {t.child_frame_id for t in transforms} == {"camera_optical_frame"}
@@ -195,10 +196,10 @@ def test_video_file_runs_through_the_command_line_with_the_tiny_model(tmp_path, 
         writer.write(cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
     writer.release()
     assert main([str(video), "-o", str(tmp_path / "out"), "--stats", str(tmp_path / "stats.jsonl"),
-                 *TINY_CLI]) == 0
+                 "--start-time", "1700000000.000000001", *TINY_CLI]) == 0
     assert f"{FRAMES} frames" in capsys.readouterr().out
     stamps, _ = read_tum(tmp_path / "out" / "trajectory.tum")
-    assert stamps == [i * 200_000_000 for i in range(FRAMES)]
+    assert stamps == [1_700_000_000_000_000_001 + i * 200_000_000 for i in range(FRAMES)]
     assert len(_read_bag(tmp_path / "out" / "bag")["/tf"]) == FRAMES
     assert len((tmp_path / "stats.jsonl").read_text().splitlines()) == FRAMES
 
@@ -215,3 +216,18 @@ def test_params_file_and_assignments_combine_with_assignments_last(tmp_path, sce
     cloud = output["/points"][0][1]
     assert cloud.header.frame_id == "map"
     assert cloud.width == len(range(0, WIDTH, 3)) * len(range(0, HEIGHT, 3))
+
+
+def test_each_topic_records_the_qos_the_node_offers(tmp_path, scene_frames):
+    _run(tmp_path, scene_frames, _bag(tmp_path / "input", scene_frames), extra=["output.qos:=best_effort"])
+    with AnyReader([tmp_path / "out" / "bag"], default_typestore=TYPESTORE) as reader:
+        offered = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+    (latched,) = offered["/map/points"]
+    assert (latched.durability, latched.reliability, latched.depth) == (
+        QosDurability.TRANSIENT_LOCAL, QosReliability.RELIABLE, 1)
+    (tf,) = offered["/tf"]
+    assert (tf.durability, tf.reliability, tf.depth) == (QosDurability.VOLATILE, QosReliability.RELIABLE, 100)
+    for topic in ("/depth/image", "/points", "/odometry", "/path"):
+        (per_frame,) = offered[topic]
+        assert (per_frame.durability, per_frame.reliability) == (QosDurability.VOLATILE,
+                                                                 QosReliability.BEST_EFFORT), topic

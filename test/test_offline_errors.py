@@ -7,12 +7,13 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy not importable (the offline tool builds ROS messages)")
 
+from gct_stream_ros.mapping.tum import read_tum  # noqa: E402
 from gct_stream_ros.tools.camera_bag import image_cdr, write_camera_bag  # noqa: E402
-from gct_stream_ros.tools.frame_source import IMAGE_TYPE  # noqa: E402
+from gct_stream_ros.tools.frame_source import IMAGE_TYPE, TYPESTORE  # noqa: E402
 from gct_stream_ros.tools.offline import main  # noqa: E402
 from gct_stream_ros.tools.output_bag import OutputBag  # noqa: E402
 
-TINY = ["-p", "model.preset:=tiny", "-p", "model.checkpoint:=", "--quiet"]
+TINY = ["-p", "model.preset:=tiny", "-p", "model.image_width:=28", "--quiet"]  # random weights: the preset's
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_unknown_parameter_suggests_the_name(capsys, two_camera_bag, tmp_path):
 
 def test_inconsistent_parameters(capsys, two_camera_bag, tmp_path):
     error = _error(capsys, two_camera_bag, "-o", tmp_path, "-p", "window.overlap:=9",
-                   "-p", "model.num_scale_frames:=4")
+                   "-p", "window.mode:=online", "-p", "model.num_scale_frames:=4")
     assert "window_overlap=9" in error and "window.overlap" in error
 
 
@@ -88,8 +89,38 @@ def test_bad_params_file(capsys, two_camera_bag, tmp_path):
     assert "model.image_width=30" in _error(capsys, two_camera_bag, "-o", tmp_path, "--params-file", params)
 
 
-def test_existing_output_bag_is_not_overwritten(capsys, tmp_path):
+def test_existing_output_bag_is_kept_unless_overwrite(capsys, tmp_path):
     source = tmp_path / "input"
     write_camera_bag(source, [(1, np.zeros((28, 28, 3), np.uint8))])
     (tmp_path / "out" / "bag").mkdir(parents=True)
     assert "already exists" in _error(capsys, source, "-o", tmp_path / "out")
+    assert main([str(source), "-o", str(tmp_path / "out"), "--overwrite", *TINY]) == 0
+    assert (tmp_path / "out" / "bag" / "metadata.yaml").is_file()
+
+
+def test_an_unwritable_output_directory_is_one_line(capsys, tmp_path):
+    source = tmp_path / "input"
+    write_camera_bag(source, [(1, np.zeros((28, 28, 3), np.uint8))])
+    (tmp_path / "blocker").write_text("a file where the output folder should go")
+    error = _error(capsys, source, "-o", tmp_path / "blocker" / "out")
+    assert f"cannot write to {tmp_path / 'blocker' / 'out'}" in error and error.count("\n") == 1
+
+
+def test_an_undecodable_frame_is_skipped_and_the_run_finishes(capsys, tmp_path):
+    source = tmp_path / "input"
+    image = np.full((28, 28, 3), 90, np.uint8)
+    with OutputBag(source) as bag:
+        for stamp in range(1, 6):
+            cdr = image_cdr(image, stamp, "cam")
+            if stamp == 3:  # a message whose data is cut short: it cannot be decoded
+                message = TYPESTORE.deserialize_cdr(cdr, IMAGE_TYPE)
+                message.data = message.data[:10]
+                cdr = bytes(TYPESTORE.serialize_cdr(message, IMAGE_TYPE))
+            bag.write("/camera/image_raw", IMAGE_TYPE, stamp, cdr)
+    output = tmp_path / "out"
+    assert main([str(source), "-o", str(output), *TINY]) == 0
+    printed = capsys.readouterr()
+    assert "warning: skipped an input frame: message 2 of /camera/image_raw" in printed.err
+    assert "4 frames" in printed.out and "1 input frames skipped" in printed.out
+    stamps, _ = read_tum(output / "trajectory.tum")
+    assert stamps == [1, 2, 4, 5] and (output / "map.ply").is_file()

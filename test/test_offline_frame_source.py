@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -53,10 +55,11 @@ def test_mono_images_become_grey_rgb_and_zero_stamps_take_the_recording_time(tmp
     assert all(np.array_equal(frame.image[..., c], grey) for c in range(3))
 
 
-def test_unsupported_encoding_is_an_input_error(tmp_path):
+def test_an_undecodable_message_is_skipped_with_its_reason(tmp_path):
     source = open_frames(_one_image_bag(tmp_path / "bag", np.zeros((2, 2), np.uint8), "weird", 5, 5))
-    with pytest.raises(InputError, match="cannot decode a 'weird' image"):
-        list(source)
+    assert list(source) == []
+    (reason,) = source.skipped
+    assert "message 0 of /image: cannot decode a 'weird' image" in reason
 
 
 def test_ros1_bags_are_read_too(tmp_path):
@@ -81,9 +84,27 @@ def test_folder_is_read_in_name_order_and_ignores_other_files(tmp_path):
     for name, image in zip(("b.png", "a.jpg", "c.PNG"), IMAGES):
         cv2.imwrite(str(tmp_path / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     (tmp_path / "notes.txt").write_text("not an image")
-    frames = list(open_frames(tmp_path, fps=4.0))
-    assert [f.stamp_ns for f in frames] == [0, 250_000_000, 500_000_000]
+    frames = list(open_frames(tmp_path, fps=4.0, start_ns=STAMPS[0]))
+    assert [f.stamp_ns for f in frames] == [STAMPS[0], STAMPS[0] + 250_000_000, STAMPS[0] + 500_000_000]
     assert np.array_equal(frames[1].image, IMAGES[0]) and np.array_equal(frames[2].image, IMAGES[2])
+
+
+def test_folder_stamps_start_at_the_wall_clock_and_unreadable_images_are_skipped(tmp_path):
+    for name, image in zip(("a.png", "c.png"), IMAGES):
+        cv2.imwrite(str(tmp_path / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    (tmp_path / "b.png").write_bytes(b"not a png")
+    before = time.time_ns()
+    source = open_frames(tmp_path, fps=4.0)
+    frames = list(source)
+    assert before <= frames[0].stamp_ns <= time.time_ns()
+    assert [f.stamp_ns - frames[0].stamp_ns for f in frames] == [0, 500_000_000]
+    assert source.skipped == [f"cannot read the image {tmp_path / 'b.png'}"]
+
+
+def test_a_start_time_is_for_folders_and_videos_only(tmp_path):
+    write_camera_bag(tmp_path / "bag", zip(STAMPS, IMAGES))
+    with pytest.raises(InputError, match="--start-time applies to image folders and videos only"):
+        open_frames(tmp_path / "bag", start_ns=STAMPS[0])
 
 
 def test_frame_rate_must_be_positive(tmp_path):

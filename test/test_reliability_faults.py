@@ -208,12 +208,29 @@ def test_the_node_process_exits_with_the_checkpoint_problem(wrong_checkpoints):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_a_cuda_device_on_a_machine_without_cuda_stops_the_process_with_one_line(device):
+    command = [sys.executable, "-m", "gct_stream_ros.ros.node", "--ros-args", "-p", "model.preset:=tiny",
+               "-p", f"model.device:={device}"]
+    done = subprocess.run(command, env={**os.environ, "ROS_DOMAIN_ID": "183"}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"gct_stream_node: invalid parameters: device={device!r} but CUDA is not available on this machine "
+        f"(PyTorch {torch.__version__}); use 'cpu' or 'auto' [model.device]"]
+
+
 @pytest.mark.parametrize(("overrides", "reason"), [
     ({"model.image_width": "wide"}, "model.image_width"),
     ({"model.dtype": "float8"}, "model.dtype='float8' is not one of"),
     ({"cache.max_frames": 3}, "cache_max_frames=3 must be 0 or >="),
     ({"queue.size": 0}, "queue.size"),
     ({"output.map.voxel_size": -1.0}, "output.map.voxel_size"),
+    ({"model.image_widht": 112}, r"unknown parameter 'model.image_widht' \(did you mean model.image_width"),
+    ({"frames.map": ""}, "frames.map is empty"),
+    ({"frames.camera": "/camera"}, "cannot start with '/'"),
+    ({"frames.base": "base link"}, "blanks"),
 ])
 def test_invalid_parameters_are_refused_at_start_up_with_the_reason(ros, overrides, reason):
     with pytest.raises(SettingsError, match=reason):
@@ -227,6 +244,8 @@ def test_invalid_parameters_are_refused_at_start_up_with_the_reason(ros, overrid
     ("output.depth.encoding", "8UC1", "is not one of 32FC1, 16UC1"),
     ("tf.publish_map_to_camera", True, "two parents"),
     ("queue.size", 5, "read-only"),
+    ("output.qos", "best_effort", "read-only"),
+    ("frames.odom", "odom frame", "blanks"),
 ])
 def test_invalid_parameter_changes_are_refused_with_the_reason(ros, name, value, reason):
     node = _start(ros, lambda _config: FakeSession())

@@ -28,6 +28,20 @@ def raw(array: np.ndarray, encoding: str, step_padding: int = 0) -> Image:
     return message
 
 
+def test_a_cv_bridge_failure_is_logged_once_and_rosbags_image_takes_over(monkeypatch, caplog):
+    class BrokenBridge:
+        def imgmsg_to_cv2(self, message, desired_encoding):
+            raise AttributeError("_ARRAY_API not found")
+
+    monkeypatch.setattr(image_decode, "_bridge", BrokenBridge)
+    monkeypatch.setattr(image_decode, "_bridge_failures_logged", set())
+    for _ in range(3):
+        np.testing.assert_array_equal(decode_image(raw(RGB, "rgb8")), RGB)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "gct_stream_ros.ros.image_decode"]
+    assert warnings == ["cv_bridge could not convert an image (AttributeError: _ARRAY_API not found); using "
+                        "rosbags-image instead (logged once)"]
+
+
 @pytest.fixture(params=["rosbags-image", "cv_bridge"])
 def decoder(request, monkeypatch):
     """Run each test through both conversion paths where they exist."""

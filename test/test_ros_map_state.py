@@ -51,8 +51,11 @@ def test_clear_keeps_the_path_restart_clears_everything_reconfigure_restarts_the
     _add(state, 0, points=True)
     state.clear_map()
     assert len(state) == 0 and state.trajectory() == [] and state.path_length == 1
+    _add(state, 1, points=True)  # a step of the cleared world frame, still in flight during the clear
+    assert (len(state), state.poses, state.path_length) == (0, 0, 1)
     state.restart()
     assert state.path_length == 0
     _add(state, 1, points=True)
+    assert (len(state), state.poses, state.path_length) == (1, 1, 1)
     assert not state.reconfigure(0.1, 100, path_length=5) and len(state) == 1
     assert state.reconfigure(0.5, 100, path_length=5) and len(state) == 0 and state.voxel_size == 0.5

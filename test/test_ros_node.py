@@ -1,8 +1,12 @@
-"""The node end to end over real rclpy topics, with a stand-in session (the engine is tested elsewhere)."""
+"""The node end to end over real rclpy topics, with a stand-in session (the engine is tested elsewhere):
+outputs, services, diagnostics, resets and sequence ends (no accepted frame vanishes), the threads' rules."""
 
 from __future__ import annotations
 
 import functools
+import logging
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +19,7 @@ pytestmark = pytest.mark.ros
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
+from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
@@ -233,10 +238,12 @@ def test_reset_and_save_map_services(ros, tmp_path):
 
         assert ros.call(Trigger, "/reset", Trigger.Request()).success
         assert len(node.map_state) == 0
+        refused = ros.call(Trigger, "/save_map", Trigger.Request())
+        assert not refused.success and refused.message.startswith("nothing to save: no frame since the start "
+                                                                  "or the last reset")
+        assert read_tum(tmp_path / "maps" / "trajectory.tum")[0] == [10, 20, 30]  # the saved map stays
         feed(ros, node, images, [image_message(random_image(), 40)])
         ros.wait_for(lambda: session.resets == 1, TIMEOUT_S, "session reset before the next frame")
-        assert ros.call(Trigger, "/save_map", Trigger.Request()).success
-        assert read_tum(tmp_path / "maps" / "trajectory.tum")[0] == []
     finally:
         ros.remove_node(node)
 
@@ -246,6 +253,9 @@ def test_save_map_reports_an_unwritable_folder(ros, tmp_path):
     blocker.write_text("")
     node, _ = start(ros, {"map.save_dir": str(blocker / "sub")})
     try:
+        images = ros.publisher(Image, "/image")
+        feed(ros, node, images, [image_message(random_image(), stamp) for stamp in (1, 2)])
+        ros.wait_for(lambda: node.map_state.poses == 2, TIMEOUT_S, "two processed frames")
         response = ros.call(Trigger, "/save_map", Trigger.Request())
         assert not response.success and "cannot write" in response.message
     finally:
@@ -291,7 +301,7 @@ def test_revisions_are_ignored_or_republished(ros, policy, expected):
     ({"model.image_width": 100}, "not a valid step"),
     ({"output.depth.encoding": "8UC1"}, "not one of"),
     ({"tf.publish_map_to_camera": True}, "two parents"),
-    ({"window.overlap": 5, "model.num_scale_frames": 2}, "window_overlap"),
+    ({"window.mode": "online", "window.overlap": 5, "model.num_scale_frames": 2}, "window_overlap"),
 ])
 def test_invalid_parameters_stop_the_start(ros, overrides, reason):
     with pytest.raises(SettingsError, match=reason):
@@ -314,7 +324,7 @@ def test_parameter_changes_are_checked_and_applied(ros):
 
 
 def test_bad_messages_are_rejected_without_killing_the_node(ros):
-    node, session = start(ros)
+    node, session = start(ros, {"diagnostics.period": 0.0})
     try:
         images = ros.publisher(Image, "/image")
         good = random_image()
@@ -327,6 +337,14 @@ def test_bad_messages_are_rejected_without_killing_the_node(ros):
                                  image_message(good, 6)])
         ros.wait_for(lambda: len(session.pushed) == 2, TIMEOUT_S, "the good frames processed")
         assert session.pushed == [5, 6] and node.diagnostics.rejected == 4
+        reports = ros.listen(DiagnosticArray, "/diagnostics")
+        wait_matched(ros, node.outputs[topics.DIAGNOSTICS])
+        node._publish_diagnostics()  # what the housekeeping timer does, once
+        ros.wait_for(lambda: reports, TIMEOUT_S, "the diagnostics report")
+        status = reports[0].status[0]
+        assert status.level == DiagnosticStatus.WARN  # 4 of 6 lost: above diagnostics.max_drop_rate (0.5)
+        assert status.message == ("4 of 6 images dropped or rejected since the last report (67%, more than "
+                                  "50%)")
     finally:
         ros.remove_node(node)
 
@@ -370,3 +388,148 @@ def test_map_frame_clouds_and_odom_only_odometry(ros):
         assert depth[0].encoding == "16UC1" and np.frombuffer(bytes(depth[0].data), "<u2")[1] == 2000
     finally:
         ros.remove_node(node)
+
+
+class GatedSession(FakeSession):
+    """A FakeSession whose push of ``gated_stamp`` waits for ``gate``; it notes any ``stats`` call made while
+    a push runs (the executor calling into the session under the worker)."""
+
+    def __init__(self, gated_stamp: int, **options: object) -> None:
+        super().__init__(**options)
+        self.gated_stamp = gated_stamp
+        self.gate = threading.Event()
+        self.at_gate = threading.Event()
+        self.inside_push = threading.Event()
+        self.stats_during_push = 0
+
+    def push(self, image: np.ndarray, stamp_ns: int) -> list:
+        self.inside_push.set()
+        try:
+            if stamp_ns == self.gated_stamp:
+                self.at_gate.set()
+                assert self.gate.wait(TIMEOUT_S), "the test never opened the gate"
+            return super().push(image, stamp_ns)
+        finally:
+            self.inside_push.clear()
+
+    def stats(self):
+        self.stats_during_push += self.inside_push.is_set()
+        return super().stats()
+
+
+def odometry_stamps(received: list) -> list[int]:
+    return [messages.to_nanoseconds(m.header.stamp) for m in received]
+
+
+def feed_stamps(ros: RosHarness, node: GctStreamNode, stamps: list[int]) -> None:
+    feed(ros, node, ros.publisher(Image, "/image"), [image_message(random_image(), s) for s in stamps])
+
+
+def start_with_a_long_scale_phase(ros: RosHarness) -> tuple[GctStreamNode, FakeSession, list]:
+    """A node whose session waits for 3 scale frames, and the odometry it publishes."""
+    node, session = start(ros, session=FakeSession(num_scale_frames=3))
+    odometry = ros.listen(Odometry, "/odometry")
+    wait_matched(ros, node.outputs[topics.ODOMETRY])
+    return node, session, odometry
+
+
+def test_frames_waiting_for_the_scale_phase_are_answered_when_the_stamp_goes_back(ros):
+    node, session, odometry = start_with_a_long_scale_phase(ros)
+    try:
+        feed_stamps(ros, node, [100, 200, 50, 60, 70])
+        ros.wait_for(lambda: len(odometry) == 5, TIMEOUT_S, "odometry of every frame")
+        assert odometry_stamps(odometry) == [100, 200, 50, 60, 70]
+        assert session.resets == 1 and session.dropped == 0
+        assert [stamp for stamp, _ in node.map_state.trajectory()] == [50, 60, 70]
+    finally:
+        ros.remove_node(node)
+
+
+def test_a_reset_answers_the_waiting_frames_but_keeps_them_out_of_the_new_map(ros):
+    node, session, odometry = start_with_a_long_scale_phase(ros)
+    try:
+        images = ros.publisher(Image, "/image")
+        feed(ros, node, images, [image_message(random_image(), stamp) for stamp in (100, 200)])
+        ros.wait_for(lambda: node.worker.idle, TIMEOUT_S, "both frames pushed")
+        assert ros.call(Trigger, "/reset", Trigger.Request()).success
+        feed(ros, node, images, [image_message(random_image(), 300)])
+        ros.wait_for(lambda: len(odometry) == 2, TIMEOUT_S, "odometry of the two waiting frames")
+        assert odometry_stamps(odometry) == [100, 200] and session.dropped == 0
+        ros.wait_for(lambda: node.worker.idle, TIMEOUT_S, "the frame after the reset pushed")
+        assert node.map_state.poses == 0 and len(node.map_state) == 0
+    finally:
+        ros.remove_node(node)
+
+
+def test_a_reset_during_a_step_keeps_that_frame_out_of_the_new_map(ros):
+    session = GatedSession(gated_stamp=3, num_scale_frames=1)
+    node, _ = start(ros, session=session)
+    try:
+        feed_stamps(ros, node, [1, 2, 3])
+        ros.wait_for(session.at_gate.is_set, TIMEOUT_S, "the worker inside the step of frame 3")
+        assert ros.call(Trigger, "/reset", Trigger.Request()).success
+        session.gate.set()
+        ros.wait_for(lambda: node.worker.idle, TIMEOUT_S, "the step of frame 3 done")
+        assert node.map_state.poses == 0 and len(node.map_state) == 0
+    finally:
+        session.gate.set()
+        ros.remove_node(node)
+
+
+def test_diagnostics_never_call_the_session_while_the_worker_is_inside_it(ros):
+    session = GatedSession(gated_stamp=2, num_scale_frames=1)
+    node, _ = start(ros, session=session)
+    try:
+        feed_stamps(ros, node, [1, 2])
+        ros.wait_for(session.at_gate.is_set, TIMEOUT_S, "the worker inside the step of frame 2")
+        node._publish_diagnostics()  # what the housekeeping timer does on the executor thread
+        session.gate.set()
+        ros.wait_for(lambda: node.worker.idle, TIMEOUT_S, "the step of frame 2 done")
+        assert session.stats_during_push == 0
+    finally:
+        session.gate.set()
+        ros.remove_node(node)
+
+
+class WarningSession(FakeSession):
+    """Logs through Python ``logging`` as the engine does on a size change."""
+
+    def push(self, image: np.ndarray, stamp_ns: int) -> list:
+        logging.getLogger("gct_stream_ros.stream.session").warning("input size changed (stamp %d)", stamp_ns)
+        return super().push(image, stamp_ns)
+
+
+def test_engine_warnings_reach_rosout_under_the_node_name(ros):
+    node, _ = start(ros, session=WarningSession())
+    try:
+        rosout = ros.listen(Log, "/rosout", qos=100)
+        ros.wait_for(lambda: node.get_publishers_info_by_topic("/rosout") != [], TIMEOUT_S, "rosout")
+        feed_stamps(ros, node, [7])
+        ros.wait_for(lambda: any(m.msg == "input size changed (stamp 7)" for m in rosout), TIMEOUT_S,
+                     "the engine's warning on /rosout")
+        (line,) = [m for m in rosout if m.msg == "input size changed (stamp 7)"]
+        assert line.name == "gct" and line.level == Log.WARN
+    finally:
+        ros.remove_node(node)
+
+
+def test_save_map_takes_a_folder_pattern_per_call(ros, tmp_path):
+    node, _ = start(ros, {"map.save_dir": str(tmp_path / "maps-%Y")}, FakeSession(num_scale_frames=1))
+    try:
+        feed_stamps(ros, node, [1])
+        ros.wait_for(lambda: node.map_state.poses == 1, TIMEOUT_S, "one frame in the trajectory")
+        year = time.strftime("%Y")
+        response = ros.call(Trigger, "/save_map", Trigger.Request())
+        assert response.success, response.message
+        assert (tmp_path / f"maps-{year}" / "map.ply").is_file()
+        assert (tmp_path / f"maps-{year}" / "trajectory.tum").is_file()
+    finally:
+        ros.remove_node(node)
+
+
+def test_shutdown_reports_the_frames_left_waiting(ros, capfd):
+    node, _ = start(ros, session=FakeSession(num_scale_frames=3))
+    feed_stamps(ros, node, [1, 2])
+    ros.wait_for(lambda: node.worker.idle, TIMEOUT_S, "both frames pushed")
+    ros.remove_node(node)
+    assert "shutdown: 2 frame(s) waiting for the scale phase were not processed" in capfd.readouterr().err

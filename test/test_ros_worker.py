@@ -87,6 +87,27 @@ def test_errors_go_to_the_callback_and_the_worker_goes_on():
     assert worker.stop()
 
 
+def test_a_failing_error_callback_is_logged_and_the_worker_goes_on(caplog):
+    seen: list[int] = []
+
+    def handle(item: int) -> None:
+        if item == 0:
+            raise RuntimeError("step failed")
+        seen.append(item)
+
+    def recover(error: Exception) -> None:
+        raise ValueError("recovery failed too")
+
+    worker = FrameWorker(handle, on_error=recover, policy="all", size=10)
+    for i in range(3):
+        worker.submit(i)
+    _wait(lambda: worker.processed == 3)
+    assert seen == [1, 2]
+    assert "recovering from RuntimeError('step failed') failed" in caplog.text
+    assert "ValueError: recovery failed too" in caplog.text
+    assert worker.stop()
+
+
 def test_clear_forgets_queued_items_without_counting_drops():
     gate, worker = busy_worker("all", 10)
     worker.submit(1)

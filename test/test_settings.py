@@ -10,7 +10,7 @@ from gct_stream_ros import settings
 from gct_stream_ros.settings import SettingsError
 from gct_stream_ros.stream.config import EngineConfig
 
-TINY = {"model.preset": "tiny", "model.checkpoint": ""}
+TINY = {"model.preset": "tiny"}
 
 
 def test_every_engine_field_but_compute_points_has_a_parameter():
@@ -22,7 +22,45 @@ def test_defaults_are_valid_and_follow_the_engine():
     values = settings.resolve()
     assert values["model.image_width"] == EngineConfig().image_width
     assert values["cache.policy"] == EngineConfig().cache_policy
-    assert values["model.checkpoint"] == "hf"
+    assert values["model.checkpoint"] == "auto"
+    assert settings.engine_config(values).weights == "hf"
+
+
+@pytest.mark.parametrize(("overrides", "weights"), [
+    ({"model.preset": "tiny"}, None),
+    ({"model.preset": "tiny", "model.checkpoint": "random"}, None),
+    ({"model.preset": "tiny", "model.checkpoint": ""}, None),
+    ({"model.preset": "tiny", "model.checkpoint": "/w/tiny.pt"}, "/w/tiny.pt"),
+    ({"model.preset": "lingbot-map", "model.checkpoint": "hf"}, "hf"),
+])
+def test_the_checkpoint_follows_the_preset_unless_named(overrides, weights):
+    assert settings.engine_config(settings.resolve(overrides)).weights == weights
+
+
+def test_a_window_setting_is_only_checked_when_windows_are_on():
+    values = settings.resolve({**TINY, "model.num_scale_frames": 2})
+    assert (values["window.mode"], values["window.overlap"]) == ("off", 8)
+    with pytest.raises(SettingsError, match=r"window_overlap=8 must be <= num_scale_frames=2"):
+        settings.resolve({**TINY, "model.num_scale_frames": 2, "window.mode": "online"})
+
+
+@pytest.mark.parametrize(("name", "value", "reason"), [
+    ("frames.map", "", "empty"),
+    ("frames.odom", "/odom", "cannot start with '/'"),
+    ("frames.base", "base link", "blanks"),
+    ("frames.camera", "cam\tera", "blanks"),
+    ("frames.camera", "", "empty"),
+])
+def test_frame_names_tf2_would_refuse_are_refused(name, value, reason):
+    with pytest.raises(SettingsError, match=reason):
+        settings.resolve({**TINY, name: value})
+
+
+def test_unknown_names_are_refused_and_ros_names_pass():
+    settings.check_names(["model.image_width", "use_sim_time", "qos_overrides./image.subscription.depth"])
+    with pytest.raises(SettingsError, match=r"unknown parameter 'model.image_widht' \(did you mean "
+                                            r"model.image_width"):
+        settings.check_names(["model.preset", "model.image_widht"])
 
 
 def test_engine_config_receives_the_values():
@@ -59,8 +97,9 @@ def test_unknown_names_get_a_suggestion():
 
 
 @pytest.mark.parametrize(("overrides", "reason"), [
-    ({"window.overlap": 9}, r"window_overlap=9 .*\[model.num_scale_frames, window.overlap\]"),
-    ({"model.preset": "lingbot-map", "model.checkpoint": ""}, "checkpoint is empty"),
+    ({"window.mode": "online", "window.overlap": 9},
+     r"window_overlap=9 .*\[model.num_scale_frames, window.overlap\]"),
+    ({"model.preset": "lingbot-map", "model.checkpoint": "random"}, "random weights are only allowed"),
     ({"tf.publish_map_to_camera": True}, "two parents"),
 ])
 def test_cross_field_rules(overrides, reason):
@@ -71,9 +110,10 @@ def test_cross_field_rules(overrides, reason):
 def test_assignments_are_typed_by_the_setting():
     parsed = settings.parse_assignments([
         "model.image_width:=140", "frames.camera:=123", "frames.map:='world'", "tf.publish_map_to_odom:=true",
-        "output.map.voxel_size:=1", "model.checkpoint:="])
+        "output.map.voxel_size:=1", "model.checkpoint:=random"])
     assert parsed == {"model.image_width": 140, "frames.camera": "123", "frames.map": "world",
-                      "tf.publish_map_to_odom": True, "output.map.voxel_size": 1.0, "model.checkpoint": ""}
+                      "tf.publish_map_to_odom": True, "output.map.voxel_size": 1.0,
+                      "model.checkpoint": "random"}
 
 
 @pytest.mark.parametrize("text", ["model.image_width=140", "model.image_width:=wide", "nothing.here:=1"])

@@ -145,6 +145,34 @@ def test_flush_runs_a_short_scale_phase_and_reset_drops_pending_frames():
     assert session.stats().frames_pending == 0 and session.flush() == []
 
 
+def test_a_reset_counts_and_logs_each_frame_it_drops(caplog):
+    frames = render(5)
+    session, _ = oracle_session(frames, num_scale_frames=3)
+    assert push_all(session, frames[:2]) == [[], []]
+    with caplog.at_level("WARNING", logger="gct_stream_ros"):
+        session.reset()
+    assert session.stats().frames_dropped == 2
+    assert "2 frame(s) waiting for the scale phase dropped" in caplog.text
+    caplog.clear()
+    session.push(frames[2].image, 9)
+    assert session.flush() != []
+    session.reset()
+    assert session.stats().frames_dropped == 2 and "dropped" not in caplog.text
+
+
+def test_every_good_frame_is_answered_when_other_sizes_interleave():
+    """Two cameras on one topic: each size change ends the sequence, whose waiting frames still come out."""
+    good, other = render(10), render(10, height=42, seed=1)
+    session, _ = oracle_session(good + other, num_scale_frames=4)
+    answered = []
+    for position, (good_frame, other_frame) in enumerate(zip(good, other)):
+        answered += [r.stamp_ns for r in session.push(good_frame.image, 2 * position)]
+        answered += [r.stamp_ns for r in session.push(other_frame.image, 2 * position + 1)]
+    answered += [r.stamp_ns for r in session.flush()]
+    assert answered == list(range(20))
+    assert session.stats().frames_dropped == 0
+
+
 def test_stats_count_frames_and_time_steps():
     frames = render(6)
     session, oracle = oracle_session(frames, keyframe_mode="interval", keyframe_interval=2)

@@ -6,6 +6,8 @@ the final estimates only match the truth if the engine aligns the windows correc
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
 from test_stream_support import oracle_session, push_all, relative_poses, render
@@ -128,6 +130,23 @@ def test_window_scales_and_transforms_relate_each_window_to_the_first():
     for result in results:  # every result of a window carries that window's similarity
         assert result.window_scale == by_window[result.window].window_scale
         np.testing.assert_array_equal(result.window_transform, by_window[result.window].window_transform)
+
+
+def test_window_bookkeeping_stays_constant_over_endless_windows():
+    """The tracker keeps the current window's similarity only: nothing grows with the window count."""
+
+    def held_entries(frame_count: int) -> tuple[int, int]:
+        frames = render(frame_count)
+        session, _ = oracle_session(frames, window_mode="online", window_size=5, window_overlap=2,
+                                    oracle_window_sim3_seed=11)
+        push_all(session, frames)
+        tracker = vars(session._windows)
+        held = sum(len(value) for value in tracker.values() if isinstance(value, list | tuple | deque | dict))
+        return session.stats().window, held
+
+    few, many = held_entries(11), held_entries(29)
+    assert many[0] >= few[0] + 5
+    assert many[1] == few[1]
 
 
 def test_overlap_shorter_than_the_scale_phase_waits_for_new_frames():

@@ -40,7 +40,8 @@ def camera_frame(message: Image | CompressedImage, camera_info: CameraInfo | Non
     frame_id = camera_frame_name or message.header.frame_id or (camera_info.header.frame_id if camera_info
                                                                  else "")
     if not frame_id:
-        raise ImageDecodeError("no camera frame: the image header has no frame_id and frames.camera is empty")
+        raise ImageDecodeError("no camera frame: the image header has no frame_id and frames.camera is "
+                               "'auto'")
     return CameraFrame(image, to_nanoseconds(message.header.stamp), frame_id, received_s)
 
 

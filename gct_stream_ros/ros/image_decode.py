@@ -9,6 +9,7 @@ fails (a cv_bridge built against NumPy 1 fails under NumPy 2).
 from __future__ import annotations
 
 import functools
+import logging
 
 import numpy as np
 from rosbags.image import compressed_image_to_cvimage, message_to_cvimage
@@ -19,6 +20,7 @@ try:
 except ImportError:  # pip-only machines: rosbags-image does the work
     CvBridge = None
 
+logger = logging.getLogger(__name__)
 BYTES_PER_PIXEL = {
     "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 2,
     "rgb16": 6, "bgr16": 6, "rgba16": 8, "bgra16": 8,
@@ -73,8 +75,8 @@ def decode_image(message: Image | CompressedImage) -> np.ndarray:
             if compressed:
                 return _as_rgb(bridge.compressed_imgmsg_to_cv2(message, desired_encoding="rgb8"))
             return _as_rgb(bridge.imgmsg_to_cv2(message, desired_encoding="rgb8"))
-        except Exception:  # any bridge failure: the pure-Python path below may still succeed
-            pass
+        except Exception as error:  # any bridge failure: the pure-Python path below may still succeed
+            _log_bridge_failure(error)
     try:
         if compressed:
             return _as_rgb(compressed_image_to_cvimage(message, "rgb8"))
@@ -82,6 +84,18 @@ def decode_image(message: Image | CompressedImage) -> np.ndarray:
     except Exception as error:  # the converters raise OpenCV, NumPy and their own errors alike
         kind = f"compressed ({message.format or 'unknown format'})" if compressed else message.encoding
         raise ImageDecodeError(f"cannot decode {kind} image: {error}".strip()) from error
+
+
+def _log_bridge_failure(error: Exception) -> None:
+    """Say why cv_bridge failed, once per exception type (a NumPy 1 build fails on every image)."""
+    kind = type(error).__name__
+    if kind not in _bridge_failures_logged:
+        _bridge_failures_logged.add(kind)
+        logger.warning("cv_bridge could not convert an image (%s: %s); using rosbags-image instead (logged "
+                       "once)", kind, error)
+
+
+_bridge_failures_logged: set[str] = set()
 
 
 def _without_row_padding(message: Image) -> Image:

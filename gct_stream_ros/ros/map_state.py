@@ -1,7 +1,9 @@
 """What the frames of one world frame add up to: the fused map, the trajectory and the path.
 
 The node's worker thread adds frames while its executor thread publishes the map, saves it or
-clears it, so every access goes through one lock. The offline tool adds final estimates, which
+clears it, so every access goes through one lock. A clear (the ``reset`` service) also shuts the
+state until the worker restarts the world frame: a step of the old world still in flight cannot
+refill the map after the reset. The offline tool adds final estimates, which
 may come out of frame order (window overlaps become final late): trajectory and path are kept
 in frame order either way.
 """
@@ -61,11 +63,15 @@ class MapState:
         self._path: deque[tuple[int, PoseStamped]] = deque(maxlen=path_length)
         self._map_changed = False
         self._map_stamp_ns = 0
+        self._accepting = True
+        """False from ``clear_map`` until ``restart``: frames of the cleared world frame are ignored."""
 
     def add_frame(self, index: int, stamp_ns: int, pose: np.ndarray, pose_message: PoseStamped,
                   points: tuple[np.ndarray, np.ndarray] | None) -> None:
-        """Record a frame's world pose, its path entry and (keyframes) its points."""
+        """Record a frame's world pose, its path entry and (keyframes) its points (ignored after a clear)."""
         with self._lock:
+            if not self._accepting:
+                return
             _insert_in_order(self._trajectory, index, (stamp_ns, pose))
             _insert_in_order(self._path, index, (pose_message,))
             if points is not None:
@@ -100,6 +106,11 @@ class MapState:
             return [(stamp, pose) for _, stamp, pose in self._trajectory]
 
     @property
+    def poses(self) -> int:
+        """Frames in the trajectory."""
+        return len(self._trajectory)
+
+    @property
     def path_length(self) -> int:
         return len(self._path)
 
@@ -122,15 +133,17 @@ class MapState:
         return SavedMap(map_path, len(xyz), trajectory_path, len(trajectory))
 
     def clear_map(self) -> None:
-        """Empty map and trajectory (the path stays until the world frame restarts)."""
+        """Empty map and trajectory, and ignore frames until ``restart`` (the path stays until then)."""
         with self._lock:
             self._map.clear()
             self._trajectory.clear()
             self._map_changed = True
+            self._accepting = False
 
     def restart(self) -> None:
-        """A new world frame: map, trajectory and path start again."""
+        """A new world frame: map, trajectory and path start again, and frames are recorded again."""
         with self._lock:
+            self._accepting = True
             self._map.clear()
             self._trajectory.clear()
             self._path.clear()

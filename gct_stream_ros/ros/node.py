@@ -1,7 +1,10 @@
 """``gct_stream_node``: camera images in; TF, depth, confidence, clouds, odometry, path and a fused map out.
 
 The executor thread only decodes and enqueues images; a worker thread (``worker.py``) owns the
-streaming session and publishes the results, each stamped with its input image's stamp. A
+streaming session and publishes the results, each stamped with its input image's stamp. Only the
+worker calls the session: ``/diagnostics`` reads the statistics the worker read last for ``status``.
+A sequence that ends (stamp backwards, ``reset``) first processes the frames waiting for its scale
+phase; frames a failed step or shutdown leave behind are counted and logged. A
 housekeeping timer publishes the fused map and ``/diagnostics`` at their own periods. This
 module only wires parameters, subscriptions, the worker and publishers: results become messages
 in ``frame_messages.py``, the map and trajectory live in ``map_state.py``, images are accepted
@@ -28,7 +31,7 @@ from rclpy.publisher import Publisher
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
-from gct_stream_ros.ros import topics
+from gct_stream_ros.ros import log_bridge, topics
 from gct_stream_ros.ros.camera_info import CameraInfoSync
 from gct_stream_ros.ros.camera_input import CameraFrame, camera_frame
 from gct_stream_ros.ros.diagnostics import StreamDiagnostics, session_values
@@ -57,7 +60,7 @@ HOUSEKEEPING_PERIOD_S = 0.1
 REJECTION_LOG_PERIOD_S = 5.0
 MOUNT_WARNING_PERIOD_S = 30.0
 SESSION_STATS_PERIOD_S = 0.5
-"""``status`` reads the session's statistics (keyframes, cached tokens, GPU memory) at most this often while
+"""The worker reads the session's statistics (for ``status`` and ``/diagnostics``) at most this often while
 tracking, and at every other state: a KV cache's statistics walk all its layers (2-7 ms for the full
 model's 24 layers x 64 frames of the dense cache on this machine), too much for every frame."""
 STATUS_DEPTH = 10
@@ -69,12 +72,15 @@ class GctStreamNode(Node):
     def __init__(self, node_name: str = NODE_NAME, session_factory: SessionFactory = build_session,
                  **node_options: object) -> None:
         super().__init__(node_name, **node_options)
+        # Before the session exists: the engine's own warnings go to this node's log and /rosout.
+        self._log_handler = log_bridge.attach(self.get_logger())
         try:
             self._settings = NodeParameters(self, self._on_parameters_changed)
             self.options = NodeOptions.from_values(self.values)
             self._session = open_session(session_factory, self.options.engine)
         except BaseException:
             # Untrack the half-built node: the context's shutdown would otherwise destroy it (no worker yet).
+            log_bridge.detach(self._log_handler)
             super().destroy_node()
             raise
         output = self.options.output
@@ -84,6 +90,7 @@ class GctStreamNode(Node):
         self._odom = OdomFrame()
         self._sequence: int | None = None
         self._last_stamp_ns: int | None = None
+        self._last_frame_id = ""
         self._reset_requested = threading.Event()
         self._world_is_new = False
         """The next first estimate is the first of a new world frame (where odom anchors it)."""
@@ -91,7 +98,9 @@ class GctStreamNode(Node):
         """Why the world frame restarted before the frame in progress (its status says ``reset``)."""
         self._frame_in_progress: tuple[CameraFrame, float] | None = None
         self._last_status: DiagnosticStatus | None = None
-        self._session_stats: tuple[float, SessionStats] | None = None
+        self._stats: SessionStats = self._session.stats()
+        """The session's statistics as the worker last read them (the executor never calls the session)."""
+        self._stats_read_s = time.monotonic()
         self.camera_info_sync: CameraInfoSync[tuple[Image | CompressedImage, float]] = CameraInfoSync(
             self.options.input.camera_info_sync)
         self._last_map_publish = time.monotonic()
@@ -142,9 +151,9 @@ class GctStreamNode(Node):
 
     def _log_summary(self, image_topic: str) -> None:
         engine, queue = self.options.engine, self.options.queue
-        stats = self._session.stats()
+        stats = self._stats
         self.get_logger().info(
-            f"model {engine.preset} ({engine.checkpoint or 'random weights'}) on {stats.device} "
+            f"model {engine.preset} ({engine.weights or 'random weights'}) on {stats.device} "
             f"{stats.dtype}, input width {engine.image_width}, {engine.num_scale_frames} scale "
             f"frames, keyframes {engine.keyframe_mode}, window {engine.window_mode}, "
             f"cache {engine.cache_policy}; "
@@ -172,8 +181,8 @@ class GctStreamNode(Node):
     def _accept(self, message: Image | CompressedImage, received_s: float, info: CameraInfo | None) -> None:
         """An image paired with its camera_info (None: none has come yet) goes to the model if it is valid."""
         try:
-            frame = camera_frame(message, info, self.options.frames.camera, self.options.engine.image_width,
-                                 received_s)
+            frame = camera_frame(message, info, self.options.frames.camera_override,
+                                 self.options.engine.image_width, received_s)
         except ImageDecodeError as error:
             self._reject(str(error))
             return
@@ -196,13 +205,21 @@ class GctStreamNode(Node):
     def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         dropped = self.worker.clear()
         self._reset_requested.set()
+        # Also keeps out a frame of the old world that a step in flight would add after this.
         self.map_state.clear_map()
         self.get_logger().info(f"reset: session, map and path cleared ({dropped} queued frames dropped)")
         response.success, response.message = True, "session, map and path cleared"
         return response
 
     def _on_save_map(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        folder = Path(os.path.expanduser(self.options.map_files.save_dir or "."))
+        # strftime: a pattern such as ~/maps/%Y%m%d-%H%M%S gives every call its own folder.
+        folder = Path(os.path.expanduser(time.strftime(self.options.map_files.save_dir)))
+        if not self.map_state.poses:
+            response.success = False
+            response.message = (f"nothing to save: no frame since the start or the last reset; {folder} is "
+                                f"left as it is")
+            self.get_logger().warning(f"save_map refused: {response.message}")
+            return response
         try:
             saved = self.map_state.save(folder)
         except OSError as error:
@@ -233,14 +250,19 @@ class GctStreamNode(Node):
             self.outputs[topic].publish(message)
 
     def _publish_diagnostics(self) -> None:
-        extra = session_values(self._session.stats())
+        extra = session_values(self._stats)
         extra["queued frames"] = str(self.worker.backlog)
         extra["map points"] = str(len(self.map_state))
         report = self.diagnostics.report(self.get_clock().now().to_msg(),
-                                         self.options.diagnostics.no_data_timeout, extra,
+                                         self.options.diagnostics.no_data_timeout,
+                                         self.options.diagnostics.max_drop_rate, extra,
                                          hardware_id=extra["device"])
-        if report.status[0].level != DiagnosticStatus.OK:
-            self.get_logger().warning(report.status[0].message, throttle_duration_sec=REJECTION_LOG_PERIOD_S)
+        if self.diagnostics.log_line is not None:
+            level, text = self.diagnostics.log_line
+            if level == DiagnosticStatus.OK:
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
         if self._last_status is not None:
             report.status.append(self._last_status)
         self.outputs[topics.DIAGNOSTICS].publish(report)
@@ -252,12 +274,12 @@ class GctStreamNode(Node):
         self._frame_in_progress = (frame, started)
         if self._reset_requested.is_set():
             self._reset_requested.clear()
-            self._reset_session("reset service")
+            self._end_sequence("reset service")
         if self._last_stamp_ns is not None and frame.stamp_ns < self._last_stamp_ns:
             self.get_logger().warning(f"stamp went backwards ({self._last_stamp_ns} -> {frame.stamp_ns} ns; "
                                       f"bag restarted?): session and map reset")
-            self._reset_session("stamp went backwards")
-        self._last_stamp_ns = frame.stamp_ns
+            self._end_sequence("stamp went backwards")
+        self._last_stamp_ns, self._last_frame_id = frame.stamp_ns, frame.frame_id
         results = self._session.push(frame.image, frame.stamp_ns)
         step_ms = (time.monotonic() - started) * 1000.0
         for result in results:
@@ -270,6 +292,12 @@ class GctStreamNode(Node):
             state = TrackingState.INITIALISING
         self._publish_status(state, self._restart_reason, frame, step_ms)
         self._restart_reason = ""
+
+    def _end_sequence(self, reason: str) -> None:
+        """Answer the frames waiting for the scale phase (a shorter one), then start a new sequence."""
+        for result in self._session.flush():
+            self._publish_result(result, self._last_frame_id)
+        self._reset_session(reason)
 
     def _recover(self, error: Exception) -> None:
         """A step failed (e.g. out of GPU memory): log it, start a new sequence, keep going."""
@@ -286,7 +314,7 @@ class GctStreamNode(Node):
                                      (time.monotonic() - started) * 1000.0)
 
     def _publish_status(self, state: TrackingState, reason: str, frame: CameraFrame, step_ms: float) -> None:
-        stats = self._recent_stats(fresh=state != TrackingState.TRACKING)
+        stats = self._read_stats(fresh=state != TrackingState.TRACKING)
         status = TrackingStatus(
             state=state, reason=reason, stamp_ns=frame.stamp_ns, step_ms=step_ms,
             latency_ms=(time.monotonic() - frame.received_s) * 1000.0,
@@ -296,12 +324,13 @@ class GctStreamNode(Node):
         self._last_status = status.message(f"{self.get_name()}: tracking", stats.device)
         self.outputs[topics.STATUS].publish(self._last_status)
 
-    def _recent_stats(self, fresh: bool) -> SessionStats:
-        """The session's statistics, read again when ``fresh`` or older than ``SESSION_STATS_PERIOD_S``."""
+    def _read_stats(self, fresh: bool) -> SessionStats:
+        """Worker thread: the session's statistics, read again when ``fresh`` or older than
+        ``SESSION_STATS_PERIOD_S``; ``/diagnostics`` publishes the copy kept here."""
         now = time.monotonic()
-        if fresh or self._session_stats is None or now - self._session_stats[0] >= SESSION_STATS_PERIOD_S:
-            self._session_stats = (now, self._session.stats())
-        return self._session_stats[1]
+        if fresh or now - self._stats_read_s >= SESSION_STATS_PERIOD_S:
+            self._stats, self._stats_read_s = self._session.stats(), now
+        return self._stats
 
     def _reset_session(self, reason: str) -> None:
         """A new sequence; ``reason`` goes into the status of the frame in progress (a failed step's status
@@ -409,6 +438,13 @@ class GctStreamNode(Node):
     def destroy_node(self) -> None:
         if not self.worker.stop(timeout_s=2.0):
             self.get_logger().warning("the worker is still inside a model step; leaving it behind")
+        else:
+            # A scale phase at shutdown could take seconds (SIGINT must stop the node within 2 s): count them.
+            waiting = self._session.stats().frames_pending
+            if waiting:
+                self.get_logger().warning(f"shutdown: {waiting} frame(s) waiting for the scale phase were "
+                                          f"not processed")
+        log_bridge.detach(self._log_handler)
         super().destroy_node()
 
 

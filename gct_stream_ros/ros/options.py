@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from gct_stream_ros.ros.odometry import OdometryCovariance
-from gct_stream_ros.settings import Value, engine_config
+from gct_stream_ros.settings import CAMERA_FRAME_FROM_INPUT, Value, engine_config
 from gct_stream_ros.stream.config import EngineConfig
 
 Group = TypeVar("Group")
@@ -35,7 +35,12 @@ class FrameNames:
     odom: str
     base: str
     camera: str
-    """Empty: the image header's frame_id."""
+    """``CAMERA_FRAME_FROM_INPUT`` ('auto'): the image header's frame_id."""
+
+    @property
+    def camera_override(self) -> str:
+        """The camera frame the user named; '' when it comes from the input message."""
+        return "" if self.camera == CAMERA_FRAME_FROM_INPUT else self.camera
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class DiagnosticsOptions:
 
     period: float
     no_data_timeout: float
+    max_drop_rate: float
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@
 Descriptors carry the description, the range and the choices, so ``ros2 param describe`` shows
 them. Start-up parameters are read-only (ROS refuses to change them and says so); the others
 are checked by the same rules as at start-up, cross-field ones included, and a refused change
-comes back with the reason.
+comes back with the reason. An override (``-p``, parameter file) naming no parameter of the
+node is refused with the offline tool's message and suggestions: a typo must not start the node
+with the default.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from gct_stream_ros.settings import SETTINGS, Setting, SettingsError, Value, check_consistency, setting
+from gct_stream_ros.settings import (
+    SETTINGS,
+    Setting,
+    SettingsError,
+    Value,
+    check_consistency,
+    check_names,
+    setting,
+)
 
 
 def descriptor(entry: Setting) -> ParameterDescriptor:
@@ -41,6 +51,9 @@ class NodeParameters:
     def __init__(self, node: Node, on_change: Callable[[dict[str, Value]], None] | None = None) -> None:
         self._node = node
         self._on_change = on_change
+        # rclpy keeps the overrides it was given (command line, parameter files, NodeOptions) here and
+        # offers no public accessor; undeclared ones would otherwise be ignored without a word.
+        check_names(node._parameter_overrides)
         values: dict[str, Value] = {}
         for entry in SETTINGS:
             try:

@@ -10,8 +10,8 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from gct_stream_ros.settings import SettingsError
-from gct_stream_ros.stream.config import EngineConfig
+from gct_stream_ros.settings import SettingsError, settings_error
+from gct_stream_ros.stream.config import ConfigError, EngineConfig
 from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.stats import SessionStats
 
@@ -20,6 +20,8 @@ class Session(Protocol):
     """What the node needs of ``StreamSession`` (tests give it a stand-in)."""
 
     def push(self, image: np.ndarray, stamp_ns: int) -> list[FrameResult]: ...
+
+    def flush(self) -> list[FrameResult]: ...
 
     def reset(self) -> None: ...
 
@@ -38,9 +40,12 @@ def build_session(config: EngineConfig) -> Session:
 
 
 def open_session(factory: Callable[[EngineConfig], SessionT], config: EngineConfig) -> SessionT:
-    """The session of ``config``; weights that cannot be loaded are a parameter error naming the file."""
+    """The session of ``config``; weights that cannot be loaded, and a device this machine lacks, are
+    parameter errors naming the file or the device."""
     try:
         return factory(config)
+    except ConfigError as error:
+        raise settings_error(error) from None
     except Exception as error:
         from gct_stream_ros.model.checkpoint import CheckpointError
 

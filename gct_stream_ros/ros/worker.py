@@ -8,11 +8,13 @@ frames so a stalled model cannot exhaust memory, and ``behind`` tells when the b
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+logger = logging.getLogger(__name__)
 Item = TypeVar("Item")
 ALL_CAPACITY = 1000
 """Frames the 'all' policy holds at most (about 1 GB of VGA RGB); beyond it the oldest are dropped."""
@@ -92,8 +94,15 @@ class FrameWorker(Generic[Item]):
             try:
                 self._handle(item)
             except Exception as error:  # a failed step must not end the thread: the caller recovers
-                self._on_error(error)
+                self._recover(error)
             finally:
                 with self._condition:
                     self._busy = False
                     self.processed += 1
+
+    def _recover(self, error: Exception) -> None:
+        """``on_error``; should it fail too, say so and keep the thread alive (frames would pile up)."""
+        try:
+            self._on_error(error)
+        except Exception:
+            logger.exception("recovering from %r failed; the worker goes on with the next frame", error)

@@ -15,6 +15,12 @@ WINDOW_MODES = ("off", "online")
 CACHE_POLICIES = ("sliding_window", "evict3r", "infinitevggt")
 RESIZE_METHODS = ("auto", *model_config.RESIZE_METHODS)
 """'auto' and ``model.preprocess``'s methods."""
+CHECKPOINT_AUTO = "auto"
+"""The preset's weights: the official download for 'lingbot-map', random weights for 'tiny'."""
+CHECKPOINT_DOWNLOAD = "hf"
+CHECKPOINT_RANDOM = "random"
+"""Random weights (tiny preset only); a name rather than an empty string, which rcl's command-line
+parser cannot read (``-p model.checkpoint:=``). An empty string is still read as random weights."""
 
 
 class ConfigError(ValueError):
@@ -28,9 +34,10 @@ class EngineConfig:
     preset: str = "lingbot-map"
     """Network architecture: 'lingbot-map' (ViT-L, the official checkpoints) or 'tiny' (random
     weights, meaningless geometry; for tests and smoke runs)."""
-    checkpoint: str = ""
-    """Weights: a .pt/.pth/.safetensors path, 'hf' to download robbyant/lingbot-map through the
-    Hugging Face cache, or empty for random weights (only allowed with the tiny preset)."""
+    checkpoint: str = CHECKPOINT_AUTO
+    """Weights: 'auto' (the preset's: 'hf' for lingbot-map, random for tiny), a .pt/.pth/.safetensors
+    path, 'hf' to download robbyant/lingbot-map through the Hugging Face cache, or 'random' for
+    random weights (only allowed with the tiny preset)."""
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     dtype: str = "auto"
@@ -101,9 +108,9 @@ class EngineConfig:
             raise ConfigError(f"device={self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.image_width % PATCH_SIZE or self.image_width < 2 * PATCH_SIZE:
             raise ConfigError(f"image_width={self.image_width} must be a multiple of {PATCH_SIZE} and >= 28")
-        if not self.checkpoint and self.preset != "tiny":
-            raise ConfigError("checkpoint is empty: random weights are only allowed with preset 'tiny' "
-                              "(give a checkpoint path or 'hf')")
+        if self.weights is None and self.preset != "tiny":
+            raise ConfigError(f"checkpoint={self.checkpoint!r}: random weights are only allowed with preset "
+                              "'tiny' (give a checkpoint path, 'hf' or 'auto')")
         at_least("num_scale_frames", 1)
         at_least("camera_iterations", 1)
         at_least("keyframe_interval", 1)
@@ -112,7 +119,18 @@ class EngineConfig:
         at_least("cache_sliding_window", 1)
         at_least("cache_budget_tokens", 0)
         at_least("cache_max_frames", 0)
-        at_least("window_overlap", 1)
+        if self.window_mode != "off":
+            self._validate_windows()
+        if 0 < self.cache_max_frames < self.num_scale_frames + self.cache_sliding_window:
+            raise ConfigError(f"cache_max_frames={self.cache_max_frames} must be 0 or >= num_scale_frames + "
+                              f"cache_sliding_window ({self.num_scale_frames + self.cache_sliding_window})")
+        return self
+
+    def _validate_windows(self) -> None:
+        """Window settings are only checked when windows are on: with ``window_mode='off'`` nothing reads
+        them, and a smaller ``num_scale_frames`` must not trip over the unused overlap's default."""
+        if self.window_overlap < 1:
+            raise ConfigError(f"window_overlap={self.window_overlap} must be >= 1")
         if self.window_overlap > self.num_scale_frames:
             raise ConfigError(f"window_overlap={self.window_overlap} must be <= num_scale_frames="
                               f"{self.num_scale_frames} (overlap frames become the next window's scale "
@@ -120,10 +138,15 @@ class EngineConfig:
         if self.window_size <= self.num_scale_frames:
             raise ConfigError(f"window_size={self.window_size} must exceed "
                               f"num_scale_frames={self.num_scale_frames}")
-        if 0 < self.cache_max_frames < self.num_scale_frames + self.cache_sliding_window:
-            raise ConfigError(f"cache_max_frames={self.cache_max_frames} must be 0 or >= num_scale_frames + "
-                              f"cache_sliding_window ({self.num_scale_frames + self.cache_sliding_window})")
-        return self
+
+    @property
+    def weights(self) -> str | None:
+        """What to load: a checkpoint path or 'hf'; None for random weights."""
+        if self.checkpoint == CHECKPOINT_AUTO:
+            return None if self.preset == "tiny" else CHECKPOINT_DOWNLOAD
+        if self.checkpoint in (CHECKPOINT_RANDOM, ""):
+            return None
+        return self.checkpoint
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import torch
 
-from gct_stream_ros.stream.config import PRECISIONS
+from gct_stream_ros.stream.config import PRECISIONS, ConfigError
 
 DTYPES = {name: getattr(torch, name) for name in PRECISIONS}
 BF16_MIN_CAPABILITY = 8
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' is CUDA when available, else the CPU; other names are taken as they are."""
+    """'auto' is CUDA when available, else the CPU; other names are taken as they are.
+
+    A CUDA device this machine does not have is a ``ConfigError`` (a settings problem the user
+    can fix), not the traceback PyTorch would give on the first tensor moved there.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ConfigError(f"device={name!r} but CUDA is not available on this machine "
+                              f"(PyTorch {torch.__version__}); use 'cpu' or 'auto'")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device={name!r} but this machine has {count} CUDA device(s) (cuda:0 .. "
+                              f"cuda:{count - 1})")
+    return device
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -19,13 +19,13 @@ def network_config(config: EngineConfig) -> GCTConfig:
 
 
 def build_network(config: EngineConfig, device: torch.device, dtype: torch.dtype) -> GCTModel:
-    """The model of ``config`` (weights from ``config.checkpoint``, random when empty) on ``device``,
+    """The model of ``config`` (weights from ``config.weights``, random when None) on ``device``,
     its aggregator and cache in ``dtype``, with the cache of ``config.cache_policy``, compiled when
     ``config.compile``."""
     architecture = network_config(config)
     cache = build_cache(config, architecture.depth, architecture.num_heads, architecture.head_dim,
                         device=device, dtype=dtype)
-    model = build_model(architecture, config.checkpoint or None, device, dtype, cache=cache)
+    model = build_model(architecture, config.weights, device, dtype, cache=cache)
     if config.compile:
         # CUDA graphs remove the launch overhead that bounds a GPU step; the CPU has none to remove
         model.compile_regions(mode="reduce-overhead" if device.type == "cuda" else None)

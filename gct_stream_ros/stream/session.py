@@ -10,9 +10,12 @@ again as revisions (``FrameResult.revision``) in the push that starts it.
 
 Guarantees: every pushed frame gets exactly one first result, in push order, with its stamp;
 revisions only concern frames already handed out. ``flush`` runs a scale phase that is still
-waiting for frames (end of stream). An image whose model-resolution size differs from the
-current sequence's ends that sequence (its waiting frames are flushed) and starts a new one
-with a new world frame (``FrameResult.sequence`` increments; logged as a warning).
+waiting for frames with the frames it has (end of stream, or a sequence that ends early, as the
+reference does for sequences shorter than the scale phase). An image whose model-resolution
+size differs from the current sequence's ends that sequence (its waiting frames are flushed) and
+starts a new one with a new world frame (``FrameResult.sequence`` increments; logged as a
+warning). ``reset`` without a ``flush`` drops the waiting frames: each is counted
+(``SessionStats.frames_dropped``) and the drop is logged, so no accepted frame vanishes silently.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class StreamSession:
         self._emitted = 0
         self._revisions = 0
         self._keyframes = 0
+        self._dropped = 0
         self._sequence = 0
         self._begin_sequence()
 
@@ -104,15 +108,21 @@ class StreamSession:
     def reset(self) -> None:
         """Forget the sequence: the next frame starts a new one (new world frame).
 
-        Frames still waiting for the scale phase are dropped; call ``flush`` first to keep them.
+        Frames still waiting for the scale phase are dropped, counted and logged; call ``flush``
+        first to keep them.
         """
+        waiting = sum(not frame.revision for frame in self._pending)
+        if waiting:
+            self._dropped += waiting
+            logger.warning("sequence %d reset: %d frame(s) waiting for the scale phase dropped without a "
+                           "result", self._sequence, waiting)
         self._sequence += 1
         self._begin_sequence()
 
     def stats(self) -> SessionStats:
         return SessionStats(
             frames_pushed=self._next_index, frames_emitted=self._emitted,
-            frames_pending=sum(not frame.revision for frame in self._pending),
+            frames_pending=sum(not frame.revision for frame in self._pending), frames_dropped=self._dropped,
             revisions=self._revisions, keyframes=self._keyframes, sequence=self._sequence,
             window=self._windows.index, frames_stored=self.network.frames_stored,
             step_times=replace(self._step_times),
@@ -182,8 +192,8 @@ class StreamSession:
         for frame, estimate in self._windows.place(frames, estimates):
             results.append(assemble_frame(
                 frame, estimate, sequence=self._sequence, window=self._windows.index,
-                window_scale=self._windows.scales[-1] if windowed else 1.0,
-                window_transform=self._windows.transforms[-1] if windowed else None,
+                window_scale=self._windows.scale if windowed else 1.0,
+                window_transform=self._windows.transform if windowed else None,
                 compute_points=self.config.compute_points))
             self._revisions += frame.revision
             self._emitted += not frame.revision

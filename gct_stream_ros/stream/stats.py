@@ -33,6 +33,8 @@ class SessionStats:
     """First results handed out (revisions not counted)."""
     frames_pending: int
     """Frames waiting for a scale phase (not yet emitted)."""
+    frames_dropped: int
+    """Frames that never got a result: they were waiting for a scale phase when the sequence was reset."""
     revisions: int
     """Re-estimates handed out (window overlaps)."""
     keyframes: int

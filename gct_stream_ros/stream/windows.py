@@ -41,10 +41,11 @@ class WindowTracker:
         self.index = 0
         self.stored = 0
         """Frames stored by the network in the current window (scale frames included)."""
-        self.scales: list[float] = [1.0]
-        """Scale of each window's similarity into window 0 (the reference's ``chunk_scales``)."""
-        self.transforms: list[np.ndarray] = [np.eye(4)]
-        """[4, 4] rigid part of each window's similarity (the reference's ``chunk_transforms``)."""
+        self.scale = 1.0
+        """Scale of the current window's similarity into window 0 (the reference's ``chunk_scales``
+        entry; only the current one is kept, so an endless stream of windows holds constant memory)."""
+        self.transform = np.eye(4)
+        """[4, 4] rigid part of the current window's similarity (the reference's ``chunk_transforms``)."""
         self._sim3: Sim3 | None = Sim3.identity()
         self._recent: deque[Placed] = deque(maxlen=overlap)
         self._previous_overlap: list[Placed] = []
@@ -86,8 +87,8 @@ class WindowTracker:
         count = len(self._previous_overlap)
         sim3 = estimate_sim3(_overlap_estimates(self._previous_overlap),
                              _overlap_estimates(self._awaiting[:count]))
-        self.scales.append(sim3.scale)
-        self.transforms.append(sim3.rigid_matrix())
+        self.scale = sim3.scale
+        self.transform = sim3.rigid_matrix()
         return sim3
 
 

@@ -1,11 +1,15 @@
 """Camera frames from a rosbag (ROS 2 sqlite3/MCAP or ROS 1), an image folder or a video file.
 
 Everything here is ROS-free (the ``rosbags`` library reads bags without a ROS install), so
-the offline tool, the player's tests and the demo share one reader.
+the offline tool, the player's tests and the demo share one reader. An input frame that cannot
+be decoded is skipped and its reason kept in ``FrameSource.skipped``, as the node refuses a bad
+message and goes on. Folders and videos have no clock: their frames are stamped from a start time
+(the wall clock by default; a zero stamp would mean "latest" to tf2).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +48,8 @@ class FrameSource:
     """An ordered, finite sequence of frames with a known length (for progress bars)."""
 
     description: str
+    skipped: list[str]
+    """Why each input frame that could not be decoded was left out, in input order."""
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -92,7 +98,7 @@ def decode_image(msg: object, msgtype: str) -> np.ndarray:
             image = compressed_image_to_cvimage(msg, "rgb8")
         else:
             image = message_to_cvimage(msg, "rgb8")
-    except (ImageError, cv2.error, ValueError) as error:
+    except (ImageError, cv2.error, ValueError, TypeError) as error:  # TypeError: data shorter than the size
         encoding = getattr(msg, "encoding", None) or getattr(msg, "format", "?")
         raise InputError(f"cannot decode a {encoding!r} image: {error}") from None
     return np.ascontiguousarray(image, dtype=np.uint8)
@@ -115,6 +121,7 @@ class BagFrames(FrameSource):
         finally:
             reader.close()
         self.description = f"bag {path} topic {self.topic}"
+        self.skipped = []
 
     def __len__(self) -> int:
         return self._count
@@ -123,24 +130,30 @@ class BagFrames(FrameSource):
         reader = open_bag(self.path)
         try:
             connections = [c for c in reader.connections if c.topic == self.topic]
-            for connection, recorded_ns, raw in reader.messages(connections=connections):
+            for index, (connection, recorded_ns, raw) in enumerate(reader.messages(connections=connections)):
                 msg = reader.deserialize(raw, connection.msgtype)
-                yield Frame(stamp_of(msg, recorded_ns), decode_image(msg, connection.msgtype),
-                            msg.header.frame_id)
+                try:
+                    image = decode_image(msg, connection.msgtype)
+                except InputError as error:
+                    self.skipped.append(f"message {index} of {self.topic}: {error}")
+                    continue
+                yield Frame(stamp_of(msg, recorded_ns), image, msg.header.frame_id)
         finally:
             reader.close()
 
 
 class FolderFrames(FrameSource):
-    """Images sorted by file name, stamped ``index / fps`` seconds."""
+    """Images sorted by file name, stamped ``start + index / fps`` seconds."""
 
-    def __init__(self, path: Path, fps: float) -> None:
+    def __init__(self, path: Path, fps: float, start_ns: int) -> None:
         self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise InputError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}) and is not a rosbag2 "
                              "directory (no metadata.yaml)")
         self.period_ns = round(NS_PER_S / fps)
+        self.start_ns = start_ns
         self.description = f"folder {path} ({len(self.files)} images at {fps:g} fps)"
+        self.skipped = []
 
     def __len__(self) -> int:
         return len(self.files)
@@ -149,15 +162,18 @@ class FolderFrames(FrameSource):
         for index, file in enumerate(self.files):
             bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
             if bgr is None:
-                raise InputError(f"cannot read the image {file}")
-            yield Frame(index * self.period_ns, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                self.skipped.append(f"cannot read the image {file}")
+                continue
+            yield Frame(self.start_ns + index * self.period_ns, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
 class VideoFrames(FrameSource):
-    """Frames of a video file, stamped by their position in the video."""
+    """Frames of a video file, stamped ``start`` plus their position in the video."""
 
-    def __init__(self, path: Path, fallback_fps: float) -> None:
+    def __init__(self, path: Path, fallback_fps: float, start_ns: int) -> None:
         self.path = path
+        self.start_ns = start_ns
+        self.skipped = []
         capture = cv2.VideoCapture(str(path))
         try:
             if not capture.isOpened():
@@ -180,7 +196,8 @@ class VideoFrames(FrameSource):
                 ok, bgr = capture.read()
                 if not ok:
                     break
-                yield Frame(round(index * NS_PER_S / self.fps), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                yield Frame(self.start_ns + round(index * NS_PER_S / self.fps),
+                            cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 index += 1
             if index == 0:
                 raise InputError(f"{self.path} contains no decodable video frame")
@@ -188,16 +205,25 @@ class VideoFrames(FrameSource):
             capture.release()
 
 
-def open_frames(path: Path, topic: str | None = None, fps: float = 10.0) -> FrameSource:
-    """The right source for ``path``; ``InputError`` with a readable message otherwise."""
+def open_frames(path: Path, topic: str | None = None, fps: float = 10.0,
+                start_ns: int | None = None) -> FrameSource:
+    """The right source for ``path``; ``InputError`` with a readable message otherwise.
+
+    ``start_ns`` stamps the first frame of a folder or video (default: the wall clock now).
+    """
     if not path.exists():
         raise InputError(f"{path} does not exist")
     if fps <= 0:
         raise InputError(f"--fps must be positive, got {fps}")
     if is_bag(path):
+        if start_ns is not None:
+            raise InputError(f"--start-time applies to image folders and videos only; {path} is a rosbag "
+                             "(its messages carry their stamps)")
         return BagFrames(path, topic)
     if topic is not None:
         raise InputError(f"--topic applies to rosbags only; {path} is not a rosbag")
+    if start_ns is None:
+        start_ns = time.time_ns()
     if path.is_dir():
-        return FolderFrames(path, fps)
-    return VideoFrames(path, fps)
+        return FolderFrames(path, fps, start_ns)
+    return VideoFrames(path, fps, start_ns)

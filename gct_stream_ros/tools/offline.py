@@ -1,33 +1,40 @@
 """gct_stream_offline: map a rosbag, an image folder or a video offline, every frame in order.
 
-    gct_stream_offline INPUT -o OUTPUT_DIR [--topic T] [--fps F] [--params-file YAML]
-                       [--stats FILE.jsonl] [-p name:=value ...]
+    gct_stream_offline INPUT -o OUTPUT_DIR [--topic T] [--fps F] [--start-time S] [--params-file YAML]
+                       [--stats FILE.jsonl] [--overwrite] [-p name:=value ...]
 
 Writes into OUTPUT_DIR:
 - ``bag/``: an MCAP rosbag2 (``ros2 bag play OUTPUT_DIR/bag``) with what the node publishes,
   stamped with the input stamps: ``/tf`` (map -> camera optical frame by default), depth,
   confidence, camera_info, the decimated per-frame cloud, odometry and path, and the fused map
-  once at the end;
+  once at the end; each topic records the QoS the node offers (the map transient local);
 - ``map.ply``: the fused map of the keyframes' points; ``trajectory.tum``: every frame's pose
   (the one odometry follows) in the world frame, as the node's ``save_map`` writes them.
 
 Parameters are the node's (same names, same YAML). Window-overlap revisions are applied: each
 frame is written once, with its latest estimate, as soon as no later window can revise it.
+Input frames that cannot be decoded are skipped and counted (a warning each), as the node does.
+Images of a folder or a video are stamped from ``--start-time`` (seconds since the epoch;
+default: the wall clock at the start). An existing output is kept unless ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TextIO
 
+from rclpy.qos import QoSProfile
 from rclpy.serialization import serialize_message
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from tqdm import tqdm
 
 from gct_stream_ros.model.network import StreamingNetwork
@@ -36,7 +43,9 @@ from gct_stream_ros.ros.frame_messages import frame_messages, map_message
 from gct_stream_ros.ros.map_state import MapState
 from gct_stream_ros.ros.odom_frame import OdomFrame
 from gct_stream_ros.ros.options import NodeOptions
+from gct_stream_ros.ros.qos import map_qos, output_qos
 from gct_stream_ros.ros.session import open_session
+from gct_stream_ros.ros.tf import TF_QOS
 from gct_stream_ros.ros.world_frame import WorldFrame
 from gct_stream_ros.settings import (
     SettingsError,
@@ -45,6 +54,7 @@ from gct_stream_ros.settings import (
     parse_assignments,
     resolve,
 )
+from gct_stream_ros.stamps import NS_PER_S, split_stamp
 from gct_stream_ros.stream.config import ConfigError
 from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.session import StreamSession
@@ -63,6 +73,27 @@ def ros_type_name(message: object) -> str:
     return f"{type(message).__module__.split('.')[0]}/msg/{type(message).__name__}"
 
 
+def recorded_qos(profile: QoSProfile) -> Qos:
+    """An rclpy profile as rosbag2 metadata records it (the policy enums share rmw's values)."""
+
+    def duration(value: object) -> QosTime:
+        return QosTime(*split_stamp(value.nanoseconds))
+
+    return Qos(history=QosHistory(profile.history.value), depth=profile.depth,
+               reliability=QosReliability(profile.reliability.value),
+               durability=QosDurability(profile.durability.value), deadline=duration(profile.deadline),
+               lifespan=duration(profile.lifespan), liveliness=QosLiveliness(profile.liveliness.value),
+               liveliness_lease_duration=duration(profile.liveliness_lease_duration),
+               avoid_ros_namespace_conventions=profile.avoid_ros_namespace_conventions)
+
+
+def topic_qos(options: NodeOptions) -> dict[str, Qos]:
+    """The QoS the node offers on each of its output topics (``topics``' names)."""
+    qos = dict.fromkeys(topics.FRAME_OUTPUTS, recorded_qos(output_qos(options.output.qos)))
+    qos.update({topics.TF: recorded_qos(TF_QOS), topics.MAP: recorded_qos(map_qos())})
+    return qos
+
+
 class BagResultWriter:
     """Writes final estimates into the bag as the node publishes them (``frame_messages``, same map state)."""
 
@@ -73,13 +104,14 @@ class BagResultWriter:
         # No TF to look the camera mount up from: the camera is tracked itself, as the node does then.
         self.world = WorldFrame()
         self.odom = OdomFrame()
+        self._qos = topic_qos(options)
 
     def write(self, result: FrameResult, camera_frame: str) -> None:
         """Write one final estimate's messages and add it to the map state."""
         frame = frame_messages(result, camera_frame, self.world, self.odom, self.options, self.map_state)
         if frame.transforms:
             tf = tf_message_cdr([serialize_message(t) for t in frame.transforms])
-            self.bag.write(topics.TF, topics.TF_TYPE, result.stamp_ns, tf)
+            self.bag.write(topics.TF, topics.TF_TYPE, result.stamp_ns, tf, self._qos[topics.TF])
         for topic, message in frame.outputs:
             self._write(topic, message, result.stamp_ns)
 
@@ -89,12 +121,15 @@ class BagResultWriter:
         self._write(*map_message(*self.map_state.points(), stamp_ns, self.options), stamp_ns)
 
     def _write(self, topic: str, message: object, stamp_ns: int) -> None:
-        self.bag.write(topics.absolute(topic), ros_type_name(message), stamp_ns, serialize_message(message))
+        self.bag.write(topics.absolute(topic), ros_type_name(message), stamp_ns, serialize_message(message),
+                       self._qos[topic])
 
 
 @dataclass
 class OfflineSummary:
     frames: int = 0
+    skipped: int = 0
+    """Input frames that could not be decoded."""
     keyframes: int = 0
     revisions: int = 0
     seconds: float = 0.0
@@ -108,6 +143,8 @@ class OfflineSummary:
     def text(self) -> str:
         lines = [f"{self.frames} frames ({self.keyframes} keyframes, {self.revisions} revisions applied) in "
                  f"{self.seconds:.1f} s: {self.fps:.2f} frames/s"]
+        if self.skipped:
+            lines.append(f"  {self.skipped} input frames skipped (could not be decoded)")
         lines += [f"  {topic}: {count} messages" for topic, count in sorted(self.topic_counts.items())]
         lines += [f"  wrote {path}" for path in self.files]
         return "\n".join(lines)
@@ -117,12 +154,14 @@ class OfflineMapper:
     """Feeds frames to a session and turns final estimates into the bag, the map and the trajectory."""
 
     def __init__(self, values: Mapping[str, Value], output_dir: Path, network: StreamingNetwork | None = None,
-                 stats_path: Path | None = None) -> None:
+                 stats_path: Path | None = None, overwrite: bool = False) -> None:
         self.options = NodeOptions.from_values(values)
         self.output_dir = output_dir
         self.bag_path = output_dir / "bag"
-        if self.bag_path.exists():
-            raise InputError(f"{self.bag_path} already exists: choose another output directory or remove it")
+        if self.bag_path.exists() and not overwrite:
+            raise InputError(f"{self.bag_path} already exists: choose another output directory, remove it "
+                             "or pass --overwrite")
+        self._overwrite = overwrite
         self.session = open_session(functools.partial(StreamSession, network=network), self.options.engine)
         self.estimates = FinalEstimates(windowed=self.session.config.window_mode != "off")
         output = self.options.output
@@ -135,9 +174,7 @@ class OfflineMapper:
 
     def run(self, source: FrameSource, progress: bool = True) -> OfflineSummary:
         start = time.perf_counter()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if self._stats_path:
-            self._stats_path.parent.mkdir(parents=True, exist_ok=True)
+        self._prepare_output()
         with ExitStack() as open_files:
             stats = open_files.enter_context(self._stats_path.open("w")) if self._stats_path else None
             with OutputBag(self.bag_path) as bag:
@@ -145,12 +182,15 @@ class OfflineMapper:
                 frames = tqdm(source, total=len(source), unit="frame", desc=PROGRAM, disable=not progress,
                               dynamic_ncols=True)
                 for frame in frames:
-                    self._camera_frames[self.summary.frames] = (self.options.frames.camera or frame.frame_id
-                                                                or DEFAULT_CAMERA_FRAME)
+                    self._report_skipped(source, frames)
+                    self._camera_frames[self.summary.frames] = (self.options.frames.camera_override
+                                                                or frame.frame_id or DEFAULT_CAMERA_FRAME)
                     self.summary.frames += 1
                     self._take(self.session.push(frame.image, frame.stamp_ns), writer, stats)
+                self._report_skipped(source, frames)
                 if not self.summary.frames:
-                    raise InputError(f"{source.description}: no frames")
+                    raise InputError(f"{source.description}: no frames" + (
+                        f" that could be decoded ({len(source.skipped)} skipped)" if source.skipped else ""))
                 self._take(self.session.flush(), writer, stats)
                 self._finalize(self.estimates.finish(), writer)
                 writer.write_map()
@@ -159,6 +199,27 @@ class OfflineMapper:
         self.summary.revisions = self.estimates.revisions_applied
         self.summary.seconds = time.perf_counter() - start
         return self.summary
+
+    def _prepare_output(self) -> None:
+        """Create the output folders (an old bag goes with ``overwrite``); ``InputError`` when impossible."""
+        folders = [self.output_dir] + ([self._stats_path.parent] if self._stats_path else [])
+        try:
+            for folder in folders:
+                folder.mkdir(parents=True, exist_ok=True)
+            if self._overwrite and self.bag_path.exists():
+                shutil.rmtree(self.bag_path)
+            probe = self.output_dir / ".gct_stream_offline_probe"
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            raise InputError(f"cannot write to {error.filename or self.output_dir}: "
+                             f"{error.strerror or error}") from None
+
+    def _report_skipped(self, source: FrameSource, progress: tqdm) -> None:
+        """One warning per newly skipped input frame; they all count in the summary."""
+        for reason in source.skipped[self.summary.skipped:]:
+            progress.write(f"{PROGRAM}: warning: skipped an input frame: {reason}", file=sys.stderr)
+        self.summary.skipped = len(source.skipped)
 
     def _take(self, results: list[FrameResult], writer: BagResultWriter, stats: TextIO | None) -> None:
         cache = self.session.network.cache_stats()
@@ -195,6 +256,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     parser.add_argument("--topic", help="image topic of a bag (default: its only image topic)")
     parser.add_argument("--fps", type=float, default=10.0, help="stamps of an image folder (default 10)")
+    parser.add_argument("--start-time", type=_positive_seconds, metavar="SECONDS",
+                        help="stamp of the first image of a folder or video, in seconds since the epoch "
+                             "(default: the wall clock at the start)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the bag of an earlier run in the output directory")
     parser.add_argument("--params-file", type=Path, help="node parameters YAML (ROS params layout)")
     parser.add_argument("--stats", type=Path, help="write one JSON line per frame to this file")
     parser.add_argument("-p", "--param", dest="params", action="append", default=[], metavar="NAME:=VALUE",
@@ -203,14 +269,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _positive_seconds(text: str) -> int:
+    """``--start-time`` in nanoseconds; zero or less would mean "latest" to tf2."""
+    try:
+        seconds = Decimal(text)  # exact: a float loses the nanoseconds of an epoch time
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be positive (a zero stamp means 'latest' to tf2), got {text}")
+    return int(seconds * NS_PER_S)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         values = load_parameters(args.params_file, args.params)
-        source = open_frames(args.input, args.topic, args.fps)
-        mapper = OfflineMapper(values, args.output, stats_path=args.stats)
+        source = open_frames(args.input, args.topic, args.fps, args.start_time)
+        mapper = OfflineMapper(values, args.output, stats_path=args.stats, overwrite=args.overwrite)
         summary = mapper.run(source, progress=not args.quiet)
     except (InputError, SettingsError, ConfigError) as error:
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a disk that fills up or a folder removed under the run
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from types import TracebackType
 
+from rosbags.interfaces import Qos
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from gct_stream_ros.ros.topics import TF_TYPE
@@ -30,7 +31,11 @@ def tf_message_cdr(transforms_cdr: list[bytes]) -> bytes:
 
 
 class OutputBag:
-    """A rosbag2 directory opened for writing; topics are added on their first message."""
+    """A rosbag2 directory opened for writing; topics are added on their first message.
+
+    A topic's ``qos`` is recorded as its offered QoS, so ``ros2 bag play`` republishes it as the
+    node publishes it (a latched map stays latched for late subscribers such as RViz).
+    """
 
     def __init__(self, path: Path, storage: str = "mcap") -> None:
         if storage not in STORAGES:
@@ -41,10 +46,11 @@ class OutputBag:
         self._connections: dict[str, object] = {}
         self.counts: Counter[str] = Counter()
 
-    def write(self, topic: str, msgtype: str, stamp_ns: int, cdr: bytes) -> None:
+    def write(self, topic: str, msgtype: str, stamp_ns: int, cdr: bytes, qos: Qos | None = None) -> None:
         connection = self._connections.get(topic)
         if connection is None:
-            connection = self._writer.add_connection(topic, msgtype, typestore=TYPESTORE)
+            connection = self._writer.add_connection(topic, msgtype, typestore=TYPESTORE,
+                                                     offered_qos_profiles=[qos] if qos else ())
             self._connections[topic] = connection
         elif connection.msgtype != msgtype:
             raise ValueError(f"topic {topic} already holds {connection.msgtype}, not {msgtype}")
