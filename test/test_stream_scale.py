@@ -99,7 +99,7 @@ def test_sensor_depth_is_sampled_through_the_resize_and_crop():
     (ScaleOptions(source="camera_height"), "camera_height must be > 0"),
     (ScaleOptions(min_samples=40), "min_samples=40"),
     (ScaleOptions(smoothing=0.0), "smoothing=0.0"),
-    (ScaleOptions(depth_range=(5.0, 1.0)), "depth_range"),
+    (ScaleOptions(depth_min=5.0, depth_max=1.0), "depth_min=5.0"),
 ])
 def test_options_refuse_what_cannot_work(options, message):
     with pytest.raises(ScaleOptionsError, match=message):

@@ -4,7 +4,7 @@ The sensor image lies on the input image's pixel grid (registered to the colour 
 the input's resolution or another one (then its pixels are scaled, as depth_image_proc does).
 Each model pixel is carried to the input image through the two intrinsics (the model image is
 a resize and crop of the input) and takes the nearest sensor pixel. Pixels where either depth is
-invalid, the sensor depth is outside ``depth_range`` or the model's confidence is below
+invalid, the sensor depth is outside [``depth_min``, ``depth_max``] or the model's confidence is below
 ``min_confidence`` are left out; a frame with fewer than ``MIN_PIXEL_FRACTION`` of its pixels
 left gives no sample. Each frame gives one sample, the median ratio of its pixels (robust to
 missing pixels, edges and reflections); the window then rejects bad frames.
@@ -48,7 +48,7 @@ def depth_ratio(model_depth: np.ndarray, confidence: np.ndarray, sensor_depth: n
                 options: ScaleOptions) -> float | None:
     """Median of sensor / model depth over the usable pixels; None when too few are usable."""
     model = np.asarray(model_depth, dtype=np.float64)
-    low, high = options.depth_range
+    low, high = options.depth_min, options.depth_max
     with np.errstate(invalid="ignore"):
         usable = (np.isfinite(sensor_depth) & (sensor_depth >= low) & (sensor_depth <= high)
                   & (sensor_depth > 0)

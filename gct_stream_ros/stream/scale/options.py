@@ -31,8 +31,10 @@ class ScaleOptions:
     """'camera_height': height of the camera's optical centre above the floor, metres."""
     floor_max_tilt_deg: float = 30.0
     """'camera_height': largest angle between the floor's normal and the camera's down axis."""
-    depth_range: tuple[float, float] = (0.2, 10.0)
-    """'depth': sensor depths outside [min, max] metres are ignored."""
+    depth_min: float = 0.2
+    """'depth': sensor depths below this (metres) are ignored."""
+    depth_max: float = 10.0
+    """'depth': sensor depths above this (metres) are ignored."""
     min_confidence: float = 1.0
     """'depth', 'camera_height': model pixels below this confidence are ignored."""
     min_samples: int = 5
@@ -57,9 +59,9 @@ class ScaleOptions:
             raise ScaleOptionsError(f"factor={self.factor} must be > 0 for the 'fixed' source")
         if self.source == "camera_height" and not self.camera_height > 0:
             raise ScaleOptionsError("camera_height must be > 0 (metres) for the 'camera_height' source")
-        low, high = self.depth_range
-        if not 0 <= low < high:
-            raise ScaleOptionsError(f"depth_range={self.depth_range} must satisfy 0 <= min < max")
+        if not 0 <= self.depth_min < self.depth_max:
+            raise ScaleOptionsError(f"depth_min={self.depth_min} must be >= 0 and below "
+                                    f"depth_max={self.depth_max}")
         if not 1 <= self.min_samples <= self.window:
             raise ScaleOptionsError(f"min_samples={self.min_samples} must be between 1 and "
                                     f"window={self.window}")
