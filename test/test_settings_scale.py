@@ -1,4 +1,4 @@
-"""The ``scale.*`` parameter group: typed options out, inconsistent combinations refused with the parameter's name."""
+"""The ``scale.*`` parameters: typed options out, inconsistent combinations refused naming the parameters."""
 
 from __future__ import annotations
 
