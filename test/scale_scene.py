@@ -62,14 +62,15 @@ def run_session(frames: list[SyntheticFrame], model_depths: list[np.ndarray] | N
     return [r for r in results if not r.revision]
 
 
-def noisy_odometry(frames: list[SyntheticFrame], rng: np.random.Generator) -> list[np.ndarray]:
-    """Camera poses by wheel odometry: true increments with 2 % noise, a slip every few frames, and some
-    creep while turning in place."""
+def noisy_odometry(frames: list[SyntheticFrame], rng: np.random.Generator,
+                   slip_every: int | None = SLIP_EVERY) -> list[np.ndarray]:
+    """Camera poses by wheel odometry: true increments with 2 % noise, and a slip every ``slip_every``
+    frames (also creeping while turning in place)."""
     poses = [frames[0].c2w.copy()]
     for index in range(1, len(frames)):
         step = frames[index].c2w[:3, 3] - frames[index - 1].c2w[:3, 3]
         step = step * (1 + rng.normal(0.0, ODOMETRY_NOISE))
-        if index % SLIP_EVERY == 0:
+        if slip_every and index % slip_every == 0:
             step = step * SLIP_FACTOR + np.array([0.01, 0.0, 0.0])  # a skid also moves it sideways
         pose = frames[index].c2w.copy()
         pose[:3, 3] = poses[-1][:3, 3] + step

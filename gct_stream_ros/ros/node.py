@@ -28,19 +28,22 @@ from std_srvs.srv import Trigger
 
 from gct_stream_ros.ros import topics
 from gct_stream_ros.ros.camera_input import CameraFrame, camera_frame
-from gct_stream_ros.ros.diagnostics import StreamDiagnostics, session_values
+from gct_stream_ros.ros.diagnostics import StreamDiagnostics, scale_values, session_values
 from gct_stream_ros.ros.frame_messages import frame_messages, map_message
 from gct_stream_ros.ros.image_decode import ImageDecodeError
 from gct_stream_ros.ros.map_state import MapState
 from gct_stream_ros.ros.options import NodeOptions
 from gct_stream_ros.ros.parameters import NodeParameters
 from gct_stream_ros.ros.qos import input_qos, map_qos, output_qos
+from gct_stream_ros.ros.scale_inputs import ScaleInputs
 from gct_stream_ros.ros.session import SessionFactory, build_session, open_session
 from gct_stream_ros.ros.tf import MountLookup, TfBroadcaster
 from gct_stream_ros.ros.worker import FrameWorker
 from gct_stream_ros.ros.world_frame import WorldFrame
 from gct_stream_ros.settings import NODE_NAME, SettingsError, Value
 from gct_stream_ros.stream.result import FrameResult
+from gct_stream_ros.stream.scale.apply import scale_result
+from gct_stream_ros.stream.scale.tracker import MetricScale
 
 RCLError = rclpy_implementation.RCLError
 HOUSEKEEPING_PERIOD_S = 0.1
@@ -76,6 +79,9 @@ class GctStreamNode(Node):
         image_topic = self._create_inputs()
         self._tf = TfBroadcaster(self)
         self._mount = MountLookup(self)
+        self._scale = MetricScale(self.options.scale)
+        self._scale_inputs = ScaleInputs(self, self.options.scale, self.options.frames.odom,
+                                         self.options.frames.base, self._mount)
         self.diagnostics = StreamDiagnostics(f"{self.get_name()}: stream", [image_topic])
         self.worker: FrameWorker[CameraFrame] = FrameWorker(
             self._process, self._recover, self.options.queue.policy, self.options.queue.size)
@@ -120,7 +126,8 @@ class GctStreamNode(Node):
             f"frames, keyframes {engine.keyframe_mode}, window {engine.window_mode}, "
             f"cache {engine.cache_policy}; "
             f"listening on {image_topic} (queue {queue.policy}/{queue.size}); "
-            f"TF via {self._tf.backend}")
+            f"TF via {self._tf.backend}; scale {self.options.scale.source}"
+            f"{f' ({self._scale_inputs.description})' if self._scale_inputs.description else ''}")
 
     # -- executor thread: inputs and services -------------------------------------------------------------
 
@@ -194,6 +201,7 @@ class GctStreamNode(Node):
         extra = session_values(self._session.stats())
         extra["queued frames"] = str(self.worker.backlog)
         extra["map points"] = str(len(self.map_state))
+        extra.update(scale_values(self._scale.state))
         report = self.diagnostics.report(self.get_clock().now().to_msg(),
                                          self.options.diagnostics.no_data_timeout, extra,
                                          hardware_id=extra["device"])
@@ -213,7 +221,21 @@ class GctStreamNode(Node):
             self._reset_session()
         self._last_stamp_ns = frame.stamp_ns
         for result in self._session.push(frame.image, frame.stamp_ns):
-            self._publish_result(result, frame.frame_id)
+            metric = self._in_metres(result, frame.frame_id, frame.image.shape[:2])
+            self._publish_result(metric, frame.frame_id)
+
+    def _in_metres(self, result: FrameResult, camera_frame: str, input_hw: tuple[int, int]) -> FrameResult:
+        """The result scaled by its sequence's metric scale (as it is while no estimate exists)."""
+        reference = None
+        if self._scale.needs and not result.revision:
+            reference = self._scale_inputs.reference(result.stamp_ns, camera_frame, input_hw)
+        state = self._scale.update(result, reference)
+        if self._scale.became_metric:
+            # Before this frame the outputs were in model units: a map or path mixing the two would be wrong.
+            self.get_logger().info(f"metric scale: {state.describe()}; map, path and trajectory restart in "
+                                   f"metres")
+            self._restart_world()
+        return scale_result(result, state.scale) if state.metric else result
 
     def _recover(self, error: Exception) -> None:
         """A step failed (e.g. out of GPU memory): log it, start a new sequence, keep going."""

@@ -2,7 +2,8 @@
 
 Each group holds the parameters under one prefix (``frames.map`` -> ``FrameNames.map``,
 ``output.points.decimation`` -> ``OutputOptions.points_decimation``); the engine's parameters
-become ``EngineConfig`` through ``settings.engine_config``. A parameter added to the table
+become ``EngineConfig`` through ``settings.engine_config``, the ``scale.*`` ones
+``ScaleOptions`` through ``settings.scale_options``. A parameter added to the table
 under a prefix needs its field here: building the options fails until it has one. The node
 rebuilds its ``NodeOptions`` whenever a parameter change is accepted; the offline tool builds
 them once.
@@ -14,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from gct_stream_ros.settings import Value, engine_config
+from gct_stream_ros.settings import Value, engine_config, scale_options
 from gct_stream_ros.stream.config import EngineConfig
+from gct_stream_ros.stream.scale.options import ScaleOptions
 
 Group = TypeVar("Group")
 
@@ -105,6 +107,7 @@ class NodeOptions:
     output: OutputOptions
     map_files: MapFileOptions
     diagnostics: DiagnosticsOptions
+    scale: ScaleOptions
 
     @classmethod
     def from_values(cls, values: Mapping[str, Value]) -> NodeOptions:
@@ -116,7 +119,8 @@ class NodeOptions:
                    queue=_group(QueueOptions, values, "queue."),
                    output=_group(OutputOptions, values, "output."),
                    map_files=_group(MapFileOptions, values, "map."),
-                   diagnostics=_group(DiagnosticsOptions, values, "diagnostics."))
+                   diagnostics=_group(DiagnosticsOptions, values, "diagnostics."),
+                   scale=scale_options(values))
 
     @property
     def world_frame(self) -> str:

@@ -27,7 +27,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import Image
 
 from gct_stream_ros.mapping.quaternion import matrix_from_quaternion
-from gct_stream_ros.ros import messages
+from gct_stream_ros.ros import messages, topics
 from gct_stream_ros.ros.depth_decode import depth_in_metres
 from gct_stream_ros.ros.image_decode import ImageDecodeError
 from gct_stream_ros.ros.tf import MountLookup, matrix_from_transform
@@ -35,8 +35,6 @@ from gct_stream_ros.stream.scale.options import ScaleOptions
 from gct_stream_ros.stream.scale.reference import ScaleReference
 from gct_stream_ros.stream.scale.stamped import PoseBuffer, StampedBuffer
 
-ODOMETRY_TOPIC = "scale/odometry"
-DEPTH_TOPIC = "scale/depth"
 ODOMETRY_BUFFER = 10_000
 """Odometry messages kept (100 s at 100 Hz): results come out well within that of their images."""
 DEPTH_BUFFER = 64
@@ -71,8 +69,8 @@ class ScaleInputs:
         self.description = ""
         """What feeds the source, for the start-up log."""
         if options.source == "odometry" and options.odometry_input == "topic":
-            node.create_subscription(Odometry, ODOMETRY_TOPIC, self._on_odometry, 100)
-            self.description = f"odometry from {node.resolve_topic_name(ODOMETRY_TOPIC)}"
+            node.create_subscription(Odometry, topics.SCALE_ODOMETRY, self._on_odometry, 100)
+            self.description = f"odometry from {node.resolve_topic_name(topics.SCALE_ODOMETRY)}"
         elif options.source == "odometry":
             self._tf_buffer = self._listen_to_tf()
             self.description = f"odometry from TF {odom_frame} -> camera"
@@ -82,8 +80,8 @@ class ScaleInputs:
                                           "which cannot be imported: no scale estimate (use "
                                           "scale.odometry.input:=topic and remap scale/odometry)")
         elif options.source == "depth":
-            node.create_subscription(Image, DEPTH_TOPIC, self._on_depth, qos_profile_sensor_data)
-            self.description = f"depth from {node.resolve_topic_name(DEPTH_TOPIC)}"
+            node.create_subscription(Image, topics.SCALE_DEPTH, self._on_depth, qos_profile_sensor_data)
+            self.description = f"depth from {node.resolve_topic_name(topics.SCALE_DEPTH)}"
 
     def reference(self, stamp_ns: int, camera_frame: str, input_hw: tuple[int, int]) -> ScaleReference:
         """What the source measured at ``stamp_ns`` (an image's stamp); empty fields when nothing matches."""

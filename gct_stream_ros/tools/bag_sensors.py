@@ -15,6 +15,8 @@ import numpy as np
 from gct_stream_ros.ros.depth_decode import depth_in_metres
 from gct_stream_ros.ros.image_decode import ImageDecodeError
 from gct_stream_ros.ros.scale_inputs import DEPTH_BUFFER, pose_matrix
+from gct_stream_ros.stream.scale.options import ScaleOptions
+from gct_stream_ros.stream.scale.reference import ScaleReference
 from gct_stream_ros.stream.scale.stamped import PoseBuffer, StampedBuffer
 from gct_stream_ros.tools.frame_source import InputError, open_bag, stamp_of
 
@@ -81,3 +83,36 @@ class BagDepth:
                     self.rejected += 1
         finally:
             reader.close()
+
+
+class BagScaleInputs:
+    """What the scale source measured at each image stamp, from the bag's odometry or depth topic.
+
+    The offline tool has no TF: the odometry's base is taken as the camera position (the camera at
+    the base origin, as the offline world frame assumes too).
+    """
+
+    def __init__(self, path: Path, options: ScaleOptions, odometry_topic: str | None = None,
+                 depth_topic: str | None = None) -> None:
+        self.options = options
+        self._tolerance_ns = round(options.sync_tolerance_s * 1e9)
+        self._odometry = self._depth = None
+        self.description = options.source
+        if options.source == "odometry":
+            if odometry_topic is None:
+                raise InputError("scale.source odometry needs --odometry-topic (a nav_msgs/Odometry topic of "
+                                 "the bag; odometry from /tf is not read offline)")
+            self._odometry = read_odometry(path, odometry_topic)
+            self.description = f"odometry from {odometry_topic}"
+        elif options.source == "depth":
+            if depth_topic is None:
+                raise InputError("scale.source depth needs --depth-topic")
+            self._depth = BagDepth(path, depth_topic)
+            self.description = f"depth from {depth_topic}"
+
+    def reference(self, stamp_ns: int, input_hw: tuple[int, int]) -> ScaleReference:
+        if self._odometry is not None:
+            return ScaleReference(camera_pose=self._odometry.at(stamp_ns, self._tolerance_ns))
+        if self._depth is not None:
+            return ScaleReference(depth=self._depth.nearest(stamp_ns, self._tolerance_ns), input_hw=input_hw)
+        return ScaleReference()

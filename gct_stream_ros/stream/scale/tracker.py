@@ -30,6 +30,9 @@ class MetricScale:
         self._window = 0
         self._source = None
         self.state = self._initial_state()
+        self.became_metric = False
+        """True when the last ``update`` gave its sequence's first estimate (the outputs turn metric)."""
+        self._earlier_states: dict[int, ScaleState] = {}
 
     @property
     def needs(self) -> str:
@@ -38,7 +41,10 @@ class MetricScale:
 
     def update(self, result: FrameResult, reference: ScaleReference | None = None) -> ScaleState:
         """Feed one result (and what the source measured at its stamp); return the state to apply to it."""
+        self.became_metric = False
         if result.sequence != self._sequence:
+            if self._sequence is not None:
+                self._earlier_states[self._sequence] = self.state
             self._sequence, self._window = result.sequence, result.window
             self.state = self._initial_state()
             source_type = MEASURING_SOURCES.get(self.options.source)
@@ -55,9 +61,21 @@ class MetricScale:
         scale = estimate.value
         if self.state.metric:
             scale = self.state.scale * (estimate.value / self.state.scale) ** self.options.smoothing
+        self.became_metric = not self.state.metric
         self.state = ScaleState(self.options.source, scale, True, estimate.relative_uncertainty,
                                 estimate.inliers)
         return self.state
+
+    @property
+    def sequence(self) -> int | None:
+        """The sequence of the last update (None before the first)."""
+        return self._sequence
+
+    def state_of(self, sequence: int) -> ScaleState:
+        """The state of ``sequence``: the current one's, or the last of an earlier one (it cannot change)."""
+        if sequence == self._sequence:
+            return self.state
+        return self._earlier_states.get(sequence, self._initial_state())
 
     def _initial_state(self) -> ScaleState:
         if self.options.source == "fixed":
