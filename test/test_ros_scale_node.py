@@ -74,7 +74,7 @@ def test_fixed_factor_scales_every_output_and_the_saved_map(ros, tmp_path):
                   "odometry": (Odometry, "/odometry"), "path": (Path, "/path")}
         received = {name: ros.listen(kind, topic) for name, (kind, topic) in topics.items()}
         reports = ros.listen(DiagnosticArray, "/diagnostics")
-        for publisher in (node.outputs[topic] for _, topic in topics.values()):
+        for publisher in (node.outputs[topic.lstrip("/")] for _, topic in topics.values()):
             ros.wait_for(lambda p=publisher: p.get_subscription_count() > 0, TIMEOUT_S, "matched")
         rgb = random_image()
         _feed(ros, node, rgb, STAMPS[:4])
