@@ -35,6 +35,11 @@ class MetricScale:
         self._earlier_states: dict[int, ScaleState] = {}
 
     @property
+    def measuring(self) -> bool:
+        """True for the sources that estimate the scale (the outputs are unscaled until they have)."""
+        return self.options.source in MEASURING_SOURCES
+
+    @property
     def needs(self) -> str:
         """What the source must be fed: 'odometry', 'depth' or '' (nothing beyond the results)."""
         return self.options.source if self.options.source in ("odometry", "depth") else ""
