@@ -52,14 +52,22 @@ def in_model_units(frame: SyntheticFrame, depth: np.ndarray | None = None) -> Sy
 
 
 def run_session(frames: list[SyntheticFrame], model_depths: list[np.ndarray] | None = None,
-                num_scale_frames: int = 4) -> list[FrameResult]:
-    """Every frame through ``StreamSession`` on the off-scale oracle; the first results, in order."""
+                oracle: OracleNetwork | None = None, **engine_options) -> list[FrameResult]:
+    """Every frame through ``StreamSession`` on the off-scale oracle (``oracle_for`` by default), every result
+    in the order the engine gives them (revisions included)."""
+    oracle = oracle or oracle_for(frames, model_depths)
+    options = {"num_scale_frames": 4, "window_overlap": 1, **engine_options}
+    session = StreamSession(EngineConfig(preset="tiny", device="cpu", image_width=WIDTH, **options),
+                            network=oracle)
+    return [r for frame in frames for r in session.push(frame.image, frame.stamp_ns)] + session.flush()
+
+
+def oracle_for(frames: list[SyntheticFrame], model_depths: list[np.ndarray] | None = None,
+               **oracle_options) -> OracleNetwork:
+    """The oracle answering with the off-scale geometry (``model_depths``, metres, replace the true ones)."""
     depths = model_depths or [None] * len(frames)
-    oracle = OracleNetwork.for_synthetic([in_model_units(f, d) for f, d in zip(frames, depths)], WIDTH)
-    session = StreamSession(EngineConfig(preset="tiny", device="cpu", image_width=WIDTH,
-                                         num_scale_frames=num_scale_frames, window_overlap=1), network=oracle)
-    results = [r for frame in frames for r in session.push(frame.image, frame.stamp_ns)] + session.flush()
-    return [r for r in results if not r.revision]
+    return OracleNetwork.for_synthetic([in_model_units(f, d) for f, d in zip(frames, depths)], WIDTH,
+                                       **oracle_options)
 
 
 def noisy_odometry(frames: list[SyntheticFrame], rng: np.random.Generator,

@@ -15,6 +15,7 @@ from scale_scene import (
     drive,
     imperfect_floor,
     noisy_odometry,
+    oracle_for,
     render,
     run_session,
     sensor_depth,
@@ -35,8 +36,11 @@ def driven():
 
 
 def _track(options: ScaleOptions, results, references) -> list:
+    """The state applied to each frame's first result, in frame order."""
     tracker = MetricScale(options)
-    return [tracker.update(result, references[result.index]) for result in results]
+    states = [tracker.update(result, None if result.revision else references[result.index])
+              for result in results]
+    return [state for state, result in zip(states, results) if not result.revision]
 
 
 def _odometry_references(poses) -> list[ScaleReference]:
@@ -84,3 +88,18 @@ def test_camera_height_recovers_the_scale_on_an_imperfect_floor():
     errors = _relative_errors(_track(options, results, [None] * len(frames)))
     assert errors[3] == np.inf and (errors[4:] < TOLERANCE).all(), errors
 
+
+
+def test_odometry_keeps_the_scale_across_windows_of_unknown_scales():
+    """Each window of the oracle has its own random similarity; the engine aligns them into the first one's
+    frame, and each window's own estimate takes over from the previous one's."""
+    frames = render(drive())
+    oracle = oracle_for(frames, window_sim3_seed=4)
+    results = run_session(frames, oracle=oracle, window_mode="online", window_size=16, window_overlap=4)
+    assert max(r.window for r in results) >= 3
+    truth = METRIC_SCALE / oracle.sequence_sim3[1].scale  # the first window's (0: before the first reset)
+    odometry = noisy_odometry(frames, np.random.default_rng(7))
+    states = _track(ScaleOptions(source="odometry"), results, _odometry_references(odometry))
+    errors = np.array([abs(s.scale / truth - 1) if s.metric else np.inf for s in states])
+    first = next(i for i, state in enumerate(states) if state.metric)
+    assert (errors[first:] < TOLERANCE).all(), errors
