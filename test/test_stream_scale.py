@@ -134,6 +134,9 @@ def test_a_new_window_keeps_the_scale_and_moves_smoothly_to_its_own_estimate():
     assert _drive(tracker, 10, 3, 4.0, window=1).scale == pytest.approx(2.0)  # too few samples yet
     state = _drive(tracker, 13, 1, 4.0, window=1)
     assert 2.0 < state.scale < 4.0  # half way (geometrically), not a jump
+    standing = tracker.update(_result(14, (1.3, 0.0, 0.0), window=1),
+                              ScaleReference(camera_pose=_metric_pose(5.2)))
+    assert standing == state  # no new sample, no move
     assert _drive(tracker, 14, 30, 4.0, window=1).scale == pytest.approx(4.0, rel=1e-3)
 
 

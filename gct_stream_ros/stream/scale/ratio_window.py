@@ -34,6 +34,8 @@ class RatioWindow:
     def __init__(self, size: int, outlier_threshold: float) -> None:
         self._samples: deque[tuple[float, float]] = deque(maxlen=size)
         self.outlier_threshold = outlier_threshold
+        self.added = 0
+        """Samples kept since construction (also those the window has dropped since)."""
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -42,6 +44,7 @@ class RatioWindow:
         """Keep ``ratio`` (> 0 and finite; others are ignored) with ``weight`` (> 0)."""
         if np.isfinite(ratio) and ratio > 0 and weight > 0:
             self._samples.append((float(ratio), float(weight)))
+            self.added += 1
 
     def clear(self) -> None:
         self._samples.clear()

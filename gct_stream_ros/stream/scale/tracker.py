@@ -6,7 +6,7 @@ the online windowed mode is already aligned by Sim(3) into the sequence's first 
 applied scale carries on, but the source restarts its samples: the new window's own estimate
 takes over, smoothly, once it has ``min_samples``. Revisions (window overlaps) add no samples.
 
-Smoothing: each new estimate moves the applied scale ``smoothing`` of the way (geometrically)
+Smoothing: each new sample's estimate moves the applied scale ``smoothing`` of the way (geometrically)
 towards it, so one odd estimate cannot make the outputs jump; the first estimate is applied as is.
 """
 
@@ -59,10 +59,12 @@ class MetricScale:
         if result.window != self._window:
             self._window = result.window
             self._source.restart_window()
+        samples = self._source.samples
+        added_before = samples.added
         self._source.add(result, reference or ScaleReference())
-        if len(self._source.samples) < self.options.min_samples:
+        if samples.added == added_before or len(samples) < self.options.min_samples:
             return self.state
-        estimate = self._source.samples.estimate()
+        estimate = samples.estimate()
         scale = estimate.value
         if self.state.metric:
             scale = self.state.scale * (estimate.value / self.state.scale) ** self.options.smoothing
