@@ -91,6 +91,9 @@ def test_sensor_depth_is_sampled_through_the_resize_and_crop():
     u_input, v_input = geometry.points_to_input(uv_model)[0]
     assert sampled[7, 5] == round(2 * v_input) * 1000 + round(2 * u_input)
     assert np.isfinite(sampled).all()
+    every_other = sensor_depth_at_model_pixels(sensor, (120, 80), model_hw, intrinsics, intrinsics_input,
+                                               stride=2)
+    np.testing.assert_array_equal(every_other, sampled[::2, ::2])
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -53,24 +53,21 @@ def fit_floor(points: np.ndarray, max_tilt_deg: float,
     below = points[points @ DOWN > 0]
     if len(below) < 3 or len(below) < MIN_FLOOR_FRACTION * len(points):
         return None
-    min_alignment = math.cos(math.radians(max_tilt_deg))
-    best_inliers = None
-    for _ in range(RANSAC_ITERATIONS):
-        a, b, c = below[rng.choice(len(below), 3, replace=False)]
-        normal = np.cross(b - a, c - a)
-        length = np.linalg.norm(normal)
-        if length == 0:
-            continue
-        normal /= length
-        if normal @ DOWN < 0:
-            normal = -normal
-        distance = float(normal @ a)
-        if normal @ DOWN < min_alignment or distance <= 0:
-            continue
-        inliers = np.abs(below @ normal - distance) <= INLIER_FRACTION * distance
-        if best_inliers is None or inliers.sum() > best_inliers.sum():
-            best_inliers = inliers
-    if best_inliers is None or best_inliers.sum() < MIN_FLOOR_FRACTION * len(points):
+    # All candidate planes at once: three random points each (a repeated point gives no plane).
+    a, b, c = (below[rng.integers(0, len(below), RANSAC_ITERATIONS)] for _ in range(3))  # [K, 3] each
+    normals = np.cross(b - a, c - a)
+    lengths = np.linalg.norm(normals, axis=1)
+    plane = lengths > 0
+    normals = normals[plane] / lengths[plane, None]
+    normals *= np.where(normals @ DOWN < 0, -1.0, 1.0)[:, None]
+    distances = np.einsum("kj,kj->k", normals, a[plane])
+    level = (normals @ DOWN >= math.cos(math.radians(max_tilt_deg))) & (distances > 0)
+    if not level.any():
+        return None
+    normals, distances = normals[level], distances[level]
+    inliers = np.abs(below @ normals.T - distances) <= INLIER_FRACTION * distances  # [N, K]
+    best_inliers = inliers[:, np.argmax(inliers.sum(axis=0))]
+    if best_inliers.sum() < MIN_FLOOR_FRACTION * len(points):
         return None
     return _least_squares_plane(below[best_inliers])
 
