@@ -31,8 +31,8 @@ MAX_POINTS = 3000
 RANSAC_ITERATIONS = 200
 INLIER_FRACTION = 0.03
 MIN_FLOOR_FRACTION = 0.05
-DOWN = np.array([0.0, 1.0, 0.0])
-"""The camera's down axis in its optical frame."""
+DOWN_AXIS = 1
+"""The camera's down axis in its optical frame: y."""
 
 
 def camera_frame_points(depth: np.ndarray, intrinsics: np.ndarray, confidence: np.ndarray,
@@ -50,7 +50,7 @@ def camera_frame_points(depth: np.ndarray, intrinsics: np.ndarray, confidence: n
 def fit_floor(points: np.ndarray, max_tilt_deg: float,
               rng: np.random.Generator) -> tuple[np.ndarray, float] | None:
     """``(unit normal pointing down, distance of the plane from the origin)`` of the floor, or None."""
-    below = points[points @ DOWN > 0]
+    below = points[points[:, DOWN_AXIS] > 0]
     if len(below) < 3 or len(below) < MIN_FLOOR_FRACTION * len(points):
         return None
     # All candidate planes at once: three random points each (a repeated point gives no plane).
@@ -59,13 +59,16 @@ def fit_floor(points: np.ndarray, max_tilt_deg: float,
     lengths = np.linalg.norm(normals, axis=1)
     plane = lengths > 0
     normals = normals[plane] / lengths[plane, None]
-    normals *= np.where(normals @ DOWN < 0, -1.0, 1.0)[:, None]
+    normals *= np.where(normals[:, DOWN_AXIS] < 0, -1.0, 1.0)[:, None]
     distances = np.einsum("kj,kj->k", normals, a[plane])
-    level = (normals @ DOWN >= math.cos(math.radians(max_tilt_deg))) & (distances > 0)
+    level = (normals[:, DOWN_AXIS] >= math.cos(math.radians(max_tilt_deg))) & (distances > 0)
     if not level.any():
         return None
     normals, distances = normals[level], distances[level]
-    inliers = np.abs(below @ normals.T - distances) <= INLIER_FRACTION * distances  # [N, K]
+    # [N, K] point-to-plane distances as three broadcast products: a BLAS product of these thin
+    # matrices is several times slower on a loaded machine (its threads contend for the cores).
+    offsets = sum(below[:, axis, None] * normals[:, axis] for axis in range(3)) - distances
+    inliers = np.abs(offsets) <= INLIER_FRACTION * distances
     best_inliers = inliers[:, np.argmax(inliers.sum(axis=0))]
     if best_inliers.sum() < MIN_FLOOR_FRACTION * len(points):
         return None
@@ -75,7 +78,7 @@ def fit_floor(points: np.ndarray, max_tilt_deg: float,
 def _least_squares_plane(points: np.ndarray) -> tuple[np.ndarray, float]:
     centre = points.mean(axis=0)
     normal = np.linalg.svd(points - centre, full_matrices=False)[2][-1]
-    if normal @ DOWN < 0:
+    if normal[DOWN_AXIS] < 0:
         normal = -normal
     return normal, float(normal @ centre)
 
