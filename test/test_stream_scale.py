@@ -163,6 +163,15 @@ def test_odometry_ignores_increments_that_turn_too_much():
     assert len(source.samples) == 1
 
 
+def test_odometry_skips_positions_that_are_not_finite():
+    source = OdometryScale(ScaleOptions(source="odometry"))
+    broken = _metric_pose(0.0)
+    broken[0, 3] = np.nan
+    for i, pose in enumerate([_metric_pose(0.0), broken, _metric_pose(0.4), _metric_pose(0.6)]):
+        source.add(_result(i, (0.1 * i, 0, 0)), ScaleReference(camera_pose=pose))
+    assert len(source.samples) == 2 and source.samples.estimate().value == pytest.approx(2.0, rel=0.01)
+
+
 def test_scaling_a_result_scales_depth_points_and_position_only():
     result = _result(3, (1.0, 2.0, 3.0), yaw_deg=10.0)
     scaled = scale_result(result, 2.5)

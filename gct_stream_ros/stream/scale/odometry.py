@@ -45,6 +45,8 @@ class OdometryScale(ScaleSource):
         if reference.camera_pose is None:
             return
         model_pose, metric_pose = np.asarray(result.pose_c2w), np.asarray(reference.camera_pose)
+        if not (np.isfinite(model_pose[:3, 3]).all() and np.isfinite(metric_pose[:3, 3]).all()):
+            return  # a broken odometry message must not become the anchor of every later increment
         if self._anchor is None:
             self._anchor = (model_pose, metric_pose)
             return
