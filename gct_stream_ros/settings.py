@@ -25,6 +25,12 @@ from gct_stream_ros.stream.config import (
     ConfigError,
     EngineConfig,
 )
+from gct_stream_ros.stream.scale.options import (
+    ODOMETRY_INPUTS,
+    SCALE_SOURCES,
+    ScaleOptions,
+    ScaleOptionsError,
+)
 
 Value = bool | int | float | str
 NODE_NAME = "gct_stream_node"
@@ -38,6 +44,7 @@ CAMERA_FRAME_FROM_INPUT = "auto"
 
 _ENGINE_DEFAULTS = EngineConfig()
 CAMERA_INFO_SYNC_MODES = ("exact", "latest")
+_SCALE_DEFAULTS = ScaleOptions()
 
 
 class SettingsError(ValueError):
@@ -58,6 +65,8 @@ class Setting:
     """Integers only: valid values are ``low + k * step``."""
     engine_field: str = ""
     """The ``EngineConfig`` field this parameter sets; empty for the node's own parameters."""
+    scale_field: str = ""
+    """The ``ScaleOptions`` field this parameter sets (the ``scale.*`` group)."""
     restart: bool = False
     """True when the value is only read at start-up (changing it at run time is refused)."""
     frame: bool = False
@@ -112,6 +121,12 @@ def _engine(name: str, field: str, description: str, **limits: object) -> Settin
     """An engine parameter; its default is ``EngineConfig``'s unless ``default`` is given."""
     default = limits.pop("default", getattr(_ENGINE_DEFAULTS, field))
     return Setting(name, default, description, engine_field=field, restart=True, **limits)
+
+
+def _scale(name: str, field: str, description: str, **limits: object) -> Setting:
+    """A metric-scale parameter; its default is ``ScaleOptions``'s."""
+    default = getattr(_SCALE_DEFAULTS, field)
+    return Setting(name, default, description, scale_field=field, restart=True, **limits)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -215,9 +230,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("output.points.min_confidence", 1.0,
             "Drop points whose confidence is below this (confidence > 1)", low=0.0, high=1e6),
     Setting("output.depth.encoding", "32FC1",
-            "Depth image: 32FC1 (NaN invalid) or 16UC1 (depth x 1000, 0 invalid)",
+            "Depth image: 32FC1 (NaN invalid) or 16UC1 (depth x 1000: mm once scaled; 0 invalid)",
             choices=("32FC1", "16UC1")),
-    Setting("output.map.voxel_size", 0.05, "Voxel edge of the fused map (world units)", low=1e-4, high=100.0),
+    Setting("output.map.voxel_size", 0.05,
+            "Voxel edge of the fused map (metres with a scale.source, else model units)",
+            low=1e-4, high=100.0),
     Setting("output.map.max_points", 500_000, "Voxels kept in the fused map; the oldest are evicted",
             low=1, high=50_000_000),
     Setting("output.map.period", 1.0, "Seconds between 'map/points' publications (0 = never; save_map works)",
@@ -226,6 +243,37 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("map.save_dir", ".",
             "Folder of the save_map service's map.ply and trajectory.tum ('~' expanded; strftime patterns "
             "such as ~/maps/%Y%m%d-%H%M%S give each call its own folder)"),
+    _scale("scale.source", "source",
+           "Metric scale from 'none' (model units), 'odometry', 'depth' (aligned depth image), "
+           "'camera_height' or 'fixed'", choices=SCALE_SOURCES),
+    _scale("scale.factor", "factor", "'fixed': metres per model unit", low=1e-6, high=1e6),
+    _scale("scale.odometry.input", "odometry_input",
+           "'odometry': 'tf' (frames.odom -> camera from TF) or 'topic' (nav_msgs/Odometry, scale/odometry)",
+           choices=ODOMETRY_INPUTS),
+    _scale("scale.odometry.min_motion", "odometry_min_motion",
+           "'odometry': metres the camera moves between two compared increments", low=0.001, high=100.0),
+    _scale("scale.odometry.max_turn_deg", "odometry_max_turn_deg",
+           "'odometry': increments turning more than this are ignored", low=0.1, high=180.0),
+    _scale("scale.depth.min", "depth_min", "'depth': sensor depths below this (m) are ignored",
+           low=0.0, high=1000.0),
+    _scale("scale.depth.max", "depth_max", "'depth': sensor depths above this (m) are ignored",
+           low=0.01, high=1000.0),
+    _scale("scale.camera_height.height", "camera_height",
+           "'camera_height': the camera's optical centre above the floor (m)", low=0.0, high=1000.0),
+    _scale("scale.camera_height.max_tilt_deg", "floor_max_tilt_deg",
+           "'camera_height': largest angle between the floor normal and the camera's down axis",
+           low=1.0, high=89.0),
+    _scale("scale.min_confidence", "min_confidence",
+           "'depth', 'camera_height': ignore model pixels less confident than this", low=0.0, high=1e6),
+    _scale("scale.min_samples", "min_samples", "Samples before the first estimate (increments or frames)",
+           low=1, high=10000),
+    _scale("scale.window", "window", "Most recent samples the estimate is made from", low=1, high=10000),
+    _scale("scale.outlier_threshold", "outlier_threshold",
+           "Reject samples this many robust deviations from the median", low=1.0, high=100.0),
+    _scale("scale.smoothing", "smoothing",
+           "Fraction of the way the applied scale moves to each new estimate (1 = none)", low=0.01, high=1.0),
+    _scale("scale.sync_tolerance", "sync_tolerance_s",
+           "Largest stamp difference (s) between an image and its odometry or depth", low=0.0, high=10.0),
     Setting("diagnostics.period", 1.0, "Seconds between /diagnostics messages (0 = off)",
             low=0.0, high=3600.0),
     Setting("diagnostics.no_data_timeout", 5.0, "Warn when no image arrived for this many seconds",
@@ -274,6 +322,14 @@ def check_consistency(values: Mapping[str, Value]) -> None:
         engine_config(values).validate()
     except ConfigError as error:
         raise settings_error(error) from None
+    try:
+        scale_options(values).validate()
+    except ScaleOptionsError as error:
+        raise SettingsError(f"{error} [{_parameter_names_in(str(error), 'scale_field')}]") from None
+    if (values["scale.source"] == "odometry" and values["scale.odometry.input"] == "tf"
+            and values["tf.publish_odom_to_base"]):
+        raise SettingsError("scale.odometry.input=tf reads frames.odom -> camera from TF, which this node "
+                            "publishes itself with tf.publish_odom_to_base: use scale.odometry.input:=topic")
     if values["tf.publish_map_to_camera"] and values["tf.publish_odom_to_base"]:
         raise SettingsError("tf.publish_map_to_camera and tf.publish_odom_to_base cannot both be true: the "
                             "camera frame would get two parents (map, and base through the robot's mount)")
@@ -291,6 +347,11 @@ def resolve(overrides: Mapping[str, object] | None = None) -> dict[str, Value]:
 def engine_config(values: Mapping[str, Value]) -> EngineConfig:
     """The ``EngineConfig`` of a complete set of values (not validated: call ``validate()``)."""
     return EngineConfig(**{s.engine_field: values[s.name] for s in SETTINGS if s.engine_field})
+
+
+def scale_options(values: Mapping[str, Value]) -> ScaleOptions:
+    """The ``ScaleOptions`` of a complete set of values (not validated: call ``validate()``)."""
+    return ScaleOptions(**{s.scale_field: values[s.name] for s in SETTINGS if s.scale_field})
 
 
 def parse_assignment(text: str) -> tuple[str, Value]:
@@ -354,10 +415,10 @@ def _section_applies(key: str, node_name: str) -> bool:
     return key in ("/**", node_name) or key.endswith(f"/{node_name}")
 
 
-def _parameter_names_in(message: str) -> str:
-    """The parameter names of the engine fields an ``EngineConfig`` error mentions."""
-    names = [s.name for s in SETTINGS if s.engine_field and s.engine_field in message]
-    return ", ".join(names) or "engine settings"
+def _parameter_names_in(message: str, kind: str = "engine_field") -> str:
+    """The parameter names of the fields (``engine_field`` or ``scale_field``) an options error mentions."""
+    names = [s.name for s in SETTINGS if getattr(s, kind) and getattr(s, kind) in message]
+    return ", ".join(names) or ("engine settings" if kind == "engine_field" else "scale settings")
 
 
 def markdown_table() -> str:

@@ -33,3 +33,11 @@ def test_node_overhead_measures_every_stage(capsys):
     for stage in ("decode Image rgb8", "resize (pil)", "resize (torch)", "FrameResult", "PointCloud2 packing",
                   "publish", "total, rgb8 input, model.resize torch"):
         assert stage in out
+
+
+def test_scale_sources_time_every_source_and_recover_the_scale(capsys):
+    assert _load("scale_sources").main(["--frames", "2", "--width", "56", "--sensor", "64x48"]) == 0
+    out = capsys.readouterr().out
+    stages = ("odometry increment", "depth ratio (64x48 sensor)", "camera_height floor fit", "scale_result")
+    assert all(stage in out for stage in stages)
+    assert "depth: 2.70" in out and "camera_height: 2.7" in out

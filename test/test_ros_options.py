@@ -16,10 +16,11 @@ TINY = {"model.preset": "tiny", "model.checkpoint": ""}
 
 
 def _fields(options: NodeOptions) -> dict[str, object]:
-    """Dotted parameter name -> value, read back from the typed groups (engine fields by their setting)."""
+    """Dotted parameter name -> value, read back from the typed groups (engine and scale fields by their
+    setting)."""
     values = {}
     for group in dataclasses.fields(options):
-        if group.name == "engine":
+        if group.name in ("engine", "scale"):
             continue
         prefix = {"map_files": "map"}.get(group.name, group.name)
         for entry in dataclasses.fields(getattr(options, group.name)):
@@ -27,6 +28,8 @@ def _fields(options: NodeOptions) -> dict[str, object]:
     for entry in SETTINGS:
         if entry.engine_field:
             values[entry.name] = getattr(options.engine, entry.engine_field)
+        if entry.scale_field:
+            values[entry.name] = getattr(options.scale, entry.scale_field)
     return values
 
 

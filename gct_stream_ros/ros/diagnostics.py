@@ -15,6 +15,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
+from gct_stream_ros.stream.scale.state import ScaleState
 from gct_stream_ros.stream.stats import SessionStats
 
 REMINDER_PERIOD_S = 60.0
@@ -38,6 +39,18 @@ def session_values(stats: SessionStats) -> dict[str, str]:
         values["cache bytes"] = str(stats.cache.bytes_allocated)
         values["camera-head cache bytes"] = str(stats.cache.camera_head_bytes)
     return values
+
+
+def scale_values(state: ScaleState) -> dict[str, str]:
+    """The metric scale's part: what the outputs are in, from which source, how sure."""
+    uncertainty = "" if state.relative_uncertainty is None else f"{100 * state.relative_uncertainty:.2f}"
+    return {
+        "scale": state.describe(),
+        "scale source": state.source,
+        "scale [m per model unit]": f"{state.scale:.6g}" if state.metric else "unscaled",
+        "scale uncertainty [%]": uncertainty,
+        "scale samples": str(state.samples),
+    }
 
 
 class StreamDiagnostics:

@@ -34,7 +34,7 @@ from std_srvs.srv import Trigger
 from gct_stream_ros.ros import log_bridge, topics
 from gct_stream_ros.ros.camera_info import CameraInfoSync
 from gct_stream_ros.ros.camera_input import CameraFrame, camera_frame
-from gct_stream_ros.ros.diagnostics import StreamDiagnostics, session_values
+from gct_stream_ros.ros.diagnostics import StreamDiagnostics, scale_values, session_values
 from gct_stream_ros.ros.frame_messages import frame_messages, map_message
 from gct_stream_ros.ros.image_decode import ImageDecodeError
 from gct_stream_ros.ros.map_state import MapState
@@ -43,6 +43,7 @@ from gct_stream_ros.ros.odom_frame import OdomFrame
 from gct_stream_ros.ros.options import NodeOptions
 from gct_stream_ros.ros.parameters import NodeParameters
 from gct_stream_ros.ros.qos import input_qos, map_qos, output_qos
+from gct_stream_ros.ros.scale_inputs import ScaleInputs
 from gct_stream_ros.ros.session import SessionFactory, build_session, open_session
 from gct_stream_ros.ros.tf import MountLookup, TfBroadcaster
 from gct_stream_ros.ros.tf_tree import TfTree, watch
@@ -51,6 +52,8 @@ from gct_stream_ros.ros.worker import FrameWorker
 from gct_stream_ros.ros.world_frame import WorldFrame
 from gct_stream_ros.settings import NODE_NAME, SettingsError, Value
 from gct_stream_ros.stream.result import FrameResult
+from gct_stream_ros.stream.scale.apply import scale_result
+from gct_stream_ros.stream.scale.tracker import MetricScale
 from gct_stream_ros.stream.stats import SessionStats
 
 RCLError = rclpy_implementation.RCLError
@@ -91,6 +94,8 @@ class GctStreamNode(Node):
         self._sequence: int | None = None
         self._last_stamp_ns: int | None = None
         self._last_frame_id = ""
+        self._last_input_hw = (0, 0)
+        """Camera frame and image size of the last frame: the flush at a sequence's end answers its frames."""
         self._reset_requested = threading.Event()
         self._world_is_new = False
         """The next first estimate is the first of a new world frame (where odom anchors it)."""
@@ -113,6 +118,9 @@ class GctStreamNode(Node):
         watch(self, self._tf_tree)
         self._mount_lookup = MountLookup(self)
         self._mounts = MountResolver(self._mount_lookup.lookup, self._tf_tree, self.options.tf.mount_timeout)
+        self._scale = MetricScale(self.options.scale)
+        self._scale_inputs = ScaleInputs(self, self.options.scale, self.options.frames.odom,
+                                         self.options.frames.base, self._mount_lookup)
         self.diagnostics = StreamDiagnostics(f"{self.get_name()}: stream", [image_topic])
         self.worker: FrameWorker[CameraFrame] = FrameWorker(
             self._process, self._recover, self.options.queue.policy, self.options.queue.size)
@@ -158,7 +166,8 @@ class GctStreamNode(Node):
             f"frames, keyframes {engine.keyframe_mode}, window {engine.window_mode}, "
             f"cache {engine.cache_policy}; "
             f"listening on {image_topic} (queue {queue.policy}/{queue.size}); "
-            f"TF via {self._tf.backend}")
+            f"TF via {self._tf.backend}; scale {self.options.scale.source}"
+            f"{f' ({self._scale_inputs.description})' if self._scale_inputs.description else ''}")
 
     # -- executor thread: inputs and services -------------------------------------------------------------
 
@@ -253,6 +262,7 @@ class GctStreamNode(Node):
         extra = session_values(self._stats)
         extra["queued frames"] = str(self.worker.backlog)
         extra["map points"] = str(len(self.map_state))
+        extra.update(scale_values(self._scale.state))
         report = self.diagnostics.report(self.get_clock().now().to_msg(),
                                          self.options.diagnostics.no_data_timeout,
                                          self.options.diagnostics.max_drop_rate, extra,
@@ -280,10 +290,11 @@ class GctStreamNode(Node):
                                       f"bag restarted?): session and map reset")
             self._end_sequence("stamp went backwards")
         self._last_stamp_ns, self._last_frame_id = frame.stamp_ns, frame.frame_id
+        self._last_input_hw = frame.image.shape[:2]
         results = self._session.push(frame.image, frame.stamp_ns)
         step_ms = (time.monotonic() - started) * 1000.0
         for result in results:
-            self._publish_result(result, frame.frame_id)
+            self._publish_result(self._in_metres(result, frame.frame_id, self._last_input_hw), frame.frame_id)
         if self._restart_reason:
             state = TrackingState.RESET
         elif any(r.stamp_ns == frame.stamp_ns and not r.revision for r in results):
@@ -296,8 +307,22 @@ class GctStreamNode(Node):
     def _end_sequence(self, reason: str) -> None:
         """Answer the frames waiting for the scale phase (a shorter one), then start a new sequence."""
         for result in self._session.flush():
-            self._publish_result(result, self._last_frame_id)
+            self._publish_result(self._in_metres(result, self._last_frame_id, self._last_input_hw),
+                                 self._last_frame_id)
         self._reset_session(reason)
+
+    def _in_metres(self, result: FrameResult, camera_frame: str, input_hw: tuple[int, int]) -> FrameResult:
+        """The result scaled by its sequence's metric scale (as it is while no estimate exists)."""
+        reference = None
+        if self._scale.needs and not result.revision:
+            reference = self._scale_inputs.reference(result.stamp_ns, camera_frame, input_hw)
+        state = self._scale.update(result, reference)
+        if self._scale.became_metric:
+            # Before this frame the outputs were in model units: a map or path mixing the two would be wrong.
+            self.get_logger().info(f"metric scale: {state.describe()}; map, path and trajectory restart in "
+                                   f"metres")
+            self._restart_world()
+        return scale_result(result, state.scale) if state.metric else result
 
     def _recover(self, error: Exception) -> None:
         """A step failed (e.g. out of GPU memory): log it, start a new sequence, keep going."""

@@ -2,7 +2,8 @@
 
 Each group holds the parameters under one prefix (``frames.map`` -> ``FrameNames.map``,
 ``output.points.decimation`` -> ``OutputOptions.points_decimation``); the engine's parameters
-become ``EngineConfig`` through ``settings.engine_config``. A parameter added to the table
+become ``EngineConfig`` through ``settings.engine_config``, the ``scale.*`` ones
+``ScaleOptions`` through ``settings.scale_options``. A parameter added to the table
 under a prefix needs its field here: building the options fails until it has one. The node
 rebuilds its ``NodeOptions`` whenever a parameter change is accepted; the offline tool builds
 them once.
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from gct_stream_ros.ros.odometry import OdometryCovariance
-from gct_stream_ros.settings import CAMERA_FRAME_FROM_INPUT, Value, engine_config
+from gct_stream_ros.settings import CAMERA_FRAME_FROM_INPUT, Value, engine_config, scale_options
 from gct_stream_ros.stream.config import EngineConfig
+from gct_stream_ros.stream.scale.options import ScaleOptions
 
 Group = TypeVar("Group")
 
@@ -115,6 +117,7 @@ class NodeOptions:
     map_files: MapFileOptions
     diagnostics: DiagnosticsOptions
     odometry: OdometryCovariance
+    scale: ScaleOptions
 
     @classmethod
     def from_values(cls, values: Mapping[str, Value]) -> NodeOptions:
@@ -127,7 +130,8 @@ class NodeOptions:
                    output=_group(OutputOptions, values, "output."),
                    map_files=_group(MapFileOptions, values, "map."),
                    diagnostics=_group(DiagnosticsOptions, values, "diagnostics."),
-                   odometry=_group(OdometryCovariance, values, "odometry."))
+                   odometry=_group(OdometryCovariance, values, "odometry."),
+                   scale=scale_options(values))
 
     @property
     def publishes_map(self) -> bool:

@@ -8,6 +8,10 @@ import importlib
 IMAGE = "image"
 COMPRESSED_IMAGE = "image/compressed"
 CAMERA_INFO_INPUT = "camera_info"
+SCALE_ODOMETRY = "scale/odometry"
+"""``nav_msgs/Odometry`` of the robot, for ``scale.source: odometry`` with ``scale.odometry.input: topic``."""
+SCALE_DEPTH = "scale/depth"
+"""Metric depth registered to the colour image, for ``scale.source: depth``."""
 
 DEPTH = "depth/image"
 CAMERA_INFO = "depth/camera_info"

@@ -21,7 +21,8 @@ class FrameResult:
     """The estimate for one input frame.
 
     Geometry is in the session's world frame (the first frame of the first window, OpenCV
-    optical axes: x right, y down, z forward). Units are the model's own (not metric).
+    optical axes: x right, y down, z forward). Units are the model's own (not metric);
+    ``stream/scale/apply.py`` turns a result into metres once a scale source knows the factor.
     """
 
     index: int

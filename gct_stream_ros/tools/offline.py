@@ -1,7 +1,8 @@
 """gct_stream_offline: map a rosbag, an image folder or a video offline, every frame in order.
 
     gct_stream_offline INPUT -o OUTPUT_DIR [--topic T] [--fps F] [--start-time S] [--params-file YAML]
-                       [--stats FILE.jsonl] [--overwrite] [-p name:=value ...]
+                       [--stats FILE.jsonl] [--overwrite] [--odometry-topic T] [--depth-topic T]
+                       [-p name:=value ...]
 
 Writes into OUTPUT_DIR:
 - ``bag/``: an MCAP rosbag2 (``ros2 bag play OUTPUT_DIR/bag``) with what the node publishes,
@@ -16,6 +17,11 @@ frame is written once, with its latest estimate, as soon as no later window can 
 Input frames that cannot be decoded are skipped and counted (a warning each), as the node does.
 Images of a folder or a video are stamped from ``--start-time`` (seconds since the epoch;
 default: the wall clock at the start). An existing output is kept unless ``--overwrite``.
+
+With a metric ``scale.source`` the same sources as the node's come from the bag
+(``--odometry-topic``: ``nav_msgs/Odometry``; ``--depth-topic``: aligned metric depth) and
+final estimates are held until their sequence has its first estimate, so the outputs are
+metric from the first frame (see docs/node.md, *Metric scale*).
 """
 
 from __future__ import annotations
@@ -57,15 +63,21 @@ from gct_stream_ros.settings import (
 from gct_stream_ros.stamps import NS_PER_S, split_stamp
 from gct_stream_ros.stream.config import ConfigError
 from gct_stream_ros.stream.result import FrameResult
+from gct_stream_ros.stream.scale.apply import scale_result
+from gct_stream_ros.stream.scale.tracker import MetricScale
 from gct_stream_ros.stream.session import StreamSession
+from gct_stream_ros.tools.bag_sensors import BagScaleInputs
 from gct_stream_ros.tools.final_estimates import FinalEstimates
-from gct_stream_ros.tools.frame_source import FrameSource, InputError, open_frames
+from gct_stream_ros.tools.frame_source import FrameSource, InputError, is_bag, open_frames
 from gct_stream_ros.tools.output_bag import OutputBag, tf_message_cdr
 from gct_stream_ros.tools.stats_file import append_record, stats_record
 
 PROGRAM = "gct_stream_offline"
 DEFAULT_CAMERA_FRAME = "camera_optical_frame"
 """Frame of the outputs when neither ``frames.camera`` nor the input names one (folders, videos)."""
+HELD_FRAMES_LIMIT = 100
+"""Final estimates held while the scale source has no estimate yet (a few MB each at 518 px); beyond
+it the oldest are written in model units, and the map and trajectory restart at the first estimate."""
 
 
 def ros_type_name(message: object) -> str:
@@ -135,6 +147,10 @@ class OfflineSummary:
     seconds: float = 0.0
     files: list[Path] = field(default_factory=list)
     topic_counts: dict[str, int] = field(default_factory=dict)
+    scale: str = ""
+    """The metric scale at the end (``ScaleState.describe``)."""
+    unscaled_frames: int = 0
+    """Frames written in model units although a metric source was set (no estimate in time)."""
 
     @property
     def fps(self) -> float:
@@ -145,6 +161,9 @@ class OfflineSummary:
                  f"{self.seconds:.1f} s: {self.fps:.2f} frames/s"]
         if self.skipped:
             lines.append(f"  {self.skipped} input frames skipped (could not be decoded)")
+        unscaled = (f"; {self.unscaled_frames} frames written in model units before the first estimate"
+                    if self.unscaled_frames else "")
+        lines.append(f"  scale: {self.scale}{unscaled}")
         lines += [f"  {topic}: {count} messages" for topic, count in sorted(self.topic_counts.items())]
         lines += [f"  wrote {path}" for path in self.files]
         return "\n".join(lines)
@@ -154,8 +173,14 @@ class OfflineMapper:
     """Feeds frames to a session and turns final estimates into the bag, the map and the trajectory."""
 
     def __init__(self, values: Mapping[str, Value], output_dir: Path, network: StreamingNetwork | None = None,
-                 stats_path: Path | None = None, overwrite: bool = False) -> None:
+                 stats_path: Path | None = None, overwrite: bool = False,
+                 scale_inputs: BagScaleInputs | None = None) -> None:
         self.options = NodeOptions.from_values(values)
+        self.scale = MetricScale(self.options.scale)
+        if self.scale.needs and scale_inputs is None:
+            raise InputError(f"scale.source {self.options.scale.source} needs the bag's "
+                             f"{'odometry' if self.scale.needs == 'odometry' else 'depth'} topic")
+        self._scale_inputs = scale_inputs
         self.output_dir = output_dir
         self.bag_path = output_dir / "bag"
         if self.bag_path.exists() and not overwrite:
@@ -169,6 +194,10 @@ class OfflineMapper:
         self.map_state = MapState(output.map_voxel_size, output.map_max_points, output.path_max_length,
                                   trajectory_limit=None)
         self._camera_frames: dict[int, str] = {}
+        self._input_hw: dict[int, tuple[int, int]] = {}
+        self._held: list[FrameResult] = []
+        self._unscaled_sequence: int | None = None
+        """The sequence some of whose frames went out in model units."""
         self._stats_path = stats_path
         self.summary = OfflineSummary()
 
@@ -185,6 +214,7 @@ class OfflineMapper:
                     self._report_skipped(source, frames)
                     self._camera_frames[self.summary.frames] = (self.options.frames.camera_override
                                                                 or frame.frame_id or DEFAULT_CAMERA_FRAME)
+                    self._input_hw[self.summary.frames] = frame.image.shape[:2]
                     self.summary.frames += 1
                     self._take(self.session.push(frame.image, frame.stamp_ns), writer, stats)
                 self._report_skipped(source, frames)
@@ -192,11 +222,12 @@ class OfflineMapper:
                     raise InputError(f"{source.description}: no frames" + (
                         f" that could be decoded ({len(source.skipped)} skipped)" if source.skipped else ""))
                 self._take(self.session.flush(), writer, stats)
-                self._finalize(self.estimates.finish(), writer)
+                self._finalize(self.estimates.finish(), writer, end=True)
                 writer.write_map()
                 self.summary.topic_counts = dict(bag.counts)
         self._write_map_and_trajectory()
         self.summary.revisions = self.estimates.revisions_applied
+        self.summary.scale = self.scale.state.describe()
         self.summary.seconds = time.perf_counter() - start
         return self.summary
 
@@ -228,10 +259,37 @@ class OfflineMapper:
                 self.summary.keyframes += result.keyframe
                 if stats:
                     append_record(stats, stats_record(result, cache, result.timings_ms.get("step", 0.0)))
+            self._measure_scale(result)
         self._finalize(self.estimates.add(results), writer)
 
-    def _finalize(self, results: list[FrameResult], writer: BagResultWriter) -> None:
-        for result in results:
+    def _measure_scale(self, result: FrameResult) -> None:
+        """Feed the scale source in the engine's order (revisions add no samples)."""
+        reference = None
+        if not result.revision:
+            input_hw = self._input_hw.pop(result.index)
+            if self._scale_inputs is not None:
+                reference = self._scale_inputs.reference(result.stamp_ns, input_hw)
+        self.scale.update(result, reference)
+
+    def _finalize(self, results: list[FrameResult], writer: BagResultWriter, end: bool = False) -> None:
+        """Write final estimates in order, scaled by their sequence's scale; while the current sequence has no
+        estimate yet they wait (up to ``HELD_FRAMES_LIMIT``, or the end of the input)."""
+        self._held += results
+        while self._held:
+            result = self._held[0]
+            state = self.scale.state_of(result.sequence)
+            still_measuring = self.scale.measuring and result.sequence == self.scale.sequence
+            if not state.metric and still_measuring and not end and len(self._held) <= HELD_FRAMES_LIMIT:
+                return
+            del self._held[0]
+            if state.metric:
+                if self._unscaled_sequence == result.sequence:
+                    self.map_state.restart()  # no map or trajectory mixing model units and metres
+                    self._unscaled_sequence = None
+                result = scale_result(result, state.scale)
+            elif self.scale.measuring:
+                self.summary.unscaled_frames += 1
+                self._unscaled_sequence = result.sequence
             writer.write(result, self._camera_frames.pop(result.index))
 
     def _write_map_and_trajectory(self) -> None:
@@ -263,6 +321,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="replace the bag of an earlier run in the output directory")
     parser.add_argument("--params-file", type=Path, help="node parameters YAML (ROS params layout)")
     parser.add_argument("--stats", type=Path, help="write one JSON line per frame to this file")
+    parser.add_argument("--odometry-topic", help="scale.source odometry: the bag's nav_msgs/Odometry topic")
+    parser.add_argument("--depth-topic", help="scale.source depth: the bag's aligned metric depth topic")
     parser.add_argument("-p", "--param", dest="params", action="append", default=[], metavar="NAME:=VALUE",
                         help="set a node parameter (repeatable), e.g. -p model.preset:=tiny")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -280,12 +340,23 @@ def _positive_seconds(text: str) -> int:
     return int(seconds * NS_PER_S)
 
 
+def scale_inputs(args: argparse.Namespace, options: NodeOptions) -> BagScaleInputs | None:
+    """The bag's odometry or depth for a measuring scale source; None when the source needs neither."""
+    if options.scale.source not in ("odometry", "depth"):
+        return None
+    if not is_bag(args.input):
+        raise InputError(f"scale.source {options.scale.source} reads its data from a bag; {args.input} is "
+                         f"not one")
+    return BagScaleInputs(args.input, options.scale, args.odometry_topic, args.depth_topic)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         values = load_parameters(args.params_file, args.params)
         source = open_frames(args.input, args.topic, args.fps, args.start_time)
-        mapper = OfflineMapper(values, args.output, stats_path=args.stats, overwrite=args.overwrite)
+        mapper = OfflineMapper(values, args.output, stats_path=args.stats, overwrite=args.overwrite,
+                               scale_inputs=scale_inputs(args, NodeOptions.from_values(values)))
         summary = mapper.run(source, progress=not args.quiet)
     except (InputError, SettingsError, ConfigError) as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
