@@ -3,7 +3,7 @@
 Evict3R scores a key by the attention it receives: the head-mean of the softmax probabilities
 summed over the frame's queries. Materialising ``softmax(QK^T)`` costs ``H x Q x K`` floats per
 layer (GBs at the reference's cache length), so the mass is computed in two passes over the keys
-in chunks, in fp32: the first pass builds each query's log-sum-exp over all keys, the second
+in chunks, accumulated in fp32: the first pass builds each query's log-sum-exp over all keys, the second
 turns each chunk's logits into probabilities with it (``exp(s - lse)``) and reduces them at once.
 Only ``H x Q x chunk`` logits exist at a time (``CHUNK_ELEMENTS``).
 
@@ -24,8 +24,10 @@ import torch
 
 MASS_QUERIES = ("sampled", "exact")
 POOL_GROUP = 16
-CHUNK_ELEMENTS = 1 << 24
-"""Logits held at a time (64 MiB in fp32) in each pass."""
+CHUNK_ELEMENTS = 1 << 25
+"""Logits held at a time (128 MiB in fp32) in each pass."""
+BMM_TO_FP32 = "dtype" in torch.ops.aten.bmm.overloads()
+"""This torch's ``bmm`` can write fp32 from bf16/fp16 inputs (CUDA kernels, torch >= 2.8)."""
 
 
 def stand_in_queries(q: torch.Tensor, num_special_tokens: int,
@@ -59,10 +61,17 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
     num_queries, num_heads, head_dim = queries.shape
     num_keys = keys.shape[0]
     chunk = max(1, chunk_elements // (num_heads * num_queries))
-    scaled = queries.float().permute(1, 0, 2) * head_dim**-0.5  # [H, Q, D]
+    # bf16/fp16 keys on CUDA: the matmul reads them as they are and accumulates and writes fp32;
+    # elsewhere a chunk of keys is converted to fp32 first
+    direct = BMM_TO_FP32 and keys.is_cuda and keys.dtype in (torch.bfloat16, torch.float16)
+    scaled = (queries.float() * head_dim**-0.5).to(keys.dtype if direct else torch.float32)
+    scaled = scaled.permute(1, 0, 2)  # [H, Q, D]
 
     def logits(start: int) -> torch.Tensor:
-        return torch.bmm(scaled, keys[start:start + chunk].float().permute(1, 2, 0))  # [H, Q, c]
+        part = keys[start:start + chunk].permute(1, 2, 0)  # [H, D, c]
+        if direct:
+            return torch.bmm(scaled, part, out_dtype=torch.float32)  # [H, Q, c]
+        return torch.bmm(scaled, part.float())
 
     lse = torch.full((num_heads, num_queries), float("-inf"), device=keys.device)
     for start in range(0, num_keys, chunk):

@@ -23,8 +23,8 @@ def check_budget(budget: float, budget_tokens: int, scale_frames: int, sliding_w
         raise ValueError(f"budget_tokens={budget_tokens} must be >= 0 (0: budget x the window)")
     floor = budget_floor(scale_frames, sliding_window)
     if not budget_tokens and budget < floor:
-        raise ValueError(f"budget={budget:g} cannot hold the {scale_frames} scale frames' patches: it must be "
-                         f">= {floor:.3f} (scale frames / (scale frames + sliding window) = "
+        raise ValueError(f"budget={budget:g} cannot hold the {scale_frames} scale frames' patches: it must "
+                         f"be >= {floor:.3f} (scale frames / (scale frames + sliding window) = "
                          f"{scale_frames}/({scale_frames}+{sliding_window}))")
 
 

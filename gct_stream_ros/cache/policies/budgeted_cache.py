@@ -177,6 +177,10 @@ class BudgetedKVCache(SteppedKVCache):
                           policy=self.policy.name, specials_dropped=self._specials_dropped,
                           budget_tokens_per_layer=list(self._budgets))
 
+    def layer_statistics(self) -> list[float]:
+        """The layers' latest allocator statistics (reads the device: for diagnostics and benchmarks)."""
+        return self._statistics.tolist()
+
     def patch_tokens(self, layer: int) -> int:
         """Patch tokens ``layer`` holds (expired ones of recycled frames included)."""
         return self._patches[layer]

@@ -17,8 +17,8 @@ import torch
 
 from gct_stream_ros.cache.policies.temporal_rope import rotate_temporal
 
-CHUNK_TOKENS = 8192
-"""Keys converted to fp32 at a time by the diversity scorer (32 MiB at 16 heads x 64)."""
+CHUNK_TOKENS = 32768
+"""Keys converted to fp32 at a time by the diversity scorer (128 MiB at 16 heads x 64)."""
 
 
 def recency_scores(frames: torch.Tensor) -> torch.Tensor:
