@@ -1,17 +1,23 @@
-"""Time of one streaming step of the global KV cache alone, per policy (CPU or GPU).
+"""Time and memory of the streaming step of the global KV cache alone, per policy and budget (CPU or GPU).
 
 Drives ``build_cache`` like the model does: a phase-1 step of the scale frames, then single-frame
-STORE steps with random q/k/v for every global layer; reports the median step time over the
-second half of the frames, the cached tokens per layer and the bytes the cache holds.
-The defaults are CPU-sized; ``--layers 24 --heads 16 --patches 972 --device cuda --dtype bfloat16``
-are the full model's at 378x504.
+STORE steps with random q/k/v for every global layer. Reports, per policy and budget (a fraction
+of the sliding window's patch tokens, ``cache.budget``): the median step time over the second
+half of the frames, the keys a query attends to (min/max over layers), the spread of the layer
+budgets (max/min), the bytes the cache holds and, on CUDA, the memory the caching allocator has
+allocated and reserved at given frames. ``--same-tokens`` adds the sliding window shrunk to the
+same number of patch tokens (window = budget x (scale + window) - scale), the yardstick of the
+policy overhead. The defaults are CPU-sized; ``--layers 24 --heads 16 --patches 972 --device cuda
+--dtype bfloat16`` are the full model's at 378x504. Run one policy per process for memory numbers
+that do not depend on what ran before (``--policies evict3r``).
 
-    .venv/bin/python benchmarks/cache_step.py --policies sliding_window,evict3r,infinitevggt
+    .venv/bin/python benchmarks/cache_step.py --policies sliding_window,evict3r,infinitevggt --budgets 1,0.5
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -22,14 +28,20 @@ from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.cache.factory import CacheSettings, build_cache
 
 SPECIALS = 6
+MIB = 2**20
 
 
-def step_time_ms(policy: str, args: argparse.Namespace) -> tuple[float, int, int]:
+def run(policy: str, budget: float, window: int, args: argparse.Namespace) -> dict:
+    """One cache driven for ``args.frames`` frames; its timings, sizes and memory."""
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    settings = CacheSettings(policy=policy, scale_frames=args.scale_frames, sliding_window=args.window,
-                             max_frames=args.max_frames)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    settings = CacheSettings(policy=policy, scale_frames=args.scale_frames, sliding_window=window,
+                             max_frames=args.max_frames, budget=budget)
     cache = build_cache(settings, args.layers, args.heads, 64, device=device, dtype=dtype)
     generator = torch.Generator(device=device).manual_seed(0)
+    memory_at = {int(frame) for frame in args.memory_at.split(",") if frame}
 
     def step(num_frames: int, mode: StepMode) -> None:
         shape = (num_frames, SPECIALS + args.patches, args.heads, 64)
@@ -40,8 +52,8 @@ def step_time_ms(policy: str, args: argparse.Namespace) -> tuple[float, int, int
         cache.end_step()
 
     step(args.scale_frames, StepMode.STORE)
-    times = []
-    for _ in range(args.frames):
+    times, memory = [], []
+    for frame in range(args.scale_frames, args.scale_frames + args.frames):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -49,15 +61,27 @@ def step_time_ms(policy: str, args: argparse.Namespace) -> tuple[float, int, int
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(1000.0 * (time.perf_counter() - start))
+        if frame + 1 in memory_at and device.type == "cuda":
+            memory.append({"frame": frame + 1, "allocated_mib": torch.cuda.memory_allocated() / MIB,
+                           "reserved_mib": torch.cuda.memory_reserved() / MIB})
     stats = cache.stats()
-    return statistics.median(times[len(times) // 2:]), stats.tokens_max, stats.bytes_allocated
+    budgets = stats.budget_tokens_per_layer
+    return {"policy": policy, "budget": budget, "window": window,
+            "median_ms": statistics.median(times[len(times) // 2:]),
+            "tokens_min": stats.tokens_min, "tokens_max": stats.tokens_max,
+            "budget_spread": max(budgets) / min(budgets) if budgets else 1.0,
+            "budgets": budgets, "held_mib": stats.bytes_allocated / MIB, "memory": memory}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policies", default="sliding_window,evict3r,infinitevggt")
+    parser.add_argument("--budgets", default="1.0", help="comma list of cache.budget fractions")
+    parser.add_argument("--same-tokens", action="store_true",
+                        help="also time the sliding window shrunk to each budget's patch tokens")
     parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--memory-at", default="", help="comma list of frames to record CUDA memory at")
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--heads", type=int, default=16)
     parser.add_argument("--patches", type=int, default=120, help="patch tokens per frame")
@@ -67,14 +91,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--json", default="", help="also write the rows to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"cache step, {args.layers} layers x {args.heads} heads x 64, {args.patches} patches + {SPECIALS} "
-          f"specials per frame, {args.frames} frames, {args.device} {args.dtype}\n")
-    print("| policy | median step (ms) | tokens per layer (max) | bytes held |\n|---|---|---|---|")
-    for policy in args.policies.split(","):
-        milliseconds, tokens, held = step_time_ms(policy, args)
-        print(f"| {policy} | {milliseconds:.1f} | {tokens} | {held / 2**20:.1f} MiB |")
+          f"specials per frame, window {args.window}, {args.frames} frames, {args.device} {args.dtype}\n")
+    runs = []
+    for budget in (float(b) for b in args.budgets.split(",")):
+        for policy in args.policies.split(","):
+            if policy == "sliding_window":
+                if budget == 1.0:
+                    runs.append((policy, budget, args.window))
+            else:
+                runs.append((policy, budget, args.window))
+        if args.same_tokens and budget != 1.0:
+            runs.append(("sliding_window", budget,
+                         round(budget * (args.scale_frames + args.window)) - args.scale_frames))
+    rows = [run(policy, budget, window, args) for policy, budget, window in runs]
+    print("| policy | budget | window | median step (ms) | keys per layer (min-max) | layer budgets max/min "
+          "| bytes held | CUDA allocated / reserved (MiB) at frames |\n|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        memory = ", ".join(f"@{m['frame']}: {m['allocated_mib']:.0f} / {m['reserved_mib']:.0f}"
+                           for m in row["memory"]) or "-"
+        print(f"| {row['policy']} | {row['budget']:g} | {row['window']} | {row['median_ms']:.1f} | "
+              f"{row['tokens_min']}-{row['tokens_max']} | {row['budget_spread']:.2f} | "
+              f"{row['held_mib']:.0f} MiB | {memory} |")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(rows, out, indent=1)
     return 0
 
 

@@ -20,20 +20,25 @@ COMPILE_LEVELS = ("none", "compiled")
 """``compiled``: the model's own ``compile_regions`` (what ``model.compile: true`` runs in the node)."""
 
 
-def build_cache(backend: str, policy: str, config: Any, dtype: torch.dtype, device: str = "cuda") -> Any:
-    """The aggregator cache through the cache factory (``policy`` other than the window: backend auto)."""
+def build_cache(backend: str, policy: str, config: Any, dtype: torch.dtype, device: str = "cuda",
+                budget: float | None = None) -> Any:
+    """The aggregator cache through the cache factory (``policy`` other than the window: backend auto;
+    ``budget``: its ``cache.budget``, None for the default)."""
     from gct_stream_ros.cache.factory import CacheSettings, build_cache  # noqa: PLC0415
 
     c = config
+    budget_setting = {} if budget is None else {"budget": budget}
     settings = CacheSettings(policy=policy, scale_frames=c.scale_frames, sliding_window=c.sliding_window,
-                             max_frames=c.max_frames, num_special_tokens=c.num_special_tokens)
+                             max_frames=c.max_frames, num_special_tokens=c.num_special_tokens,
+                             **budget_setting)
     return build_cache(settings, c.depth, c.num_heads, c.head_dim, device=device, dtype=dtype,
                        backend=backend if policy == "sliding_window" else "auto")
 
 
 def build_ours(weights_py: str, seed: int, *, backend: str, policy: str, scale_frames: int,
                window: int, camera_iterations: int, dtype: torch.dtype, max_frames: int = 0,
-               cache_max_frames: int = 1024, preset: str = "lingbot-map", device: str = "cuda") -> Any:
+               cache_max_frames: int = 1024, preset: str = "lingbot-map", device: str = "cuda",
+               budget: float | None = None) -> Any:
     """ViT-L ``lingbot-map`` preset with the shared deterministic weights, on CUDA, eval mode.
 
     Built on the meta device and materialised on the GPU (no 1.2 B-parameter CPU init), then
@@ -47,7 +52,7 @@ def build_ours(weights_py: str, seed: int, *, backend: str, policy: str, scale_f
     del max_frames
     config = GCTConfig.preset(preset, scale_frames=scale_frames, sliding_window=window,
                               camera_iterations=camera_iterations, max_frames=cache_max_frames)
-    cache = build_cache(backend, policy, config, dtype, device)
+    cache = build_cache(backend, policy, config, dtype, device, budget)
     with torch.device("meta"):
         model = GCTModel(config, cache)
     model.materialize(device)

@@ -168,8 +168,12 @@ SETTINGS: tuple[Setting, ...] = (
     _engine("cache.policy", "cache_policy", "KV-cache memory policy", choices=CACHE_POLICIES),
     _engine("cache.sliding_window", "cache_sliding_window",
             "'sliding_window': recent frames kept in full", low=1, high=100000),
+    _engine("cache.budget", "cache_budget",
+            "evict3r/infinitevggt: patch tokens kept per layer as a fraction of the sliding window's "
+            "(>= scale / (scale + window))", low=0.01, high=100.0),
     _engine("cache.budget_tokens", "cache_budget_tokens",
-            "Token budget per layer for evict3r/infinitevggt (0 = policy default)", low=0, high=10**9),
+            "evict3r/infinitevggt: absolute patch-token budget per layer (0 = use cache.budget)",
+            low=0, high=10**9),
     _engine("cache.max_frames", "cache_max_frames",
             "Stored frames kept; older ones recycled for constant memory (0 = unbounded)", low=0, high=10**7),
     Setting("input.transport", "raw",

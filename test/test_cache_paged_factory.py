@@ -44,6 +44,8 @@ def test_engine_config_policy_and_budget_are_forwarded():
     config = EngineConfig(cache_policy="infinitevggt", cache_budget_tokens=1234)
     cache = build_cache(config, 2, 2, 64)
     assert isinstance(cache, BudgetedKVCache) and cache.budget_tokens == 1234
+    cache = build_cache(EngineConfig(cache_policy="evict3r", cache_budget=0.25), 2, 2, 64)
+    assert cache.budget == 0.25 and cache.budget_tokens == 0
 
 
 def test_budgeted_policies_refuse_flashinfer_and_unknown_backends_are_rejected():

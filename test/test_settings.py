@@ -101,6 +101,8 @@ def test_unknown_names_get_a_suggestion():
      r"window_overlap=9 .*\[model.num_scale_frames, window.overlap\]"),
     ({"model.preset": "lingbot-map", "model.checkpoint": "random"}, "random weights are only allowed"),
     ({"tf.publish_map_to_camera": True}, "two parents"),
+    ({"cache.policy": "evict3r", "cache.budget": 0.1},
+     r"cache_budget=0.1 cannot hold the 8 scale frames' patches: it must be >= 0.111 .*\[cache.budget\]"),
 ])
 def test_cross_field_rules(overrides, reason):
     with pytest.raises(SettingsError, match=reason):

@@ -27,6 +27,7 @@ from gct_stream_ros.cache.base import GlobalKVCache
 from gct_stream_ros.cache.dense import DenseKVCache
 from gct_stream_ros.cache.paged_flashinfer import KERNEL_DTYPES, FlashInferCache, flashinfer_available
 from gct_stream_ros.cache.paged_gather import PagedGatherCache
+from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
 from gct_stream_ros.cache.policies.policy import CachePolicy, policy_preset
 
@@ -39,6 +40,7 @@ class EngineCacheFields(Protocol):
     num_scale_frames: int
     cache_policy: str
     cache_sliding_window: int
+    cache_budget: float
     cache_budget_tokens: int
     cache_max_frames: int
 
@@ -50,6 +52,7 @@ class CacheSettings:
     policy: str | CachePolicy = "sliding_window"
     scale_frames: int = 8
     sliding_window: int = 64
+    budget: float = DEFAULT_BUDGET
     budget_tokens: int = 0
     max_frames: int = 1024
     num_special_tokens: int = 6
@@ -57,7 +60,8 @@ class CacheSettings:
     @classmethod
     def from_config(cls, config: EngineCacheFields) -> CacheSettings:
         return cls(policy=config.cache_policy, scale_frames=config.num_scale_frames,
-                   sliding_window=config.cache_sliding_window, budget_tokens=config.cache_budget_tokens,
+                   sliding_window=config.cache_sliding_window, budget=config.cache_budget,
+                   budget_tokens=config.cache_budget_tokens,
                    max_frames=config.cache_max_frames)
 
 
@@ -77,7 +81,7 @@ def build_cache(settings: CacheSettings | EngineCacheFields, num_layers: int, nu
             raise ValueError(f"the {policy.name!r} policy keeps different tokens per layer and runs on the "
                              "budgeted dense cache, not on FlashInfer: use backend 'auto'")
         return BudgetedKVCache(num_layers, num_heads, head_dim, policy, budget_tokens=settings.budget_tokens,
-                               device=device, dtype=dtype, **sizes)
+                               budget=settings.budget, device=device, dtype=dtype, **sizes)
     device = torch.device(device)
     if backend == "auto":
         fast = device.type == "cuda" and dtype in KERNEL_DTYPES and flashinfer_available()

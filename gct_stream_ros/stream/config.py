@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET, check_budget
 from gct_stream_ros.model import config as model_config
 from gct_stream_ros.model.config import PATCH_SIZE, PRESETS
 
@@ -76,8 +77,13 @@ class EngineConfig:
     """KV-cache memory policy: 'sliding_window' (the reference), 'evict3r', 'infinitevggt'."""
     cache_sliding_window: int = 64
     """'sliding_window': recent frames kept in full besides the scale frames."""
+    cache_budget: float = DEFAULT_BUDGET
+    """'evict3r'/'infinitevggt': patch tokens kept per global layer, as a fraction of the sliding
+    window's ``(num_scale_frames + cache_sliding_window) x patches``; 0.5 attends to half the keys.
+    Must hold the scale frames: >= num_scale_frames / (num_scale_frames + cache_sliding_window)."""
     cache_budget_tokens: int = 0
-    """Token budget per global layer for 'evict3r'/'infinitevggt' (0 = the policy's default)."""
+    """Absolute patch-token budget per global layer for 'evict3r'/'infinitevggt' (0 = use
+    ``cache_budget``)."""
     cache_max_frames: int = 1024
     """Stored frames whose special tokens (and camera-head entries) are kept; older non-scale
     frames are recycled so memory stays constant on endless streams (0 = unbounded, as the
@@ -118,6 +124,12 @@ class EngineConfig:
         at_least("max_keyframe_gap", 1)
         at_least("cache_sliding_window", 1)
         at_least("cache_budget_tokens", 0)
+        if self.cache_policy != "sliding_window":
+            try:
+                check_budget(self.cache_budget, self.cache_budget_tokens, self.num_scale_frames,
+                             self.cache_sliding_window)
+            except ValueError as error:
+                raise ConfigError(f"cache_{error}") from None
         at_least("cache_max_frames", 0)
         if self.window_mode != "off":
             self._validate_windows()

@@ -1,51 +1,57 @@
 """Token-budgeted KV cache: the memory policies of ``policy.py`` behind ``GlobalKVCache``.
 
-Each layer keeps its own patch tokens in a dense layout (``TokenSet``, canonical order) because
-token-granular policies keep different tokens, and with per-layer budgets different counts, in
-every layer; the special tokens of every retained frame are kept in every layer, in storage
-allocated once (``SpecialTokens``). The patch tokens of all layers add up to the fixed total
-budget once it is reached, so the memory held stays flat from then on.
+Each layer keeps its tokens in a ``TokenPool``: storage allocated once, at the first step, for
+the layer's largest budget (``allocators.layer_ceiling``) plus one frame plus the special tokens
+of ``max_frames + 2`` frames. A step appends its frame in place, evicts by moving tail tokens
+into the freed slots and attends over the pool's prefix: no allocation whose size depends on the
+step, and the memory held is the pools' from the first frame on.
 
-A step reads the device once: the protected scale-frame patches are a known prefix of the
-canonical order, kept positions are computed as indices (no boolean masks), and the layers'
-statistics stay on the device until the budgets are re-allocated. Only a step that recycles a
-frame past ``max_frames`` reads it again per layer (finding that frame's surviving patches).
+Budget (``budget.py``): the mean number of *patch* tokens a layer may keep, ``budget`` times the
+sliding window's or ``budget_tokens``; one that cannot hold the protected scale frames is rejected
+when the cache is built (``budget_tokens`` at the first frame, when the frame size is known). The
+allocator splits ``num_layers`` times it over the layers.
 
-Budget: ``budget_tokens`` is the mean number of *patch* tokens a layer may keep (0: the patch
-memory of the sliding window, ``(scale_frames + sliding_window) * patches_per_frame``); the
-allocator splits ``num_layers * budget_tokens`` over the layers. Specials are bounded by the
-``max_frames`` rule of the paged store (the oldest non-scale frame leaves whole, its patches
-too), so with ``max_frames > 0`` the cache never holds more than ``budget + 6 * max_frames``
-tokens per layer on average and memory is constant on endless streams.
+No host sync in a step: every count (tokens appended, patches over budget, specials to drop) is
+known on the host, selection and moves run on the device. The layer statistics that drive the
+allocator are copied to the host asynchronously (``host_snapshot.py``) every
+``REALLOCATE_EVERY`` stored steps and used at the next re-allocation, one period later; the
+published policies re-allocate every frame from the last frame's statistics. Between two
+re-allocations the layers' lengths are the same at every step (budget + the step's frame).
+
+Specials: every retained frame keeps its special tokens in every layer, protected, until the
+``max_frames`` rule recycles the oldest non-scale frame: then its tokens (specials and any
+surviving patches) are marked expired and are the first to go at the layer's next eviction.
 
 Steps follow ``cache/base.py``: eviction runs at the policy's timing on STORE steps (``before``:
-at each layer after the frame is appended, using budgets fixed at ``begin_step`` from the last
-statistics; ``after``: at ``end_step`` with this step's statistics); DEFER postpones it, and the
-step's attention mass, to ``commit``; SKIP frames are attended but neither stored nor scored.
-Budgets are only re-allocated right before an eviction pass, so every layer is within its
-current budget after every step.
+at each layer after the frame is appended; ``after``: at ``end_step`` with this step's attention
+mass); DEFER postpones it, and the step's attention mass, to ``commit``; SKIP frames are attended
+(staged after the prefix) but neither stored nor scored. Every layer is within its budget after
+every step.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from gct_stream_ros.cache.attention import dense_attention
 from gct_stream_ros.cache.base import CacheStats, StepMode
-from gct_stream_ros.cache.policies.allocators import layer_budgets
+from gct_stream_ros.cache.policies.allocators import layer_budgets, layer_ceiling
+from gct_stream_ros.cache.policies.attention_mass import attention_mass, concentration, stand_in_queries
+from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET, check_budget, mean_budget_tokens
+from gct_stream_ros.cache.policies.host_snapshot import HostSnapshot
 from gct_stream_ros.cache.policies.policy import CachePolicy
-from gct_stream_ros.cache.policies.scorers import (
-    attention_mass,
-    diversity_scores,
-    mass_scores,
-    recency_scores,
-    sampled_queries,
-)
-from gct_stream_ros.cache.policies.selection import kept_positions
-from gct_stream_ros.cache.policies.special_tokens import SpecialTokens
-from gct_stream_ros.cache.policies.token_set import TokenSet
+from gct_stream_ros.cache.policies.scorers import diversity_scores, mass_scores, recency_scores
+from gct_stream_ros.cache.policies.selection import evicted_slots
+from gct_stream_ros.cache.policies.token_pool import PATCH, SCALE_PATCH, SPECIAL, TokenPool, state_scores
 from gct_stream_ros.cache.stepped_cache import SteppedKVCache
 from gct_stream_ros.cache.validation import check_sizes
+
+REALLOCATE_EVERY = 8
+"""Stored steps between two re-allocations of the layer budgets (see the module docstring)."""
+UNBOUNDED_SPECIAL_FRAMES = 64
+"""Frames of specials the storage first holds when ``max_frames`` is 0 (then doubled as needed)."""
 
 
 class BudgetedKVCache(SteppedKVCache):
@@ -54,11 +60,10 @@ class BudgetedKVCache(SteppedKVCache):
     def __init__(self, num_layers: int, num_heads: int, head_dim: int, policy: CachePolicy,
                  num_special_tokens: int = 6, scale_frames: int = 8, budget_tokens: int = 0,
                  sliding_window: int = 64, max_frames: int = 0, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, budget: float = DEFAULT_BUDGET):
         check_sizes(num_layers, num_heads, head_dim, num_special_tokens, scale_frames, sliding_window,
                     max_frames)
-        if budget_tokens < 0:
-            raise ValueError(f"budget_tokens must be >= 0 (0: the default), not {budget_tokens}")
+        check_budget(budget, budget_tokens, scale_frames, sliding_window)
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.head_dim = head_dim
@@ -66,26 +71,28 @@ class BudgetedKVCache(SteppedKVCache):
         self.num_special_tokens = num_special_tokens
         self.scale_frames = scale_frames
         self.budget_tokens = budget_tokens
+        self.budget = budget
         self.sliding_window = sliding_window
         self.max_frames = max_frames
         self.device = torch.device(device)
         self.dtype = dtype
-        # allocated once: a reset (new sequence or window) reuses the storage
-        self._specials = [
-            SpecialTokens(num_heads, head_dim, num_special_tokens, max_frames, dtype, self.device)
-            for _ in range(num_layers)]
+        self._pools: list[TokenPool] = []  # allocated at the first step, once per frame size
+        self._patches_per_frame: int | None = None
+        self._statistics = torch.zeros(num_layers, device=self.device)
+        self._snapshot = HostSnapshot(num_layers, self.device)
         self.reset()
 
     def reset(self) -> None:
-        empty = TokenSet.empty(self.num_heads, self.head_dim, self.dtype, self.device)
-        self._patches = [empty] * self.num_layers
-        for specials in self._specials:
-            specials.clear()
-        self._special_frames: list[int] = []  # frames holding specials, oldest first
-        self._patches_per_frame: int | None = None
-        self._budgets: list[int] = []
-        self._statistics = [torch.zeros((), device=self.device)] * self.num_layers
-        self._pending_mass: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * self.num_layers
+        for pool in self._pools:
+            pool.truncate(0)
+        self._special_frames: list[int] = []  # frames whose specials are kept, oldest first
+        self._patches = [0] * self.num_layers  # patch slots per layer, expired ones included
+        self._expired = [0] * self.num_layers  # frames whose specials wait for the layer's next eviction
+        self._statistics.zero_()
+        self._snapshot.clear()
+        self._stored_since_allocation = 0
+        self._budgets = [self._mean_budget] * self.num_layers if self._patches_per_frame else []
+        self._pending_mass: list[torch.Tensor | None] = [None] * self.num_layers
         self._dropping: list[int] = []
         self._specials_dropped = 0
         self._reset_steps()
@@ -102,22 +109,31 @@ class BudgetedKVCache(SteppedKVCache):
 
     def _attend(self, layer: int, frames: list[int], mode: StepMode, q: torch.Tensor, k: torch.Tensor,
                 v: torch.Tensor) -> torch.Tensor:
-        own_patches, own_specials = self._own_tokens(frames, k, v)
+        pool = self._pools[layer]
+        specials = self.num_special_tokens
+        patch_runs = [(k.shape[1] - specials, frame, SCALE_PATCH if frame < self.scale_frames else PATCH)
+                      for frame in frames]
+        special_runs = [(specials, frame, SPECIAL) for frame in frames]
+        own_patches = (k[:, specials:].flatten(0, 1), v[:, specials:].flatten(0, 1))
+        own_specials = (k[:, :specials].flatten(0, 1), v[:, :specials].flatten(0, 1))
         if mode is StepMode.SKIP:
-            parts = (self._patches[layer], own_patches, self._specials[layer].tokens, own_specials)
-            return dense_attention(q, torch.cat([part.keys for part in parts]),
-                                   torch.cat([part.values for part in parts]))
-        self._patches[layer] += own_patches
-        self._specials[layer].append(frames, own_specials)
-        self._forget(layer, self._dropping)
-        if mode is StepMode.STORE and self.policy.timing == "before":
-            self._evict(layer)
+            pool.stage(*own_patches, patch_runs)
+            pool.stage(*own_specials, special_runs, offset=own_patches[0].shape[0])
+            seen = pool.length + k.shape[0] * k.shape[1]
+            return dense_attention(q, pool.keys[:seen], pool.values[:seen])
+        pool.append(*own_patches, patch_runs)
+        pool.append(*own_specials, special_runs)
+        self._patches[layer] += own_patches[0].shape[0]
+        if mode is StepMode.STORE:
+            self._expire(layer, self._dropping)
+            if self.policy.timing == "before":
+                self._evict(layer)
         if len(frames) > 1:
             return dense_attention(q, k.flatten(0, 1), v.flatten(0, 1))  # phase 1: natural order
-        patches, specials = self._patches[layer], self._specials[layer].tokens
-        keys, values = torch.cat([patches.keys, specials.keys]), torch.cat([patches.values, specials.values])
+        keys, values = pool.keys[:pool.length], pool.values[:pool.length]
         if self.policy.scorer == "attention_mass":
-            self._pending_mass[layer] = attention_mass(sampled_queries(q[0], self.num_special_tokens), keys)
+            queries, weights = stand_in_queries(q[0], specials, self.policy.mass_queries)
+            self._pending_mass[layer] = attention_mass(queries, weights, keys)
             if mode is StepMode.STORE:
                 self._apply_mass(layer)
         return dense_attention(q, keys, values)
@@ -130,66 +146,69 @@ class BudgetedKVCache(SteppedKVCache):
                 self._evict(layer)
 
     def _commit(self) -> None:
+        dropping = self._over_max_frames()
         for layer in range(self.num_layers):
             self._apply_mass(layer)
-        dropping = self._over_max_frames()
+            self._expire(layer, dropping)
         self._allocate()  # with the statistics of the deferred step
         for layer in range(self.num_layers):
-            self._forget(layer, dropping)
             self._evict(layer)
 
     def _rollback(self, frame: int) -> None:
         self._pending_mass = [None] * self.num_layers
         self._special_frames.remove(frame)
-        for layer in range(self.num_layers):
-            self._forget(layer, [frame])
+        patches = self._patches_per_frame or 0
+        for layer, pool in enumerate(self._pools):  # the frame was appended last and nothing moved since
+            pool.truncate(pool.length - patches - self.num_special_tokens)
+            self._patches[layer] -= patches
 
     def stats(self) -> CacheStats:
-        with_patches = torch.unique(torch.cat([p.frames for p in self._patches]))
-        patch_bytes = sum(patches.nbytes for patches in self._patches)
-        special_bytes = [(specials.nbytes, specials.tokens.nbytes) for specials in self._specials]
-        protected = self._protected_patches() + len(self._specials[0])
+        with_patches = [pool.frames[:pool.length][pool.state[:pool.length] <= SCALE_PATCH]
+                        for pool in self._pools]
+        kept_frames = torch.unique(torch.cat(with_patches)).numel() if with_patches else 0
+        bytes_used = sum(pool.length * pool.token_bytes for pool in self._pools)
+        protected = min(self._frames_stored, self.scale_frames) * (self._patches_per_frame or 0)
         return CacheStats(frames_stored=self._frames_stored,
-                          frames_evicted=self._frames_stored - with_patches.numel(),
-                          tokens_per_layer=[len(p) + len(s) for p, s in zip(self._patches, self._specials)],
-                          bytes_allocated=patch_bytes + sum(allocated for allocated, _ in special_bytes),
-                          bytes_used=patch_bytes + sum(used for _, used in special_bytes),
-                          protected_tokens=protected,
+                          frames_evicted=self._frames_stored - kept_frames,
+                          tokens_per_layer=[pool.length for pool in self._pools] or [0] * self.num_layers,
+                          bytes_allocated=sum(pool.nbytes for pool in self._pools),
+                          bytes_used=bytes_used,
+                          protected_tokens=protected + self.num_special_tokens * len(self._special_frames),
                           policy=self.policy.name, specials_dropped=self._specials_dropped,
                           budget_tokens_per_layer=list(self._budgets))
+
+    def layer_statistics(self) -> list[float]:
+        """The layers' latest allocator statistics (reads the device: for diagnostics and benchmarks)."""
+        return self._statistics.tolist()
+
+    def patch_tokens(self, layer: int) -> int:
+        """Patch tokens ``layer`` holds (expired ones of recycled frames included)."""
+        return self._patches[layer]
 
     # -- internals ---------------------------------------------------------------------------
 
     def _set_patches_per_frame(self, patches_per_frame: int) -> None:
-        """Resolve the budgets for a resolution (only on an empty cache when it changes)."""
+        """Resolve the budgets and allocate the pools for a frame size (on an empty cache)."""
         if self._patches_per_frame == patches_per_frame:
             return
         if self._special_frames:
             raise ValueError(f"patches per frame changed from {self._patches_per_frame} to "
                              f"{patches_per_frame}: reset the cache when the image size changes")
         floor = self.scale_frames * patches_per_frame
-        mean = self.budget_tokens or (self.scale_frames + self.sliding_window) * patches_per_frame
-        if mean < floor:
-            raise ValueError(f"budget_tokens={mean} cannot hold the {self.scale_frames} scale frames' "
-                             f"{floor} patch tokens")
-        self._patches_per_frame = patches_per_frame
-        self._mean_budget, self._floor = mean, floor
+        mean = mean_budget_tokens(self.budget, self.budget_tokens, self.scale_frames, self.sliding_window,
+                                  patches_per_frame)
+        self._patches_per_frame, self._mean_budget, self._floor = patches_per_frame, mean, floor
         self._budgets = [mean] * self.num_layers
-
-    def _own_tokens(self, frames: list[int], k: torch.Tensor, v: torch.Tensor) -> tuple[TokenSet, TokenSet]:
-        """The step's patch and special tokens, frame by frame."""
-        frame_ids = torch.tensor(frames, dtype=torch.long, device=self.device)
-
-        def tokens(part: slice) -> TokenSet:
-            keys, values = k[:, part], v[:, part]  # [S, n, H, D]
-            return TokenSet.of(keys.flatten(0, 1).to(self.dtype), values.flatten(0, 1).to(self.dtype),
-                               frame_ids.repeat_interleave(keys.shape[1]))
-
-        specials = self.num_special_tokens
-        return tokens(slice(specials, None)), tokens(slice(0, specials))
+        bounded = self.max_frames > 0
+        special_frames = self.max_frames + 2 if bounded else UNBOUNDED_SPECIAL_FRAMES
+        capacity = (layer_ceiling(mean, floor) + patches_per_frame
+                    + self.num_special_tokens * special_frames)
+        self._pools = []  # the previous size's pools are freed before the new ones are allocated
+        self._pools = [TokenPool(capacity, self.num_heads, self.head_dim, self.dtype, self.device,
+                                 growable=not bounded) for _ in range(self.num_layers)]
 
     def _over_max_frames(self) -> list[int]:
-        """Drop the oldest non-scale frames beyond ``max_frames`` from the bookkeeping; return them."""
+        """Drop the oldest non-scale frames beyond ``max_frames`` from the specials; return them."""
         dropping = []
         while self.max_frames and len(self._special_frames) > self.max_frames:
             oldest = next(f for f in self._special_frames if f >= self.scale_frames)
@@ -198,44 +217,51 @@ class BudgetedKVCache(SteppedKVCache):
             self._specials_dropped += 1
         return dropping
 
+    def _expire(self, layer: int, frames: list[int]) -> None:
+        for frame in frames:
+            self._pools[layer].expire(frame)
+        self._expired[layer] += len(frames)
+
     def _allocate(self) -> None:
-        statistics = torch.stack(self._statistics).tolist()  # the one device read of a step
-        self._budgets = layer_budgets(self.policy.allocator, statistics, self._mean_budget, self._floor,
-                                      self.policy.temperature)
-
-    def _protected_patches(self) -> int:
-        """Patch tokens of the stored scale frames: never evicted nor recycled, so the oldest, a prefix."""
-        return min(self._frames_stored, self.scale_frames) * (self._patches_per_frame or 0)
-
-    def _forget(self, layer: int, frames: list[int]) -> None:
-        """Drop every token of ``frames`` from ``layer``."""
-        self._patches[layer] = self._patches[layer].without_frames(frames)
-        self._specials[layer].remove(frames)
+        if self.policy.allocator == "uniform":
+            return
+        self._stored_since_allocation += 1
+        if self._stored_since_allocation < REALLOCATE_EVERY:
+            return
+        self._stored_since_allocation = 0
+        if self._snapshot.taken:
+            self._budgets = layer_budgets(self.policy.allocator, self._snapshot.read(), self._mean_budget,
+                                          self._floor, self.policy.temperature)
+        self._snapshot.take(self._statistics)
 
     def _apply_mass(self, layer: int) -> None:
-        """Accumulate the attention mass measured at this layer's last stored step."""
-        pending = self._pending_mass[layer]
-        if pending is None:
+        """Accumulate the attention mass measured at this layer's last stored step (Evict3R: x keys)."""
+        mass = self._pending_mass[layer]
+        if mass is None:
             return
-        mass, variance = pending
-        patches = self._patches[layer]
-        self._patches[layer] = patches.scored(mass[:len(patches)])
-        self._specials[layer].add_mass(mass[len(patches):])
-        self._statistics[layer] = variance
+        pool, used = self._pools[layer], mass.shape[0]
+        pool.mass[:used] += (mass * used).unsqueeze(1)
+        pool.exposure[:used] += 1.0
+        self._statistics[layer] = concentration(mass)
         self._pending_mass[layer] = None
 
     def _evict(self, layer: int) -> None:
-        patches, budget = self._patches[layer], self._budgets[layer]
-        if len(patches) <= budget:
+        pool, patches = self._pools[layer], self._patches_per_frame or 1
+        excess = max(0, self._patches[layer] - self._budgets[layer])
+        if self.policy.granularity == "frame":
+            excess = math.ceil(excess / patches) * patches
+        if excess == 0 and self._expired[layer] == 0:
             return
-        protected = self._protected_patches()
+        used = slice(0, pool.length)
         if self.policy.scorer == "recency":
-            scores = recency_scores(patches.frames)
+            scores = recency_scores(pool.frames[used])
         elif self.policy.scorer == "attention_mass":
-            scores = mass_scores(patches.mass, patches.exposure)
+            scores = mass_scores(pool.mass[used], pool.exposure[used])
         else:
-            scores = torch.full((len(patches),), float("inf"), device=self.device)
-            scores[protected:], self._statistics[layer] = diversity_scores(patches.keys[protected:],
-                                                                           patches.frames[protected:])
-        self._patches[layer] = patches.take(kept_positions(scores, protected, patches.frames, budget,
-                                                           self.policy.granularity))
+            scores, self._statistics[layer] = diversity_scores(pool.keys[used], pool.frames[used],
+                                                               pool.state[used] == PATCH)
+        count = excess + self.num_special_tokens * self._expired[layer]
+        pool.remove(evicted_slots(state_scores(scores, pool.state[used]), count, self.policy.granularity,
+                                  self.policy.per_head, pool.frames[used]))
+        self._patches[layer] -= excess
+        self._expired[layer] = 0

@@ -7,12 +7,16 @@
   ``variance`` (Evict3R: softmax(-variance of the attention mass / temperature)) or
   ``diversity`` (InfiniteVGGT: softmax(diversity / temperature)). See ``allocators.py``.
 * **granularity** — ``token`` (any patch token) or ``frame`` (a frame's patches leave together,
-  ranked by their mean score).
+  ranked by their mean score); token selection is head-shared or ``per_head`` (each head keeps
+  its own tokens, same count: seed 004's InfiniteVGGT).
 * **timing** — evict ``before`` the step's attention (the frame's own tokens are candidates) or
   ``after`` it (needed by ``attention_mass``, which scores with that attention).
 
 Every policy acts on the patch stream only: the scale frames' patches are protected and the
 special tokens of every retained frame are kept (bounded by ``max_frames``), as lingbot-map does.
+
+``mass_queries`` picks the queries that measure the attention mass (``attention_mass.py``):
+``sampled`` (the preset) or ``exact``.
 
 Presets: ``sliding_window`` (lingbot-map; served by the paged caches, bit-exact with the
 reference), ``evict3r`` and ``infinitevggt`` (served by ``BudgetedKVCache``).
@@ -21,6 +25,8 @@ reference), ``evict3r`` and ``infinitevggt`` (served by ``BudgetedKVCache``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from gct_stream_ros.cache.policies.attention_mass import MASS_QUERIES
 
 SCORERS = ("recency", "key_diversity", "attention_mass")
 ALLOCATORS = ("uniform", "variance", "diversity")
@@ -41,10 +47,15 @@ class CachePolicy:
     timing: str = "before"
     temperature: float = 0.5
     """Softmax temperature of the non-uniform allocators (0.5 in both published policies)."""
+    per_head: bool = False
+    """Token granularity only: every head keeps its own tokens (the scorer must score per head)."""
+    mass_queries: str = "sampled"
+    """``attention_mass`` only: ``sampled`` stand-in queries or ``exact`` (every query)."""
 
     def __post_init__(self) -> None:
         for value, allowed in ((self.scorer, SCORERS), (self.allocator, ALLOCATORS),
-                               (self.granularity, GRANULARITIES), (self.timing, TIMINGS)):
+                               (self.granularity, GRANULARITIES), (self.timing, TIMINGS),
+                               (self.mass_queries, MASS_QUERIES)):
             if value not in allowed:
                 raise ValueError(f"policy {self.name!r}: {value!r} is not one of {', '.join(allowed)}")
         if self.scorer == "attention_mass" and self.timing != "after":
@@ -54,6 +65,9 @@ class CachePolicy:
         if needed is not None and needed != self.scorer:
             raise ValueError(f"policy {self.name!r}: the {self.allocator!r} allocator needs the "
                              f"{needed!r} scorer")
+        if self.per_head and (self.granularity != "token" or self.scorer != "key_diversity"):
+            raise ValueError(f"policy {self.name!r}: per-head selection needs token granularity and the "
+                             "key_diversity scorer (the others score every head alike)")
         if self.temperature <= 0:
             raise ValueError(f"policy {self.name!r}: temperature must be > 0")
 
@@ -63,7 +77,7 @@ PRESETS = {
     "evict3r": CachePolicy("evict3r", scorer="attention_mass", allocator="variance", granularity="token",
                            timing="after"),
     "infinitevggt": CachePolicy("infinitevggt", scorer="key_diversity", allocator="diversity",
-                                granularity="token", timing="before"),
+                                granularity="token", timing="before", per_head=True),
 }
 
 

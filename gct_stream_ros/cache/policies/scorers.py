@@ -1,21 +1,14 @@
-"""Per-token keep scores of the patch stream (higher = keep) and the per-layer statistics they yield.
+"""Per-token keep scores of the patch stream (higher = keep), ``[N, H]`` (slot, head), and layer statistics.
 
 * ``recency``: the token's frame index; keeps the newest frames (the sliding window).
 * ``key_diversity`` (InfiniteVGGT): keys with the temporal RoPE removed (``temporal_rope.py``,
   otherwise distant frames look diverse just because they are rotated differently),
-  L2-normalised per head; a key's similarity is its dot product with the head's mean
-  normalised key, averaged over heads; the least similar (most diverse) keys are kept.
-  Statistic: the layer's diversity, 1 - mean similarity.
-* ``attention_mass`` (Evict3R): attention each cached key receives, accumulated over the steps
-  and divided by the steps it was exposed to. The exact column sums would need the full
-  ``P x K`` probability matrix (GBs at the reference's cache length) and a non-fused kernel, so
-  the mass is measured with a sample of the frame's queries: its special tokens (the camera
-  and register tokens summarise the frame and are what reads the global context) plus its
-  patch queries mean-pooled in groups of 16 (XStreamVGGT's proxy): ~1/16 of the cost, and the
-  fused attention of the step itself stays untouched. As in Evict3R the per-step mass is
-  multiplied by the number of keys so steps with different cache lengths weigh alike, and the
-  accumulators are fp32 (fp16 overflows after ~60 steps). Statistic: the variance of the step's
-  un-scaled mass over the keys.
+  L2-normalised; a key's similarity is its dot product with its head's mean normalised key over
+  the candidates. Each head keeps its own least similar (most diverse) keys, as seed 004 does.
+  Statistic: the layer's diversity, 1 - mean similarity. Computed in chunks of keys so that no
+  fp32 copy of the whole layer exists.
+* ``attention_mass`` (Evict3R): attention each cached key received (``attention_mass.py``),
+  accumulated over the steps and divided by the steps it was exposed to; head-shared.
 """
 
 from __future__ import annotations
@@ -24,35 +17,37 @@ import torch
 
 from gct_stream_ros.cache.policies.temporal_rope import rotate_temporal
 
-POOL_GROUP = 16
+CHUNK_TOKENS = 32768
+"""Keys converted to fp32 at a time by the diversity scorer (128 MiB at 16 heads x 64)."""
 
 
 def recency_scores(frames: torch.Tensor) -> torch.Tensor:
-    """``frames`` ``[N]`` -> ``[N]`` fp32."""
+    """``frames`` ``[N, H]`` -> ``[N, H]`` fp32."""
     return frames.float()
 
 
-def diversity_scores(keys: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys ``[N, H, D]`` of frames ``[N]`` -> (scores ``[N]``, the layer's diversity ``[]``)."""
-    content = torch.nn.functional.normalize(rotate_temporal(keys, frames, inverse=True), dim=-1)  # [N, H, D]
-    mean_key = content.mean(dim=0, keepdim=True)  # [1, H, D]
-    similarity = (content * mean_key).sum(dim=-1).mean(dim=-1)  # [N]
-    return -similarity, 1.0 - similarity.mean()
+def diversity_scores(keys: torch.Tensor, frames: torch.Tensor, candidates: torch.Tensor,
+                     chunk_tokens: int = CHUNK_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys ``[N, H, D]`` of frames ``[N, H]`` -> (scores ``[N, H]``, diversity ``[]``) over ``candidates``.
 
+    ``candidates`` ``[N, H]`` (bool) marks the evictable keys: the mean key and the diversity are
+    taken over them only; the scores of the others are meaningless (the caller overrides them).
+    """
+    def content(start: int) -> torch.Tensor:
+        part = slice(start, start + chunk_tokens)
+        return torch.nn.functional.normalize(rotate_temporal(keys[part], frames[part], inverse=True), dim=-1)
 
-def sampled_queries(q: torch.Tensor, num_special_tokens: int) -> torch.Tensor:
-    """One frame's queries ``[P, H, D]`` -> its specials + mean-pooled patch groups ``[Q, H, D]``."""
-    patches = q[num_special_tokens:]
-    groups = [chunk.mean(dim=0) for chunk in patches.split(POOL_GROUP)]
-    return torch.cat([q[:num_special_tokens], torch.stack(groups)])
-
-
-def attention_mass(queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mass each key receives from ``queries`` ``[Q, H, D]``: (``[K]`` fp32 scaled by K, variance ``[]``)."""
-    scale = queries.shape[-1] ** -0.5
-    logits = torch.einsum("qhd,khd->hqk", queries.float(), keys.float()) * scale  # [H, Q, K]
-    mass = logits.softmax(dim=-1).mean(dim=0).sum(dim=0)  # [K]
-    return mass * keys.shape[0], mass.var(unbiased=False)
+    weight = candidates.float()  # [N, H]
+    total = torch.zeros(keys.shape[1:], dtype=torch.float32, device=keys.device)  # [H, D]
+    for start in range(0, keys.shape[0], chunk_tokens):
+        total += torch.einsum("nhd,nh->hd", content(start), weight[start:start + chunk_tokens])
+    count = weight.sum(dim=0).clamp(min=1.0)  # [H]
+    mean_key = total / count.unsqueeze(-1)
+    similarity = torch.empty(keys.shape[:2], dtype=torch.float32, device=keys.device)  # [N, H]
+    for start in range(0, keys.shape[0], chunk_tokens):
+        similarity[start:start + chunk_tokens] = (content(start) * mean_key).sum(dim=-1)
+    mean_similarity = ((similarity * weight).sum(dim=0) / count).mean()
+    return -similarity, 1.0 - mean_similarity
 
 
 def mass_scores(mass: torch.Tensor, exposure: torch.Tensor) -> torch.Tensor:

@@ -1,37 +1,36 @@
-"""Which patch tokens a layer keeps under its budget, at token or frame granularity."""
+"""Which slots a layer frees: the lowest-scoring, at token or frame granularity, per head or head-shared."""
 
 from __future__ import annotations
 
 import torch
 
 
-def kept_positions(scores: torch.Tensor, num_protected: int, frames: torch.Tensor, budget: int,
-                   granularity: str) -> torch.Tensor | None:
-    """Ascending positions ``[M]`` of the tokens to keep, or None when all ``N`` fit in ``budget``.
+def evicted_slots(scores: torch.Tensor, count: int, granularity: str, per_head: bool,
+                  frames: torch.Tensor) -> torch.Tensor:
+    """Slots ``[count, H]`` with the lowest ``scores`` ``[N, H]`` (protected slots score +inf, never chosen).
 
-    The first ``num_protected`` tokens (the scale frames' patches, oldest in the canonical order)
-    always stay; of the others the lowest-scoring go until ``M <= budget``, ties going against
-    older tokens (stable order). ``token`` granularity needs no device read: the count is known.
-    ``frame`` ranks a frame by the mean score of its tokens and drops whole frames, so it may
-    drop a few tokens more than needed.
+    ``per_head``: every head frees its own ``count`` slots; otherwise head 0's choice is every
+    head's (the scorer is head-shared). ``frame`` granularity ranks a frame by the mean score of
+    its slots and frees whole frames: the caller's ``count`` is then a whole number of frames'
+    patches (+ expired specials), and sorting by frame before ranking keeps a frame's slots
+    together. ``count`` is known on the host, so token granularity never reads the device; frame
+    granularity (not used by a preset) reads it once to number the frames.
     """
-    excess = scores.numel() - budget
-    if excess <= 0:
-        return None
-    candidates = scores[num_protected:]  # [C]
     if granularity == "token":
-        kept = torch.sort(candidates, stable=True).indices[excess:].sort().values
+        if per_head:
+            return torch.topk(scores, count, dim=0, largest=False, sorted=False).indices
+        chosen = torch.topk(scores[:, 0], count, largest=False, sorted=False).indices
     elif granularity == "frame":
-        frame_ids, inverse, sizes = torch.unique_consecutive(frames[num_protected:], return_inverse=True,
-                                                             return_counts=True)
-        frame_scores = torch.zeros(len(frame_ids), dtype=torch.float64, device=scores.device).index_add_(
-            0, inverse, candidates.double()) / sizes
-        order = torch.sort(frame_scores, stable=True).indices
-        dropped_upto = int(torch.searchsorted(sizes[order].cumsum(0), excess)) + 1  # first prefix >= excess
-        dropped = torch.zeros(len(frame_ids), dtype=torch.bool, device=scores.device)
-        dropped[order[:dropped_upto]] = True
-        kept = (~dropped[inverse]).nonzero().squeeze(1)
+        shared, frame = scores[:, 0].double(), frames[:, 0].long()
+        evictable = torch.isfinite(shared) & (shared > torch.finfo(scores.dtype).min)  # live patch slots
+        _, inverse = torch.unique(frame, return_inverse=True)  # reads the device (frame granularity only)
+        total = torch.zeros(scores.shape[0], dtype=torch.float64, device=scores.device)
+        size = torch.zeros_like(total)
+        total.index_add_(0, inverse, torch.where(evictable, shared, 0.0))
+        size.index_add_(0, inverse, evictable.double())
+        ranked = torch.where(evictable, (total / size.clamp(min=1.0))[inverse], shared)
+        by_frame = torch.argsort(frame, stable=True)
+        chosen = by_frame[torch.argsort(ranked[by_frame], stable=True)][:count]
     else:
         raise ValueError(f"unknown granularity {granularity!r}")
-    protected = torch.arange(num_protected, device=scores.device)
-    return torch.cat([protected, kept + num_protected])
+    return chosen.unsqueeze(1).expand(count, scores.shape[1])

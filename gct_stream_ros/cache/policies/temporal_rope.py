@@ -15,16 +15,16 @@ ROPE_BASE = 10000.0
 
 
 def rotate_temporal(keys: torch.Tensor, frames: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-    """Rotate the temporal pairs of ``keys`` ``[N, H, D]`` by their frame index ``frames`` ``[N]``.
+    """Rotate the temporal pairs of ``keys`` ``[N, H, D]`` by their frame index ``frames`` ``[N, H]``.
 
     ``inverse=True`` removes the rotation. Returns fp32; angles are computed in float64.
     """
     pair = torch.arange(TEMPORAL_PAIRS, dtype=torch.float64, device=keys.device)
     frequency = ROPE_BASE ** (-2.0 * pair / (2 * TEMPORAL_PAIRS))  # [10]
-    angle = frames.to(torch.float64).unsqueeze(1) * frequency  # [N, 10]
+    angle = frames.to(torch.float64).unsqueeze(-1) * frequency  # [N, H, 10]
     if inverse:
         angle = -angle
-    cos, sin = angle.cos().float().unsqueeze(1), angle.sin().float().unsqueeze(1)  # [N, 1, 10]
+    cos, sin = angle.cos().float(), angle.sin().float()
     out = keys.float().clone()
     even, odd = slice(0, 2 * TEMPORAL_PAIRS, 2), slice(1, 2 * TEMPORAL_PAIRS, 2)
     x, y = out[..., even].clone(), out[..., odd].clone()  # [N, H, 10]

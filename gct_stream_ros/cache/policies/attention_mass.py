@@ -1,0 +1,97 @@
+"""Attention mass each cached key receives from a frame's queries, without the ``[H, Q, K]`` matrix.
+
+Evict3R scores a key by the attention it receives: the head-mean of the softmax probabilities
+summed over the frame's queries. Materialising ``softmax(QK^T)`` costs ``H x Q x K`` floats per
+layer (GBs at the reference's cache length), so the mass is computed in two passes over the keys
+in chunks, accumulated in fp32: the first pass builds each query's log-sum-exp over all keys, the second
+turns each chunk's logits into probabilities with it (``exp(s - lse)``) and reduces them at once.
+Only ``H x Q x chunk`` logits exist at a time (``CHUNK_ELEMENTS``).
+
+Queries (``MASS_QUERIES``):
+
+* ``exact``: every query of the frame; the mass of the full probability matrix, as Evict3R.
+* ``sampled``: stand-ins: the frame's special tokens plus its patch queries mean-pooled in groups
+  of ``POOL_GROUP`` (XStreamVGGT's proxy), ~1/16 of the work. Each stand-in is weighted by the
+  number of queries it stands for (1 for a special, the group's size for a pooled group), so the
+  6 special tokens weigh their share of the frame and not ~15x more.
+
+Either way the mass sums to the number of queries of the frame (every probability row sums to 1).
+"""
+
+from __future__ import annotations
+
+import torch
+
+MASS_QUERIES = ("sampled", "exact")
+POOL_GROUP = 16
+CHUNK_ELEMENTS = 1 << 25
+"""Logits held at a time (128 MiB in fp32) in each pass."""
+BMM_TO_FP32 = "dtype" in torch.ops.aten.bmm.overloads()
+"""This torch's ``bmm`` can write fp32 from bf16/fp16 inputs (CUDA kernels, torch >= 2.8)."""
+
+
+def stand_in_queries(q: torch.Tensor, num_special_tokens: int,
+                     mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame's queries ``[P, H, D]`` -> (queries ``[Q, H, D]``, weights ``[Q]`` fp32) for ``mode``."""
+    if mode == "exact":
+        return q, torch.ones(q.shape[0], dtype=torch.float32, device=q.device)
+    if mode != "sampled":
+        raise ValueError(f"attention-mass queries {mode!r} are not one of {', '.join(MASS_QUERIES)}")
+    specials, patches = q[:num_special_tokens], q[num_special_tokens:]
+    whole = patches.shape[0] // POOL_GROUP * POOL_GROUP
+    rest = patches.shape[0] - whole
+    parts = [specials, patches[:whole].unflatten(0, (-1, POOL_GROUP)).mean(dim=1)]  # [G, H, D]
+    device = q.device
+    # filled on the device from host constants: no host-to-device copy in the step
+    counts = [torch.ones(num_special_tokens, device=device),
+              torch.full((whole // POOL_GROUP,), float(POOL_GROUP), device=device)]
+    if rest:
+        parts.append(patches[whole:].mean(dim=0, keepdim=True))
+        counts.append(torch.full((1,), float(rest), device=device))
+    weights = torch.cat(counts)
+    return torch.cat(parts), weights
+
+
+def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
+                   chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """Weighted mass ``[K]`` fp32 each key of ``keys`` ``[K, H, D]`` receives from ``queries`` ``[Q, H, D]``.
+
+    ``mass_k = sum_q weights_q * mean_h softmax_k(q . k / sqrt(D))``; see the module docstring.
+    """
+    num_queries, num_heads, head_dim = queries.shape
+    num_keys = keys.shape[0]
+    chunk = max(1, chunk_elements // (num_heads * num_queries))
+    # bf16/fp16 keys on CUDA: the matmul reads them as they are and accumulates and writes fp32;
+    # elsewhere a chunk of keys is converted to fp32 first
+    direct = BMM_TO_FP32 and keys.is_cuda and keys.dtype in (torch.bfloat16, torch.float16)
+    scaled = (queries.float() * head_dim**-0.5).to(keys.dtype if direct else torch.float32)
+    scaled = scaled.permute(1, 0, 2)  # [H, Q, D]
+
+    def logits(start: int) -> torch.Tensor:
+        part = keys[start:start + chunk].permute(1, 2, 0)  # [H, D, c]
+        if direct:
+            return torch.bmm(scaled, part, out_dtype=torch.float32)  # [H, Q, c]
+        return torch.bmm(scaled, part.float())
+
+    lse = torch.full((num_heads, num_queries), float("-inf"), device=keys.device)
+    for start in range(0, num_keys, chunk):
+        lse = torch.logaddexp(lse, logits(start).logsumexp(dim=-1))
+    per_query = (weights.float() / num_heads).expand(num_heads, num_queries).unsqueeze(1)  # [H, 1, Q]
+    mass = torch.empty(num_keys, dtype=torch.float32, device=keys.device)
+    for start in range(0, num_keys, chunk):
+        probabilities = logits(start).sub_(lse.unsqueeze(-1)).exp_()  # [H, Q, c]
+        mass[start:start + chunk] = torch.bmm(per_query, probabilities).sum(dim=0).squeeze(0)
+    return mass
+
+
+def concentration(mass: torch.Tensor) -> torch.Tensor:
+    """How unevenly ``mass`` ``[K]`` is spread: ``log(1 + var(mass / mean mass))``, a scalar tensor.
+
+    Evict3R allocates layer budgets by the variance of the raw mass, whose magnitude scales with
+    ``(queries / keys)^2``: at the reference's cache length it is ~1e-6 in every layer and the
+    softmax over layers comes out uniform. Dividing by the mean removes the scale (0 for
+    perfectly even attention, ``K - 1`` when all of it lands on one key); the log keeps layers
+    that differ by orders of magnitude within reach of the allocator's temperature.
+    """
+    normalised = mass / mass.mean()
+    return torch.log1p(normalised.var(unbiased=False))

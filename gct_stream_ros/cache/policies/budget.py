@@ -1,0 +1,39 @@
+"""The budget of the budgeted policies: patch tokens per layer, absolute or a fraction of the window.
+
+Pure Python (no torch), so that the session settings can validate it at start-up.
+``budget`` is a fraction of the sliding window's patch tokens, ``(scale_frames + sliding_window)
+x patches_per_frame`` per layer; ``budget_tokens`` > 0 overrides it with an absolute count. Either
+must hold the protected scale frames' patches (``budget_floor``).
+"""
+
+from __future__ import annotations
+
+DEFAULT_BUDGET = 1.0
+"""``cache.budget``: by default the budgeted policies keep as many patch tokens as the window."""
+
+
+def budget_floor(scale_frames: int, sliding_window: int) -> float:
+    """The smallest ``budget`` fraction that holds the scale frames' patches."""
+    return scale_frames / (scale_frames + sliding_window)
+
+
+def check_budget(budget: float, budget_tokens: int, scale_frames: int, sliding_window: int) -> None:
+    """Raise ``ValueError`` (one line) when the budget cannot hold the protected tokens."""
+    if budget_tokens < 0:
+        raise ValueError(f"budget_tokens={budget_tokens} must be >= 0 (0: budget x the window)")
+    floor = budget_floor(scale_frames, sliding_window)
+    if not budget_tokens and budget < floor:
+        raise ValueError(f"budget={budget:g} cannot hold the {scale_frames} scale frames' patches: it must "
+                         f"be >= {floor:.3f} (scale frames / (scale frames + sliding window) = "
+                         f"{scale_frames}/({scale_frames}+{sliding_window}))")
+
+
+def mean_budget_tokens(budget: float, budget_tokens: int, scale_frames: int, sliding_window: int,
+                       patches_per_frame: int) -> int:
+    """Patch tokens a layer keeps on average, for frames of ``patches_per_frame`` patches."""
+    floor = scale_frames * patches_per_frame
+    mean = budget_tokens or round(budget * (scale_frames + sliding_window) * patches_per_frame)
+    if mean < floor:
+        raise ValueError(f"budget_tokens={mean} cannot hold the {scale_frames} scale frames' "
+                         f"{floor} patch tokens")
+    return mean

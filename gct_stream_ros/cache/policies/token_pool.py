@@ -1,0 +1,134 @@
+"""One global layer's cached tokens in storage allocated once: append in place, evict by moving.
+
+A budgeted layer keeps different tokens in every layer (and, with per-head selection, in every
+head), so it cannot share the paged store's frame pages. Its tokens live in fixed pools sized at
+start-up for the layer's largest budget plus one frame (``capacity``): keys and values
+``[C, H, D]`` and, per slot and head, the token's frame, state, accumulated attention mass and
+exposure. Slots ``[0, length)`` hold the cached tokens of every head (each head holds the same
+count); attention reads that prefix as it is, since unmasked attention does not depend on the
+order of its keys (spec kv-cache-policies §6.1: order only changes float rounding).
+
+* ``append`` writes a step's tokens at ``length``; ``stage`` writes them there without keeping
+  them (a SKIP step attends over the prefix plus its own tokens, nothing is stored).
+* ``remove`` frees given slots (``[E, H]``, per head) and moves the surviving tokens of the tail
+  ``[length - E, length)`` into the holes, so the prefix stays dense. Only ``E`` tokens move (one
+  frame's worth in the steady state), never the whole layer.
+
+Nothing in here reads the device: counts are known on the host, slots are device tensors. Only an
+unbounded cache (``growable``: ``max_frames = 0``, specials without end) ever reallocates, doubling.
+
+Slot states (``state``) decide what a policy may evict: ``PATCH`` (evictable), ``SCALE_PATCH`` and
+``SPECIAL`` (protected: the scale frames' patches, every retained frame's special tokens), and
+the ``EXPIRED_*`` tokens of a frame recycled by ``max_frames``, which the next eviction removes
+first (``state_scores``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+PATCH, SCALE_PATCH, SPECIAL, EXPIRED_PATCH, EXPIRED_SPECIAL = 0, 1, 2, 3, 4
+
+
+class TokenPool:
+    """Fixed storage of one layer (see the module docstring)."""
+
+    def __init__(self, capacity: int, num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+                 growable: bool = False) -> None:
+        self.growable = growable
+        self.keys = torch.empty(capacity, num_heads, head_dim, dtype=dtype, device=device)
+        self.values = torch.empty_like(self.keys)
+        self.frames = torch.zeros(capacity, num_heads, dtype=torch.int32, device=device)
+        self.state = torch.zeros(capacity, num_heads, dtype=torch.uint8, device=device)
+        self.mass = torch.zeros(capacity, num_heads, dtype=torch.float32, device=device)
+        self.exposure = torch.zeros_like(self.mass)
+        self.length = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of K/V storage allocated."""
+        return 2 * self.keys.numel() * self.keys.element_size()
+
+    @property
+    def token_bytes(self) -> int:
+        return 2 * self.keys[0].numel() * self.keys.element_size()
+
+    def fields(self) -> tuple[torch.Tensor, ...]:
+        """Every per-slot tensor (dim 0 = slot)."""
+        return self.keys, self.values, self.frames, self.state, self.mass, self.exposure
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor, runs: list[tuple[int, int, int]]) -> None:
+        """Keep ``keys``/``values`` ``[N, H, D]`` at the end; ``runs``: (count, frame, state) in order."""
+        self.stage(keys, values, runs)
+        self.length += keys.shape[0]
+
+    def stage(self, keys: torch.Tensor, values: torch.Tensor, runs: list[tuple[int, int, int]],
+              offset: int = 0) -> None:
+        """Write tokens at ``length + offset`` without keeping them (see ``append``)."""
+        start = self.length + offset
+        end = start + keys.shape[0]
+        if end > self.capacity:
+            if not self.growable:
+                raise RuntimeError(f"{end} tokens exceed the layer's storage of {self.capacity}")
+            self._grow(max(end, 2 * self.capacity))
+        self.keys[start:end] = keys
+        self.values[start:end] = values
+        cursor = start
+        for count, frame, state in runs:
+            self.frames[cursor:cursor + count] = frame
+            self.state[cursor:cursor + count] = state
+            cursor += count
+        self.mass[start:end] = 0.0
+        self.exposure[start:end] = 0.0
+
+    def expire(self, frame: int) -> None:
+        """Mark every token of a recycled ``frame`` for removal by the next eviction."""
+        used = slice(0, self.length)
+        mine = self.frames[used] == frame
+        special = (self.state[used] == SPECIAL).to(torch.uint8)
+        expired = EXPIRED_PATCH + special * (EXPIRED_SPECIAL - EXPIRED_PATCH)
+        self.state[used] = torch.where(mine, expired, self.state[used])
+
+    def remove(self, slots: torch.Tensor) -> None:
+        """Free ``slots`` ``[E, H]`` (distinct per head, below ``length``); see the module docstring."""
+        count = slots.shape[0]
+        if count == 0:
+            return
+        new_length = self.length - count
+        holes = slots.sort(dim=0).values  # [E, H]: holes below new_length first, then evicted tail slots
+        # tail slot new_length + j evicted? (holes below new_length are sent to a spare row E)
+        in_tail = holes >= new_length
+        tail_evicted = torch.zeros(count + 1, slots.shape[1], dtype=torch.uint8, device=slots.device)
+        tail_evicted.scatter_(0, torch.where(in_tail, holes - new_length, count), 1)
+        # survivors of the tail first; pair the i-th hole with the i-th survivor. Past the number of
+        # holes, both sides are evicted tail slots: those copies land beyond the new prefix, unused.
+        sources = new_length + tail_evicted[:count].argsort(dim=0, stable=True)  # [E, H]
+        for field in self.fields():
+            index_shape = (count, slots.shape[1]) + (1,) * (field.dim() - 2)
+            sources_index = sources.view(index_shape).expand(count, *field.shape[1:])
+            moved = field.gather(0, sources_index)
+            field.scatter_(0, holes.view(index_shape).expand(count, *field.shape[1:]), moved)
+        self.length = new_length
+
+    def truncate(self, length: int) -> None:
+        """Forget the slots from ``length`` on (the tokens of a rolled-back frame, appended last)."""
+        self.length = length
+
+    def _grow(self, capacity: int) -> None:
+        grown = []
+        for field in self.fields():
+            larger = field.new_zeros((capacity, *field.shape[1:]))
+            larger[:self.length] = field[:self.length]
+            grown.append(larger)
+        self.keys, self.values, self.frames, self.state, self.mass, self.exposure = grown
+
+
+def state_scores(scores: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """``scores`` ``[N, H]`` with the states applied: protected never go, expired go first, specials first."""
+    kept = torch.where(state == PATCH, scores, float("inf"))
+    kept = torch.where(state == EXPIRED_PATCH, torch.finfo(scores.dtype).min, kept)
+    return torch.where(state == EXPIRED_SPECIAL, float("-inf"), kept)
