@@ -64,8 +64,9 @@ REJECTION_LOG_PERIOD_S = 5.0
 MOUNT_WARNING_PERIOD_S = 30.0
 SESSION_STATS_PERIOD_S = 0.5
 """The worker reads the session's statistics (for ``status`` and ``/diagnostics``) at most this often while
-tracking, and at every other state: a KV cache's statistics walk all its layers (2-7 ms for the full
-model's 24 layers x 64 frames of the dense cache on this machine), too much for every frame."""
+tracking with frames waiting, and after every other frame: a KV cache's statistics walk all its layers
+(2-7 ms for the full model's 24 layers x 64 frames of the dense cache on this machine), too much for every
+frame when the worker is behind."""
 STATUS_DEPTH = 10
 
 
@@ -293,11 +294,15 @@ class GctStreamNode(Node):
         self._last_input_hw = frame.image.shape[:2]
         results = self._session.push(frame.image, frame.stamp_ns)
         step_ms = (time.monotonic() - started) * 1000.0
+        tracking = any(r.stamp_ns == frame.stamp_ns and not r.revision for r in results)
+        # Read before the results are counted: a /diagnostics report counting this frame has its statistics.
+        # Throttled only while tracking with frames waiting, where the read would slow the worker down.
+        self._read_stats(fresh=not tracking or bool(self._restart_reason) or not self.worker.backlog)
         for result in results:
             self._publish_result(self._in_metres(result, frame.frame_id, self._last_input_hw), frame.frame_id)
         if self._restart_reason:
             state = TrackingState.RESET
-        elif any(r.stamp_ns == frame.stamp_ns and not r.revision for r in results):
+        elif tracking:
             state = TrackingState.TRACKING
         else:
             state = TrackingState.INITIALISING
@@ -331,6 +336,7 @@ class GctStreamNode(Node):
         self.diagnostics.errors += 1
         self.get_logger().error(f"step failed, session reset: {error!r}\n{traceback.format_exc(limit=5)}")
         self._reset_session("")
+        self._read_stats(fresh=True)
         if self._frame_in_progress is not None:
             frame, started = self._frame_in_progress
             # A node destroyed under the step cannot publish any more: nobody is left to tell.
@@ -339,7 +345,7 @@ class GctStreamNode(Node):
                                      (time.monotonic() - started) * 1000.0)
 
     def _publish_status(self, state: TrackingState, reason: str, frame: CameraFrame, step_ms: float) -> None:
-        stats = self._read_stats(fresh=state != TrackingState.TRACKING)
+        stats = self._stats
         status = TrackingStatus(
             state=state, reason=reason, stamp_ns=frame.stamp_ns, step_ms=step_ms,
             latency_ms=(time.monotonic() - frame.received_s) * 1000.0,
