@@ -31,6 +31,7 @@ from gct_stream_ros.ros import messages, topics
 from gct_stream_ros.ros.depth_decode import depth_in_metres
 from gct_stream_ros.ros.image_decode import ImageDecodeError
 from gct_stream_ros.ros.tf import MountLookup, matrix_from_transform
+from gct_stream_ros.stamps import NS_PER_S
 from gct_stream_ros.stream.scale.options import ScaleOptions
 from gct_stream_ros.stream.scale.reference import ScaleReference
 from gct_stream_ros.stream.scale.stamped import PoseBuffer, StampedBuffer
@@ -59,7 +60,7 @@ class ScaleInputs:
         self._odom_frame = odom_frame
         self._base_frame = base_frame
         self._mount = mount
-        self._tolerance_ns = round(options.sync_tolerance_s * 1e9)
+        self._tolerance_ns = round(options.sync_tolerance_s * NS_PER_S)
         self._lock = threading.Lock()
         self._odometry = PoseBuffer(ODOMETRY_BUFFER)
         self._depth: StampedBuffer[np.ndarray] = StampedBuffer(DEPTH_BUFFER)

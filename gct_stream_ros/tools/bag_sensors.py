@@ -15,6 +15,7 @@ import numpy as np
 from gct_stream_ros.ros.depth_decode import depth_in_metres
 from gct_stream_ros.ros.image_decode import ImageDecodeError
 from gct_stream_ros.ros.scale_inputs import DEPTH_BUFFER, pose_matrix
+from gct_stream_ros.stamps import NS_PER_S
 from gct_stream_ros.stream.scale.options import ScaleOptions
 from gct_stream_ros.stream.scale.reference import ScaleReference
 from gct_stream_ros.stream.scale.stamped import PoseBuffer, StampedBuffer
@@ -95,7 +96,7 @@ class BagScaleInputs:
     def __init__(self, path: Path, options: ScaleOptions, odometry_topic: str | None = None,
                  depth_topic: str | None = None) -> None:
         self.options = options
-        self._tolerance_ns = round(options.sync_tolerance_s * 1e9)
+        self._tolerance_ns = round(options.sync_tolerance_s * NS_PER_S)
         self._odometry = self._depth = None
         self.description = options.source
         if options.source == "odometry":
