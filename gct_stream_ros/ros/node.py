@@ -20,7 +20,6 @@ from pathlib import Path
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -42,7 +41,6 @@ from gct_stream_ros.ros.world_frame import WorldFrame
 from gct_stream_ros.settings import NODE_NAME, SettingsError, Value
 from gct_stream_ros.stream.result import FrameResult
 
-RCLError = rclpy_implementation.RCLError
 HOUSEKEEPING_PERIOD_S = 0.1
 """The map and diagnostics timers check their (changeable) periods this often."""
 REJECTION_LOG_PERIOD_S = 5.0
@@ -289,10 +287,11 @@ def main(args: list[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except RCLError:
+    except RuntimeError:  # RCLError, or pybind's error when a take meets the handles a signal tore down
         if rclpy.ok():
             raise
-        # A signal shut the context down between the executor's check and its wait: a normal stop.
+        # A signal shut the context down under the executor (in its wait, or taking a message, as under
+        # a busy /tf): a normal stop.
     finally:
         if node is not None:
             node.destroy_node()
