@@ -47,7 +47,8 @@ def test_demo_receives_the_camera_pose_on_tf_with_every_stamp(demo_run):
     _, output = demo_run
     summary = json.loads((output / "summary.json").read_text())
     # The default tree of a camera nothing else publishes frames for (docs/node.md, "Frames and TF").
-    assert summary["tf_links"] == ["map -> odom", "odom -> camera_optical_frame"] and summary["tf_stamps_match"]
+    assert summary["tf_links"] == ["map -> odom", "odom -> camera_optical_frame"]
+    assert summary["tf_stamps_match"]
     with AnyReader([output / "output_bag"], default_typestore=TYPESTORE) as reader:
         recorded = [(timestamp, reader.deserialize(raw, connection.msgtype)) for connection, timestamp, raw
                     in reader.messages() if connection.topic == "/tf"]
