@@ -70,3 +70,22 @@ def test_a_bare_camera_is_its_own_tracked_frame():
     mount = resolver.resolve("base_link", "cam")
     assert (mount.tracked_frame, mount.tracked_from_camera, mount.found) == ("cam", None, False)
     assert clock.now == 0.0
+
+
+def test_a_cancelled_wait_ends_at_once():
+    clock = _Clock()
+    resolver = MountResolver(lambda target, source: None, TfTree(), timeout_s=10.0, clock=clock,
+                             sleep=lambda seconds: (clock.sleep(seconds), resolver.cancel()))
+    assert not resolver.resolve("base_link", "cam").found
+    assert clock.now < 0.1  # one poll, not ten seconds
+
+
+def test_a_camera_already_under_the_nodes_own_frames_is_tracked_itself():
+    clock = _Clock()
+    tree = TfTree()
+    tree.add([("map", "cam")])  # someone else publishes map -> cam: tracking map would close a loop
+    resolver = MountResolver(lambda target, source: None if target == "base_link" else np.eye(4), tree,
+                                timeout_s=0.0, clock=clock, sleep=clock.sleep)
+    mount = resolver.resolve("base_link", "cam", ("map", "odom"))
+    assert (mount.tracked_frame, mount.tracked_from_camera) == ("cam", None)
+    assert resolver.resolve("base_link", "cam").tracked_frame == "map"  # without the guard

@@ -383,7 +383,7 @@ def test_map_frame_clouds_and_odom_only_odometry(ros):
         assert odometry[1].pose.pose.position.y == pytest.approx(-0.1)
         assert clouds[1].header.frame_id == "odom"
         expected = fake_result(1, 2, rgb)
-        want, _ = messages.cloud_points(expected, node._world.from_session, 2, 1.0)
+        want, _ = messages.cloud_points(expected, node._worlds.world.from_session, 2, 1.0)
         np.testing.assert_allclose(messages.unpack_point_cloud(clouds[1])[0], want, atol=1e-5)
         assert depth[0].encoding == "16UC1" and np.frombuffer(bytes(depth[0].data), "<u2")[1] == 2000
     finally:

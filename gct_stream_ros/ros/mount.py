@@ -11,8 +11,9 @@ appears the node switches to it. Nothing here publishes a mount (it belongs to t
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ class Mount:
 
 
 class MountResolver:
-    """Finds the mount, waiting for it the first time, then retrying without waiting."""
+    """Finds the mount, waiting for it the first time (until ``cancel``), then retrying without waiting."""
 
     def __init__(self, lookup: Lookup, tree: TfTree, timeout_s: float,
                  clock: Callable[[], float] = time.monotonic,
@@ -48,15 +49,21 @@ class MountResolver:
         self.timeout_s = timeout_s
         self._clock, self._sleep = clock, sleep
         self._deadline: float | None = None
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop waiting (the node is shutting down): ``resolve`` answers at once from now on."""
+        self._cancelled.set()
 
     @property
     def waited(self) -> bool:
         """True once the wait is over (found or timed out): later calls never wait."""
         return self._deadline is not None and self._clock() >= self._deadline
 
-    def resolve(self, base_frame: str, camera_frame: str) -> Mount:
+    def resolve(self, base_frame: str, camera_frame: str, own_frames: Collection[str] = ()) -> Mount:
         """The base and its mount when TF links them (waiting up to the timeout on the first call); otherwise
-        the root of the camera's tree, as it stands."""
+        the root of the camera's tree as it stands, unless that root is one of ``own_frames`` (the node's
+        map and odom: tracking one of them would close a loop), where the camera itself is tracked."""
         if self._deadline is None:
             self._deadline = self._clock() + self.timeout_s
         while True:
@@ -64,8 +71,8 @@ class MountResolver:
             if mount is not None:
                 self._deadline = min(self._deadline, self._clock())
                 return mount
-            if self._clock() >= self._deadline:
-                return self._assumed(camera_frame)
+            if self._clock() >= self._deadline or self._cancelled.is_set():
+                return self._assumed(camera_frame, own_frames)
             self._sleep(POLL_PERIOD_S)
 
     def _base_mount(self, base_frame: str, camera_frame: str) -> Mount | None:
@@ -74,9 +81,9 @@ class MountResolver:
         matrix = self._lookup(base_frame, camera_frame)
         return None if matrix is None else Mount(base_frame, camera_frame, matrix, True)
 
-    def _assumed(self, camera_frame: str) -> Mount:
+    def _assumed(self, camera_frame: str, own_frames: Collection[str]) -> Mount:
         root = self._tree.root_of(camera_frame)
-        if root != camera_frame:
+        if root != camera_frame and root not in own_frames:
             matrix = self._lookup(root, camera_frame)
             if matrix is not None:
                 return Mount(root, camera_frame, matrix, False)

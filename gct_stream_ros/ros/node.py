@@ -23,7 +23,6 @@ from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import TransformStamped
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
@@ -38,8 +37,7 @@ from gct_stream_ros.ros.diagnostics import StreamDiagnostics, scale_values, sess
 from gct_stream_ros.ros.frame_messages import frame_messages, map_message
 from gct_stream_ros.ros.image_decode import ImageDecodeError
 from gct_stream_ros.ros.map_state import MapState
-from gct_stream_ros.ros.mount import Mount, MountResolver
-from gct_stream_ros.ros.odom_frame import OdomFrame
+from gct_stream_ros.ros.mount import MountResolver
 from gct_stream_ros.ros.options import NodeOptions
 from gct_stream_ros.ros.parameters import NodeParameters
 from gct_stream_ros.ros.qos import input_qos, map_qos, output_qos
@@ -49,7 +47,7 @@ from gct_stream_ros.ros.tf import MountLookup, TfBroadcaster
 from gct_stream_ros.ros.tf_tree import TfTree, watch
 from gct_stream_ros.ros.tracking_status import TrackingState, TrackingStatus, gpu_memory_bytes
 from gct_stream_ros.ros.worker import FrameWorker
-from gct_stream_ros.ros.world_frame import WorldFrame
+from gct_stream_ros.ros.world_tracker import WorldTracker
 from gct_stream_ros.settings import NODE_NAME, SettingsError, Value
 from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.scale.apply import scale_result
@@ -60,7 +58,6 @@ InvalidHandle = rclpy_implementation.InvalidHandle
 HOUSEKEEPING_PERIOD_S = 0.1
 """The map and diagnostics timers check their (changeable) periods this often."""
 REJECTION_LOG_PERIOD_S = 5.0
-MOUNT_WARNING_PERIOD_S = 30.0
 SESSION_STATS_PERIOD_S = 0.5
 """The worker reads the session's statistics (for ``status`` and ``/diagnostics``) at most this often while
 tracking with frames waiting, and after every other frame: a KV cache's statistics walk all its layers
@@ -88,19 +85,11 @@ class GctStreamNode(Node):
             raise
         output = self.options.output
         self.map_state = MapState(output.map_voxel_size, output.map_max_points, output.path_max_length)
-        self._world: WorldFrame | None = None
-        self._mount: Mount | None = None
-        self._odom = OdomFrame()
-        self._sequence: int | None = None
         self._last_stamp_ns: int | None = None
         self._last_frame_id = ""
         self._last_input_hw = (0, 0)
         """Camera frame and image size of the last frame: the flush at a sequence's end answers its frames."""
         self._reset_requested = threading.Event()
-        self._world_is_new = False
-        """The next first estimate is the first of a new world frame (where odom anchors it)."""
-        self._restart_reason = ""
-        """Why the world frame restarted before the frame in progress (its status says ``reset``)."""
         self._frame_in_progress: tuple[CameraFrame, float] | None = None
         self._last_status: DiagnosticStatus | None = None
         self._stats: SessionStats = self._session.stats()
@@ -117,7 +106,8 @@ class GctStreamNode(Node):
         self._tf_tree = TfTree()
         watch(self, self._tf_tree)
         self._mount_lookup = MountLookup(self)
-        self._mounts = MountResolver(self._mount_lookup.lookup, self._tf_tree, self.options.tf.mount_timeout)
+        mounts = MountResolver(self._mount_lookup.lookup, self._tf_tree, self.options.tf.mount_timeout)
+        self._worlds = WorldTracker(mounts, self._tf_tree, self.map_state, self.get_logger())
         self._scale = MetricScale(self.options.scale)
         self._scale_inputs = ScaleInputs(self, self.options.scale, self.options.frames.odom,
                                          self.options.frames.base, self._mount_lookup)
@@ -296,17 +286,17 @@ class GctStreamNode(Node):
         tracking = any(r.stamp_ns == frame.stamp_ns and not r.revision for r in results)
         # Read before the results are counted: a /diagnostics report counting this frame has its statistics.
         # Throttled only while tracking with frames waiting, where the read would slow the worker down.
-        self._read_stats(fresh=not tracking or bool(self._restart_reason) or not self.worker.backlog)
+        self._read_stats(fresh=not tracking or not self.worker.backlog)
         for result in results:
             self._publish_result(self._in_metres(result, frame.frame_id, self._last_input_hw), frame.frame_id)
-        if self._restart_reason:
+        restart_reason = self._worlds.take_restart_reason()
+        if restart_reason:
             state = TrackingState.RESET
         elif tracking:
             state = TrackingState.TRACKING
         else:
             state = TrackingState.INITIALISING
-        self._publish_status(state, self._restart_reason, frame, step_ms)
-        self._restart_reason = ""
+        self._publish_status(state, restart_reason, frame, step_ms)
 
     def _end_sequence(self, reason: str) -> None:
         """Answer the frames waiting for the scale phase (a shorter one), then start a new sequence."""
@@ -325,7 +315,7 @@ class GctStreamNode(Node):
             # Before this frame the outputs were in model units: a map or path mixing the two would be wrong.
             self.get_logger().info(f"metric scale: {state.describe()}; map, path and trajectory restart in "
                                    f"metres")
-            self._restart_world()
+            self._worlds.restart(self._worlds.take_restart_reason())  # keeps a reset's reason for the status
         return scale_result(result, state.scale) if state.metric else result
 
     def _recover(self, error: Exception) -> None:
@@ -336,6 +326,7 @@ class GctStreamNode(Node):
         self.get_logger().error(f"step failed, session reset: {error!r}\n{traceback.format_exc(limit=5)}")
         self._reset_session("")
         self._read_stats(fresh=True)
+        self._worlds.take_restart_reason()  # the status says lost
         if self._frame_in_progress is not None:
             frame, started = self._frame_in_progress
             # A node destroyed under the step cannot publish any more: nobody is left to tell.
@@ -363,109 +354,30 @@ class GctStreamNode(Node):
         return self._stats
 
     def _reset_session(self, reason: str) -> None:
-        """A new sequence; ``reason`` goes into the status of the frame in progress (a failed step's status
-        says ``lost`` instead)."""
+        """A new sequence; ``reason`` goes into the status of the frame in progress."""
         self._session.reset()
-        self._restart_world()
+        self._worlds.restart(reason)
         self._last_stamp_ns = None
-        self._restart_reason = reason
-
-    def _restart_world(self) -> None:
-        """Worker side of a new world frame: the map, the path and the frame itself start again (not odom)."""
-        self.map_state.restart()
-        self._world = None
-        self._sequence = None
-
-    def _world_for(self, result: FrameResult, camera_frame: str) -> WorldFrame:
-        """The world frame of the result's sequence; a new sequence (input size change) or a camera mount that
-        appears on TF starts a new one, and odom continues across it."""
-        if self._world is not None and result.sequence == self._sequence and not self._mount_changed(
-                camera_frame):
-            return self._world
-        if self._sequence is not None and result.sequence != self._sequence:
-            self.get_logger().warning(f"new sequence {result.sequence} (input size changed): map and path "
-                                      f"restart")
-            self._restart_reason = "input size changed"
-        if self._world is not None:
-            self._restart_world()
-        tf = self.options.tf
-        self._mount = None
-        if tf.publish_odom_to_base:
-            self._mount = self._mounts.resolve(self.options.frames.base, camera_frame)
-            self._warn_if_assumed(self._mount)
-        if self._mount is None or self._mount.tracked_from_camera is None:
-            self._world = WorldFrame()
-        else:
-            self._world = WorldFrame(self._mount.tracked_from_camera, self._mount.tracked_frame)
-        self._sequence = result.sequence
-        self._odom.start_sequence()
-        self._world_is_new = True
-        return self._world
-
-    def _mount_changed(self, camera_frame: str) -> bool:
-        """While the mount is assumed, look for it again; True when TF now gives another one (new world)."""
-        if self._mount is None or self._mount.found:
-            return False
-        mount = self._mounts.resolve(self.options.frames.base, camera_frame)
-        if mount.tracked_frame == self._mount.tracked_frame:
-            self._warn_if_assumed(mount)
-            return False
-        self.get_logger().info(f"camera mount {mount.tracked_frame} -> {camera_frame} found on TF: tracking "
-                               f"{mount.tracked_frame} from now on (new map; odom continues)")
-        return True
-
-    def _warn_if_assumed(self, mount: Mount) -> None:
-        if not mount.found:
-            self.get_logger().warning(
-                f"no TF {self.options.frames.base} -> {mount.camera_frame} after "
-                f"{self._mounts.timeout_s:g} s (tf.mount_timeout): tracking {mount.tracked_frame}, the root "
-                f"of the camera's TF tree, as the base; still looking",
-                throttle_duration_sec=MOUNT_WARNING_PERIOD_S)
 
     def _publish_result(self, result: FrameResult, camera_frame: str) -> None:
         options = self.options
         if result.revision and options.output.revisions == "ignore":
             return
-        world = self._world_for(result, camera_frame)
-        frame = frame_messages(result, camera_frame, world, self._odom, options, self.map_state,
+        world = self._worlds.world_for(result, camera_frame, options.frames, options.tf)
+        frame = frame_messages(result, camera_frame, world, self._worlds.odom, options, self.map_state,
                                first_estimate=not result.revision, wanted=self._wanted)
         if not result.revision:
             self.diagnostics.processed += 1
-            self._tf.send(self._single_parent(frame.transforms))
-            if self._world_is_new:
-                self._world_is_new = False
-                self._report_jump()
+            self._tf.send(self._worlds.sendable(frame.transforms, options.tf))
         for topic, message in frame.outputs:
             self.outputs[topic].publish(message)
-
-    def _report_jump(self) -> None:
-        """The jump of a new world frame goes to map -> odom; said in the log when that is not published."""
-        if not self.options.tf.publish_map_to_odom and self._odom.last_jump:
-            why = self._restart_reason or "step failed or mount found"
-            self.get_logger().info(f"new world frame ({why}): odom continues from the last pose; map -> odom "
-                                   f"jumped {self._odom.last_jump:.3f} (not published: "
-                                   f"tf.publish_map_to_odom is false)")
-
-    def _single_parent(self, transforms: list[TransformStamped]) -> list[TransformStamped]:
-        """``transforms`` without those whose child already has another parent on TF (said once each)."""
-        edges = [(t.header.frame_id, t.child_frame_id) for t in transforms]
-        self._tf_tree.claim(edges)
-        kept = []
-        for transform, (parent, child) in zip(transforms, edges, strict=True):
-            other = self._tf_tree.other_parent(parent, child)
-            if other is None:
-                kept.append(transform)
-            elif self._tf_tree.report_once((parent, child)):
-                self.get_logger().error(
-                    f"not publishing {parent} -> {child}: {child} already has the parent {other} on TF, and "
-                    f"a frame has one parent (set frames.* or turn the tf.publish_* switch off)")
-        return kept
 
     def _wanted(self, topic: str) -> bool:
         """Lazy outputs: nothing is computed for a topic nobody listens to."""
         return self.outputs[topic].get_subscription_count() > 0
 
     def destroy_node(self) -> None:
+        self._worlds.stop_waiting()
         if not self.worker.stop(timeout_s=2.0):
             self.get_logger().warning("the worker is still inside a model step; leaving it behind")
         else:
