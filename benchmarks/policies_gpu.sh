@@ -8,7 +8,9 @@
 # 2. cache step per policy at budgets 1, 0.5, 0.25 and the sliding window at the same tokens;
 # 3. CUDA memory allocated / reserved at frames 200, 1000, 2000, each budgeted policy in its own
 #    process (MEMORY_FRAMES to change the length);
-# 4. layer budgets of the model on the smooth panning input (needs WEIGHTS_PY, the shared filler).
+# 4. layer budgets of the model on the smooth panning input (needs WEIGHTS_PY, the shared filler);
+# 5. with FIDELITY_FRAMES=N: the model compiled, each policy in its own process, at budgets 1, 0.5,
+#    0.25 against the sliding window on the same N frames (policy_fidelity.py).
 # Results land in $OUT (the device tool's folder) or ./out. TOTAL (s) bounds the whole session.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -33,4 +35,11 @@ for policy in ${MEMORY_POLICIES:-evict3r infinitevggt}; do
 done
 [ -f "$W" ] && timeout "$(within "${BUDGETS_TIMEOUT:-90}")" python3 benchmarks/layer_budgets.py --weights-py "$W" \
     --frames 40 --json "$OUT/layer_budgets.json" 2>&1 | tee "$OUT/layer_budgets.log"
+if [ -n "${FIDELITY_FRAMES:-}" ] && [ -f "$W" ]; then
+    for policy in evict3r infinitevggt; do
+        timeout "$(within "${FIDELITY_TIMEOUT:-600}")" python3 benchmarks/policy_fidelity.py --weights-py "$W" \
+            --reference "$OUT/sliding_window.pt" --policies "$policy" --frames "$FIDELITY_FRAMES" --compile \
+            --json "$OUT/fidelity_$policy.json" 2>&1 | tee "$OUT/fidelity_$policy.log"
+    done
+fi
 echo "=== done $(date -u +%T)"
