@@ -38,7 +38,7 @@ done
 if [ -n "${FIDELITY_FRAMES:-}" ] && [ -f "$W" ]; then
     for policy in evict3r infinitevggt; do
         timeout "$(within "${FIDELITY_TIMEOUT:-600}")" python3 benchmarks/policy_fidelity.py --weights-py "$W" \
-            --reference "$OUT/sliding_window.pt" --policies "$policy" --frames "$FIDELITY_FRAMES" --compile \
+            --reference /tmp/sliding_window.pt --policies "$policy" --frames "$FIDELITY_FRAMES" --compile \
             --json "$OUT/fidelity_$policy.json" 2>&1 | tee "$OUT/fidelity_$policy.log"
     done
 fi
