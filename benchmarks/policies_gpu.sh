@@ -34,7 +34,7 @@ for policy in ${MEMORY_POLICIES:-evict3r infinitevggt}; do
         | tee "$OUT/memory_$policy.log"
 done
 [ -f "$W" ] && timeout "$(within "${BUDGETS_TIMEOUT:-90}")" python3 benchmarks/layer_budgets.py --weights-py "$W" \
-    --frames 40 --json "$OUT/layer_budgets.json" 2>&1 | tee "$OUT/layer_budgets.log"
+    --budget 0.5 --frames 60 --json "$OUT/layer_budgets.json" 2>&1 | tee "$OUT/layer_budgets.log"
 if [ -n "${FIDELITY_FRAMES:-}" ] && [ -f "$W" ]; then
     for policy in evict3r infinitevggt; do
         timeout "$(within "${FIDELITY_TIMEOUT:-600}")" python3 benchmarks/policy_fidelity.py --weights-py "$W" \
