@@ -63,7 +63,9 @@ def run(policy: str, budget: float, window: int, args: argparse.Namespace) -> di
         times.append(1000.0 * (time.perf_counter() - start))
         if frame + 1 in memory_at and device.type == "cuda":
             memory.append({"frame": frame + 1, "allocated_mib": torch.cuda.memory_allocated() / MIB,
-                           "reserved_mib": torch.cuda.memory_reserved() / MIB})
+                           "reserved_mib": torch.cuda.memory_reserved() / MIB,
+                           "median_ms": statistics.median(times[-100:])})
+            print(f"<!-- {policy} budget {budget:g} @{frame + 1}: {memory[-1]} -->", flush=True)
     stats = cache.stats()
     budgets = stats.budget_tokens_per_layer
     return {"policy": policy, "budget": budget, "window": window,
@@ -107,15 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.same_tokens and budget != 1.0:
             runs.append(("sliding_window", budget,
                          round(budget * (args.scale_frames + args.window)) - args.scale_frames))
-    rows = [run(policy, budget, window, args) for policy, budget, window in runs]
     print("| policy | budget | window | median step (ms) | keys per layer (min-max) | layer budgets max/min "
-          "| bytes held | CUDA allocated / reserved (MiB) at frames |\n|---|---|---|---|---|---|---|---|")
-    for row in rows:
+          "| bytes held | CUDA allocated / reserved (MiB) at frames |", flush=True)
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    rows = []
+    for policy, budget, window in runs:
+        row = run(policy, budget, window, args)
+        rows.append(row)
         memory = ", ".join(f"@{m['frame']}: {m['allocated_mib']:.0f} / {m['reserved_mib']:.0f}"
                            for m in row["memory"]) or "-"
         print(f"| {row['policy']} | {row['budget']:g} | {row['window']} | {row['median_ms']:.1f} | "
               f"{row['tokens_min']}-{row['tokens_max']} | {row['budget_spread']:.2f} | "
-              f"{row['held_mib']:.0f} MiB | {memory} |")
+              f"{row['held_mib']:.0f} MiB | {memory} |", flush=True)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(rows, out, indent=1)

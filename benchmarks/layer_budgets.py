@@ -27,7 +27,8 @@ from gpu_parity import smooth_frames  # noqa: E402
 def run(policy: str, args: argparse.Namespace) -> dict:
     model = ours_driver.build_ours(args.weights_py, args.seed, backend="auto", policy=policy,
                                    scale_frames=args.scale_frames, window=args.window, camera_iterations=1,
-                                   dtype=getattr(torch, args.dtype), device=args.device, budget=args.budget)
+                                   dtype=getattr(torch, args.dtype), device=args.device, budget=args.budget,
+                                   preset=args.preset)
     frames = smooth_frames(args.scale_frames + args.frames, args.height, args.width).to(args.device)
     ours_driver.step(model, frames[:args.scale_frames], args.scale_frames)
     history = []
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights-py", required=True, help="shared/parity/weights.py")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default="lingbot-map")
     parser.add_argument("--policies", default="evict3r,infinitevggt")
     parser.add_argument("--budget", type=float, default=1.0, help="cache.budget")
     parser.add_argument("--frames", type=int, default=40, help="streaming frames after the scale frames")

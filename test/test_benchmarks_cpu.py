@@ -26,6 +26,40 @@ def test_cache_step_times_every_policy(capsys):
     assert rows == ["| sliding_window", "| evict3r", "| infinitevggt"]
 
 
+def test_cache_step_compares_budgets_with_the_window_at_the_same_tokens(capsys):
+    arguments = ["--frames", "6", "--layers", "2", "--heads", "2", "--patches", "8", "--scale-frames", "2",
+                 "--window", "6", "--max-frames", "8", "--threads", "1", "--budgets", "1,0.5",
+                 "--same-tokens", "--policies", "evict3r"]
+    assert _load("cache_step").main(arguments) == 0
+    rows = [line.split(" | ")[:3] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert rows[1:] == [["| evict3r", "1", "6"], ["| evict3r", "0.5", "6"], ["| sliding_window", "0.5", "2"]]
+
+
+WEIGHTS_PY = BENCHMARKS.parent.parent / "shared" / "parity" / "weights.py"  # as test_parity_golden.py
+TINY_MODEL = ["--weights-py", str(WEIGHTS_PY), "--preset", "tiny", "--device", "cpu", "--dtype", "float32",
+              "--scale-frames", "2", "--window", "3", "--height", "28", "--width", "28"]
+
+
+def test_policy_fidelity_compares_with_the_sliding_window(capsys, tmp_path):
+    if not WEIGHTS_PY.exists():
+        pytest.skip("the shared weights filler is not next to the checkout")
+    arguments = [*TINY_MODEL, "--reference", str(tmp_path / "sw.pt"), "--frames", "10", "--budgets", "0.5",
+                 "--camera-iterations", "1"]
+    assert _load("policy_fidelity").main(arguments) == 0
+    assert (tmp_path / "sw.pt").exists()
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "budget" not in line]
+    assert [row.split(" | ")[:2] for row in rows] == [["| evict3r", "0.5"], ["| infinitevggt", "0.5"]]
+
+
+def test_layer_budgets_reports_every_layer(capsys):
+    if not WEIGHTS_PY.exists():
+        pytest.skip("the shared weights filler is not next to the checkout")
+    assert _load("layer_budgets").main([*TINY_MODEL, "--frames", "20", "--budget", "0.6"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("budgets max/min") == 2 and "| 0 |" in out
+
+
 def test_node_overhead_measures_every_stage(capsys):
     pytest.importorskip("rclpy", reason="the publishing stage needs rclpy")
     assert _load("node_overhead").main(["--frames", "2", "--input", "64x48", "--width", "56"]) == 0

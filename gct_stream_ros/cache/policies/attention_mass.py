@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import torch
 
+from gct_stream_ros.cache.policies.fp32_matmul import bmm_fp32
+
 MASS_QUERIES = ("sampled", "exact")
 POOL_GROUP = 16
 CHUNK_ELEMENTS = 1 << 25
 """Logits held at a time (128 MiB in fp32) in each pass."""
-BMM_TO_FP32 = "dtype" in torch.ops.aten.bmm.overloads()
-"""This torch's ``bmm`` can write fp32 from bf16/fp16 inputs (CUDA kernels, torch >= 2.8)."""
 
 
 def stand_in_queries(q: torch.Tensor, num_special_tokens: int,
@@ -61,17 +61,11 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
     num_queries, num_heads, head_dim = queries.shape
     num_keys = keys.shape[0]
     chunk = max(1, chunk_elements // (num_heads * num_queries))
-    # bf16/fp16 keys on CUDA: the matmul reads them as they are and accumulates and writes fp32;
-    # elsewhere a chunk of keys is converted to fp32 first
-    direct = BMM_TO_FP32 and keys.is_cuda and keys.dtype in (torch.bfloat16, torch.float16)
-    scaled = (queries.float() * head_dim**-0.5).to(keys.dtype if direct else torch.float32)
-    scaled = scaled.permute(1, 0, 2)  # [H, Q, D]
+    # in the keys' dtype (1/sqrt(64) is exact), so that the matmul reads the keys as stored
+    scaled = (queries.float() * head_dim**-0.5).to(keys.dtype).permute(1, 0, 2)  # [H, Q, D]
 
     def logits(start: int) -> torch.Tensor:
-        part = keys[start:start + chunk].permute(1, 2, 0)  # [H, D, c]
-        if direct:
-            return torch.bmm(scaled, part, out_dtype=torch.float32)  # [H, Q, c]
-        return torch.bmm(scaled, part.float())
+        return bmm_fp32(scaled, keys[start:start + chunk].permute(1, 2, 0))  # [H, Q, c]
 
     lse = torch.full((num_heads, num_queries), float("-inf"), device=keys.device)
     for start in range(0, num_keys, chunk):

@@ -5,8 +5,7 @@
   otherwise distant frames look diverse just because they are rotated differently),
   L2-normalised; a key's similarity is its dot product with its head's mean normalised key over
   the candidates. Each head keeps its own least similar (most diverse) keys, as seed 004 does.
-  Statistic: the layer's diversity, 1 - mean similarity. Computed in chunks of keys so that no
-  fp32 copy of the whole layer exists.
+  Statistic: the layer's diversity, 1 - mean similarity. No fp32 copy of the layer's keys is made.
 * ``attention_mass`` (Evict3R): attention each cached key received (``attention_mass.py``),
   accumulated over the steps and divided by the steps it was exposed to; head-shared.
 """
@@ -15,10 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from gct_stream_ros.cache.policies.temporal_rope import rotate_temporal
-
-CHUNK_TOKENS = 32768
-"""Keys converted to fp32 at a time by the diversity scorer (128 MiB at 16 heads x 64)."""
+from gct_stream_ros.cache.policies.fp32_matmul import bmm_fp32
+from gct_stream_ros.cache.policies.temporal_rope import TEMPORAL_DIMS, temporal_band
 
 
 def recency_scores(frames: torch.Tensor) -> torch.Tensor:
@@ -26,27 +23,27 @@ def recency_scores(frames: torch.Tensor) -> torch.Tensor:
     return frames.float()
 
 
-def diversity_scores(keys: torch.Tensor, frames: torch.Tensor, candidates: torch.Tensor,
-                     chunk_tokens: int = CHUNK_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
+def diversity_scores(keys: torch.Tensor, frames: torch.Tensor,
+                     candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys ``[N, H, D]`` of frames ``[N, H]`` -> (scores ``[N, H]``, diversity ``[]``) over ``candidates``.
 
     ``candidates`` ``[N, H]`` (bool) marks the evictable keys: the mean key and the diversity are
     taken over them only; the scores of the others are meaningless (the caller overrides them).
+    A rotation keeps the norm, so each key is normalised by its stored norm; only its 20
+    temporal dims are un-rotated in fp32, the 44 spatial dims are read as stored (``bmm_fp32``).
     """
-    def content(start: int) -> torch.Tensor:
-        part = slice(start, start + chunk_tokens)
-        return torch.nn.functional.normalize(rotate_temporal(keys[part], frames[part], inverse=True), dim=-1)
-
-    weight = candidates.float()  # [N, H]
-    total = torch.zeros(keys.shape[1:], dtype=torch.float32, device=keys.device)  # [H, D]
-    for start in range(0, keys.shape[0], chunk_tokens):
-        total += torch.einsum("nhd,nh->hd", content(start), weight[start:start + chunk_tokens])
-    count = weight.sum(dim=0).clamp(min=1.0)  # [H]
-    mean_key = total / count.unsqueeze(-1)
-    similarity = torch.empty(keys.shape[:2], dtype=torch.float32, device=keys.device)  # [N, H]
-    for start in range(0, keys.shape[0], chunk_tokens):
-        similarity[start:start + chunk_tokens] = (content(start) * mean_key).sum(dim=-1)
-    mean_similarity = ((similarity * weight).sum(dim=0) / count).mean()
+    norms = torch.linalg.vector_norm(keys, dim=-1, dtype=torch.float32).clamp(min=1e-12)  # [N, H]
+    weight = candidates.float() / norms  # [N, H]: normalised candidates, 0 elsewhere
+    count = candidates.sum(dim=0).clamp(min=1).float()  # [H]
+    temporal = temporal_band(keys, frames, inverse=True)  # [N, H, 20] fp32
+    spatial = keys[..., TEMPORAL_DIMS:]  # [N, H, 44] as stored
+    mean_temporal = torch.einsum("nhd,nh->hd", temporal, weight) / count.unsqueeze(-1)  # [H, 20]
+    mean_spatial = bmm_fp32(spatial.permute(1, 2, 0), weight.t().unsqueeze(-1)).squeeze(-1)  # [H, 44]
+    mean_spatial = mean_spatial / count.unsqueeze(-1)
+    dot = (temporal * mean_temporal).sum(dim=-1)  # [N, H]
+    dot = dot + bmm_fp32(spatial.permute(1, 0, 2), mean_spatial.unsqueeze(-1)).squeeze(-1).t()
+    similarity = dot / norms
+    mean_similarity = ((similarity * candidates).sum(dim=0) / count).mean()
     return -similarity, 1.0 - mean_similarity
 
 

@@ -4,6 +4,7 @@ Cached keys carry their frame's temporal rotation (interleaved pairs 0..9 of the
 pair m rotated by ``t * 10000^(-2m/20)``, as ``model/rope.py`` applies it). Two keys of the same
 content from distant frames therefore look different; diversity scores must compare them
 without it. The spatial bands (pairs 10..31) are the same for every frame and stay as they are.
+Angles are computed in fp32: for frame indices up to ~10^4 they are off by < 1e-3 rad.
 """
 
 from __future__ import annotations
@@ -11,22 +12,25 @@ from __future__ import annotations
 import torch
 
 TEMPORAL_PAIRS = 10
+TEMPORAL_DIMS = 2 * TEMPORAL_PAIRS
 ROPE_BASE = 10000.0
 
 
-def rotate_temporal(keys: torch.Tensor, frames: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-    """Rotate the temporal pairs of ``keys`` ``[N, H, D]`` by their frame index ``frames`` ``[N, H]``.
+def temporal_band(keys: torch.Tensor, frames: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """The temporal dims of ``keys`` ``[N, H, D]`` rotated by ``frames`` ``[N, H]``: ``[N, H, 20]`` fp32.
 
-    ``inverse=True`` removes the rotation. Returns fp32; angles are computed in float64.
+    ``inverse=True`` removes the rotation. Only the 20 temporal dims are read and converted.
     """
-    pair = torch.arange(TEMPORAL_PAIRS, dtype=torch.float64, device=keys.device)
-    frequency = ROPE_BASE ** (-2.0 * pair / (2 * TEMPORAL_PAIRS))  # [10]
-    angle = frames.to(torch.float64).unsqueeze(-1) * frequency  # [N, H, 10]
+    pair = torch.arange(TEMPORAL_PAIRS, dtype=torch.float32, device=keys.device)
+    frequency = ROPE_BASE ** (-2.0 * pair / TEMPORAL_DIMS)  # [10]
+    angle = frames.float().unsqueeze(-1) * frequency  # [N, H, 10]
     if inverse:
         angle = -angle
-    cos, sin = angle.cos().float(), angle.sin().float()
-    out = keys.float().clone()
-    even, odd = slice(0, 2 * TEMPORAL_PAIRS, 2), slice(1, 2 * TEMPORAL_PAIRS, 2)
-    x, y = out[..., even].clone(), out[..., odd].clone()  # [N, H, 10]
-    out[..., even], out[..., odd] = x * cos - y * sin, x * sin + y * cos
-    return out
+    cos, sin = angle.cos(), angle.sin()
+    x, y = keys[..., 0:TEMPORAL_DIMS:2].float(), keys[..., 1:TEMPORAL_DIMS:2].float()  # [N, H, 10]
+    return torch.stack([x * cos - y * sin, x * sin + y * cos], dim=-1).flatten(-2)
+
+
+def rotate_temporal(keys: torch.Tensor, frames: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """``keys`` ``[N, H, D]`` with the temporal band rotated (``temporal_band``), fp32."""
+    return torch.cat([temporal_band(keys, frames, inverse), keys[..., TEMPORAL_DIMS:].float()], dim=-1)

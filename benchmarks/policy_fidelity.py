@@ -1,0 +1,121 @@
+"""Fidelity and speed of the budgeted policies against the full sliding window on the same input.
+
+Our model (shared deterministic random weights) streams the smooth panning input of
+``gpu_parity.py`` once with the sliding window (the yardstick, saved to ``--reference`` and
+reused by later processes) and once per policy and ``cache.budget``. Per run: ms per frame
+(median of the streaming steps, one sync per frame), and the deviation from the sliding window:
+camera-centre RMSE after a Sim(3) (Umeyama) alignment of the centres, relative to the length
+of the sliding window's trajectory, and the depth abs-rel ``mean |d - d_sw| / d_sw``. Run one
+policy per process for clean timings:
+
+    python benchmarks/policy_fidelity.py --weights-py .shared/parity/weights.py --reference out/sw.pt \\
+        --policies evict3r --budgets 1,0.5,0.25 --frames 320 --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ours_driver  # noqa: E402 - the script's folder is put on the path first
+from gpu_parity import smooth_frames  # noqa: E402
+
+
+def stream(policy: str, budget: float | None, frames: torch.Tensor, args: argparse.Namespace) -> dict:
+    """Camera centres ``[N, 3]``, depths ``[N, H, W]`` and per-frame milliseconds of one run."""
+    model = ours_driver.build_ours(args.weights_py, args.seed, backend="auto", policy=policy,
+                                   scale_frames=args.scale_frames, window=args.window,
+                                   camera_iterations=args.camera_iterations, dtype=getattr(torch, args.dtype),
+                                   device=args.device, budget=budget, preset=args.preset)
+    if args.compile:
+        ours_driver.apply_compile(model, "compiled")
+        ours_driver.warm(model, frames, args.scale_frames, passes=1)
+    model.reset()
+    cuda = frames.is_cuda
+    outputs = [ours_driver.step(model, frames[:args.scale_frames], args.scale_frames)]
+    milliseconds = []
+    for index in range(args.scale_frames, frames.shape[0]):
+        start = time.perf_counter()
+        outputs.append(ours_driver.step(model, frames[index:index + 1], args.scale_frames))
+        if cuda:
+            torch.cuda.synchronize()
+        milliseconds.append(1000.0 * (time.perf_counter() - start))
+    return {"centres": torch.cat([o.pose_enc[:, :3] for o in outputs]).double().cpu(),
+            "depth": torch.cat([o.depth for o in outputs]).float().cpu(),
+            "ms": statistics.median(milliseconds[len(milliseconds) // 4:])}
+
+
+def umeyama_rmse(source: np.ndarray, target: np.ndarray) -> float:
+    """RMSE of ``source`` ``[N, 3]`` after the least-squares similarity onto ``target`` (Umeyama 1991)."""
+    mean_source, mean_target = source.mean(0), target.mean(0)
+    centred_source, centred_target = source - mean_source, target - mean_target
+    covariance = centred_target.T @ centred_source / len(source)
+    u, singular, vt = np.linalg.svd(covariance)
+    sign = np.eye(3)
+    sign[2, 2] = np.sign(np.linalg.det(u @ vt)) or 1.0
+    rotation = u @ sign @ vt
+    variance = (centred_source**2).sum() / len(source)
+    scale = float(np.trace(np.diag(singular) @ sign) / variance) if variance > 0 else 1.0
+    aligned = scale * centred_source @ rotation.T + mean_target
+    return float(np.sqrt(((aligned - target) ** 2).sum(1).mean()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights-py", required=True, help="shared/parity/weights.py")
+    parser.add_argument("--reference", required=True,
+                        help="the sliding window's outputs (.pt), made if absent")
+    parser.add_argument("--policies", default="evict3r,infinitevggt")
+    parser.add_argument("--budgets", default="1,0.5,0.25", help="comma list of cache.budget fractions")
+    parser.add_argument("--frames", type=int, default=320, help="frames in all, scale frames included")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default="lingbot-map")
+    parser.add_argument("--scale-frames", type=int, default=8)
+    parser.add_argument("--window", type=int, default=64)
+    parser.add_argument("--camera-iterations", type=int, default=4)
+    parser.add_argument("--height", type=int, default=378)
+    parser.add_argument("--width", type=int, default=504)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--compile", action="store_true", help="model.compile: true (compile_regions)")
+    parser.add_argument("--json", default="", help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    frames = smooth_frames(args.frames, args.height, args.width).to(args.device)
+    if os.path.exists(args.reference):
+        reference = torch.load(args.reference)
+    else:
+        reference = stream("sliding_window", None, frames, args)
+        torch.save(reference, args.reference)
+    centres = reference["centres"].numpy()
+    length = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum())
+    print(f"sliding window: {reference['ms']:.1f} ms/frame, trajectory length {length:.4g}\n")
+    print("| policy | budget | ms/frame | centre RMSE / length (Sim(3)) | depth abs-rel |", flush=True)
+    print("|---|---|---|---|---|", flush=True)
+    rows = []
+    for policy in args.policies.split(","):
+        for budget in (float(b) for b in args.budgets.split(",")):
+            run = stream(policy, budget, frames, args)
+            rmse = umeyama_rmse(run["centres"].numpy(), centres)
+            abs_rel = float(((run["depth"] - reference["depth"]).abs() / reference["depth"].abs()
+                             .clamp(min=1e-6)).mean())
+            relative = rmse / length if length > 0 else float("nan")
+            rows.append({"policy": policy, "budget": budget, "ms": run["ms"], "sw_ms": reference["ms"],
+                         "centre_rmse_rel": relative, "depth_abs_rel": abs_rel})
+            print(f"| {policy} | {budget:g} | {run['ms']:.1f} | {relative:.2e} | {abs_rel:.2e} |", flush=True)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(rows, out, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
