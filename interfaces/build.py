@@ -35,6 +35,7 @@ def packages(root: Path = HERE) -> list[Path]:
 
 
 def message_names(package: Path) -> list[str]:
+    """The message types the package defines (its msg/*.msg files)."""
     return sorted(path.stem for path in (package / "msg").glob("*.msg"))
 
 
@@ -48,6 +49,7 @@ def importable(package: Path, python: str) -> bool:
 
 
 def run_step(command: list[str], log: Path, env: dict[str, str], what: str) -> None:
+    """Run ``command``, its output appended to ``log``; a failure names ``what`` and shows the log's end."""
     with log.open("a") as out:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
@@ -77,7 +79,7 @@ def toolchain_venv(path: Path, target_site: str, log: Path) -> str:
     # addsitedir (not a bare path) also runs the target's .pth hooks, as its own python does.
     (Path(site_dir) / "target.pth").write_text(f"import site; site.addsitedir({target_site!r})\n")
     run_step([python, "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)], log, dict(os.environ),
-         "installing the ROS build toolchain wheels")
+             "installing the ROS build toolchain wheels")
     return python
 
 
@@ -89,10 +91,10 @@ def build(package: Path, prefix: Path, toolchain: Path, python: str, work: Path,
     env["AMENT_PREFIX_PATH"] = os.pathsep.join(prefixes + [p for p in [env.get("AMENT_PREFIX_PATH")] if p])
     build_dir = work / package.name
     run_step(["cmake", "-S", str(package), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={';'.join(prefixes)}",
-          f"-DCMAKE_INSTALL_PREFIX={prefix}", f"-DPython3_EXECUTABLE={python}", "-DBUILD_TESTING=OFF",
-          "-DCMAKE_BUILD_TYPE=Release"], log, env, f"configuring {package.name}")
+              f"-DCMAKE_INSTALL_PREFIX={prefix}", f"-DPython3_EXECUTABLE={python}", "-DBUILD_TESTING=OFF",
+              "-DCMAKE_BUILD_TYPE=Release"], log, env, f"configuring {package.name}")
     run_step(["cmake", "--build", str(build_dir), "--parallel", str(os.cpu_count() or 1)], log, env,
-         f"compiling {package.name}")
+             f"compiling {package.name}")
     run_step(["cmake", "--install", str(build_dir)], log, env, f"installing {package.name}")
 
 
