@@ -19,6 +19,7 @@ from ros_fixtures import RosHarness
 
 pytestmark = pytest.mark.ros
 
+import rclpy  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -26,6 +27,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from gct_stream_ros.mapping.ply import VERTEX, read_ply  # noqa: E402
 from gct_stream_ros.mapping.tum import read_tum  # noqa: E402
 from gct_stream_ros.ros import messages  # noqa: E402
+from gct_stream_ros.ros import node as node_module  # noqa: E402
 from gct_stream_ros.stream.synthetic import SyntheticScene  # noqa: E402
 
 DOMAIN_ID = 186
@@ -133,3 +135,32 @@ def test_a_busy_node_stops_within_two_seconds_with_complete_map_files(ros, tmp_p
         _assert_complete_map_files(tmp_path)
     finally:
         node.stop()
+
+
+class _SpinInterrupted:
+    """An executor whose spin fails as rclpy's take does when a signal tore the context down under it (seen
+    with messages arriving fast, e.g. the node's own /tf); ``signalled`` says whether a signal came."""
+
+    def __init__(self, signalled: bool) -> None:
+        self.signalled = signalled
+
+    def add_node(self, _node: object) -> None:
+        pass
+
+    def spin(self) -> None:
+        if self.signalled:
+            rclpy.shutdown()
+        raise RuntimeError("Unable to convert call argument '0' to Python object")
+
+
+@pytest.mark.parametrize("signalled", [True, False], ids=["after-a-signal", "while-running"])
+def test_an_executor_error_after_a_signal_is_a_clean_stop_and_otherwise_raised(monkeypatch, signalled):
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(DOMAIN_ID))
+    monkeypatch.setattr(node_module, "GctStreamNode", lambda: rclpy.create_node("stand_in"))
+    monkeypatch.setattr(node_module, "SingleThreadedExecutor", lambda: _SpinInterrupted(signalled))
+    if signalled:
+        assert node_module.main([]) == 0
+    else:
+        with pytest.raises(RuntimeError, match="call argument"):
+            node_module.main([])
+    assert not rclpy.ok()

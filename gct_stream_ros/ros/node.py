@@ -48,7 +48,6 @@ from gct_stream_ros.settings import NODE_NAME, SettingsError, Value
 from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.stats import SessionStats
 
-RCLError = rclpy_implementation.RCLError
 InvalidHandle = rclpy_implementation.InvalidHandle
 HOUSEKEEPING_PERIOD_S = 0.1
 """The map and diagnostics timers check their (changeable) periods this often."""
@@ -338,10 +337,11 @@ def main(args: list[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except RCLError:
+    except RuntimeError:  # RCLError, or pybind's error when a take meets the handles a signal tore down
         if rclpy.ok():
             raise
-        # A signal shut the context down between the executor's check and its wait: a normal stop.
+        # A signal shut the context down under the executor (in its wait, or taking a message, as under
+        # a busy /tf): a normal stop.
     finally:
         if node is not None:
             node.destroy_node()
