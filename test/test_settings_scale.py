@@ -26,8 +26,8 @@ def test_every_scale_parameter_sets_an_option_and_needs_a_restart():
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"scale.source": "camera_height"}, r"camera_height must be > 0.*scale.camera_height.height"),
     ({"scale.min_samples": 50, "scale.window": 10}, r"min_samples=50.*\[scale.min_samples, scale.window\]"),
-    ({"scale.source": "odometry", "tf.publish_odom_to_base": True, "tf.publish_map_to_camera": False},
-     "use scale.odometry.input:=topic"),
+    ({"scale.source": "odometry", "scale.odometry.input": "tf", "tf.publish_odom_to_base": True,
+      "tf.publish_map_to_camera": False}, "use scale.odometry.input:=topic"),
 ])
 def test_inconsistent_scale_settings_are_refused(overrides, message):
     with pytest.raises(settings.SettingsError, match=message):
@@ -37,3 +37,8 @@ def test_inconsistent_scale_settings_are_refused(overrides, message):
 def test_odometry_from_a_topic_goes_with_publishing_odom_to_base():
     settings.resolve({"scale.source": "odometry", "scale.odometry.input": "topic",
                       "tf.publish_odom_to_base": True, "tf.publish_map_to_camera": False})
+
+
+def test_odometry_alone_works_with_the_default_tf_tree():
+    """The node publishes odom -> base by default, so the odometry comes from the topic by default."""
+    assert settings.resolve({"scale.source": "odometry"})["scale.odometry.input"] == "topic"

@@ -20,9 +20,10 @@ class ScaleOptions:
     """'none' (model units), 'odometry', 'depth' (aligned metric depth image), 'camera_height' or 'fixed'."""
     factor: float = 1.0
     """'fixed': metres per model unit."""
-    odometry_input: str = "tf"
-    """'odometry': 'tf' (the camera frame in frames.odom from TF) or 'topic' (nav_msgs/Odometry on
-    scale/odometry, carried to the camera through the base -> camera mount)."""
+    odometry_input: str = "topic"
+    """'odometry': 'topic' (nav_msgs/Odometry on scale/odometry, carried to the camera through the base ->
+    camera mount) or 'tf' (the camera frame in frames.odom from TF: only when another node publishes
+    odom -> base, since by default this node does; docs/node.md, "Frames and TF")."""
     odometry_min_motion: float = 0.1
     """'odometry': metres the camera must move (by odometry) between two compared increments."""
     odometry_max_turn_deg: float = 20.0
