@@ -11,7 +11,7 @@ from ros_fixtures import FakeSession, RosHarness, fake_result, random_image
 
 pytestmark = pytest.mark.ros
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -74,6 +74,7 @@ def test_fixed_factor_scales_every_output_and_the_saved_map(ros, tmp_path):
                   "odometry": (Odometry, "/odometry"), "path": (Path, "/path")}
         received = {name: ros.listen(kind, topic) for name, (kind, topic) in topics.items()}
         reports = ros.listen(DiagnosticArray, "/diagnostics")
+        statuses = ros.listen(DiagnosticStatus, "/status")
         for publisher in (node.outputs[topic.lstrip("/")] for _, topic in topics.values()):
             ros.wait_for(lambda p=publisher: p.get_subscription_count() > 0, TIMEOUT_S, "matched")
         rgb = random_image()
@@ -102,6 +103,10 @@ def test_fixed_factor_scales_every_output_and_the_saved_map(ros, tmp_path):
                      "scale in the diagnostics")
         values = [v for v in _scale_values(reports) if v.get("scale source") == "fixed"][-1]
         assert values["scale [m per model unit]"] == "2" and values["scale uncertainty [%]"] == "0.00"
+        ros.wait_for(lambda: len(statuses) >= 4, TIMEOUT_S, "a status per frame")
+        for status in statuses:  # each frame's status says what its outputs are in
+            values = {kv.key: kv.value for kv in status.values}
+            assert values["scale source"] == "fixed" and values["scale [m per model unit]"] == "2"
     finally:
         ros.remove_node(node)
 

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
@@ -343,6 +343,9 @@ class GctStreamNode(Node):
             cached_tokens=max(stats.cache.tokens_per_layer, default=0) if stats.cache is not None else 0,
             gpu_memory_bytes=gpu_memory_bytes(stats.device), sequence=stats.sequence)
         self._last_status = status.message(f"{self.get_name()}: tracking", stats.device)
+        # What the frame's outputs are in (metres or model units), as /diagnostics says it.
+        self._last_status.values.extend(KeyValue(key=key, value=value)
+                                        for key, value in scale_values(self._scale.state).items())
         self.outputs[topics.STATUS].publish(self._last_status)
 
     def _read_stats(self, fresh: bool) -> SessionStats:
