@@ -55,6 +55,7 @@ class BudgetedKVCache(SteppedKVCache):
                  num_special_tokens: int = 6, scale_frames: int = 8, budget_tokens: int = 0,
                  sliding_window: int = 64, max_frames: int = 0, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32):
+        super().__init__()
         check_sizes(num_layers, num_heads, head_dim, num_special_tokens, scale_frames, sliding_window,
                     max_frames)
         if budget_tokens < 0:
@@ -76,7 +77,7 @@ class BudgetedKVCache(SteppedKVCache):
             for _ in range(num_layers)]
         self.reset()
 
-    def reset(self) -> None:
+    def _clear(self) -> None:
         empty = TokenSet.empty(self.num_heads, self.head_dim, self.dtype, self.device)
         self._patches = [empty] * self.num_layers
         for specials in self._specials:
@@ -88,7 +89,6 @@ class BudgetedKVCache(SteppedKVCache):
         self._pending_mass: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * self.num_layers
         self._dropping: list[int] = []
         self._specials_dropped = 0
-        self._reset_steps()
 
     def _begin(self, frames: list[int], patches_per_frame: int, mode: StepMode) -> None:
         self._set_patches_per_frame(patches_per_frame)
@@ -149,8 +149,8 @@ class BudgetedKVCache(SteppedKVCache):
         patch_bytes = sum(patches.nbytes for patches in self._patches)
         special_bytes = [(specials.nbytes, specials.tokens.nbytes) for specials in self._specials]
         protected = self._protected_patches() + len(self._specials[0])
-        return CacheStats(frames_stored=self._frames_stored,
-                          frames_evicted=self._frames_stored - with_patches.numel(),
+        return CacheStats(frames_stored=self.frames_stored,
+                          frames_evicted=self.frames_stored - with_patches.numel(),
                           tokens_per_layer=[len(p) + len(s) for p, s in zip(self._patches, self._specials)],
                           bytes_allocated=patch_bytes + sum(allocated for allocated, _ in special_bytes),
                           bytes_used=patch_bytes + sum(used for _, used in special_bytes),
@@ -205,7 +205,7 @@ class BudgetedKVCache(SteppedKVCache):
 
     def _protected_patches(self) -> int:
         """Patch tokens of the stored scale frames: never evicted nor recycled, so the oldest, a prefix."""
-        return min(self._frames_stored, self.scale_frames) * (self._patches_per_frame or 0)
+        return min(self.frames_stored, self.scale_frames) * (self._patches_per_frame or 0)
 
     def _forget(self, layer: int, frames: list[int]) -> None:
         """Drop every token of ``frames`` from ``layer``."""
