@@ -42,6 +42,7 @@ class DenseKVCache(SteppedKVCache):
 
     def __init__(self, num_layers: int, num_special_tokens: int = 6, scale_frames: int = 8,
                  sliding_window: int = 64, max_frames: int = 0, dtype: torch.dtype = torch.float32):
+        super().__init__()
         if min(num_layers, sliding_window) < 1 or min(num_special_tokens, scale_frames, max_frames) < 0:
             raise ValueError("num_layers and sliding_window must be >= 1, the other sizes >= 0")
         if 0 < max_frames <= scale_frames:
@@ -54,14 +55,13 @@ class DenseKVCache(SteppedKVCache):
         self.dtype = dtype
         self.reset()
 
-    def reset(self) -> None:
+    def _clear(self) -> None:
         self._records: list[_FrameRecord] = []
         # per layer: temporal index -> (K, V) of that frame, [P, H, D] or [specials, H, D] once evicted
         self._kv: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in range(self.num_layers)]
         self._frames_evicted = 0
         self._specials_dropped = 0
         self._tokens_per_frame: int | None = None
-        self._reset_steps()
 
     def _begin(self, frames: list[int], patches_per_frame: int, mode: StepMode) -> None:
         tokens_per_frame = patches_per_frame + self.num_special_tokens
@@ -113,7 +113,7 @@ class DenseKVCache(SteppedKVCache):
                      for layer_kv in self._kv for k, v in layer_kv.values())
         tokens_per_frame = self._tokens_per_frame or 0
         protected = sum(tokens_per_frame if r.scale else specials for r in self._records)
-        return CacheStats(frames_stored=self._frames_stored, frames_evicted=self._frames_evicted,
+        return CacheStats(frames_stored=self.frames_stored, frames_evicted=self._frames_evicted,
                           tokens_per_layer=tokens, bytes_allocated=nbytes, bytes_used=nbytes,
                           pages_in_use=0, protected_tokens=protected, policy="sliding_window",
                           specials_dropped=self._specials_dropped)

@@ -30,6 +30,7 @@ class PagedKVCache(SteppedKVCache):
     def __init__(self, num_layers: int, num_heads: int, head_dim: int, num_special_tokens: int = 6,
                  scale_frames: int = 8, sliding_window: int = 64, max_frames: int = 0,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        super().__init__()
         check_sizes(num_layers, num_heads, head_dim, num_special_tokens, scale_frames, sliding_window,
                     max_frames)
         self.num_layers = num_layers
@@ -44,10 +45,9 @@ class PagedKVCache(SteppedKVCache):
         self.store: PagedKVStore | None = None
         self.reset()
 
-    def reset(self) -> None:
+    def _clear(self) -> None:
         if self.store is not None:
             self.store.reset()
-        self._reset_steps()
 
     def _begin(self, frames: list[int], patches_per_frame: int, mode: StepMode) -> None:
         store = self._store_for(patches_per_frame)
@@ -79,7 +79,7 @@ class PagedKVCache(SteppedKVCache):
         if store is None:
             return CacheStats(frames_stored=0, frames_evicted=0, tokens_per_layer=[0] * self.num_layers,
                               policy=self.policy_name)
-        return CacheStats(frames_stored=self._frames_stored, frames_evicted=store.frames_evicted,
+        return CacheStats(frames_stored=self.frames_stored, frames_evicted=store.frames_evicted,
                           tokens_per_layer=[store.tokens] * self.num_layers,
                           bytes_allocated=store.bytes_allocated,
                           bytes_used=store.tokens * store.bytes_per_token,

@@ -1,9 +1,8 @@
 """The call protocol of ``GlobalKVCache`` steps, shared by the paged and the budgeted caches.
 
-It enforces the order of ``cache/base.py`` (``begin_step``, ``attend`` per layer, ``end_step``;
-a DEFER step resolved by ``commit``/``rollback`` before the next step; phase 1 only in STORE
-mode on an empty cache), checks tensor shapes and keeps the temporal counter. Subclasses only
-store and attend, through the ``_begin``/``_attend``/``_end``/``_commit``/``_rollback`` hooks.
+It enforces the order of ``cache/base.py`` through a ``StepTracker`` (``step_tracker.py``, which
+also keeps the temporal counter) and checks tensor shapes. Subclasses only store and attend,
+through the ``_clear``/``_begin``/``_attend``/``_end``/``_commit``/``_rollback`` hooks.
 """
 
 from __future__ import annotations
@@ -13,64 +12,53 @@ import abc
 import torch
 
 from gct_stream_ros.cache.base import GlobalKVCache, StepMode
+from gct_stream_ros.cache.step_tracker import StepTracker
 
 
 class SteppedKVCache(GlobalKVCache):
     """Step bookkeeping; frames are numbered by their temporal index (see the module docstring)."""
 
-    def _reset_steps(self) -> None:
-        self._frames_stored = 0
-        self._step: tuple[list[int], int, StepMode] | None = None
-        self._pending_defer = False
+    def __init__(self) -> None:
+        self._steps = StepTracker()
+        self._step_tokens_per_frame = 0
+
+    def reset(self) -> None:
+        self._steps.reset()
+        self._clear()
 
     @property
     def frames_stored(self) -> int:
-        return self._frames_stored
+        return self._steps.frames_stored
 
     def begin_step(self, num_frames: int, tokens_per_frame: int, mode: StepMode) -> None:
-        if self._step is not None:
-            raise RuntimeError("begin_step called twice without end_step")
-        if self._pending_defer:
-            raise RuntimeError("the last DEFER step must be committed or rolled back first")
+        frames = self._steps.next_frames(num_frames, mode)
         if num_frames < 1 or tokens_per_frame <= self.num_special_tokens:
             raise ValueError(f"bad step size: {num_frames} frames of {tokens_per_frame} tokens")
-        if num_frames > 1 and (mode is not StepMode.STORE or self._frames_stored > 0):
-            raise ValueError("a multi-frame step (phase 1) needs STORE mode on an empty cache")
-        frames = list(range(self._frames_stored, self._frames_stored + num_frames))
         self._begin(frames, tokens_per_frame - self.num_special_tokens, mode)
-        if mode is not StepMode.SKIP:
-            self._frames_stored += num_frames
-        self._step = (frames, tokens_per_frame, mode)
+        self._steps.begin(frames, mode)
+        self._step_tokens_per_frame = tokens_per_frame
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if self._step is None:
-            raise RuntimeError("attend called outside begin_step/end_step")
-        frames, tokens_per_frame, mode = self._step
+        frames, mode = self._steps.current()
+        tokens_per_frame = self._step_tokens_per_frame
         if q.shape[:2] != (len(frames), tokens_per_frame) or k.shape != v.shape or k.shape[:2] != q.shape[:2]:
             raise ValueError(f"q/k/v shapes {tuple(q.shape)}/{tuple(k.shape)}/{tuple(v.shape)} do not match "
                              f"the step ({len(frames)} frames of {tokens_per_frame} tokens)")
         return self._attend(layer, frames, mode, q, k, v)
 
     def end_step(self) -> None:
-        if self._step is None:
-            raise RuntimeError("end_step called without begin_step")
-        frames, _, mode = self._step
-        self._step = None
-        self._pending_defer = mode is StepMode.DEFER
-        self._end(frames, mode)
+        self._end(*self._steps.end())
 
     def commit(self) -> None:
-        if not self._pending_defer:
-            raise RuntimeError("commit without a pending DEFER step")
-        self._pending_defer = False
+        self._steps.commit()
         self._commit()
 
     def rollback(self) -> None:
-        if not self._pending_defer:
-            raise RuntimeError("rollback without a pending DEFER step")
-        self._pending_defer = False
-        self._frames_stored -= 1
-        self._rollback(self._frames_stored)
+        self._rollback(self._steps.rollback())
+
+    @abc.abstractmethod
+    def _clear(self) -> None:
+        """Empty the cache for a new sequence (``reset``); allocated storage may be kept."""
 
     @abc.abstractmethod
     def _begin(self, frames: list[int], patches_per_frame: int, mode: StepMode) -> None:

@@ -5,7 +5,8 @@ never evicts by default (``max_frames=0``: every stored frame of the sequence st
 With ``max_frames > 0`` it keeps the ``scale_frames`` first frames and the newest others, an
 explicit policy that bounds memory on endless streams.
 
-Steps follow the aggregator's modes (``cache/base.py``): STORE appends then attends (phase 1:
+Steps follow the aggregator's modes (``cache/base.py``), in the order ``cache/step_tracker.py``
+enforces for both caches: STORE appends then attends (phase 1:
 the step's frames attend to each other), SKIP attends over cache + itself and stores nothing,
 DEFER appends and waits for ``commit`` (apply the bound) or ``rollback`` (drop the frame).
 
@@ -22,12 +23,15 @@ from __future__ import annotations
 import torch
 
 from gct_stream_ros.cache.base import StepMode
+from gct_stream_ros.cache.step_tracker import StepTracker
 
 UNBOUNDED_START_FRAMES = 64
 """Frames an unbounded buffer first holds (then doubled as needed)."""
 
 
 class CameraKVCache:
+    """The camera head's cache (see the module docstring)."""
+
     def __init__(self, num_iterations: int, num_blocks: int, scale_frames: int = 0, max_frames: int = 0):
         if 0 < max_frames <= scale_frames:
             raise ValueError(f"max_frames ({max_frames}) must exceed scale_frames ({scale_frames})")
@@ -38,19 +42,17 @@ class CameraKVCache:
         # [iteration][block] -> (K, V) buffers ``[capacity, H, D]``, kept across resets
         self._buffers: list[list[tuple[torch.Tensor, torch.Tensor] | None]] = [
             [None] * num_blocks for _ in range(num_iterations)]
-        self.reset()
+        self._steps = StepTracker()
+        self._length = 0
 
     def reset(self) -> None:
+        self._steps.reset()
         self._length = 0
-        self._frames_stored = 0
-        self._step_frames = 0
-        self._mode: StepMode | None = None
-        self._pending_defer = False
 
     @property
     def frames_stored(self) -> int:
         """Frames stored since the last reset (including any dropped by ``max_frames``)."""
-        return self._frames_stored
+        return self._steps.frames_stored
 
     @property
     def frames_cached(self) -> int:
@@ -64,20 +66,12 @@ class CameraKVCache:
         return sum(2 * keys.numel() * keys.element_size() for keys in buffers)
 
     def begin_step(self, num_frames: int, mode: StepMode) -> None:
-        if self._pending_defer:
-            raise RuntimeError("the last DEFER step must be committed or rolled back first")
-        if num_frames > 1 and (mode is not StepMode.STORE or self._frames_stored > 0):
-            raise ValueError("a multi-frame step (phase 1) needs STORE mode on an empty cache")
-        self._mode = mode
-        self._step_frames = num_frames
-        if mode is not StepMode.SKIP:
-            self._frames_stored += num_frames
+        self._steps.begin(self._steps.next_frames(num_frames, mode), mode)
 
     def attend(self, iteration: int, block: int, q: torch.Tensor, k: torch.Tensor,
                v: torch.Tensor) -> torch.Tensor:
         """One camera token per frame: q, k, v ``[S, H, D]`` -> ``[S, H, D]``."""
-        if self._mode is None:
-            raise RuntimeError("attend called outside begin_step/end_step")
+        self._steps.current()  # raises outside a step
         end = self._length + k.shape[0]
         keys, values = self._buffer(iteration, block, k, end)
         keys[self._length:end] = k
@@ -87,26 +81,18 @@ class CameraKVCache:
         return out.transpose(0, 1)
 
     def end_step(self) -> None:
-        if self._mode is None:
-            raise RuntimeError("end_step called without begin_step")
-        self._pending_defer = self._mode is StepMode.DEFER
-        if self._mode is not StepMode.SKIP:
-            self._length += self._step_frames
-        if self._mode is StepMode.STORE:
+        frames, mode = self._steps.end()
+        if mode is not StepMode.SKIP:
+            self._length += len(frames)
+        if mode is StepMode.STORE:
             self._bound()
-        self._mode = None
 
     def commit(self) -> None:
-        if not self._pending_defer:
-            raise RuntimeError("commit without a pending DEFER step")
-        self._pending_defer = False
+        self._steps.commit()
         self._bound()
 
     def rollback(self) -> None:
-        if not self._pending_defer:
-            raise RuntimeError("rollback without a pending DEFER step")
-        self._pending_defer = False
-        self._frames_stored -= 1
+        self._steps.rollback()
         self._length -= 1
 
     def _buffer(self, iteration: int, block: int, k: torch.Tensor,

@@ -61,6 +61,7 @@ class BudgetedKVCache(SteppedKVCache):
                  num_special_tokens: int = 6, scale_frames: int = 8, budget_tokens: int = 0,
                  sliding_window: int = 64, max_frames: int = 0, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, budget: float = DEFAULT_BUDGET):
+        super().__init__()
         check_sizes(num_layers, num_heads, head_dim, num_special_tokens, scale_frames, sliding_window,
                     max_frames)
         check_budget(budget, budget_tokens, scale_frames, sliding_window)
@@ -82,7 +83,7 @@ class BudgetedKVCache(SteppedKVCache):
         self._snapshot = HostSnapshot(num_layers, self.device)
         self.reset()
 
-    def reset(self) -> None:
+    def _clear(self) -> None:
         for pool in self._pools:
             pool.truncate(0)
         self._special_frames: list[int] = []  # frames whose specials are kept, oldest first
@@ -95,7 +96,6 @@ class BudgetedKVCache(SteppedKVCache):
         self._pending_mass: list[torch.Tensor | None] = [None] * self.num_layers
         self._dropping: list[int] = []
         self._specials_dropped = 0
-        self._reset_steps()
 
     def _begin(self, frames: list[int], patches_per_frame: int, mode: StepMode) -> None:
         self._set_patches_per_frame(patches_per_frame)
@@ -167,9 +167,9 @@ class BudgetedKVCache(SteppedKVCache):
                         for pool in self._pools]
         kept_frames = torch.unique(torch.cat(with_patches)).numel() if with_patches else 0
         bytes_used = sum(pool.length * pool.token_bytes for pool in self._pools)
-        protected = min(self._frames_stored, self.scale_frames) * (self._patches_per_frame or 0)
-        return CacheStats(frames_stored=self._frames_stored,
-                          frames_evicted=self._frames_stored - kept_frames,
+        protected = min(self.frames_stored, self.scale_frames) * (self._patches_per_frame or 0)
+        return CacheStats(frames_stored=self.frames_stored,
+                          frames_evicted=self.frames_stored - kept_frames,
                           tokens_per_layer=[pool.length for pool in self._pools] or [0] * self.num_layers,
                           bytes_allocated=sum(pool.nbytes for pool in self._pools),
                           bytes_used=bytes_used,
