@@ -11,7 +11,8 @@
 # 4. layer budgets of the model on the smooth panning input (needs WEIGHTS_PY, the shared filler);
 # 5. with FIDELITY_FRAMES=N: the model compiled, each policy in its own process, at budgets 1, 0.5,
 #    0.25 against the sliding window on the same N frames (policy_fidelity.py).
-# Results land in $OUT (the device tool's folder) or ./out. TOTAL (s) bounds the whole session.
+# Results land in $OUT (the device tool's folder) or ./out, logs only unless SAVE_JSON=1. TOTAL (s)
+# bounds the whole session.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 OUT=${OUT:-out}
@@ -26,20 +27,20 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 timeout "$(within "${TEST_TIMEOUT:-45}")" python3 -m pytest -q -p no:cacheprovider test/gpu/test_cache_policies_gpu.py 2>&1 \
     | tail -15 | tee "$OUT/gpu_tests.log"
 timeout "$(within "${STEP_TIMEOUT:-110}")" python3 benchmarks/cache_step.py $FULL --policies sliding_window,evict3r,infinitevggt \
-    --budgets 1,0.5,0.25 --same-tokens --frames "${STEP_FRAMES:-140}" --json "$OUT/cache_step.json" 2>&1 \
+    --budgets 1,0.5,0.25 --same-tokens --frames "${STEP_FRAMES:-140}" ${SAVE_JSON:+--json "$OUT/cache_step.json"} 2>&1 \
     | tee "$OUT/cache_step.log"
 for policy in ${MEMORY_POLICIES:-evict3r infinitevggt}; do
     timeout "$(within "${MEMORY_TIMEOUT:-60}")" python3 benchmarks/cache_step.py $FULL --policies "$policy" --budgets 1 \
-        --frames "${MEMORY_FRAMES:-2000}" --memory-at 200,500,1000,1500,2000 --json "$OUT/memory_$policy.json" 2>&1 \
+        --frames "${MEMORY_FRAMES:-2000}" --memory-at 200,500,1000,1500,2000 ${SAVE_JSON:+--json "$OUT/memory_$policy.json"} 2>&1 \
         | tee "$OUT/memory_$policy.log"
 done
 [ -f "$W" ] && timeout "$(within "${BUDGETS_TIMEOUT:-90}")" python3 benchmarks/layer_budgets.py --weights-py "$W" \
-    --budget 0.5 --frames 60 --json "$OUT/layer_budgets.json" 2>&1 | tee "$OUT/layer_budgets.log"
+    --budget 0.5 --frames 60 ${SAVE_JSON:+--json "$OUT/layer_budgets.json"} 2>&1 | tee "$OUT/layer_budgets.log"
 if [ -n "${FIDELITY_FRAMES:-}" ] && [ -f "$W" ]; then
     for policy in evict3r infinitevggt; do
         timeout "$(within "${FIDELITY_TIMEOUT:-600}")" python3 benchmarks/policy_fidelity.py --weights-py "$W" \
             --reference /tmp/sliding_window.pt --policies "$policy" --frames "$FIDELITY_FRAMES" --compile \
-            --json "$OUT/fidelity_$policy.json" 2>&1 | tee "$OUT/fidelity_$policy.log"
+            ${SAVE_JSON:+--json "$OUT/fidelity_$policy.json"} 2>&1 | tee "$OUT/fidelity_$policy.log"
     done
 fi
 echo "=== done $(date -u +%T)"
