@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from gct_stream_ros.cache.sizes import DEFAULT_MAX_FRAMES
 from gct_stream_ros.model import config as model_config
 from gct_stream_ros.model.config import PATCH_SIZE, PRESETS
 
@@ -71,7 +72,7 @@ class EngineConfig:
     """'sliding_window': recent frames kept in full besides the scale frames."""
     cache_budget_tokens: int = 0
     """Token budget per global layer for 'evict3r'/'infinitevggt' (0 = the policy's default)."""
-    cache_max_frames: int = 1024
+    cache_max_frames: int = DEFAULT_MAX_FRAMES
     """Stored frames whose special tokens (and camera-head entries) are kept; older non-scale
     frames are recycled so memory stays constant on endless streams (0 = unbounded, as the
     reference)."""

@@ -44,11 +44,11 @@ from gct_stream_ros.cache.policies.scorers import (
 from gct_stream_ros.cache.policies.selection import kept_positions
 from gct_stream_ros.cache.policies.special_tokens import SpecialTokens
 from gct_stream_ros.cache.policies.token_set import TokenSet
+from gct_stream_ros.cache.sizes import CacheSizes, SizedCache, check_head_shape
 from gct_stream_ros.cache.stepped_cache import SteppedKVCache
-from gct_stream_ros.cache.validation import check_sizes
 
 
-class BudgetedKVCache(SteppedKVCache):
+class BudgetedKVCache(SizedCache, SteppedKVCache):
     """Per-layer token budgets with a pluggable policy (see the module docstring)."""
 
     def __init__(self, num_layers: int, num_heads: int, head_dim: int, policy: CachePolicy,
@@ -56,19 +56,14 @@ class BudgetedKVCache(SteppedKVCache):
                  sliding_window: int = 64, max_frames: int = 0, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32):
         super().__init__()
-        check_sizes(num_layers, num_heads, head_dim, num_special_tokens, scale_frames, sliding_window,
-                    max_frames)
+        self.sizes = CacheSizes(num_layers, num_special_tokens, scale_frames, sliding_window, max_frames)
+        check_head_shape(num_heads, head_dim)
         if budget_tokens < 0:
             raise ValueError(f"budget_tokens must be >= 0 (0: the default), not {budget_tokens}")
-        self.num_layers = num_layers
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.policy = policy
-        self.num_special_tokens = num_special_tokens
-        self.scale_frames = scale_frames
         self.budget_tokens = budget_tokens
-        self.sliding_window = sliding_window
-        self.max_frames = max_frames
         self.device = torch.device(device)
         self.dtype = dtype
         # allocated once: a reset (new sequence or window) reuses the storage
