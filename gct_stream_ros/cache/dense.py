@@ -20,6 +20,7 @@ import torch
 
 from gct_stream_ros.cache.attention import dense_attention
 from gct_stream_ros.cache.base import CacheStats, StepMode
+from gct_stream_ros.cache.sizes import CacheSizes, SizedCache
 from gct_stream_ros.cache.stepped_cache import SteppedKVCache
 
 
@@ -33,7 +34,7 @@ class _FrameRecord:
     """Patch tokens still cached (False once the policy evicted them, specials stay)."""
 
 
-class DenseKVCache(SteppedKVCache):
+class DenseKVCache(SizedCache, SteppedKVCache):
     """Sliding-window KV cache with per-frame dense tensors (see the module docstring).
 
     ``dtype`` is the storage dtype of K/V (fp32 for parity, bf16 on GPU); queries attend in
@@ -43,15 +44,7 @@ class DenseKVCache(SteppedKVCache):
     def __init__(self, num_layers: int, num_special_tokens: int = 6, scale_frames: int = 8,
                  sliding_window: int = 64, max_frames: int = 0, dtype: torch.dtype = torch.float32):
         super().__init__()
-        if min(num_layers, sliding_window) < 1 or min(num_special_tokens, scale_frames, max_frames) < 0:
-            raise ValueError("num_layers and sliding_window must be >= 1, the other sizes >= 0")
-        if 0 < max_frames <= scale_frames:
-            raise ValueError(f"max_frames ({max_frames}) must exceed scale_frames ({scale_frames})")
-        self.num_layers = num_layers
-        self.num_special_tokens = num_special_tokens
-        self.scale_frames = scale_frames
-        self.sliding_window = sliding_window
-        self.max_frames = max_frames
+        self.sizes = CacheSizes(num_layers, num_special_tokens, scale_frames, sliding_window, max_frames)
         self.dtype = dtype
         self.reset()
 

@@ -30,6 +30,7 @@ from gct_stream_ros.cache.paged_gather import PagedGatherCache
 from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
 from gct_stream_ros.cache.policies.policy import CachePolicy, policy_preset
+from gct_stream_ros.cache.sizes import DEFAULT_MAX_FRAMES
 
 BACKENDS = ("auto", "dense", "paged_gather", "flashinfer", "flashinfer_fa3")
 
@@ -54,7 +55,7 @@ class CacheSettings:
     sliding_window: int = 64
     budget: float = DEFAULT_BUDGET
     budget_tokens: int = 0
-    max_frames: int = 1024
+    max_frames: int = DEFAULT_MAX_FRAMES
     num_special_tokens: int = 6
 
     @classmethod

@@ -18,11 +18,11 @@ import torch
 from gct_stream_ros.cache.attention import dense_attention
 from gct_stream_ros.cache.base import CacheStats, StepMode
 from gct_stream_ros.cache.paged_store import PagedKVStore
+from gct_stream_ros.cache.sizes import CacheSizes, SizedCache, check_head_shape
 from gct_stream_ros.cache.stepped_cache import SteppedKVCache
-from gct_stream_ros.cache.validation import check_sizes
 
 
-class PagedKVCache(SteppedKVCache):
+class PagedKVCache(SizedCache, SteppedKVCache):
     """Sliding-window cache over paged storage; the store is (re)built for the first step's size."""
 
     policy_name = "sliding_window"
@@ -31,15 +31,10 @@ class PagedKVCache(SteppedKVCache):
                  scale_frames: int = 8, sliding_window: int = 64, max_frames: int = 0,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__()
-        check_sizes(num_layers, num_heads, head_dim, num_special_tokens, scale_frames, sliding_window,
-                    max_frames)
-        self.num_layers = num_layers
+        self.sizes = CacheSizes(num_layers, num_special_tokens, scale_frames, sliding_window, max_frames)
+        check_head_shape(num_heads, head_dim)
         self.num_heads = num_heads
         self.head_dim = head_dim
-        self.num_special_tokens = num_special_tokens
-        self.scale_frames = scale_frames
-        self.sliding_window = sliding_window
-        self.max_frames = max_frames
         self.device = torch.device(device)
         self.dtype = dtype
         self.store: PagedKVStore | None = None

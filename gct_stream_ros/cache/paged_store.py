@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from gct_stream_ros.cache.frame_slots import FrameSlots, SlotMove
-from gct_stream_ros.cache.validation import check_sizes
+from gct_stream_ros.cache.sizes import CacheSizes, SizedCache, check_head_shape
 
 
 @dataclass(frozen=True)
@@ -68,25 +68,20 @@ class _Stream:
         return (self.first_page * self.page_size + slot_ids * self.unit + within).flatten()
 
 
-class PagedKVStore:
+class PagedKVStore(SizedCache):
     """Two-stream paged K/V storage for all global layers (see the module docstring)."""
 
     def __init__(self, num_layers: int, num_heads: int, head_dim: int, patches_per_frame: int,
                  num_special_tokens: int = 6, scale_frames: int = 8, sliding_window: int = 64,
                  max_frames: int = 0, page_size: int | None = None,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        check_sizes(num_layers, num_heads, head_dim, num_special_tokens, scale_frames, sliding_window,
-                    max_frames)
+        self.sizes = CacheSizes(num_layers, num_special_tokens, scale_frames, sliding_window, max_frames)
+        check_head_shape(num_heads, head_dim)
         if patches_per_frame < 1:
             raise ValueError(f"patches_per_frame must be >= 1, not {patches_per_frame}")
-        self.num_layers = num_layers
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.patches_per_frame = patches_per_frame
-        self.num_special_tokens = num_special_tokens
-        self.scale_frames = scale_frames
-        self.sliding_window = sliding_window
-        self.max_frames = max_frames
         self.page_size = page_size or patches_per_frame
         if self.page_size < 1:
             raise ValueError("page_size must be >= 1")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from gct_stream_ros.cache.base import StepMode
+from gct_stream_ros.cache.sizes import check_max_frames
 from gct_stream_ros.cache.step_tracker import StepTracker
 
 UNBOUNDED_START_FRAMES = 64
@@ -33,8 +34,7 @@ class CameraKVCache:
     """The camera head's cache (see the module docstring)."""
 
     def __init__(self, num_iterations: int, num_blocks: int, scale_frames: int = 0, max_frames: int = 0):
-        if 0 < max_frames <= scale_frames:
-            raise ValueError(f"max_frames ({max_frames}) must exceed scale_frames ({scale_frames})")
+        check_max_frames(max_frames, scale_frames)
         self.num_iterations = num_iterations
         self.num_blocks = num_blocks
         self.scale_frames = scale_frames

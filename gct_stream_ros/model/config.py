@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from gct_stream_ros.cache.sizes import DEFAULT_MAX_FRAMES
+
 # reference constructor arguments that do not change streaming inference (training, or other inference paths)
 _REFERENCE_KWARGS_WITHOUT_EFFECT = frozenset({
     "use_sdpa", "pretrained_path", "sliding_window_size", "attend_to_scale_frames",
@@ -76,7 +78,7 @@ class GCTConfig:
     """Phase-1 frames of a sequence: scale-token variant and never evicted from the cache."""
     sliding_window: int = 64
     """Most recent stored frames kept whole in the aggregator cache besides the scale frames."""
-    max_frames: int = 0
+    max_frames: int = DEFAULT_MAX_FRAMES
     """Bound on stored frames whose specials (and camera-head entries) are kept; 0 = unbounded."""
 
     @property
@@ -127,6 +129,7 @@ class GCTConfig:
         if dino_width is not None and embed_dim != dino_width:
             raise ValueError(f"embed_dim={embed_dim} differs from the DINO width {dino_width}")
         config["camera_dim"] = 2 * embed_dim
+        config.setdefault("max_frames", 0)  # the reference keeps every stored frame's specials
         return cls(**config)
 
 

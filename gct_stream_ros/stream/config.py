@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET, check_budget
+from gct_stream_ros.cache.sizes import DEFAULT_MAX_FRAMES
 from gct_stream_ros.model import config as model_config
 from gct_stream_ros.model.config import PATCH_SIZE, PRESETS
 
@@ -84,7 +85,7 @@ class EngineConfig:
     cache_budget_tokens: int = 0
     """Absolute patch-token budget per global layer for 'evict3r'/'infinitevggt' (0 = use
     ``cache_budget``)."""
-    cache_max_frames: int = 1024
+    cache_max_frames: int = DEFAULT_MAX_FRAMES
     """Stored frames whose special tokens (and camera-head entries) are kept; older non-scale
     frames are recycled so memory stays constant on endless streams (0 = unbounded, as the
     reference)."""

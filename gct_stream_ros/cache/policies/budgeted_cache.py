@@ -45,8 +45,8 @@ from gct_stream_ros.cache.policies.policy import CachePolicy
 from gct_stream_ros.cache.policies.scorers import diversity_scores, mass_scores, recency_scores
 from gct_stream_ros.cache.policies.selection import evicted_slots
 from gct_stream_ros.cache.policies.token_pool import PATCH, SCALE_PATCH, SPECIAL, TokenPool, state_scores
+from gct_stream_ros.cache.sizes import CacheSizes, SizedCache, check_head_shape
 from gct_stream_ros.cache.stepped_cache import SteppedKVCache
-from gct_stream_ros.cache.validation import check_sizes
 
 REALLOCATE_EVERY = 8
 """Stored steps between two re-allocations of the layer budgets (see the module docstring)."""
@@ -54,7 +54,7 @@ UNBOUNDED_SPECIAL_FRAMES = 64
 """Frames of specials the storage first holds when ``max_frames`` is 0 (then doubled as needed)."""
 
 
-class BudgetedKVCache(SteppedKVCache):
+class BudgetedKVCache(SizedCache, SteppedKVCache):
     """Per-layer token budgets with a pluggable policy (see the module docstring)."""
 
     def __init__(self, num_layers: int, num_heads: int, head_dim: int, policy: CachePolicy,
@@ -62,19 +62,14 @@ class BudgetedKVCache(SteppedKVCache):
                  sliding_window: int = 64, max_frames: int = 0, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, budget: float = DEFAULT_BUDGET):
         super().__init__()
-        check_sizes(num_layers, num_heads, head_dim, num_special_tokens, scale_frames, sliding_window,
-                    max_frames)
+        self.sizes = CacheSizes(num_layers, num_special_tokens, scale_frames, sliding_window, max_frames)
+        check_head_shape(num_heads, head_dim)
         check_budget(budget, budget_tokens, scale_frames, sliding_window)
-        self.num_layers = num_layers
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.policy = policy
-        self.num_special_tokens = num_special_tokens
-        self.scale_frames = scale_frames
         self.budget_tokens = budget_tokens
         self.budget = budget
-        self.sliding_window = sliding_window
-        self.max_frames = max_frames
         self.device = torch.device(device)
         self.dtype = dtype
         self._pools: list[TokenPool] = []  # allocated at the first step, once per frame size
