@@ -2,14 +2,16 @@
 
 Three parts, each optional (``--parts``):
 
-* ``model``: ours (dense SDPA cache) vs the reference (``use_sdpa=True``), both bf16 as the
-  reference demo runs them (aggregator cast to bf16, autocast bf16, heads fp32), the same
-  ``fill_deterministic`` weights, keyframe interval 1 (the reference's SDPA path would store
-  non-keyframes), ``--model-frames`` streaming frames after the scale frames. Per-frame max and
-  mean abs error of pose_enc, depth, depth_conf. With ``--fp32-floor`` the reference also runs
-  in fp32, which gives the bf16 noise floor to judge the errors by.
-* ``cache``: ours with the FlashInfer paged cache vs ours with the dense SDPA cache, bf16,
-  ``--cache-frames`` frames in all; max errors.
+* ``model``: ours (``--model-backend``, the dense SDPA cache by default) vs the reference
+  (``use_sdpa=True``), both bf16 as the reference demo runs them (aggregator cast to bf16,
+  autocast bf16, heads fp32), the same ``fill_deterministic`` weights, keyframe interval 1
+  (the reference's SDPA path would store non-keyframes), ``--model-frames`` streaming frames
+  after the scale frames. Per-frame max and mean abs error of pose_enc, depth, depth_conf.
+  With ``--fp32-floor`` the reference also runs in fp32, which gives the bf16 noise floor to
+  judge the errors by.
+* ``cache``: ours with each of ``--cache-backends`` (FlashInfer paged, contiguous) vs ours with
+  the dense SDPA cache, and the first of them vs the others, bf16, ``--cache-frames`` frames in
+  all; max errors.
 * ``memory``: for each policy, GPU memory allocated after frame ``--memory-frames`` (first and
   last value); growth between them (< 2 % expected: the caches are bounded).
 
@@ -177,7 +179,7 @@ ERR_COLUMNS = [("frames", "frames", "")] + [
 def part_model(args: argparse.Namespace, payload: dict[str, Any]) -> None:
     frames = smooth_frames(args.scale_frames + args.model_frames, args.height, args.width)
     t0 = time.perf_counter()
-    ours = run_ours(args, frames, "dense", torch.bfloat16)
+    ours = run_ours(args, frames, args.model_backend, torch.bfloat16)
     ref_bf16 = run_reference(args, frames, torch.bfloat16)
     result = {"ours_bf16_vs_reference_bf16": compare(ours, ref_bf16)}
     if args.fp32_floor:
@@ -188,20 +190,25 @@ def part_model(args: argparse.Namespace, payload: dict[str, Any]) -> None:
     payload["model"] = result
     for name, cmp in result.items():
         if isinstance(cmp, dict) and "per_frame" in cmp:
-            print(f"\n## {name} (bf16 SDPA, keyframe interval 1)")
+            print(f"\n## {name} (bf16, ours {args.model_backend}, keyframe interval 1)")
             print_table(buckets(cmp["per_frame"], args.scale_frames), ERR_COLUMNS)
 
 
 def part_cache(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """Each of ``--cache-backends`` against the dense SDPA cache, then the first against the others."""
     frames = smooth_frames(args.cache_frames, args.height, args.width, seed=11)
     t0 = time.perf_counter()
-    dense = run_ours(args, frames, "dense", torch.bfloat16)
-    paged = run_ours(args, frames, "flashinfer", torch.bfloat16)
-    cmp = compare(paged, dense)
-    cmp["seconds"] = time.perf_counter() - t0
-    payload["cache"] = cmp
-    print("\n## ours FlashInfer paged vs ours dense SDPA (bf16)")
-    print_table(buckets(cmp["per_frame"], args.scale_frames)[::2], ERR_COLUMNS)
+    backends = args.cache_backends.split(",")
+    outputs = {backend: run_ours(args, frames, backend, torch.bfloat16) for backend in ["dense", *backends]}
+    pairs = [(b, "dense") for b in backends] + [(backends[0], b) for b in backends[1:]]
+    result: dict[str, Any] = {}
+    for first, second in pairs:
+        cmp = compare(outputs[first], outputs[second])
+        result[f"{first}_vs_{second}"] = cmp
+        print(f"\n## ours {first} vs ours {second} (bf16)")
+        print_table(buckets(cmp["per_frame"], args.scale_frames)[::2], ERR_COLUMNS)
+    result["seconds"] = time.perf_counter() - t0
+    payload["cache"] = result
 
 
 @torch.no_grad()
@@ -321,7 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--camera-iterations", type=int, default=4)
     p.add_argument("--model-frames", type=int, default=100, help="streaming frames of part model")
     p.add_argument("--fp32-floor", action="store_true", help="part model: also the reference in fp32")
+    p.add_argument("--model-backend", default="dense", help="our cache backend in part model")
     p.add_argument("--cache-frames", type=int, default=200, help="frames in all of part cache")
+    p.add_argument("--cache-backends", default="flashinfer",
+                   help="part cache: comma list of our backends, each vs dense, the first vs the rest")
     p.add_argument("--compiled-level", default="compiled")
     p.add_argument("--compiled-backend", default="flashinfer")
     p.add_argument("--compiled-frames", type=int, default=40)

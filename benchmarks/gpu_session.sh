@@ -11,8 +11,9 @@
 #
 # Stages: env, refprofile (the reference's own profiler), refeager (our harness, reference
 # only, eager), ours (our model, VARIANTS="backend:level,...", REF=1 adds the reference compiled
-# side by side), parity (gpu_parity.py: PARTS=model,cache,memory,compiled),
-# savecache (JIT caches for the next session). Environment knobs: FRAMES, VARIANTS, REF,
+# side by side), parity (gpu_parity.py: PARTS=model,cache,memory,compiled), attention (one
+# global layer per kernel), sidebyside (ours + the reference + parity, issue 12's one command),
+# savecache (JIT caches for the next session, in parts of 15 MiB). Environment knobs: FRAMES, VARIANTS, REF,
 # PROFILE_FRAMES, PARTS, EXTRA (more arguments), *_TIMEOUT, WEIGHTS_PY.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -29,6 +30,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 for t in .gpucache/*.tgz; do [ -f "$t" ] && tar -xzf "$t" -C / ; done
+# archives over the device tool's 16 MiB per returned file come back in parts
+for p in .gpucache/*.tgz.part-aa; do [ -f "$p" ] && cat "${p%aa}"* | tar -xzf - -C / ; done
 
 stage_env() {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
@@ -68,9 +71,24 @@ stage_parity() {
 }
 
 stage_savecache() {
-    tar -czf "$OUT/flashinfer_cache.tgz" /tmp/fiws 2>/dev/null
-    tar -czf "$OUT/inductor_cache.tgz" /tmp/inductor 2>/dev/null
+    tar -czf - /tmp/fiws 2>/dev/null | split -b 15M - "$OUT/flashinfer_cache.tgz.part-"
+    tar -czf - /tmp/inductor 2>/dev/null | split -b 15M - "$OUT/inductor_cache.tgz.part-"
     ls -la "$OUT"
+}
+
+stage_sidebyside() {
+    # issue 12's table: ours (contiguous cache, compiled) and the reference compiled in one process,
+    # 320 frames, then GPU parity of the contiguous path vs the reference (bf16 and fp32) and vs
+    # FlashInfer and the dense cache
+    FRAMES=320 VARIANTS=contiguous:compiled REF=1 PROFILE_FRAMES=3 OURS_TIMEOUT=${OURS_TIMEOUT:-290} \
+        EXTRA="" stage_ours
+    PARTS=model,cache PARITY_TIMEOUT=${PARITY_TIMEOUT:-185} EXTRA="--fp32-floor --model-backend contiguous \
+        --model-frames 80 --cache-frames 120 --cache-backends contiguous,flashinfer" stage_parity
+}
+
+stage_attention() {
+    # one steady-state global layer, kernel by kernel (which attention to build on)
+    python3 benchmarks/attention_layer.py --json "$OUT/attention_layer.json" 2>&1 | tee "$OUT/attention_layer.log"
 }
 
 for stage in "$@"; do

@@ -110,6 +110,7 @@ def run_ours(args: argparse.Namespace, frames: torch.Tensor, backend: str, level
     if args.profile_frames:
         prof = ours_driver.kernel_profile(model, frames, args.scale_frames, args.profile_frames)
         summary["top_kernels"] = prof.pop("table")
+        summary["top_host_ops"] = prof.pop("host_table")
         summary |= prof
     del model
     gc.collect()
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if "top_kernels" in r:
             print(f"\ntop CUDA kernels, {r['label']}:\n{r['top_kernels']}")
+            print(f"\ntop host ops, {r['label']}:\n{r['top_host_ops']}")
     write_json(args.json, payload)
     return 0
 

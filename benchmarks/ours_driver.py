@@ -14,8 +14,9 @@ from common import FrameTimer, RunTimes, fill_weights, memory_snapshot
 
 from gct_stream_ros.cache.base import StepMode
 
-# our cache backends (the factory's names): dense SDPA, paged + gather + SDPA, FlashInfer FA2 / FA3
-BACKENDS = ("dense", "paged_gather", "flashinfer", "flashinfer_fa3", "auto")
+# our cache backends (the factory's names): contiguous (SDPA/cuDNN in place), dense SDPA, paged + gather
+# + SDPA, FlashInfer FA2 / FA3
+BACKENDS = ("contiguous", "dense", "paged_gather", "flashinfer", "flashinfer_fa3", "auto")
 COMPILE_LEVELS = ("none", "compiled")
 """``compiled``: the model's own ``compile_regions`` (what ``model.compile: true`` runs in the node)."""
 
@@ -126,6 +127,7 @@ def apply_compile(model: Any, level: str) -> dict[str, Any]:
 def kernel_profile(model: Any, frames: torch.Tensor, scale_frames: int, count: int) -> dict[str, Any]:
     """Top CUDA kernels of ``count`` more streaming frames, continuing the timed run (steady state:
     the window is full), and the GPU busy time per frame (sum of kernel times)."""
+    from torch.autograd import DeviceType  # noqa: PLC0415
     from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
 
     total = frames.shape[0]
@@ -136,9 +138,14 @@ def kernel_profile(model: Any, frames: torch.Tensor, scale_frames: int, count: i
             step(model, frame, scale_frames)
         torch.cuda.synchronize()
     averages = prof.key_averages()
-    busy_us = sum(getattr(e, "self_device_time_total", 0.0) for e in averages)
-    table = ""
+    # kernels only: the CPU-side ops also carry the device time of the kernels they launch
+    busy_us = sum(e.self_device_time_total for e in averages if e.device_type == DeviceType.CUDA)
+    tables = {}
     with contextlib.suppress(Exception):
-        table = averages.table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=70)
+        tables["table"] = averages.table(sort_by="self_cuda_time_total", row_limit=40,
+                                         max_name_column_width=70)
+        tables["host_table"] = averages.table(sort_by="self_cpu_time_total", row_limit=20,
+                                              max_name_column_width=70)
     return {"gpu_busy_ms_per_frame": busy_us / 1000.0 / count,
-            "cpu_ms_per_frame": averages.self_cpu_time_total / 1000.0 / count, "table": table}
+            "cpu_ms_per_frame": averages.self_cpu_time_total / 1000.0 / count,
+            "table": tables.get("table", ""), "host_table": tables.get("host_table", "")}

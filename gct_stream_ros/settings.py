@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from gct_stream_ros.stream.config import (
+    CACHE_BACKENDS,
     CACHE_POLICIES,
     DTYPES,
     KEYFRAME_MODES,
@@ -176,6 +177,11 @@ SETTINGS: tuple[Setting, ...] = (
             low=0, high=10**9),
     _engine("cache.max_frames", "cache_max_frames",
             "Stored frames kept; older ones recycled for constant memory (0 = unbounded)", low=0, high=10**7),
+    _engine("cache.backend", "cache_backend",
+            "'sliding_window' storage + attention: 'auto' (contiguous on sm90+ GPUs in bf16/fp16, else "
+            "flashinfer if installed, else paged_gather), contiguous (cuDNN/flash in place), "
+            "flashinfer(_fa3) (paged), paged_gather, dense",
+            choices=CACHE_BACKENDS),
     Setting("input.transport", "raw",
             "Subscribe to 'image' (raw) or 'image/compressed' (compressed)",
             choices=("raw", "compressed"), restart=True),

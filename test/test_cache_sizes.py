@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gct_stream_ros.cache.contiguous_store import ContiguousKVStore
 from gct_stream_ros.cache.dense import DenseKVCache
 from gct_stream_ros.cache.paged_gather import PagedGatherCache
 from gct_stream_ros.cache.paged_store import PagedKVStore
@@ -21,6 +22,8 @@ BUILDERS = {
     "budgeted": lambda **sizes: BudgetedKVCache(num_heads=HEADS, head_dim=DIM,
                                                 policy=policy_preset("evict3r"), **sizes),
     "store": lambda **sizes: PagedKVStore(num_heads=HEADS, head_dim=DIM, patches_per_frame=4, **sizes),
+    "contiguous_store": lambda **sizes: ContiguousKVStore(num_heads=HEADS, head_dim=DIM, patches_per_frame=4,
+                                                          **sizes),
 }
 GOOD = dict(num_layers=2, num_special_tokens=3, scale_frames=2, sliding_window=4, max_frames=9)
 

@@ -1,13 +1,17 @@
-"""Unmasked attention of a step's queries over a dense key set (SDPA).
+"""Unmasked attention of a step's queries over a dense key set (SDPA), whole or in parts.
 
-Every CPU/fp32 cache path funnels through this one function so that caches holding the same
-keys in the same (canonical) order give bit-identical outputs.
+Every CPU/fp32 cache path funnels through ``dense_attention`` so that caches holding the same
+keys in the same (canonical) order give bit-identical outputs. The contiguous cache's GPU path
+attends over two key ranges separately (``partial_attention``, ``cudnn_partial_attention``) and
+merges them by their log-sum-exps (``merge_partials``).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def dense_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -18,3 +22,44 @@ def dense_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -
     value = values.to(q.dtype).unsqueeze(0).transpose(1, 2)
     out = F.scaled_dot_product_attention(query, key, value, scale=head_dim**-0.5)
     return out.transpose(1, 2).reshape(num_frames, tokens, heads, head_dim)
+
+
+def heads_first(x: torch.Tensor) -> torch.Tensor:
+    """``[..., N, H, D]`` tokens (leading dims flattened) -> ``[1, H, N, D]``, a view when it can be."""
+    return x.reshape(1, -1, *x.shape[-2:]).transpose(1, 2)
+
+
+def partial_attention(query: torch.Tensor, key: torch.Tensor,
+                      value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention ``[1, H, Q, D]`` and its natural log-sum-exp ``[1, H, Q, 1]`` (fp32).
+
+    On CUDA in half precision: the flash kernel, any key count, no per-shape set-up.
+    """
+    scale = query.shape[-1] ** -0.5
+    if query.is_cuda and query.dtype in HALF_DTYPES:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, scale=scale)[:2]
+        return out, lse.reshape(*out.shape[:-1], 1).float()
+    scores = (query @ key.transpose(-1, -2)) * scale  # [1, H, Q, N]
+    lse = scores.logsumexp(dim=-1, keepdim=True)
+    return (scores - lse).exp() @ value, lse
+
+
+def cudnn_partial_attention(query: torch.Tensor, key: torch.Tensor,
+                            value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``partial_attention`` through cuDNN (CUDA, half precision): ~1.3x the flash kernel's rate on an
+    H200 (``benchmarks/attention_layer.py``), but an execution plan per shape (~45 ms the first time)."""
+    out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(query, key, value, None, True,
+                                                                  scale=query.shape[-1] ** -0.5)[:2]
+    return out, lse.reshape(*out.shape[:-1], 1).float()
+
+
+def merge_partials(first: tuple[torch.Tensor, torch.Tensor],
+                   second: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The attention over the union of two disjoint key sets from their ``partial_attention`` results
+    (exact up to rounding: unmasked attention does not depend on the order or grouping of its keys).
+
+    The second part's share of the softmax mass is ``sigmoid(lse_b - lse_a)``: one blend, few kernels.
+    """
+    (out_a, lse_a), (out_b, lse_b) = first, second
+    share = torch.sigmoid(lse_b - lse_a)  # [1, H, Q, 1]
+    return torch.lerp(out_a.float(), out_b.float(), share).to(out_a.dtype)

@@ -16,6 +16,7 @@ the physical order does not matter to the math; the canonical key order of ``cac
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -100,3 +101,22 @@ class FrameSlots:
 
     def ordered_slots(self) -> list[int]:
         return [self._slot_of[frame] for frame in self.ordered_frames()]
+
+
+def evict_streams(patches: FrameSlots, specials: FrameSlots,
+                  discard: Callable[[FrameSlots, int], None]) -> tuple[int, int]:
+    """The sliding window on ``patches``, then the ``max_frames`` bound on ``specials``, which drops a
+    frame whole (its patches too while they are still in the window); ``discard(slots, frame)``
+    removes one frame from one stream. Returns (frames whose patches left, frames whose specials left).
+    """
+    evicted = dropped = 0
+    for frame in patches.over_capacity():
+        discard(patches, frame)
+        evicted += 1
+    for frame in specials.over_capacity():
+        discard(specials, frame)
+        dropped += 1
+        if frame in patches:
+            discard(patches, frame)
+            evicted += 1
+    return evicted, dropped

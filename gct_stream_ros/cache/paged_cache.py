@@ -1,8 +1,10 @@
 """The step semantics of ``cache/base.py`` on top of a ``PagedKVStore`` (sliding-window policy).
 
 Shared by the gather and the FlashInfer caches, which differ only in how the queries of a
-single-frame step attend over the visible pages (``_attend_visible``). Phase 1 (a multi-frame
-step on an empty cache) always runs plain SDPA over the step's own tokens, as the reference.
+single-frame step attend over the visible pages (``_attend_visible``), and by the contiguous
+cache (``contiguous_cache.py``), whose ``ContiguousKVStore`` keeps the same bookkeeping. Phase 1
+(a multi-frame step on an empty cache) always runs plain SDPA over the step's own tokens, as the
+reference.
 
 Modes map onto the store as lingbot-map's FlashInfer manager does: STORE appends then evicts;
 DEFER and SKIP append without eviction; SKIP removes its frame again at ``end_step`` and
@@ -94,12 +96,15 @@ class PagedKVCache(SizedCache, SteppedKVCache):
         store = self.store
         if store is not None and store.patches_per_frame == patches_per_frame:
             return store
-        if store is not None and len(store.specials.slots) > 0:
+        if store is not None and store.tokens > 0:
             raise ValueError(f"patches per frame changed from {store.patches_per_frame} to "
                              f"{patches_per_frame}: reset the cache when the image size changes")
         self.store = None  # release the old pools before allocating the new ones
-        self.store = PagedKVStore(self.num_layers, self.num_heads, self.head_dim, patches_per_frame,
-                                  self.num_special_tokens, self.scale_frames, self.sliding_window,
-                                  self.max_frames, self._page_size(patches_per_frame), self.device,
-                                  self.dtype)
+        self.store = self._new_store(patches_per_frame)
         return self.store
+
+    def _new_store(self, patches_per_frame: int) -> PagedKVStore:
+        """The storage for a resolution (a ``ContiguousKVStore`` duck-types the same interface)."""
+        return PagedKVStore(self.num_layers, self.num_heads, self.head_dim, patches_per_frame,
+                            self.num_special_tokens, self.scale_frames, self.sliding_window, self.max_frames,
+                            self._page_size(patches_per_frame), self.device, self.dtype)

@@ -21,12 +21,13 @@ from types import ModuleType
 
 import torch
 
+from gct_stream_ros.cache.attention import HALF_DTYPES
 from gct_stream_ros.cache.page_table import build_requests
 from gct_stream_ros.cache.paged_cache import PagedKVCache
 
 WORKSPACE_BYTES = 128 << 20
 KERNEL_BACKENDS = ("fa2", "fa3")
-KERNEL_DTYPES = (torch.bfloat16, torch.float16)
+KERNEL_DTYPES = HALF_DTYPES
 
 
 def flashinfer_available() -> bool:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gct_stream_ros.cache.frame_slots import FrameSlots, SlotMove
+from gct_stream_ros.cache.frame_slots import FrameSlots, SlotMove, evict_streams
 from gct_stream_ros.cache.sizes import CacheSizes, SizedCache, check_head_shape
 
 
@@ -125,15 +125,11 @@ class PagedKVStore(SizedCache):
 
     def evict(self) -> None:
         """Apply the sliding window, then the ``max_frames`` bound (which drops frames whole)."""
-        for frame in self.patches.slots.over_capacity():
-            self._discard(self.patches, frame)
-            self.frames_evicted += 1
-        for frame in self.specials.slots.over_capacity():
-            self._discard(self.specials, frame)
-            self.specials_dropped += 1
-            if frame in self.patches.slots:
-                self._discard(self.patches, frame)
-                self.frames_evicted += 1
+        streams = {id(stream.slots): stream for stream in (self.patches, self.specials)}
+        evicted, dropped = evict_streams(self.patches.slots, self.specials.slots,
+                                         lambda slots, frame: self._discard(streams[id(slots)], frame))
+        self.frames_evicted += evicted
+        self.specials_dropped += dropped
         self._changed()
 
     def remove(self, frame: int) -> None:

@@ -15,6 +15,8 @@ DTYPES = ("auto", *PRECISIONS)
 KEYFRAME_MODES = ("every", "interval", "flow")
 WINDOW_MODES = ("off", "online")
 CACHE_POLICIES = ("sliding_window", "evict3r", "infinitevggt")
+CACHE_BACKENDS = ("auto", "contiguous", "flashinfer", "flashinfer_fa3", "paged_gather", "dense")
+"""``cache.factory.BACKENDS`` (repeated here: settings and launch files must not import torch)."""
 RESIZE_METHODS = ("auto", *model_config.RESIZE_METHODS)
 """'auto' and ``model.preprocess``'s methods."""
 CHECKPOINT_AUTO = "auto"
@@ -89,6 +91,11 @@ class EngineConfig:
     """Stored frames whose special tokens (and camera-head entries) are kept; older non-scale
     frames are recycled so memory stays constant on endless streams (0 = unbounded, as the
     reference)."""
+    cache_backend: str = "auto"
+    """Attention/storage of the 'sliding_window' cache: 'auto' ('contiguous' on sm90+ GPUs in
+    bf16/fp16, FlashInfer on older GPUs when installed, else 'paged_gather'), 'contiguous',
+    'flashinfer', 'flashinfer_fa3', 'paged_gather', 'dense' (``cache.factory``); the other policies
+    take 'auto' only."""
     compute_points: bool = True
     """Produce world points for every frame (from depth and pose when the point head is absent)."""
 
@@ -111,6 +118,10 @@ class EngineConfig:
         choice("keyframe_mode", KEYFRAME_MODES)
         choice("window_mode", WINDOW_MODES)
         choice("cache_policy", CACHE_POLICIES)
+        choice("cache_backend", CACHE_BACKENDS)
+        if self.cache_policy != "sliding_window" and self.cache_backend != "auto":
+            raise ConfigError(f"cache_backend={self.cache_backend!r} runs the 'sliding_window' policy only; "
+                              f"'{self.cache_policy}' takes 'auto'")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.image_width % PATCH_SIZE or self.image_width < 2 * PATCH_SIZE:
