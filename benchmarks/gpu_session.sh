@@ -77,13 +77,14 @@ stage_savecache() {
 }
 
 stage_sidebyside() {
-    # issue 12's table: ours (contiguous cache, compiled) and the reference compiled in one process,
-    # 320 frames, then GPU parity of the contiguous path vs the reference (bf16 and fp32) and vs
-    # FlashInfer and the dense cache
-    FRAMES=320 VARIANTS=contiguous:compiled REF=1 PROFILE_FRAMES=3 OURS_TIMEOUT=${OURS_TIMEOUT:-290} \
-        EXTRA="" stage_ours
-    PARTS=model,cache PARITY_TIMEOUT=${PARITY_TIMEOUT:-185} EXTRA="--fp32-floor --model-backend contiguous \
-        --model-frames 80 --cache-frames 120 --cache-backends contiguous,flashinfer" stage_parity
+    # issue 12's table: ours as the node runs it on CUDA (contiguous cache, compiled, steps replayed
+    # from CUDA graphs; with the fp32 and the fp16 depth head) and the reference compiled, in one
+    # process, 320 frames; then GPU parity of those paths vs the reference (bf16 and fp32), eager
+    # regions (PARITY_LEVEL to change)
+    FRAMES=320 VARIANTS=contiguous:compiled+graphs,contiguous:compiled+graphs+fp16head REF=1 PROFILE_FRAMES=3 \
+        OURS_TIMEOUT=${OURS_TIMEOUT:-330} EXTRA="" stage_ours
+    PARTS=model PARITY_TIMEOUT=${PARITY_TIMEOUT:-200} EXTRA="--fp32-floor --model-backend contiguous \
+        --model-level ${PARITY_LEVEL:-graphs} --half-depth-head --model-frames 80" stage_parity
 }
 
 stage_attention() {

@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", default="",
                    help="comma list of backend:compile pairs (overrides --backend x --compile)")
     p.add_argument("--keyframe-interval", type=int, default=1)
+    p.add_argument("--half-depth-head", action="store_true",
+                   help="ours' depth head in bf16 (model.half_depth_head)")
     p.add_argument("--reference", default="", help="directory holding lingbot_map/ (runs the reference too)")
     p.add_argument("--reference-backend", default="flashinfer", help="comma list: flashinfer, sdpa")
     p.add_argument("--reference-compile", default="1", help="comma list of 0/1 (eager / its compile targets)")
@@ -85,10 +87,11 @@ def run_ours(args: argparse.Namespace, frames: torch.Tensor, backend: str, level
 
     dtype = getattr(torch, args.dtype)
     t0 = time.perf_counter()
+    half_depth_head = args.half_depth_head or level.endswith(ours_driver.FP16_DEPTH_HEAD)
     model = ours_driver.build_ours(args.weights_py, args.seed, backend=backend, policy=args.policy,
                                    scale_frames=args.scale_frames, window=args.window,
                                    camera_iterations=args.camera_iterations, dtype=dtype,
-                                   max_frames=args.frames + 100)
+                                   max_frames=args.frames + 100, half_depth_head=half_depth_head)
     build_s = time.perf_counter() - t0
     label = f"ours {backend} {level}"
     print(f"[{label}] built and filled in {build_s:.1f}s", flush=True)
@@ -101,11 +104,19 @@ def run_ours(args: argparse.Namespace, frames: torch.Tensor, backend: str, level
         # First compiled pass captures the graphs, the next ones replay so that allocator
         # and graph pools reach the state the timed run will see (as the reference does).
         ours_driver.warm(model, frames, args.scale_frames, passes=3, stream_frames=args.warm_frames)
+    if model.step_graphs is not None:
+        # CUDA graphs are captured per key (window filling / full, camera buffer size): two whole
+        # passes capture every key the timed run meets, as a node running for a while has
+        ours_driver.warm(model, frames, args.scale_frames, passes=2,
+                         stream_frames=frames.shape[0] - args.scale_frames)
     warm_s = time.perf_counter() - t0
     run = ours_driver.profile(model, frames, args.scale_frames, label, args.keyframe_interval)
     run.extra |= {"build_s": build_s, "warm_s": warm_s, "backend": backend, "compile": level,
                   "policy": args.policy, "compile_report": compile_report,
                   "cache_stats": ours_driver.cache_stats(model)}
+    if model.step_graphs is not None:
+        graphs = model.step_graphs
+        run.extra["step_graphs"] = {"captures": graphs.captures, "replays": graphs.replays}
     summary = run.summary()
     if args.profile_frames:
         prof = ours_driver.kernel_profile(model, frames, args.scale_frames, args.profile_frames)

@@ -17,8 +17,11 @@ from gct_stream_ros.cache.base import StepMode
 # our cache backends (the factory's names): contiguous (SDPA/cuDNN in place), dense SDPA, paged + gather
 # + SDPA, FlashInfer FA2 / FA3
 BACKENDS = ("contiguous", "dense", "paged_gather", "flashinfer", "flashinfer_fa3", "auto")
-COMPILE_LEVELS = ("none", "compiled")
-"""``compiled``: the model's own ``compile_regions`` (what ``model.compile: true`` runs in the node)."""
+COMPILE_LEVELS = ("none", "compiled", "graphs", "compiled+graphs")
+"""``compiled``: the model's own ``compile_regions`` (``model.compile: true``); ``graphs``: its steps
+replayed from CUDA graphs (``replay_steps``, ``model.cuda_graphs: true``); the node on CUDA with
+both on runs ``compiled+graphs``. A level may end in ``FP16_DEPTH_HEAD`` (``model.half_depth_head``)."""
+FP16_DEPTH_HEAD = "+fp16head"
 
 
 def build_cache(backend: str, policy: str, config: Any, dtype: torch.dtype, device: str = "cuda",
@@ -39,7 +42,7 @@ def build_cache(backend: str, policy: str, config: Any, dtype: torch.dtype, devi
 def build_ours(weights_py: str, seed: int, *, backend: str, policy: str, scale_frames: int,
                window: int, camera_iterations: int, dtype: torch.dtype, max_frames: int = 0,
                cache_max_frames: int = 1024, preset: str = "lingbot-map", device: str = "cuda",
-               budget: float | None = None) -> Any:
+               budget: float | None = None, half_depth_head: bool = False) -> Any:
     """ViT-L ``lingbot-map`` preset with the shared deterministic weights, on CUDA, eval mode.
 
     Built on the meta device and materialised on the GPU (no 1.2 B-parameter CPU init), then
@@ -58,7 +61,7 @@ def build_ours(weights_py: str, seed: int, *, backend: str, policy: str, scale_f
         model = GCTModel(config, cache)
     model.materialize(device)
     if dtype != torch.float32:
-        model.to_inference_dtype(dtype)
+        model.to_inference_dtype(dtype, half_depth_head)
     # fill after the cast: each value is rounded once from float64, as for the reference
     fill_weights(model, weights_py, seed)
     return model.eval()
@@ -116,11 +119,14 @@ def cache_stats(model: Any) -> dict[str, Any]:
 
 
 def apply_compile(model: Any, level: str) -> dict[str, Any]:
-    """Compile the model as the engine does (``GCTModel.compile_regions``); the cache stays eager."""
+    """Compile the model and/or replay its steps from CUDA graphs as the engine does."""
+    level = level.removesuffix(FP16_DEPTH_HEAD)
     if level not in COMPILE_LEVELS:
         raise ValueError(f"compile level {level!r} not in {COMPILE_LEVELS}")
-    if level == "compiled":
+    if "compiled" in level:
         model.compile_regions()
+    if "graphs" in level:
+        model.replay_steps()
     return {"level": level}
 
 

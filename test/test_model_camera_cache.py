@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -19,8 +21,14 @@ def step(cache: CameraKVCache, frame_ids: list[int], mode: StepMode = StepMode.S
     return out[-1].flatten()
 
 
-def test_store_keeps_every_frame_by_default_like_the_reference():
-    cache = CameraKVCache(num_iterations=2, num_blocks=2)
+@pytest.fixture(params=[False, True], ids=["prefix", "fixed_shape"])
+def new_cache(request):
+    """Both ways of attending: over the used prefix, and over the whole buffer with a mask (CUDA's)."""
+    return functools.partial(CameraKVCache, fixed_shape=request.param)
+
+
+def test_store_keeps_every_frame_by_default_like_the_reference(new_cache):
+    cache = new_cache(num_iterations=2, num_blocks=2)
     assert step(cache, [1, 2]).tolist() == [1.5, 1.5]  # phase 1 attends bidirectionally
     for frame in range(3, 10):
         step(cache, [frame])
@@ -28,15 +36,15 @@ def test_store_keeps_every_frame_by_default_like_the_reference():
     assert step(cache, [10]).item() == pytest.approx(5.5)
 
 
-def test_skip_attends_with_itself_and_stores_nothing():
-    cache = CameraKVCache(1, 1)
+def test_skip_attends_with_itself_and_stores_nothing(new_cache):
+    cache = new_cache(1, 1)
     step(cache, [2, 4])
     assert step(cache, [9], StepMode.SKIP).item() == pytest.approx(5.0)
     assert cache.frames_cached == cache.frames_stored == 2
 
 
-def test_defer_rollback_removes_the_frame_and_commit_keeps_it():
-    cache = CameraKVCache(2, 3)
+def test_defer_rollback_removes_the_frame_and_commit_keeps_it(new_cache):
+    cache = new_cache(2, 3)
     step(cache, [2, 4])
     assert step(cache, [9], StepMode.DEFER).item() == pytest.approx(5.0)
     cache.rollback()
@@ -49,8 +57,8 @@ def test_defer_rollback_removes_the_frame_and_commit_keeps_it():
         cache.commit()
 
 
-def test_max_frames_keeps_the_scale_frames_and_the_newest():
-    cache = CameraKVCache(1, 1, scale_frames=1, max_frames=3)
+def test_max_frames_keeps_the_scale_frames_and_the_newest(new_cache):
+    cache = new_cache(1, 1, scale_frames=1, max_frames=3)
     step(cache, [1, 2])
     for frame in (3, 4, 5):
         step(cache, [frame])
@@ -58,8 +66,8 @@ def test_max_frames_keeps_the_scale_frames_and_the_newest():
     assert step(cache, [6]).item() == pytest.approx((1 + 5 + 6) / 3)
 
 
-def test_bounded_storage_is_allocated_once_and_stays_put():
-    cache = CameraKVCache(2, 2, scale_frames=2, max_frames=5)
+def test_bounded_storage_is_allocated_once_and_stays_put(new_cache):
+    cache = new_cache(2, 2, scale_frames=2, max_frames=5)
     step(cache, [1, 2])
     storage = [kv[0].data_ptr() for blocks in cache._buffers for kv in blocks]
     held = cache.nbytes
@@ -76,8 +84,8 @@ def test_bounded_storage_is_allocated_once_and_stays_put():
     assert [kv[0].data_ptr() for blocks in cache._buffers for kv in blocks] == storage
 
 
-def test_unbounded_storage_grows_and_keeps_every_frame():
-    cache = CameraKVCache(1, 2)
+def test_unbounded_storage_grows_and_keeps_every_frame(new_cache):
+    cache = new_cache(1, 2)
     step(cache, [0, 1])
     for frame in range(2, 150):  # past the first allocation (64 frames) and its doubling
         step(cache, [frame])
@@ -85,8 +93,8 @@ def test_unbounded_storage_grows_and_keeps_every_frame():
     assert step(cache, [150]).item() == pytest.approx(75.0)
 
 
-def test_a_new_dtype_after_a_reset_gets_new_storage():
-    cache = CameraKVCache(1, 1)
+def test_a_new_dtype_after_a_reset_gets_new_storage(new_cache):
+    cache = new_cache(1, 1)
     step(cache, [1, 2])
     cache.reset()
     kv = torch.tensor([3.0, 5.0], dtype=torch.float64).reshape(-1, 1, 1)
@@ -94,3 +102,28 @@ def test_a_new_dtype_after_a_reset_gets_new_storage():
     out = cache.attend(0, 0, torch.zeros_like(kv), kv, kv)
     cache.end_step()
     assert out.dtype == torch.float64 and out.flatten().tolist() == [4.0, 4.0]
+
+
+def test_fixed_shape_steps_have_one_graph_key_per_buffer_size_and_grow_before_the_step():
+    cache = CameraKVCache(1, 2, fixed_shape=True)
+    cache.begin_step(2, StepMode.STORE)
+    assert cache.graph_key() is None  # the first step allocates the buffers: it runs eagerly
+    kv = torch.ones(2, 1, 1)
+    for block in range(2):
+        cache.attend(0, block, kv, kv, kv)
+    cache.end_step()
+    keys = []
+    for _ in range(2, 70):  # past the first allocation (64 frames)
+        cache.begin_step(1, StepMode.STORE)
+        keys.append(cache.graph_key())
+        held = [kv[0].data_ptr() for blocks in cache._buffers for kv in blocks]
+        for block in range(2):
+            cache.attend(0, block, kv[:1], kv[:1], kv[:1])
+        assert [kv[0].data_ptr() for blocks in cache._buffers for kv in blocks] == held  # no growth inside
+        cache.end_step()
+    assert sorted(set(keys)) == [("camera", 64), ("camera", 128)]
+    assert keys.index(("camera", 128)) == 64 - 2  # the step that needs the 65th row
+    prefix = CameraKVCache(1, 1, fixed_shape=False)
+    step(prefix, [1, 2])
+    prefix.begin_step(1, StepMode.STORE)
+    assert prefix.graph_key() is None

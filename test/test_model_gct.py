@@ -130,6 +130,17 @@ def test_bfloat16_aggregator_keeps_fp32_outputs_close_to_fp32(tiny_model, frames
     assert not torch.equal(output.depth, reference.depth)
 
 
+def test_half_depth_head_runs_the_dpt_heads_in_the_inference_dtype_only(tiny_model, frames):
+    images = frames(2)
+    full = tiny_model(enable_point=True).to_inference_dtype(torch.bfloat16).step(images)
+    half = tiny_model(enable_point=True).to_inference_dtype(torch.bfloat16, half_depth_head=True).step(images)
+    assert half.depth.dtype == half.world_points.dtype == torch.float32
+    assert torch.equal(half.pose_enc, full.pose_enc)  # the camera head stays fp32
+    torch.testing.assert_close(half.depth, full.depth, atol=0.05, rtol=0.05)
+    assert not torch.equal(half.depth, full.depth) and not torch.equal(half.world_points, full.world_points)
+    assert not tiny_model().to_inference_dtype(torch.float32, half_depth_head=True).half_depth_head
+
+
 def test_compiled_regions_equal_the_eager_model_and_keep_the_state_dict(tiny_model, frames):
     """Dynamo traces every region whole (no graph break); Inductor is left to the GPU benchmarks."""
     eager, compiled = tiny_model(enable_point=True), tiny_model(enable_point=True)

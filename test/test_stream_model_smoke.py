@@ -42,6 +42,7 @@ def test_the_compile_setting_compiles_the_network(monkeypatch, compile_model):
     calls = []
     monkeypatch.setattr(GCTModel, "compile_regions", lambda model, **options: calls.append(options))
     config = EngineConfig(preset="tiny", device="cpu", image_width=56, compile=compile_model)
-    StreamSession(config)
-    # no CUDA graphs on the CPU: plain Inductor kernels
-    assert calls == ([{"mode": None}] if compile_model else [])
+    session = StreamSession(config)
+    assert calls == ([{}] if compile_model else [])
+    # CUDA graphs are on by default, but only for CUDA devices
+    assert config.cuda_graphs and session.network.step_graphs is None

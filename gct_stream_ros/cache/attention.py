@@ -2,11 +2,14 @@
 
 Every CPU/fp32 cache path funnels through ``dense_attention`` so that caches holding the same
 keys in the same (canonical) order give bit-identical outputs. The contiguous cache's GPU path
-attends over two key ranges separately (``partial_attention``, ``cudnn_partial_attention``) and
-merges them by their log-sum-exps (``merge_partials``).
+attends over key ranges of its storage (``range_attention``: the range is read from the device,
+so a CUDA graph can replay it for another step's range; ``cudnn_partial_attention`` over a fixed
+range) and merges two of them by their log-sum-exps (``merge_partials``).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +45,33 @@ def partial_attention(query: torch.Tensor, key: torch.Tensor,
     scores = (query @ key.transpose(-1, -2)) * scale  # [1, H, Q, N]
     lse = scores.logsumexp(dim=-1, keepdim=True)
     return (scores - lse).exp() @ value, lse
+
+
+def range_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                    bounds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``partial_attention`` of ``query`` ``[Q, H, D]`` over the tokens ``[bounds[0], bounds[1])`` of
+    ``keys``/``values`` ``[N, H, D]``; ``bounds``: int32 ``[2]`` on the keys' device.
+
+    On CUDA in half precision: the flash kernel's variable-length form, which reads the range from
+    ``bounds`` on the device (no host sync, capturable once for any range). Elsewhere the range is
+    read on the host.
+    """
+    if query.is_cuda and query.dtype in HALF_DTYPES:
+        num_queries = query.shape[0]
+        query_bounds = _query_bounds(num_queries, query.device)
+        out, lse = torch.ops.aten._flash_attention_forward(
+            query, keys, values, query_bounds, bounds, num_queries, keys.shape[0], 0.0, False, False,
+            scale=query.shape[-1] ** -0.5)[:2]
+        return out.transpose(0, 1)[None], lse[None, :, :, None]  # [1, H, Q, D], [1, H, Q, 1]
+    start, stop = bounds.tolist()
+    key, value = heads_first(keys[start:stop]), heads_first(values[start:stop])
+    return partial_attention(heads_first(query), key, value)
+
+
+@functools.cache
+def _query_bounds(num_queries: int, device: torch.device) -> torch.Tensor:
+    """``[0, Q]`` for the variable-length kernel (made at the first, uncaptured, step of a size)."""
+    return torch.tensor([0, num_queries], dtype=torch.int32, device=device)
 
 
 def cudnn_partial_attention(query: torch.Tensor, key: torch.Tensor,

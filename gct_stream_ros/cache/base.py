@@ -118,6 +118,13 @@ class GlobalKVCache(abc.ABC):
     def frames_stored(self) -> int:
         """Frames stored since the last reset: the temporal (3D RoPE) index of the next frame."""
 
+    def graph_key(self) -> tuple[object, ...] | None:
+        """Called inside a step (after ``begin_step``): equal keys mean the step's ``attend`` calls run
+        the same kernels on the same storage and read everything that differs between the steps
+        from device tensors, so one CUDA graph can replay them; ``None``: this step cannot be
+        replayed (the default)."""
+        return None
+
     @abc.abstractmethod
     def stats(self) -> CacheStats:
         """Counters and sizes for logs, diagnostics and the offline stats file."""

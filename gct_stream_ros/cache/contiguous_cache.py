@@ -5,32 +5,42 @@ Same step semantics as the paged caches (``paged_cache.py``); the storage is a
 
 * fp32 (``canonical_order``, the default for fp32): the range is read in the canonical key
   order of ``cache/base.py``, so the outputs equal the dense cache's bit for bit.
-* otherwise the range is attended in place. While the window fills: one flash-kernel call.
-  Once it is full, the patches (a constant key count from then on) and the specials (growing
-  by one frame's worth per step) are attended separately and merged by their log-sum-exps
-  (``attention.py``): on CUDA the patches through cuDNN, replayed from one CUDA graph per layer
-  and key range (``captured_attention.py``), the specials through the flash kernel.
+* otherwise the range is attended in place, and a single-frame step reads every number that
+  changes from step to step (the slots its frame is written to, the key ranges) from one
+  ``StepValues`` tensor: its device work is the same from one step to the next as long as
+  ``graph_key()`` is, so the model can replay it from a CUDA graph (``model/step_graphs.py``).
+  While the window fills: one variable-length flash call over the visible range. Once it is
+  full, the patches (a constant key count from then on) and the specials (growing by one
+  frame's worth per step) are attended separately and merged by their log-sum-exps
+  (``attention.py``): on CUDA the patches through cuDNN (inside a step's graph, or replayed from
+  one CUDA graph per layer and key range, ``captured_attention.py``, when the step runs
+  eagerly), the specials through the flash kernel.
   Nothing here reads the device: no host synchronisation in a step. Outputs are in the storage's
   dtype (the output projection that follows casts to it anyway).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-
 import torch
 
 from gct_stream_ros.cache.attention import (
     HALF_DTYPES,
+    cudnn_partial_attention,
     dense_attention,
     heads_first,
     merge_partials,
     partial_attention,
+    range_attention,
 )
+from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.cache.captured_attention import CapturedPartialAttention
 from gct_stream_ros.cache.contiguous_store import ContiguousKVStore
 from gct_stream_ros.cache.paged_cache import PagedKVCache
+from gct_stream_ros.cache.step_values import StepValues
+
+VISIBLE, SPECIALS, WRITE_STARTS = slice(0, 2), slice(2, 4), slice(4, 6)
+"""The step values: [start, stop) of the visible keys, of the specials, and the first storage token
+of the step frame's specials and patches."""
 
 
 class ContiguousKVCache(PagedKVCache):
@@ -46,51 +56,92 @@ class ContiguousKVCache(PagedKVCache):
         self._captured: dict[tuple[int, int, int, int], CapturedPartialAttention] = {}
         self._captured_origin = -1
         self._graph_pool: tuple[int, int] | None = None
+        self._step_values: StepValues | None = None
+        self._write_index: torch.Tensor | None = None  # [P] storage token of each token of the step's frame
         super().__init__(num_layers, num_heads, head_dim, num_special_tokens, scale_frames, sliding_window,
                          max_frames, device, dtype)
 
+    def graph_key(self) -> tuple[object, ...] | None:
+        store = self.store
+        if not (self._in_place(self._steps.current()[0]) and self.device.type == "cuda"
+                and self.dtype in HALF_DTYPES):
+            return None
+        # the storage (reallocated when an unbounded special stream grows) and, once the window
+        # is full, the patch range that cuDNN reads with a fixed shape
+        full_stop = store.visible_range()[2] if store.patch_stream_full else None
+        return ("contiguous", store.kv[0].data_ptr(), full_stop)
+
     def _new_store(self, patches_per_frame: int) -> ContiguousKVStore:
         self._captured.clear()  # the graphs read the old storage
-        return ContiguousKVStore(self.num_layers, self.num_heads, self.head_dim, patches_per_frame,
-                                 self.num_special_tokens, self.scale_frames, self.sliding_window,
-                                 self.max_frames, self.device, self.dtype)
+        store = ContiguousKVStore(self.num_layers, self.num_heads, self.head_dim, patches_per_frame,
+                                  self.num_special_tokens, self.scale_frames, self.sliding_window,
+                                  self.max_frames, self.device, self.dtype)
+        self._step_values = StepValues(6, self.device, torch.int32)
+        # token t of a frame goes to (first storage token of its unit) + offset[t]
+        specials = self.num_special_tokens
+        tokens = torch.arange(specials + patches_per_frame, device=self.device)
+        self._is_special = tokens < specials
+        self._token_offsets = torch.where(self._is_special, tokens, tokens - specials)
+        return store
 
-    def _attend_visible(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+    def _in_place(self, frames: list[int]) -> bool:
+        """A single-frame step attended in place (see the module docstring)."""
+        return not self.canonical_order and len(frames) == 1
+
+    def _begin(self, frames: list[int], patches_per_frame: int, mode: StepMode) -> None:
+        super()._begin(frames, patches_per_frame, mode)
+        if self._in_place(frames):
+            start, split, stop = self.store.visible_range()
+            self._step_values.set([start, stop, start, split, *self.store.unit_starts(frames[0])])
+
+    def _attend(self, layer: int, frames: list[int], mode: StepMode, q: torch.Tensor, k: torch.Tensor,
+                v: torch.Tensor) -> torch.Tensor:
+        if not self._in_place(frames):
+            return super()._attend(layer, frames, mode, q, k, v)
+        values = self._step_values.values
+        if layer == 0:
+            starts = values[WRITE_STARTS].long()
+            self._write_index = self._token_offsets + torch.where(self._is_special, starts[0], starts[1])
+        self.store.write_at(layer, self._write_index, k[0], v[0])
         store = self.store
-        keys, values = store.visible(layer)  # [N, H, D] views
-        if self.canonical_order:
-            order = self._canonical_index(layer)
-            return dense_attention(q, keys.index_select(0, order), values.index_select(0, order))
-        key, value = heads_first(keys), heads_first(values)  # [1, H, N, D]
+        kv = store.kv[layer]
+        query = q[0].to(self.dtype).contiguous()  # [P, H, D]
         if not store.patch_stream_full:
-            out, _ = partial_attention(heads_first(q.to(self.dtype)), key, value)
+            out, _ = range_attention(query, kv[0], kv[1], values[VISIBLE])
         else:
-            start, split, stop = store.visible_range()
-            query, patches = self._patch_attention(layer, q[0], split, stop)
-            specials = partial_attention(query, key[:, :, :split - start], value[:, :, :split - start])
-            out = merge_partials(specials, patches())
+            _, split, stop = store.visible_range()
+            specials = range_attention(query, kv[0], kv[1], values[SPECIALS])
+            out = merge_partials(specials, self._patch_attention(layer, query, split, stop))
         # in the storage's dtype: the output projection that follows casts to it anyway
         return out.transpose(1, 2).reshape(q.shape)
 
-    def _patch_attention(self, layer: int, q: torch.Tensor, split: int,
-                         stop: int) -> tuple[torch.Tensor, Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
-        """The queries ``[P, H, D]`` as ``[1, H, P, D]`` in the storage's dtype, and the partial attention
-        over the patch tokens ``[split, stop)``: captured cuDNN on CUDA (see the module docstring)."""
+    def _attend_visible(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        """The canonical-order path (a single-frame step in storage order is ``_attend``'s)."""
+        keys, values = self.store.visible(layer)  # [N, H, D] views
+        order = self._canonical_index(layer)
+        return dense_attention(q, keys.index_select(0, order), values.index_select(0, order))
+
+    def _patch_attention(self, layer: int, query: torch.Tensor, split: int,
+                         stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The partial attention of ``query`` ``[P, H, D]`` over the patch tokens ``[split, stop)``:
+        cuDNN on CUDA (see the module docstring)."""
         kv = self.store.kv[layer]
         key, value = heads_first(kv[0, split:stop]), heads_first(kv[1, split:stop])
-        if not (q.is_cuda and self.dtype in HALF_DTYPES):
-            query = heads_first(q.to(self.dtype))
-            return query, functools.partial(partial_attention, query, key, value)
+        if not (query.is_cuda and self.dtype in HALF_DTYPES):
+            return partial_attention(heads_first(query), key, value)
+        if torch.cuda.is_current_stream_capturing():  # part of the step's graph
+            return cudnn_partial_attention(heads_first(query), key, value)
         if self._captured_origin != self.store.origin:  # the storage grew: the graphs read the old one
             self._captured.clear()
             self._captured_origin = self.store.origin
-        index = (layer, q.shape[0], split, stop)
+        index = (layer, query.shape[0], split, stop)
         if index not in self._captured:
             if self._graph_pool is None:
                 self._graph_pool = torch.cuda.graph_pool_handle()
-            self._captured[index] = CapturedPartialAttention(q.shape[0], key, value, self._graph_pool)
+            self._captured[index] = CapturedPartialAttention(query.shape[0], key, value, self._graph_pool)
         captured = self._captured[index]
-        return captured.load(q), captured.run
+        captured.load(query)
+        return captured.run()
 
     def _canonical_index(self, layer: int) -> torch.Tensor:
         """``store.canonical_index()`` on the device, built at layer 0 of each step."""

@@ -113,6 +113,18 @@ class ContiguousKVStore(SizedCache):
             kv[0, target] = k[index, part]
             kv[1, target] = v[index, part]
 
+    def write_at(self, layer: int, tokens: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store one frame's K/V ``[P, H, D]`` at the storage ``tokens`` ``[P]`` (a device index: the
+        same kernels serve every slot, see ``contiguous_cache.py``)."""
+        kv = self.kv[layer]
+        kv[0].index_copy_(0, tokens, k.to(self.dtype))
+        kv[1].index_copy_(0, tokens, v.to(self.dtype))
+
+    def unit_starts(self, frame: int) -> tuple[int, int]:
+        """First storage token of ``frame``'s specials and of its patches (it must hold both)."""
+        return (self._special_tokens(self.specials.slot(frame)).start,
+                self._patch_tokens(self.patches.slot(frame)).start)
+
     def _write_targets(self, frames: list[int]) -> list[tuple[int, slice, slice]]:
         """(frame of the step, storage tokens, its tokens) per held stream unit (cached for all layers)."""
         if self._writes is None or self._writes[0] != frames:

@@ -14,7 +14,7 @@ import types
 import torch
 from torch import nn
 
-from gct_stream_ros.cache.base import GlobalKVCache, StepMode
+from gct_stream_ros.cache.base import GlobalKVCache
 from gct_stream_ros.model.attention import self_attention
 from gct_stream_ros.model.block import Block
 from gct_stream_ros.model.config import GCTConfig
@@ -39,6 +39,7 @@ class Aggregator(nn.Module):
         self.frame_blocks = nn.ModuleList(self._block() for _ in range(config.depth))
         self.global_blocks = nn.ModuleList(self._block() for _ in range(config.depth))
         self._segments = [functools.partial(self._layer_segment, layer) for layer in range(config.depth + 1)]
+        self._frame_rotations: dict[tuple[int, int, torch.device], Rotation] = {}
         self.reset_constants()
 
     def _block(self) -> Block:
@@ -64,27 +65,28 @@ class Aggregator(nn.Module):
         camera, registers = self.camera_token[0, first], self.register_token[0, first]
         return torch.cat((camera, registers, self.scale_token[0, scale]), dim=1)
 
-    def forward(self, images: torch.Tensor, cache: GlobalKVCache, mode: StepMode,
-                num_scale_frames: int) -> list[torch.Tensor]:
+    def forward(self, images: torch.Tensor, cache: GlobalKVCache, first_position: int,
+                frame_indices: torch.Tensor, num_scale_frames: int) -> list[torch.Tensor]:
         """Images ``[S, 3, H, W]`` in [0, 1] -> one ``[S, P, 2C]`` tensor per selected layer.
 
-        Runs one step of ``cache`` (``begin_step``, one ``attend`` per global block, ``end_step``).
+        Attends through ``cache``, whose step the caller has begun (``begin_step``) and ends.
+        ``first_position``: the sequence position of the first frame (``cache.frames_stored`` before
+        the step); ``frame_indices``: the step's temporal indices ``[S]`` on the images' device (a
+        tensor, so that a CUDA graph of the step serves every position).
         """
         c = self.config
         num_frames, _, height, width = images.shape
         grid_h, grid_w = height // c.patch_size, width // c.patch_size
-        first_position = cache.frames_stored
 
-        patches = self._embed_patches(images)  # [S, h*w, C]
+        position = self.patch_embed.position_embedding(grid_h, grid_w)
+        patches = self._embed_patches(images, position)  # [S, h*w, C]
         specials = self.special_tokens(first_position, num_frames, num_scale_frames)
         tokens = torch.cat((specials, patches), dim=1)  # [S, P, C]; fp32 under autocast, as the reference
 
-        frame_rotation = rope_2d(frame_positions_2d(grid_h, grid_w, c.num_special_tokens).to(images.device),
-                                 c.head_dim, c.rope_frequency)
-        global_rotation = self._global_rotation(first_position, num_frames, grid_h, grid_w, images.device)
+        frame_rotation = self._frame_rotation(grid_h, grid_w, images.device)
+        global_rotation = self._global_rotation(frame_indices, grid_h, grid_w)
 
         outputs = []
-        cache.begin_step(num_frames, tokens.shape[1], mode)
         x, mixed = tokens, None
         for layer, segment in enumerate(self._segments):
             global_output, frame_output, q, k, v = segment(x, mixed, frame_rotation, global_rotation)
@@ -94,15 +96,15 @@ class Aggregator(nn.Module):
                 break
             mixed = cache.attend(layer, q, k, v)
             x = frame_output
-        cache.end_step()
         return outputs
 
     # Everything between two cache calls has a fixed shape, so each piece below can be compiled
     # whole (``compile_regions``); eager and compiled runs execute the same code.
 
-    def _embed_patches(self, images: torch.Tensor) -> torch.Tensor:
-        """``[S, 3, H, W]`` in [0, 1] -> DINO patch tokens ``[S, h*w, C]``."""
-        return self.patch_embed((images - self._resnet_mean) / self._resnet_std)
+    def _embed_patches(self, images: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """``[S, 3, H, W]`` in [0, 1] -> DINO patch tokens ``[S, h*w, C]`` (``position``: DINO's
+        position embedding for the grid)."""
+        return self.patch_embed((images - self._resnet_mean) / self._resnet_std, position)
 
     def _layer_segment(self, layer: int, x: torch.Tensor, mixed: torch.Tensor | None,
                        frame_rotation: Rotation,
@@ -139,17 +141,25 @@ class Aggregator(nn.Module):
         self._segments = [torch.compile(functools.partial(_own_code(self._layer_segment, layer), layer),
                                         **options) for layer in range(len(self.frame_blocks) + 1)]
 
-    def _global_rotation(self, first_position: int, num_frames: int, grid_h: int, grid_w: int,
-                         device: torch.device) -> Rotation:
+    def _frame_rotation(self, grid_h: int, grid_w: int, device: torch.device) -> Rotation:
+        """The frame blocks' 2D RoPE: a constant of the image size, made once."""
+        key = (grid_h, grid_w, device)
+        if key not in self._frame_rotations:
+            c = self.config
+            positions = frame_positions_2d(grid_h, grid_w, c.num_special_tokens).to(device)
+            self._frame_rotations[key] = rope_2d(positions, c.head_dim, c.rope_frequency)
+        return self._frame_rotations[key]
+
+    def _global_rotation(self, frame_indices: torch.Tensor, grid_h: int, grid_w: int) -> Rotation:
         """Positions of the global blocks over the step's S*P tokens."""
         c = self.config
         if not c.enable_3d_rope:
-            positions = frame_positions_2d(grid_h, grid_w, c.num_special_tokens).repeat(num_frames, 1)
-            return rope_2d(positions.to(device), c.head_dim, c.rope_frequency)
+            frame = self._frame_rotation(grid_h, grid_w, frame_indices.device)
+            frames = len(frame_indices)
+            return Rotation(frame.cos.repeat(frames, 1, 1), frame.sin.repeat(frames, 1, 1), frame.interleaved)
         # the temporal index is the count of stored frames: a non-keyframe shares it with the next keyframe
-        frame_indices = torch.arange(first_position, first_position + num_frames)
         positions = frame_positions_3d(frame_indices, grid_h, grid_w, c.num_special_tokens)
-        return rope_3d(positions.to(device), c.rope3d_split, c.rope3d_theta)
+        return rope_3d(positions, c.rope3d_split, c.rope3d_theta)
 
 
 def _own_code(method: types.MethodType, index: int) -> types.MethodType:

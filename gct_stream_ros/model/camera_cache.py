@@ -16,6 +16,12 @@ With ``max_frames > 0`` the buffer holds ``max_frames + 1`` frames (a frame is w
 the bound applies) and is allocated once, at the first step: memory stays flat however long the
 stream. Unbounded, it doubles when full. A SKIP frame is written past the used prefix and never
 counted.
+
+Fixed shapes (on CUDA by default, ``fixed_shape``): from the second step on, a step writes at
+the used length read from a device tensor (``StepValues``) and attends over the whole buffer
+with a mask of the used part, so every step of a buffer size runs the same kernels and the
+model can replay it from a CUDA graph (``graph_key``, ``model/step_graphs.py``). Buffers grow in
+``begin_step``, never inside a step.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.cache.sizes import check_max_frames
 from gct_stream_ros.cache.step_tracker import StepTracker
+from gct_stream_ros.cache.step_values import StepValues
 
 UNBOUNDED_START_FRAMES = 64
 """Frames an unbounded buffer first holds (then doubled as needed)."""
@@ -33,8 +40,11 @@ UNBOUNDED_START_FRAMES = 64
 class CameraKVCache:
     """The camera head's cache (see the module docstring)."""
 
-    def __init__(self, num_iterations: int, num_blocks: int, scale_frames: int = 0, max_frames: int = 0):
+    def __init__(self, num_iterations: int, num_blocks: int, scale_frames: int = 0, max_frames: int = 0,
+                 fixed_shape: bool | None = None):
         check_max_frames(max_frames, scale_frames)
+        self.fixed_shape = fixed_shape
+        """Attend in fixed shapes (see the module docstring); None: on CUDA."""
         self.num_iterations = num_iterations
         self.num_blocks = num_blocks
         self.scale_frames = scale_frames
@@ -44,6 +54,9 @@ class CameraKVCache:
             [None] * num_blocks for _ in range(num_iterations)]
         self._steps = StepTracker()
         self._length = 0
+        self._bounds: StepValues | None = None  # [used length, length after this step's frames]
+        self._fixed_step = False
+        self._used: torch.Tensor | None = None  # this step's mask of the used buffer, [1, capacity]
 
     def reset(self) -> None:
         self._steps.reset()
@@ -67,6 +80,20 @@ class CameraKVCache:
 
     def begin_step(self, num_frames: int, mode: StepMode) -> None:
         self._steps.begin(self._steps.next_frames(num_frames, mode), mode)
+        end = self._length + num_frames
+        first = self._buffers[0][0]
+        fixed = first is not None and first[0].is_cuda if self.fixed_shape is None else self.fixed_shape
+        self._fixed_step = first is not None and fixed
+        if self._fixed_step:
+            for iteration, blocks in enumerate(self._buffers):
+                for block, kv in enumerate(blocks):
+                    self._buffer(iteration, block, kv[0], end)
+            self._bounds.set([self._length, end])
+
+    def graph_key(self) -> tuple[object, ...] | None:
+        """As ``GlobalKVCache.graph_key``: the buffers' size, or None before fixed-shape steps."""
+        self._steps.current()
+        return ("camera", self._buffers[0][0][0].shape[0]) if self._fixed_step else None
 
     def attend(self, iteration: int, block: int, q: torch.Tensor, k: torch.Tensor,
                v: torch.Tensor) -> torch.Tensor:
@@ -74,10 +101,21 @@ class CameraKVCache:
         self._steps.current()  # raises outside a step
         end = self._length + k.shape[0]
         keys, values = self._buffer(iteration, block, k, end)
-        keys[self._length:end] = k
-        values[self._length:end] = v
+        if self._fixed_step:
+            bounds = self._bounds.values
+            if self._used is None or (iteration, block) == (0, 0):
+                self._used = (torch.arange(keys.shape[0], device=keys.device) < bounds[1])[None]
+            slots = bounds[0] + torch.arange(k.shape[0], device=k.device)
+            keys.index_copy_(0, slots, k)
+            values.index_copy_(0, slots, v)
+            visible, used = (keys, values), self._used
+        else:
+            keys[self._length:end] = k
+            values[self._length:end] = v
+            visible, used = (keys[:end], values[:end]), None
         out = torch.nn.functional.scaled_dot_product_attention(
-            q.transpose(0, 1), keys[:end].transpose(0, 1), values[:end].transpose(0, 1))  # [H, S, D]
+            q.transpose(0, 1), visible[0].transpose(0, 1), visible[1].transpose(0, 1),
+            attn_mask=used)  # [H, S, D]
         return out.transpose(0, 1)
 
     def end_step(self) -> None:
@@ -107,7 +145,10 @@ class CameraKVCache:
         else:
             held = 0 if current is None else current[0].shape[0]
             capacity = max(needed, UNBOUNDED_START_FRAMES, 2 * held)
-        grown = tuple(k.new_empty((capacity, *k.shape[1:])) for _ in range(2))
+        # zeros: a fixed-shape step reads the unused rows too (masked, but never NaN)
+        grown = tuple(k.new_zeros((capacity, *k.shape[1:])) for _ in range(2))
+        if self._bounds is None or self._bounds.values.device != k.device:
+            self._bounds = StepValues(2, k.device)
         if current is not None and current[0].shape[1:] == k.shape[1:]:
             for new, old in zip(grown, current):
                 new[:self._length] = old[:self._length]

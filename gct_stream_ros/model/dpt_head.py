@@ -68,6 +68,8 @@ class DPTHead(nn.Module):
         for level in (1, 2, 3, 4):
             setattr(self.scratch, f"refinenet{level}", FusionBlock(features, has_skip=level != 4))
         self.scratch.output_conv1 = nn.Conv2d(features, features // 2, kernel_size=3, padding=1)
+        # added position embeddings per (image size, device): constants, made once (not state)
+        self._positions: dict[tuple[int, int, torch.device], tuple[torch.Tensor, ...]] = {}
         self.scratch.output_conv2 = nn.Sequential(
             nn.Conv2d(features // 2, config.dpt_head_features, kernel_size=3, padding=1),
             nn.ReLU(),
@@ -76,21 +78,41 @@ class DPTHead(nn.Module):
 
     def forward(self, layers: list[torch.Tensor], image_hw: tuple[int, int],
                 patch_start: int) -> torch.Tensor:
-        """Four layers ``[S, P, 2C]`` -> raw output ``[S, H, W, output_dim]`` (before activation)."""
-        chunks = [self._decode([x[start:start + FRAMES_PER_CHUNK] for x in layers], image_hw, patch_start)
+        """Four layers ``[S, P, 2C]`` -> raw output ``[S, H, W, output_dim]`` (before activation).
+
+        ``_decode`` is what ``GCTModel.compile_regions`` compiles; the position embeddings it adds
+        come in as inputs, so that a compiled decode does not recompute them at every step.
+        """
+        positions = self.position_embeddings(image_hw, layers[0].device)
+        chunks = [self._decode([x[start:start + FRAMES_PER_CHUNK] for x in layers], image_hw, patch_start,
+                               positions)
                   for start in range(0, len(layers[0]), FRAMES_PER_CHUNK)]
         return torch.cat(chunks).permute(0, 2, 3, 1)
 
-    def _decode(self, layers: list[torch.Tensor], image_hw: tuple[int, int],
-                patch_start: int) -> torch.Tensor:
+    def position_embeddings(self, image_hw: tuple[int, int],
+                            device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The weighted embeddings added to the four projected layers and to the full-resolution map."""
+        key = (*image_hw, device)
+        if key not in self._positions:
+            height, width = image_hw
+            grid_h, grid_w = height // self.patch_size, width // self.patch_size
+            sizes = [(project.out_channels, grid_h, grid_w) for project in self.projects]
+            sizes.append((self.scratch.output_conv1.out_channels, height, width))
+            self._positions[key] = tuple(
+                POSITION_EMBEDDING_WEIGHT * uv_sincos_embedding(*size, width / height, device)
+                for size in sizes)
+        return self._positions[key]
+
+    def _decode(self, layers: list[torch.Tensor], image_hw: tuple[int, int], patch_start: int,
+                positions: tuple[torch.Tensor, ...]) -> torch.Tensor:
         height, width = image_hw
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
-        aspect = width / height
         pyramid = []
-        for x, project, resize in zip(layers, self.projects, self.resize_layers):
+        for x, project, resize, position in zip(layers, self.projects, self.resize_layers, positions):
             x = self.norm(x[:, patch_start:])  # [S, h*w, 2C]
             x = x.transpose(1, 2).reshape(len(x), -1, grid_h, grid_w)
-            x = resize(_add_position(project(x), aspect))
+            x = project(x)
+            x = resize(x + position.to(x.dtype))
             pyramid.append(x)
         s = self.scratch
         r1, r2, r3, r4 = (getattr(s, f"layer{i}_rn")(x) for i, x in enumerate(pyramid, start=1))
@@ -101,12 +123,7 @@ class DPTHead(nn.Module):
         out = s.output_conv1(out)
         out = F.interpolate(out, size=(grid_h * self.patch_size, grid_w * self.patch_size), mode="bilinear",
                             align_corners=True)
-        return s.output_conv2(_add_position(out, aspect))  # [S, output_dim, H, W]
-
-
-def _add_position(x: torch.Tensor, aspect: float) -> torch.Tensor:
-    embedding = uv_sincos_embedding(x.shape[1], x.shape[2], x.shape[3], aspect, x.device)  # [C, h, w]
-    return x + POSITION_EMBEDDING_WEIGHT * embedding
+        return s.output_conv2(out + positions[-1].to(out.dtype))  # [S, output_dim, H, W]
 
 
 def activate_depth(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

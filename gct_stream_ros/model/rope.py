@@ -62,8 +62,10 @@ def frame_positions_3d(frame_indices: torch.Tensor, grid_h: int, grid_w: int,
     Special token k of frame t sits at (t, k, k); patch (r, c) at (t, num_special + r, num_special + c),
     so specials and patches never share a spatial coordinate.
     """
-    special = torch.arange(num_special)
-    rows, cols = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
+    device = frame_indices.device
+    special = torch.arange(num_special, device=device)
+    rows, cols = torch.meshgrid(torch.arange(grid_h, device=device), torch.arange(grid_w, device=device),
+                                indexing="ij")
     spatial = torch.cat((torch.stack((special, special), dim=-1),
                          torch.stack((rows.flatten(), cols.flatten()), dim=-1) + num_special))  # [P, 2]
     time = frame_indices.reshape(-1, 1, 1).expand(-1, spatial.shape[0], 1)  # [S, P, 1]

@@ -58,8 +58,16 @@ class EngineConfig:
     camera_iterations: int = 4
     """Refinement iterations of the camera head (fewer is faster)."""
     compile: bool = False
-    """torch.compile the model's fixed-shape parts (with CUDA graphs on GPU): about 2x faster
-    steps, after a few minutes of compiling for the scale phase and for each new image size."""
+    """torch.compile the model's fixed-shape parts: faster GPU steps, after a few minutes of
+    compiling for the scale phase and for each new image size."""
+    half_depth_head: bool = False
+    """Run the DPT depth head in fp16 instead of fp32 (the reference's recipe) when the inference
+    dtype is bf16/fp16: ~1 ms less per frame on an H200 (``benchmarks/README.md`` has its cost in
+    parity)."""
+    cuda_graphs: bool = True
+    """On CUDA, replay single-frame steps from CUDA graphs (``model/step_graphs.py``): the host
+    launches one graph per step instead of ~1,500 kernels. Needs a cache that supports it
+    (``cache.backend`` contiguous, which ``auto`` picks in bf16/fp16); others run eagerly."""
     keyframe_mode: str = "every"
     """'every' frame is stored, every N-th ('interval'), or by camera-induced flow ('flow')."""
     keyframe_interval: int = 1

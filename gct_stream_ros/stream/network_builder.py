@@ -21,12 +21,14 @@ def network_config(config: EngineConfig) -> GCTConfig:
 def build_network(config: EngineConfig, device: torch.device, dtype: torch.dtype) -> GCTModel:
     """The model of ``config`` (weights from ``config.weights``, random when None) on ``device``,
     its aggregator and cache in ``dtype``, with the cache of ``config.cache_policy``, compiled when
-    ``config.compile``."""
+    ``config.compile``, its steps replayed from CUDA graphs when ``config.cuda_graphs`` on CUDA."""
     architecture = network_config(config)
     cache = build_cache(config, architecture.depth, architecture.num_heads, architecture.head_dim,
                         device=device, dtype=dtype)
-    model = build_model(architecture, config.weights, device, dtype, cache=cache)
+    model = build_model(architecture, config.weights, device, dtype, cache=cache,
+                        half_depth_head=config.half_depth_head)
     if config.compile:
-        # CUDA graphs remove the launch overhead that bounds a GPU step; the CPU has none to remove
-        model.compile_regions(mode="reduce-overhead" if device.type == "cuda" else None)
+        model.compile_regions()
+    if config.cuda_graphs and device.type == "cuda":
+        model.replay_steps()
     return model

@@ -1,0 +1,93 @@
+"""Whole streaming steps replayed from CUDA graphs: no host work per kernel in the steady state.
+
+A single-frame step of the model launches ~1,500 kernels; launched one by one from Python the
+host, not the GPU, sets the step time (``benchmarks/README.md``). Its shapes are fixed, and every
+number that changes from one step to the next (the temporal index of the RoPE, the cache slots,
+the key ranges) is read from device tensors (``cache/step_values.py``), so one capture of the
+step's kernels serves every later step with the same *key*: the image size and what the caches
+report (``GlobalKVCache.graph_key``: the storage, and once the window is full the key count).
+
+A key is captured the second time it is seen: the first step runs eagerly, which compiles what
+``torch.compile`` has to compile and lets cuDNN build its execution plans, neither of which may
+happen inside a capture. The captured step's inputs and outputs are the graph's own buffers: the
+images are copied in, the outputs cloned out (the next replay overwrites them). At most
+``max_graphs`` graphs are kept (the least recently used go), all in one memory pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+import torch
+
+from gct_stream_ros.model.network import StepOutput
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_MAX_GRAPHS = 4
+"""Graphs kept: the window filling, its steady state for keyframes and for other frames, one spare."""
+
+
+@dataclasses.dataclass
+class _CapturedStep:
+    graph: torch.cuda.CUDAGraph
+    images: torch.Tensor
+    output: StepOutput
+
+
+class StepGraphs:
+    """Captures and replays the steps of one model (see the module docstring)."""
+
+    def __init__(self, max_graphs: int = DEFAULT_MAX_GRAPHS):
+        if max_graphs < 1:
+            raise ValueError(f"max_graphs must be >= 1, not {max_graphs}")
+        self.max_graphs = max_graphs
+        self._graphs: OrderedDict[Hashable, _CapturedStep] = OrderedDict()
+        self._seen: set[Hashable] = set()
+        self._pool: tuple[int, int] | None = None
+        self.captures = 0
+        self.replays = 0
+
+    def clear(self) -> None:
+        """Forget every graph (their storage, e.g. a cache's, was replaced)."""
+        self._graphs.clear()
+        self._seen.clear()
+
+    def run(self, key: Hashable, images: torch.Tensor,
+            step: Callable[[torch.Tensor], StepOutput]) -> StepOutput:
+        """``step(images)``, replayed from the graph of ``key`` when there is one."""
+        captured = self._graphs.get(key)
+        if captured is None:
+            if key not in self._seen:
+                self._seen.add(key)
+                return step(images)
+            captured = self._capture(key, images, step)
+        else:
+            self._graphs.move_to_end(key)
+            captured.images.copy_(images)
+        captured.graph.replay()
+        self.replays += 1
+        return _cloned(captured.output)
+
+    def _capture(self, key: Hashable, images: torch.Tensor,
+                 step: Callable[[torch.Tensor], StepOutput]) -> _CapturedStep:
+        while len(self._graphs) >= self.max_graphs:
+            self._graphs.popitem(last=False)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        static_images = images.clone()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            output = step(static_images)
+        self._graphs[key] = captured = _CapturedStep(graph, static_images, output)
+        self.captures += 1
+        LOG.debug("captured a step graph for %s (%d held)", key, len(self._graphs))
+        return captured
+
+
+def _cloned(output: StepOutput) -> StepOutput:
+    return StepOutput(**{field.name: None if (value := getattr(output, field.name)) is None else value.clone()
+                         for field in dataclasses.fields(output)})

@@ -1,0 +1,117 @@
+"""Steps replayable from CUDA graphs: the fixed-shape cache paths equal the default ones, and the
+model asks for a graph exactly for the steps whose device work repeats (``model/step_graphs.py``).
+
+The capture itself needs CUDA: ``test/gpu/test_step_graphs_gpu.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gct_stream_ros.cache.base import StepMode
+from gct_stream_ros.cache.contiguous_cache import ContiguousKVCache
+from gct_stream_ros.model.camera_cache import CameraKVCache
+from gct_stream_ros.model.step_graphs import StepGraphs
+
+
+def _fixed_shape_caches(model) -> None:
+    """The caches in the form the CUDA path uses: storage order, device-indexed writes, masks."""
+    c = model.config
+    model.cache = ContiguousKVCache(c.depth, c.num_heads, c.head_dim, c.num_special_tokens, c.scale_frames,
+                                    c.sliding_window, canonical_order=False)
+    model.camera_cache = CameraKVCache(c.camera_iterations, c.camera_depth, c.scale_frames, fixed_shape=True)
+
+
+def _stream(model, images) -> list:
+    """Phase 1, then keyframes past the window, a skipped frame, deferred frames kept and dropped."""
+    outputs = [model.step(images[:2])]
+    modes = [StepMode.STORE, StepMode.STORE, StepMode.SKIP, StepMode.DEFER, StepMode.STORE, StepMode.DEFER,
+             StepMode.STORE, StepMode.STORE]
+    for index, mode in enumerate(modes, start=2):
+        outputs.append(model.step(images[index:index + 1], mode))
+        if mode is StepMode.DEFER:
+            model.commit() if index % 2 else model.rollback()
+    return outputs
+
+
+def test_fixed_shape_caches_give_the_default_caches_outputs(tiny_model, frames):
+    images = frames(10)
+    default, fixed = tiny_model(), tiny_model()
+    _fixed_shape_caches(fixed)
+    for a, b in zip(_stream(default, images), _stream(fixed, images), strict=True):
+        for name in ("pose_enc", "depth", "depth_conf", "pose_enc_list"):
+            torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-4, atol=1e-5)
+    assert fixed.frames_stored == default.frames_stored
+
+
+class RecordingGraphs(StepGraphs):
+    """Records the keys the model asks for and runs every step eagerly (no CUDA here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.keys = []
+
+    def run(self, key, images, step):
+        self.keys.append(key)
+        return step(images)
+
+
+class KeyedCache(ContiguousKVCache):
+    """Reports a key on the CPU too: what the contiguous cache reports on CUDA."""
+
+    def graph_key(self):
+        store = self.store
+        if not self._in_place(self._steps.current()[0]):
+            return None
+        _, split, stop = store.visible_range()
+        return ("cache", stop - split if store.patch_stream_full else None)
+
+
+def test_the_model_asks_for_a_graph_only_for_steps_whose_device_work_repeats(tiny_model, frames):
+    model = tiny_model()
+    _fixed_shape_caches(model)
+    c = model.config
+    model.cache = KeyedCache(c.depth, c.num_heads, c.head_dim, c.num_special_tokens, c.scale_frames,
+                             c.sliding_window, canonical_order=False)
+    graphs = RecordingGraphs()
+    model.replay_steps(graphs)
+    images = frames(8)
+    model.step(images[:2])  # phase 1: several frames
+    assert graphs.keys == []
+    for index in range(2, 8):
+        model.step(images[index:index + 1], StepMode.SKIP if index == 6 else StepMode.STORE)
+    shape, camera = (1, 3, 42, 56), ("camera", 64)
+    patches = model.cache.store.patches_per_frame
+    full = (c.scale_frames + c.sliding_window) * patches
+    # the window (2 frames) fills at the second single frame: one key while filling, then one per key count
+    assert graphs.keys == [(shape, ("cache", None), camera), (shape, ("cache", full), camera),
+                           (shape, ("cache", full), camera), (shape, ("cache", full), camera),
+                           (shape, ("cache", full + patches), camera), (shape, ("cache", full), camera)]
+    model.reset()
+    model.step(images[:1])  # a one-frame phase 1 sits at position 0: the special tokens' first variant
+    model.step(images[1:2], num_scale_frames=3)  # a scale frame by position: the scale token's first variant
+    assert len(graphs.keys) == 6
+
+
+def test_graph_limits_are_checked():
+    with pytest.raises(ValueError, match="max_graphs"):
+        StepGraphs(max_graphs=0)
+
+
+def test_constants_of_an_image_size_are_made_once_and_follow_the_weights(tiny_model):
+    """The DINO position-embedding resize and the DPT position embeddings are not redone per step
+    (a CUDA graph of the step would otherwise recompute them every frame), but follow new weights."""
+    model = tiny_model()
+    dino = model.aggregator.patch_embed
+    resized = dino.position_embedding(3, 4)
+    assert dino.position_embedding(3, 4) is resized
+    with torch.no_grad():
+        dino.pos_embed.add_(1.0)
+    again = dino.position_embedding(3, 4)
+    assert again is not resized
+    torch.testing.assert_close(again[:, 0], resized[:, 0] + 1.0)
+    head = model.depth_head
+    embeddings = head.position_embeddings((42, 56), torch.device("cpu"))
+    assert head.position_embeddings((42, 56), torch.device("cpu")) is embeddings
+    assert [tuple(e.shape) for e in embeddings][-1] == (head.scratch.output_conv1.out_channels, 42, 56)
