@@ -115,3 +115,21 @@ def test_constants_of_an_image_size_are_made_once_and_follow_the_weights(tiny_mo
     embeddings = head.position_embeddings((42, 56), torch.device("cpu"))
     assert head.position_embeddings((42, 56), torch.device("cpu")) is embeddings
     assert [tuple(e.shape) for e in embeddings][-1] == (head.scratch.output_conv1.out_channels, 42, 56)
+
+
+def test_a_key_whose_capture_fails_runs_eagerly_from_then_on(monkeypatch, caplog):
+    graphs = StepGraphs()
+    attempts = []
+
+    def failing_capture(key, images, step):
+        attempts.append(key)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs, "_capture", failing_capture)
+    calls = []
+    step = calls.append
+    with caplog.at_level("WARNING"):
+        for _ in range(4):
+            graphs.run("key", torch.zeros(1), step)
+    assert len(calls) == 4 and attempts == ["key"] and graphs.captures == graphs.replays == 0
+    assert "running it eagerly" in caplog.text and caplog.text.count("cannot capture") == 1

@@ -11,7 +11,8 @@ A key is captured the second time it is seen: the first step runs eagerly, which
 ``torch.compile`` has to compile and lets cuDNN build its execution plans, neither of which may
 happen inside a capture. The captured step's inputs and outputs are the graph's own buffers: the
 images are copied in, the outputs cloned out (the next replay overwrites them). At most
-``max_graphs`` graphs are kept (the least recently used go), all in one memory pool.
+``max_graphs`` graphs are kept (the least recently used go), all in one memory pool. A key whose
+capture fails (an operation that cannot be captured) is logged once and runs eagerly from then on.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class StepGraphs:
         self.max_graphs = max_graphs
         self._graphs: OrderedDict[Hashable, _CapturedStep] = OrderedDict()
         self._seen: set[Hashable] = set()
+        self._failed: set[Hashable] = set()
         self._pool: tuple[int, int] | None = None
         self.captures = 0
         self.replays = 0
@@ -55,16 +57,23 @@ class StepGraphs:
         """Forget every graph (their storage, e.g. a cache's, was replaced)."""
         self._graphs.clear()
         self._seen.clear()
+        self._failed.clear()
 
     def run(self, key: Hashable, images: torch.Tensor,
             step: Callable[[torch.Tensor], StepOutput]) -> StepOutput:
         """``step(images)``, replayed from the graph of ``key`` when there is one."""
         captured = self._graphs.get(key)
         if captured is None:
-            if key not in self._seen:
+            if key not in self._seen or key in self._failed:
                 self._seen.add(key)
                 return step(images)
-            captured = self._capture(key, images, step)
+            try:
+                captured = self._capture(key, images, step)
+            except RuntimeError as error:
+                self._failed.add(key)
+                LOG.warning("cannot capture a CUDA graph of the step for %s, running it eagerly: %s",
+                            key, error)
+                return step(images)
         else:
             self._graphs.move_to_end(key)
             captured.images.copy_(images)
