@@ -12,7 +12,8 @@ import torch
 from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.cache.contiguous_cache import ContiguousKVCache
 from gct_stream_ros.model.camera_cache import CameraKVCache
-from gct_stream_ros.model.step_graphs import StepGraphs
+from gct_stream_ros.model.network import StepOutput
+from gct_stream_ros.model.step_graphs import StepGraphs, _CapturedStep
 
 
 def _fixed_shape_caches(model) -> None:
@@ -52,8 +53,9 @@ class RecordingGraphs(StepGraphs):
         super().__init__()
         self.keys = []
 
-    def run(self, key, images, step):
+    def run(self, key, images, step, storage=None):
         self.keys.append(key)
+        self.storage = storage
         return step(images)
 
 
@@ -65,7 +67,7 @@ class KeyedCache(ContiguousKVCache):
         if not self._in_place(self._steps.current()[0]):
             return None
         _, split, stop = store.visible_range()
-        return ("cache", stop - split if store.patch_stream_full else None)
+        return ("cache", stop - split if store.patch_stream_full else None)  # storage: "cache"
 
 
 def test_the_model_asks_for_a_graph_only_for_steps_whose_device_work_repeats(tiny_model, frames):
@@ -81,7 +83,8 @@ def test_the_model_asks_for_a_graph_only_for_steps_whose_device_work_repeats(tin
     assert graphs.keys == []
     for index in range(2, 8):
         model.step(images[index:index + 1], StepMode.SKIP if index == 6 else StepMode.STORE)
-    shape, camera = (1, 3, 42, 56), ("camera", 64)
+    shape, camera = (1, 3, 42, 56), graphs.keys[0][2]
+    assert camera[0][:2] == ("camera", 64) and graphs.storage == ("cache", camera[0])
     patches = model.cache.store.patches_per_frame
     full = (c.scale_frames + c.sliding_window) * patches
     # the window (2 frames) fills at the second single frame: one key while filling, then one per key count
@@ -92,6 +95,47 @@ def test_the_model_asks_for_a_graph_only_for_steps_whose_device_work_repeats(tin
     model.step(images[:1])  # a one-frame phase 1 sits at position 0: the special tokens' first variant
     model.step(images[1:2], num_scale_frames=3)  # a scale frame by position: the scale token's first variant
     assert len(graphs.keys) == 6
+
+
+class FakeGraph:
+    """Stands in for a captured CUDA graph: replaying it runs the captured step again."""
+
+    def __init__(self, step, images):
+        self.step, self.images = step, images
+
+    def replay(self):
+        self.output.depth.copy_(self.step(self.images).depth)
+
+
+def test_a_key_runs_eagerly_then_is_captured_then_replayed_and_stale_graphs_go(monkeypatch):
+    graphs = StepGraphs(max_graphs=2)
+    captured_keys = []
+
+    def capture(images, step):
+        static = images.clone()
+        graph = FakeGraph(step, static)
+        graph.output = step(static)
+        captured_keys.append(float(images[0]))
+        return _CapturedStep(graph, static, graph.output)
+
+    monkeypatch.setattr(graphs, "_capture", capture)
+    calls = []
+
+    def step(images):
+        calls.append(float(images[0]))
+        return StepOutput(pose_enc=torch.zeros(1, 9), depth=images * 2, depth_conf=torch.ones(1))
+
+    outputs = [graphs.run("a", torch.tensor([float(i)]), step, storage="s1") for i in range(4)]
+    assert [float(o.depth[0]) for o in outputs] == [0.0, 2.0, 4.0, 6.0]  # each step's own input
+    assert captured_keys == [1.0] and graphs.captures == 1 and graphs.replays == 3
+    assert outputs[2].depth is not outputs[3].depth  # outputs are copies, not the graph's buffers
+    graphs.run("b", torch.tensor([9.0]), step, storage="s1")
+    graphs.run("b", torch.tensor([9.0]), step, storage="s1")
+    graphs.run("c", torch.tensor([9.0]), step, storage="s1")
+    graphs.run("c", torch.tensor([9.0]), step, storage="s1")
+    assert list(graphs._graphs) == ["b", "c"]  # at most max_graphs, the least recently used left
+    graphs.run("d", torch.tensor([1.0]), step, storage="s2")  # new storage: the old graphs go
+    assert not graphs._graphs and graphs.captures == 3
 
 
 def test_graph_limits_are_checked():
@@ -121,8 +165,8 @@ def test_a_key_whose_capture_fails_runs_eagerly_from_then_on(monkeypatch, caplog
     graphs = StepGraphs()
     attempts = []
 
-    def failing_capture(key, images, step):
-        attempts.append(key)
+    def failing_capture(images, step):
+        attempts.append("key")
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(graphs, "_capture", failing_capture)

@@ -122,7 +122,8 @@ class GlobalKVCache(abc.ABC):
         """Called inside a step (after ``begin_step``): equal keys mean the step's ``attend`` calls run
         the same kernels on the same storage and read everything that differs between the steps
         from device tensors, so one CUDA graph can replay them; ``None``: this step cannot be
-        replayed (the default)."""
+        replayed (the default). The first element identifies the storage: graphs made for another
+        one are released (they would keep it allocated)."""
         return None
 
     @abc.abstractmethod

@@ -69,7 +69,7 @@ class ContiguousKVCache(PagedKVCache):
         # the storage (reallocated when an unbounded special stream grows) and, once the window
         # is full, the patch range that cuDNN reads with a fixed shape
         full_stop = store.visible_range()[2] if store.patch_stream_full else None
-        return ("contiguous", store.kv[0].data_ptr(), full_stop)
+        return (("contiguous", store.kv[0].data_ptr()), full_stop)
 
     def _new_store(self, patches_per_frame: int) -> ContiguousKVStore:
         self._captured.clear()  # the graphs read the old storage

@@ -91,9 +91,12 @@ class CameraKVCache:
             self._bounds.set([self._length, end])
 
     def graph_key(self) -> tuple[object, ...] | None:
-        """As ``GlobalKVCache.graph_key``: the buffers' size, or None before fixed-shape steps."""
+        """As ``GlobalKVCache.graph_key``: the buffers, or None before fixed-shape steps."""
         self._steps.current()
-        return ("camera", self._buffers[0][0][0].shape[0]) if self._fixed_step else None
+        if not self._fixed_step:
+            return None
+        keys = self._buffers[0][0][0]
+        return (("camera", keys.shape[0], keys.data_ptr()),)
 
     def attend(self, iteration: int, block: int, q: torch.Tensor, k: torch.Tensor,
                v: torch.Tensor) -> torch.Tensor:

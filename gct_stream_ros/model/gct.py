@@ -126,7 +126,10 @@ class GCTModel(nn.Module):
             return self._forward(images, first_position, num_scale_frames)
 
         key = self._graph_key(images, first_position, num_scale_frames)
-        output = forward(images) if key is None else self.step_graphs.run(key, images, forward)
+        if key is None:
+            output = forward(images)
+        else:
+            output = self.step_graphs.run(key, images, forward, storage=(key[1][0], key[2][0]))
         self.cache.end_step()
         self.camera_cache.end_step()
         return output

@@ -11,7 +11,9 @@ A key is captured the second time it is seen: the first step runs eagerly, which
 ``torch.compile`` has to compile and lets cuDNN build its execution plans, neither of which may
 happen inside a capture. The captured step's inputs and outputs are the graph's own buffers: the
 images are copied in, the outputs cloned out (the next replay overwrites them). At most
-``max_graphs`` graphs are kept (the least recently used go), all in one memory pool. A key whose
+``max_graphs`` graphs are kept (the least recently used go), all in one memory pool, and only
+those of the current ``storage`` (the caches' tensors they read: a grown cache's old storage is
+released with its graphs). A key whose
 capture fails (an operation that cannot be captured) is logged once and runs eagerly from then on.
 """
 
@@ -50,6 +52,7 @@ class StepGraphs:
         self._seen: set[Hashable] = set()
         self._failed: set[Hashable] = set()
         self._pool: tuple[int, int] | None = None
+        self._storage: Hashable = None
         self.captures = 0
         self.replays = 0
 
@@ -59,21 +62,30 @@ class StepGraphs:
         self._seen.clear()
         self._failed.clear()
 
-    def run(self, key: Hashable, images: torch.Tensor,
-            step: Callable[[torch.Tensor], StepOutput]) -> StepOutput:
-        """``step(images)``, replayed from the graph of ``key`` when there is one."""
+    def run(self, key: Hashable, images: torch.Tensor, step: Callable[[torch.Tensor], StepOutput],
+            storage: Hashable = None) -> StepOutput:
+        """``step(images)``, replayed from the graph of ``key`` when there is one; ``storage``
+        identifies the tensors the step reads and writes besides ``images``."""
+        if storage != self._storage:
+            self._graphs.clear()
+            self._storage = storage
         captured = self._graphs.get(key)
         if captured is None:
             if key not in self._seen or key in self._failed:
                 self._seen.add(key)
                 return step(images)
+            while len(self._graphs) >= self.max_graphs:
+                self._graphs.popitem(last=False)
             try:
-                captured = self._capture(key, images, step)
+                captured = self._capture(images, step)
             except RuntimeError as error:
                 self._failed.add(key)
                 LOG.warning("cannot capture a CUDA graph of the step for %s, running it eagerly: %s",
                             key, error)
                 return step(images)
+            self._graphs[key] = captured
+            self.captures += 1
+            LOG.debug("captured a step graph for %s (%d held)", key, len(self._graphs))
         else:
             self._graphs.move_to_end(key)
             captured.images.copy_(images)
@@ -81,20 +93,14 @@ class StepGraphs:
         self.replays += 1
         return _cloned(captured.output)
 
-    def _capture(self, key: Hashable, images: torch.Tensor,
-                 step: Callable[[torch.Tensor], StepOutput]) -> _CapturedStep:
-        while len(self._graphs) >= self.max_graphs:
-            self._graphs.popitem(last=False)
+    def _capture(self, images: torch.Tensor, step: Callable[[torch.Tensor], StepOutput]) -> _CapturedStep:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         static_images = images.clone()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
             output = step(static_images)
-        self._graphs[key] = captured = _CapturedStep(graph, static_images, output)
-        self.captures += 1
-        LOG.debug("captured a step graph for %s (%d held)", key, len(self._graphs))
-        return captured
+        return _CapturedStep(graph, static_images, output)
 
 
 def _cloned(output: StepOutput) -> StepOutput:
