@@ -20,7 +20,7 @@ ALLOWED = {
     "model": {"cache"} | LEAVES,
     "stream": {"model", "cache"} | LEAVES,
     "mapping": LEAVES,
-    "settings": {"stream"} | LEAVES,
+    "settings": {"stream", "cache"} | LEAVES,
     "ros": {"stream", "model", "cache", "mapping", "settings"} | LEAVES,
 }
 ROS_TOOLS = {"play", "echo", "demo", "offline"}
