@@ -39,7 +39,7 @@ from gct_stream_ros.ros.image_decode import ImageDecodeError
 from gct_stream_ros.ros.map_state import MapState
 from gct_stream_ros.ros.mount import MountResolver
 from gct_stream_ros.ros.options import NodeOptions
-from gct_stream_ros.ros.parameters import NodeParameters
+from gct_stream_ros.ros.parameters import NODE_OPTIONS, NodeParameters
 from gct_stream_ros.ros.qos import input_qos, map_qos, output_qos
 from gct_stream_ros.ros.scale_inputs import ScaleInputs
 from gct_stream_ros.ros.session import SessionFactory, build_session, open_session
@@ -71,7 +71,7 @@ class GctStreamNode(Node):
 
     def __init__(self, node_name: str = NODE_NAME, session_factory: SessionFactory = build_session,
                  **node_options: object) -> None:
-        super().__init__(node_name, **node_options)
+        super().__init__(node_name, **NODE_OPTIONS, **node_options)
         # Before the session exists: the engine's own warnings go to this node's log and /rosout.
         self._log_handler = log_bridge.attach(self.get_logger())
         try:
