@@ -43,8 +43,9 @@ from gct_stream_ros.ros.parameters import NODE_OPTIONS, NodeParameters
 from gct_stream_ros.ros.qos import input_qos, map_qos, output_qos
 from gct_stream_ros.ros.scale_inputs import ScaleInputs
 from gct_stream_ros.ros.session import SessionFactory, build_session, open_session
-from gct_stream_ros.ros.tf import MountLookup, TfBroadcaster
-from gct_stream_ros.ros.tf_tree import TfTree, watch
+from gct_stream_ros.ros.tf import TfBroadcaster
+from gct_stream_ros.ros.tf_listener import TfListener
+from gct_stream_ros.ros.tf_tree import TfTree
 from gct_stream_ros.ros.tracking_status import TrackingState, TrackingStatus, gpu_memory_bytes
 from gct_stream_ros.ros.worker import FrameWorker
 from gct_stream_ros.ros.world_tracker import WorldTracker
@@ -104,13 +105,12 @@ class GctStreamNode(Node):
         image_topic = self._create_inputs()
         self._tf = TfBroadcaster(self)
         self._tf_tree = TfTree()
-        watch(self, self._tf_tree)
-        self._mount_lookup = MountLookup(self)
-        mounts = MountResolver(self._mount_lookup.lookup, self._tf_tree, self.options.tf.mount_timeout)
+        self._tf_listener = TfListener(self, self._tf_tree, self.options.hears_tf)
+        mounts = MountResolver(self._tf_listener.lookup, self._tf_tree, self.options.tf.mount_timeout)
         self._worlds = WorldTracker(mounts, self._tf_tree, self.map_state, self.get_logger())
         self._scale = MetricScale(self.options.scale)
         self._scale_inputs = ScaleInputs(self, self.options.scale, self.options.frames.odom,
-                                         self.options.frames.base, self._mount_lookup)
+                                         self.options.frames.base, self._tf_listener)
         self.diagnostics = StreamDiagnostics(f"{self.get_name()}: stream", [image_topic])
         self.worker: FrameWorker[CameraFrame] = FrameWorker(
             self._process, self._recover, self.options.queue.policy, self.options.queue.size)
@@ -156,7 +156,8 @@ class GctStreamNode(Node):
             f"frames, keyframes {engine.keyframe_mode}, window {engine.window_mode}, "
             f"cache {engine.cache_policy}; "
             f"listening on {image_topic} (queue {queue.policy}/{queue.size}); "
-            f"TF via {self._tf.backend}; scale {self.options.scale.source}"
+            f"TF via {self._tf.backend}, hearing {', '.join(self._tf_listener.topics) or 'none'}; "
+            f"scale {self.options.scale.source}"
             f"{f' ({self._scale_inputs.description})' if self._scale_inputs.description else ''}")
 
     # -- executor thread: inputs and services -------------------------------------------------------------
@@ -197,6 +198,8 @@ class GctStreamNode(Node):
 
     def _on_parameters_changed(self, values: dict[str, Value]) -> None:
         self.options = options = NodeOptions.from_values(values)
+        if options.hears_tf:
+            self._tf_listener.hear_tf()
         if self.map_state.reconfigure(options.output.map_voxel_size, options.output.map_max_points,
                                       options.output.path_max_length):
             self.get_logger().info("fused map settings changed: the map restarts empty")
