@@ -17,7 +17,7 @@ that do not depend on what ran before (``--policies evict3r``).
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
 import sys
 import time
@@ -27,8 +27,10 @@ import torch
 from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.cache.factory import CacheSettings, build_cache
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import MIB, benchmark_parser, write_json  # noqa: E402 - the script's folder is put on the path first
+
 SPECIALS = 6
-MIB = 2**20
 
 
 def run(policy: str, budget: float, window: int, args: argparse.Namespace) -> dict:
@@ -76,8 +78,7 @@ def run(policy: str, budget: float, window: int, args: argparse.Namespace) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--policies", default="sliding_window,evict3r,infinitevggt")
     parser.add_argument("--budgets", default="1.0", help="comma list of cache.budget fractions")
     parser.add_argument("--same-tokens", action="store_true",
@@ -93,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--json", default="", help="also write the rows to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"cache step, {args.layers} layers x {args.heads} heads x 64, {args.patches} patches + {SPECIALS} "
@@ -121,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {row['policy']} | {row['budget']:g} | {row['window']} | {row['median_ms']:.1f} | "
               f"{row['tokens_min']}-{row['tokens_max']} | {row['budget_spread']:.2f} | "
               f"{row['held_mib']:.0f} MiB | {memory} |", flush=True)
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(rows, out, indent=1)
+    write_json(args.json, rows)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the GPU benchmarks: weights, inputs, CUDA timing, memory, tables.
+"""Helpers shared by the benchmarks: command lines, weights, inputs, CUDA timing, memory, tables, JSON.
 
 Nothing here contains reference code: the reference (Robbyant/lingbot-map) and the shared
 deterministic filler (``shared/parity/weights.py``) are imported at run time from paths given
@@ -7,8 +7,10 @@ on the command line, so the repository never carries them.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import statistics
@@ -24,6 +26,29 @@ from typing import Any
 import torch
 
 MIB = 1024 * 1024
+
+
+def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A script's parser: its docstring as the help (command lines kept as written) and ``--json``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", default="", help="also write the results to this file")
+    return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, seed: int = 0, dtype: bool = True) -> None:
+    """Our model on the shared deterministic weights (``ours_driver.build_ours``), fed frames of a given
+    size; ``dtype``: with ``--dtype`` (a script that fixes its precisions has none)."""
+    parser.add_argument("--weights-py", required=True, help="shared/parity/weights.py")
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--preset", default="lingbot-map", help="'tiny' for a CPU smoke test")
+    parser.add_argument("--scale-frames", type=int, default=8)
+    parser.add_argument("--window", type=int, default=64)
+    parser.add_argument("--camera-iterations", type=int, default=4)
+    parser.add_argument("--height", type=int, default=378)
+    parser.add_argument("--width", type=int, default=504)
+    parser.add_argument("--device", default="cuda")
+    if dtype:
+        parser.add_argument("--dtype", default="bfloat16")
 
 
 def load_module(path: str, name: str) -> ModuleType:
@@ -66,6 +91,30 @@ def synthetic_frames(num: int, height: int, width: int, seed: int = 42,
     """``[num, 3, H, W]`` RGB in [0, 1]; random values (never zeros: they can time faster)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     return torch.rand(num, 3, height, width, generator=gen).to(device)
+
+
+def smooth_frames(num: int, height: int, width: int, seed: int = 7) -> torch.Tensor:
+    """``[num, 3, H, W]`` in (0.05, 0.95): a sum of oriented sinusoids seen by a panning camera.
+
+    Smooth, structured images exercise the attention far more like real video than noise does,
+    and consecutive frames overlap (as in a stream).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    k = 6
+    amp = 0.3 + 0.7 * torch.rand(k, generator=gen, dtype=torch.float64)
+    freq = 0.02 + 0.1 * torch.rand(k, generator=gen, dtype=torch.float64)
+    theta = math.pi * torch.rand(k, generator=gen, dtype=torch.float64)
+    phase = 2 * math.pi * torch.rand(k, 3, generator=gen, dtype=torch.float64)
+    yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float64),
+                            torch.arange(width, dtype=torch.float64), indexing="ij")
+    out = torch.empty(num, 3, height, width)
+    for t in range(num):
+        u, v = xx + 2.0 * t, yy + 0.75 * t
+        c, s_ = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
+        proj = (c * u + s_ * v) * freq[:, None, None]
+        tex = (amp[:, None, None, None] * torch.sin(proj[:, None] + phase[:, :, None, None])).sum(0)
+        out[t] = (0.5 + 0.45 * torch.tanh(0.6 * tex)).float()
+    return out
 
 
 @dataclass
@@ -182,7 +231,8 @@ def print_table(rows: Iterable[dict[str, Any]], columns: list[tuple[str, str, st
     return text
 
 
-def write_json(path: str | None, payload: dict[str, Any]) -> None:
+def write_json(path: str | None, payload: Any) -> None:
+    """``payload`` as JSON at ``path`` (its folder made); nothing when ``path`` is empty (no ``--json``)."""
     if not path:
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)

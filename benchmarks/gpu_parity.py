@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import os
 import sys
 import time
@@ -33,35 +32,20 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ours_driver  # noqa: E402 - the script's folder is put on the path first
-from common import MIB, device_info, fill_weights, print_table, write_json  # noqa: E402
+from common import (  # noqa: E402
+    MIB,
+    add_model_arguments,
+    benchmark_parser,
+    device_info,
+    fill_weights,
+    print_table,
+    smooth_frames,
+    write_json,
+)
 
 from gct_stream_ros.cache.base import StepMode  # noqa: E402
 
 OUTPUTS = ("pose_enc", "depth", "depth_conf")
-
-
-def smooth_frames(num: int, height: int, width: int, seed: int = 7) -> torch.Tensor:
-    """``[num, 3, H, W]`` in (0.05, 0.95): a sum of oriented sinusoids seen by a panning camera.
-
-    Smooth, structured images exercise the attention far more like real video than noise does,
-    and consecutive frames overlap (as in a stream).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    k = 6
-    amp = 0.3 + 0.7 * torch.rand(k, generator=gen, dtype=torch.float64)
-    freq = 0.02 + 0.1 * torch.rand(k, generator=gen, dtype=torch.float64)
-    theta = math.pi * torch.rand(k, generator=gen, dtype=torch.float64)
-    phase = 2 * math.pi * torch.rand(k, 3, generator=gen, dtype=torch.float64)
-    yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float64),
-                            torch.arange(width, dtype=torch.float64), indexing="ij")
-    out = torch.empty(num, 3, height, width)
-    for t in range(num):
-        u, v = xx + 2.0 * t, yy + 0.75 * t
-        c, s_ = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
-        proj = (c * u + s_ * v) * freq[:, None, None]
-        tex = (amp[:, None, None, None] * torch.sin(proj[:, None] + phase[:, :, None, None])).sum(0)
-        out[t] = (0.5 + 0.45 * torch.tanh(0.6 * tex)).float()
-    return out
 
 
 def run_ours(args: argparse.Namespace, frames: torch.Tensor, backend: str, dtype: torch.dtype,
@@ -324,16 +308,10 @@ def part_memory(args: argparse.Namespace, payload: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights-py", required=True)
+    p = benchmark_parser(__doc__)
+    add_model_arguments(p, seed=20261122, dtype=False)
     p.add_argument("--reference", default="", help="directory holding lingbot_map/ (part model)")
     p.add_argument("--parts", default="model,cache,memory")
-    p.add_argument("--seed", type=int, default=20261122)
-    p.add_argument("--height", type=int, default=378)
-    p.add_argument("--width", type=int, default=504)
-    p.add_argument("--scale-frames", type=int, default=8)
-    p.add_argument("--window", type=int, default=64)
-    p.add_argument("--camera-iterations", type=int, default=4)
     p.add_argument("--model-frames", type=int, default=100, help="streaming frames of part model")
     p.add_argument("--fp32-floor", action="store_true", help="part model: also the reference in fp32")
     p.add_argument("--model-backend", default="dense", help="our cache backend in part model")
@@ -355,9 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-max-frames", type=int, default=1024, help="the node's default bound")
     p.add_argument("--memory-frames", default="200,2000", help="frame counts at which memory is read")
     p.add_argument("--memory-distinct", type=int, default=16, help="distinct input frames, cycled")
-    p.add_argument("--json", default="")
-    p.add_argument("--preset", default="lingbot-map", help="'tiny' for a CPU smoke test of this script")
-    p.add_argument("--device", default="cuda")
     args = p.parse_args(argv)
     payload: dict[str, Any] = {"device": device_info(), "args": vars(args)}
     print(payload["device"], flush=True)

@@ -6,6 +6,7 @@ scripts stay unchanged when the model evolves.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from typing import Any
 
@@ -65,6 +66,15 @@ def build_ours(weights_py: str, seed: int, *, backend: str, policy: str, scale_f
     # fill after the cast: each value is rounded once from float64, as for the reference
     fill_weights(model, weights_py, seed)
     return model.eval()
+
+
+def build_from_arguments(args: argparse.Namespace, policy: str, budget: float | None = None) -> Any:
+    """``build_ours`` from ``common.add_model_arguments``'s command line, with the ``auto`` backend (the one
+    the budgeted policies run on) and ``budget`` as ``cache.budget`` (None: the default)."""
+    return build_ours(args.weights_py, args.seed, backend="auto", policy=policy,
+                      scale_frames=args.scale_frames, window=args.window,
+                      camera_iterations=args.camera_iterations, dtype=getattr(torch, args.dtype),
+                      device=args.device, budget=budget, preset=args.preset)
 
 
 def step(model: Any, frames: torch.Tensor, scale_frames: int, mode: StepMode = StepMode.STORE) -> Any:

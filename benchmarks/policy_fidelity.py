@@ -1,7 +1,7 @@
 """Fidelity and speed of the budgeted policies against the full sliding window on the same input.
 
-Our model (shared deterministic random weights) streams the smooth panning input of
-``gpu_parity.py`` once with the sliding window (the yardstick, saved to ``--reference`` and
+Our model (shared deterministic random weights) streams the smooth panning input
+(``common.smooth_frames``) once with the sliding window (the yardstick, saved to ``--reference`` and
 reused by later processes) and once per policy and ``cache.budget``. Per run: ms per frame
 (median of the streaming steps, one sync per frame), and the deviation from the sliding window:
 camera-centre RMSE after a Sim(3) (Umeyama) alignment of the centres, relative to the length
@@ -15,7 +15,6 @@ policy per process for clean timings:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,15 +25,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ours_driver  # noqa: E402 - the script's folder is put on the path first
-from gpu_parity import smooth_frames  # noqa: E402
+from common import add_model_arguments, benchmark_parser, smooth_frames, write_json  # noqa: E402
 
 
 def stream(policy: str, budget: float | None, frames: torch.Tensor, args: argparse.Namespace) -> dict:
     """Camera centres ``[N, 3]``, depths ``[N, H, W]`` and per-frame milliseconds of one run."""
-    model = ours_driver.build_ours(args.weights_py, args.seed, backend="auto", policy=policy,
-                                   scale_frames=args.scale_frames, window=args.window,
-                                   camera_iterations=args.camera_iterations, dtype=getattr(torch, args.dtype),
-                                   device=args.device, budget=budget, preset=args.preset)
+    model = ours_driver.build_from_arguments(args, policy, budget)
     if args.compile:
         ours_driver.apply_compile(model, "compiled")
         ours_driver.warm(model, frames, args.scale_frames, passes=1)
@@ -69,25 +65,14 @@ def umeyama_rmse(source: np.ndarray, target: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights-py", required=True, help="shared/parity/weights.py")
+    parser = benchmark_parser(__doc__)
+    add_model_arguments(parser)
     parser.add_argument("--reference", required=True,
                         help="the sliding window's outputs (.pt), made if absent")
     parser.add_argument("--policies", default="evict3r,infinitevggt")
     parser.add_argument("--budgets", default="1,0.5,0.25", help="comma list of cache.budget fractions")
     parser.add_argument("--frames", type=int, default=320, help="frames in all, scale frames included")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preset", default="lingbot-map")
-    parser.add_argument("--scale-frames", type=int, default=8)
-    parser.add_argument("--window", type=int, default=64)
-    parser.add_argument("--camera-iterations", type=int, default=4)
-    parser.add_argument("--height", type=int, default=378)
-    parser.add_argument("--width", type=int, default=504)
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--compile", action="store_true", help="model.compile: true (compile_regions)")
-    parser.add_argument("--json", default="", help="also write the rows to this file")
     args = parser.parse_args(argv)
     frames = smooth_frames(args.frames, args.height, args.width).to(args.device)
     if os.path.exists(args.reference):
@@ -111,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"policy": policy, "budget": budget, "ms": run["ms"], "sw_ms": reference["ms"],
                          "centre_rmse_rel": relative, "depth_abs_rel": abs_rel})
             print(f"| {policy} | {budget:g} | {run['ms']:.1f} | {relative:.2e} | {abs_rel:.2e} |", flush=True)
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(rows, out, indent=1)
+    write_json(args.json, rows)
     return 0
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from gct_stream_ros.cache import options as cache_options
 from gct_stream_ros.stream.config import (
-    CACHE_BACKENDS,
-    CACHE_POLICIES,
     DTYPES,
     KEYFRAME_MODES,
     PATCH_SIZE,
@@ -170,7 +169,7 @@ SETTINGS: tuple[Setting, ...] = (
     _engine("window.overlap", "window_overlap",
             "Frames shared by consecutive windows (<= num_scale_frames; read when window.mode is online)",
             low=1, high=64),
-    _engine("cache.policy", "cache_policy", "KV-cache memory policy", choices=CACHE_POLICIES),
+    _engine("cache.policy", "cache_policy", "KV-cache memory policy", choices=cache_options.POLICY_PRESETS),
     _engine("cache.sliding_window", "cache_sliding_window",
             "'sliding_window': recent frames kept in full", low=1, high=100000),
     _engine("cache.budget", "cache_budget",
@@ -185,7 +184,7 @@ SETTINGS: tuple[Setting, ...] = (
             "'sliding_window' storage + attention: 'auto' (contiguous on sm90+ GPUs in bf16/fp16, else "
             "flashinfer if installed, else paged_gather), contiguous (cuDNN/flash in place), "
             "flashinfer(_fa3) (paged), paged_gather, dense",
-            choices=CACHE_BACKENDS),
+            choices=cache_options.BACKENDS),
     Setting("input.transport", "raw",
             "Subscribe to 'image' (raw) or 'image/compressed' (compressed)",
             choices=("raw", "compressed"), restart=True),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,23 @@ def test_scale_sources_time_every_source_and_recover_the_scale(capsys):
     stages = ("odometry increment", "depth ratio (64x48 sensor)", "camera_height floor fit", "scale_result")
     assert all(stage in out for stage in stages)
     assert "depth: 2.70" in out and "camera_height: 2.7" in out
+
+
+def test_cache_step_writes_its_rows_as_json(tmp_path, capsys):
+    path = tmp_path / "results" / "cache_step.json"
+    arguments = ["--frames", "2", "--layers", "1", "--heads", "1", "--patches", "4", "--scale-frames", "1",
+                 "--window", "2", "--max-frames", "4", "--threads", "1", "--policies", "sliding_window",
+                 "--json", str(path)]
+    assert _load("cache_step").main(arguments) == 0
+    assert [row["policy"] for row in json.loads(path.read_text())] == ["sliding_window"]
+
+
+@pytest.mark.parametrize("name", ["policy_fidelity", "layer_budgets", "gpu_parity"])
+def test_the_model_benchmarks_take_the_shared_model_arguments(name, capsys):
+    with pytest.raises(SystemExit) as done:
+        _load(name).main(["--help"])
+    assert done.value.code == 0
+    usage = capsys.readouterr().out
+    for option in ("--weights-py", "--seed", "--preset", "--scale-frames", "--window", "--camera-iterations",
+                   "--height", "--width", "--device", "--json"):
+        assert option in usage

@@ -19,7 +19,7 @@ from nav_msgs.msg import Odometry  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from gct_stream_ros.ros import node as node_module  # noqa: E402
+from gct_stream_ros.ros import status_reports  # noqa: E402
 from gct_stream_ros.ros.node import GctStreamNode  # noqa: E402
 from gct_stream_ros.settings import SETTINGS_BY_NAME  # noqa: E402
 
@@ -106,7 +106,7 @@ def _values(status: DiagnosticStatus) -> dict[str, str]:
 
 
 def test_status_every_frame_and_in_diagnostics(ros, monkeypatch):
-    monkeypatch.setattr(node_module, "SESSION_STATS_PERIOD_S", 0.0)  # the session's numbers at every frame
+    monkeypatch.setattr(status_reports, "SESSION_STATS_PERIOD_S", 0.0)  # the session's numbers at every frame
     node, _ = start(ros, {"diagnostics.period": 0.2})
     try:
         status = ros.listen(DiagnosticStatus, f"/{topics.STATUS}")

@@ -17,7 +17,8 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from gct_stream_ros.ros import messages  # noqa: E402
 from gct_stream_ros.ros.scale_inputs import ScaleInputs  # noqa: E402
-from gct_stream_ros.ros.tf import MountLookup  # noqa: E402
+from gct_stream_ros.ros.tf_listener import TfListener  # noqa: E402
+from gct_stream_ros.ros.tf_tree import TfTree  # noqa: E402
 from gct_stream_ros.stream.scale.options import ScaleOptions  # noqa: E402
 
 TIMEOUT_S = 30.0
@@ -33,8 +34,8 @@ def ros():
 
 def _inputs(ros: RosHarness, name: str, **options) -> tuple[Node, ScaleInputs]:
     node = ros.add_node(functools.partial(Node, name))
-    mount = MountLookup(node)
-    return node, ScaleInputs(node, ScaleOptions(**options), "odom", "base_link", mount)
+    tf = TfListener(node, TfTree(), hear_tf=True)
+    return node, ScaleInputs(node, ScaleOptions(**options), "odom", "base_link", tf)
 
 
 def test_odometry_topic_gives_the_camera_position_at_the_image_stamp(ros):

@@ -13,11 +13,12 @@ pytest.importorskip("rclpy", reason="rclpy (ROS 2 Kilted wheels or a ROS install
 from gct_stream_ros.ros.odom_frame import OdomFrame  # noqa: E402
 from gct_stream_ros.ros.options import NodeOptions  # noqa: E402
 from gct_stream_ros.ros.tf import (  # noqa: E402
-    MountLookup,
     TfBroadcaster,
     frame_transforms,
     matrix_from_transform,
 )
+from gct_stream_ros.ros.tf_listener import TfListener  # noqa: E402
+from gct_stream_ros.ros.tf_tree import TfTree  # noqa: E402
 from gct_stream_ros.ros.world_frame import OPTICAL_TO_BODY, WorldFrame, tracked_pose  # noqa: E402
 from gct_stream_ros.settings import resolve  # noqa: E402
 
@@ -140,7 +141,7 @@ class _LoggerStub:
 
 
 class _NodeStub:
-    """Just what the broadcaster and the mount lookup touch when tf2 is missing."""
+    """Just what the broadcaster and the TF listener touch when tf2 is missing."""
 
     def __init__(self) -> None:
         self.logger = _LoggerStub()
@@ -159,5 +160,5 @@ def test_without_tf2_the_broadcaster_warns_once_and_sends_nothing(monkeypatch):
     broadcaster.send(transforms)
     assert broadcaster.backend == "none" and not broadcaster.available
     assert len(node.logger.warnings) == 1 and "no TF is published" in node.logger.warnings[0]
-    lookup = MountLookup(node)
-    assert not lookup.available and lookup.lookup("base_link", "cam") is None
+    listener = TfListener(node, TfTree(), hear_tf=True)
+    assert not listener.available and listener.topics == () and listener.lookup("base_link", "cam") is None

@@ -32,13 +32,18 @@ LINKS = {  # child: (parent, transform, stamp)
     "laser": ("base_link", _rigid(4), 0),
 }
 STATIC = {"camera_link", "camera_optical", "laser"}
+AUTHORITY = "test"
 
 
 @pytest.fixture
 def buffer() -> TransformBuffer:
     tree = TransformBuffer()
     for child, (parent, matrix, stamp) in LINKS.items():
-        tree.set_transform(transform_stamped(matrix, stamp, parent, child), static=child in STATIC)
+        transform = transform_stamped(matrix, stamp, parent, child)
+        if child in STATIC:
+            tree.set_transform_static(transform, AUTHORITY)
+        else:
+            tree.set_transform(transform, AUTHORITY)
     return tree
 
 
@@ -72,9 +77,9 @@ def test_the_stamp_is_the_oldest_dynamic_link_and_zero_when_all_are_static(buffe
 
 def test_the_newest_transform_of_a_frame_replaces_the_older_one_parent_included(buffer):
     moved = _rigid(5)
-    buffer.set_transform(transform_stamped(moved, 60, "odom", "base_link"))
+    buffer.set_transform(transform_stamped(moved, 60, "odom", "base_link"), AUTHORITY)
     np.testing.assert_allclose(_lookup(buffer, "odom", "base_link"), moved, atol=1e-9)
-    buffer.set_transform(transform_stamped(np.eye(4), 0, "map", "camera_link"), static=True)
+    buffer.set_transform_static(transform_stamped(np.eye(4), 0, "map", "camera_link"), AUTHORITY)
     np.testing.assert_allclose(_lookup(buffer, "map", "camera_optical"), LINKS["camera_optical"][1],
                                atol=1e-9)
     with pytest.raises(TransformLookupError):
@@ -84,14 +89,15 @@ def test_the_newest_transform_of_a_frame_replaces_the_older_one_parent_included(
 def test_unknown_or_unconnected_frames_raise_and_a_frame_is_itself(buffer):
     with pytest.raises(TransformLookupError, match="'base_link' and 'nowhere'"):
         buffer.lookup_transform("base_link", "nowhere")
-    buffer.set_transform(transform_stamped(np.eye(4), 0, "world", "other_robot"))
+    buffer.set_transform(transform_stamped(np.eye(4), 0, "world", "other_robot"), AUTHORITY)
     with pytest.raises(TransformLookupError):
         buffer.lookup_transform("odom", "other_robot")
     np.testing.assert_allclose(_lookup(buffer, "nowhere", "nowhere"), np.eye(4))
 
 
 def test_a_loop_in_a_broken_tree_ends_the_search(buffer):
-    buffer.set_transform(transform_stamped(np.eye(4), 0, "camera_optical", "odom"))  # odom under its child
+    # odom under its own child
+    buffer.set_transform(transform_stamped(np.eye(4), 0, "camera_optical", "odom"), AUTHORITY)
     with pytest.raises(TransformLookupError):
         buffer.lookup_transform("map", "camera_optical")
     np.testing.assert_allclose(_lookup(buffer, "camera_link", "camera_optical"), LINKS["camera_optical"][1],

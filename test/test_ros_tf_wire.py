@@ -18,6 +18,7 @@ pytestmark = pytest.mark.ros
 pytest.importorskip("tf2_msgs", reason="tf2_msgs is not importable (`make setup` builds it: interfaces/)")
 
 from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
@@ -124,6 +125,26 @@ def test_another_process_receives_the_camera_pose_with_the_image_stamps(ros):
     np.testing.assert_allclose(_matrix(transforms[-1])[:3, 3], [0.0, -0.3, 0.0], atol=1e-9)
 
 
+def _tf_subscriptions(node: GctStreamNode) -> list[str]:
+    return sorted(s.topic_name for s in node.subscriptions if s.topic_name in (topics.TF, topics.TF_STATIC))
+
+
+def test_the_camera_only_tree_hears_tf_static_alone_until_a_change_needs_tf(ros):
+    node = _start(ros, {"tf.publish_map_to_camera": True, "tf.publish_odom_to_base": False,
+                        "tf.publish_map_to_odom": False})
+    try:
+        assert _tf_subscriptions(node) == ["/tf_static"]
+        assert node.set_parameters([Parameter("tf.publish_map_to_odom", value=True)])[0].successful
+        assert _tf_subscriptions(node) == ["/tf", "/tf_static"]
+    finally:
+        ros.remove_node(node)
+    node = _start(ros)  # the default robot tree: one subscription per topic for the tree and the mount
+    try:
+        assert _tf_subscriptions(node) == ["/tf", "/tf_static"]
+    finally:
+        ros.remove_node(node)
+
+
 def test_the_tf_message_type_is_ros_2s(ros):
     node = _start(ros)
     try:
@@ -149,7 +170,7 @@ def test_a_static_mount_on_tf_static_places_the_base_in_odom(ros, monkeypatch, t
     static.publish(_static_mount())
     node = _start(ros, {"tf.publish_map_to_odom": False})
     try:
-        ros.wait_for(lambda: node._mount_lookup.lookup("base_link", CAMERA) is not None, TIMEOUT_S,
+        ros.wait_for(lambda: node._tf_listener.lookup("base_link", CAMERA) is not None, TIMEOUT_S,
                      "the mount known to the node")
         transforms, odometry = _run_frames(ros, node)
     finally:

@@ -1,6 +1,7 @@
 """KV caches of the aggregator's global attention and their memory policies (torch only).
 
-``base.py`` is the contract; ``factory.build_cache`` picks an implementation:
+``base.py`` is the contract; ``factory.build_cache`` picks an implementation by the names in
+``options.py``:
 
 * ``dense.py``: per-frame dense tensors, the bit-exact yardstick;
 * ``paged_store.py`` (+ ``frame_slots.py``): page pools and their bookkeeping, shared by

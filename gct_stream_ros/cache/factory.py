@@ -28,6 +28,7 @@ import torch
 from gct_stream_ros.cache.base import GlobalKVCache
 from gct_stream_ros.cache.contiguous_cache import ContiguousKVCache
 from gct_stream_ros.cache.dense import DenseKVCache
+from gct_stream_ros.cache.options import BACKENDS
 from gct_stream_ros.cache.paged_flashinfer import KERNEL_DTYPES, FlashInferCache, flashinfer_available
 from gct_stream_ros.cache.paged_gather import PagedGatherCache
 from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET
@@ -35,7 +36,6 @@ from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
 from gct_stream_ros.cache.policies.policy import CachePolicy, policy_preset
 from gct_stream_ros.cache.sizes import DEFAULT_MAX_FRAMES
 
-BACKENDS = ("auto", "contiguous", "flashinfer", "flashinfer_fa3", "paged_gather", "dense")
 CONTIGUOUS_MIN_CAPABILITY = (9, 0)
 """``auto`` picks the contiguous cache from Hopper on: measured there (H200), cuDNN's attention
 kernels differ by architecture."""

@@ -1,30 +1,26 @@
 """``gct_stream_node``: camera images in; TF, depth, confidence, clouds, odometry, path and a fused map out.
 
-The executor thread only decodes and enqueues images; a worker thread (``worker.py``) owns the
-streaming session and publishes the results, each stamped with its input image's stamp. Only the
-worker calls the session: ``/diagnostics`` reads the statistics the worker read last for ``status``.
-A sequence that ends (stamp backwards, ``reset``) first processes the frames waiting for its scale
-phase; frames a failed step or shutdown leave behind are counted and logged. A
-housekeeping timer publishes the fused map and ``/diagnostics`` at their own periods. This
-module only wires parameters, subscriptions, the worker and publishers: results become messages
-in ``frame_messages.py``, the map and trajectory live in ``map_state.py``, images are accepted
-in ``camera_input.py``. See ``docs/node.md`` for the topics, services and parameters.
+The executor thread only decodes and enqueues images; a worker thread (``worker.py``) runs
+``frame_processor.py``, which owns the streaming session, ends sequences (the flush) and publishes
+the results, each stamped with its input image's stamp, in metres once ``result_scaler.py`` has an
+estimate. ``status`` and ``/diagnostics`` come from ``status_reports.py``; a housekeeping timer
+publishes the fused map and ``/diagnostics`` at their own periods. This module only builds those
+parts and wires them to parameters, subscriptions, services and publishers: results become
+messages in ``frame_messages.py``, the map and trajectory live in ``map_state.py``, images are
+accepted in ``camera_input.py``, TF is heard in ``tf_listener.py``. See ``docs/node.md`` for the
+topics, services and parameters.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import threading
 import time
-import traceback
 from pathlib import Path
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -33,36 +29,30 @@ from std_srvs.srv import Trigger
 from gct_stream_ros.ros import log_bridge, topics
 from gct_stream_ros.ros.camera_info import CameraInfoSync
 from gct_stream_ros.ros.camera_input import CameraFrame, camera_frame
-from gct_stream_ros.ros.diagnostics import StreamDiagnostics, scale_values, session_values
-from gct_stream_ros.ros.frame_messages import frame_messages, map_message
+from gct_stream_ros.ros.diagnostics import StreamDiagnostics
+from gct_stream_ros.ros.frame_messages import map_message
+from gct_stream_ros.ros.frame_processor import FrameProcessor
 from gct_stream_ros.ros.image_decode import ImageDecodeError
 from gct_stream_ros.ros.map_state import MapState
 from gct_stream_ros.ros.mount import MountResolver
 from gct_stream_ros.ros.options import NodeOptions
-from gct_stream_ros.ros.parameters import NodeParameters
+from gct_stream_ros.ros.parameters import NODE_OPTIONS, NodeParameters
 from gct_stream_ros.ros.qos import input_qos, map_qos, output_qos
+from gct_stream_ros.ros.result_scaler import ResultScaler
 from gct_stream_ros.ros.scale_inputs import ScaleInputs
 from gct_stream_ros.ros.session import SessionFactory, build_session, open_session
-from gct_stream_ros.ros.tf import MountLookup, TfBroadcaster
-from gct_stream_ros.ros.tf_tree import TfTree, watch
-from gct_stream_ros.ros.tracking_status import TrackingState, TrackingStatus, gpu_memory_bytes
+from gct_stream_ros.ros.status_reports import StatusReports
+from gct_stream_ros.ros.tf import TfBroadcaster
+from gct_stream_ros.ros.tf_listener import TfListener
+from gct_stream_ros.ros.tf_tree import TfTree
 from gct_stream_ros.ros.worker import FrameWorker
 from gct_stream_ros.ros.world_tracker import WorldTracker
 from gct_stream_ros.settings import NODE_NAME, SettingsError, Value
-from gct_stream_ros.stream.result import FrameResult
-from gct_stream_ros.stream.scale.apply import scale_result
 from gct_stream_ros.stream.scale.tracker import MetricScale
-from gct_stream_ros.stream.stats import SessionStats
 
-InvalidHandle = rclpy_implementation.InvalidHandle
 HOUSEKEEPING_PERIOD_S = 0.1
 """The map and diagnostics timers check their (changeable) periods this often."""
 REJECTION_LOG_PERIOD_S = 5.0
-SESSION_STATS_PERIOD_S = 0.5
-"""The worker reads the session's statistics (for ``status`` and ``/diagnostics``) at most this often while
-tracking with frames waiting, and after every other frame: a KV cache's statistics walk all its layers
-(2-7 ms for the full model's 24 layers x 64 frames of the dense cache on this machine), too much for every
-frame when the worker is behind."""
 STATUS_DEPTH = 10
 
 
@@ -71,7 +61,7 @@ class GctStreamNode(Node):
 
     def __init__(self, node_name: str = NODE_NAME, session_factory: SessionFactory = build_session,
                  **node_options: object) -> None:
-        super().__init__(node_name, **node_options)
+        super().__init__(node_name, **NODE_OPTIONS, **node_options)
         # Before the session exists: the engine's own warnings go to this node's log and /rosout.
         self._log_handler = log_bridge.attach(self.get_logger())
         try:
@@ -85,16 +75,6 @@ class GctStreamNode(Node):
             raise
         output = self.options.output
         self.map_state = MapState(output.map_voxel_size, output.map_max_points, output.path_max_length)
-        self._last_stamp_ns: int | None = None
-        self._last_frame_id = ""
-        self._last_input_hw = (0, 0)
-        """Camera frame and image size of the last frame: the flush at a sequence's end answers its frames."""
-        self._reset_requested = threading.Event()
-        self._frame_in_progress: tuple[CameraFrame, float] | None = None
-        self._last_status: DiagnosticStatus | None = None
-        self._stats: SessionStats = self._session.stats()
-        """The session's statistics as the worker last read them (the executor never calls the session)."""
-        self._stats_read_s = time.monotonic()
         self.camera_info_sync: CameraInfoSync[tuple[Image | CompressedImage, float]] = CameraInfoSync(
             self.options.input.camera_info_sync)
         self._last_map_publish = time.monotonic()
@@ -104,16 +84,23 @@ class GctStreamNode(Node):
         image_topic = self._create_inputs()
         self._tf = TfBroadcaster(self)
         self._tf_tree = TfTree()
-        watch(self, self._tf_tree)
-        self._mount_lookup = MountLookup(self)
-        mounts = MountResolver(self._mount_lookup.lookup, self._tf_tree, self.options.tf.mount_timeout)
+        self._tf_listener = TfListener(self, self._tf_tree, self.options.hears_tf)
+        mounts = MountResolver(self._tf_listener.lookup, self._tf_tree, self.options.tf.mount_timeout)
         self._worlds = WorldTracker(mounts, self._tf_tree, self.map_state, self.get_logger())
-        self._scale = MetricScale(self.options.scale)
+        scale = MetricScale(self.options.scale)
         self._scale_inputs = ScaleInputs(self, self.options.scale, self.options.frames.odom,
-                                         self.options.frames.base, self._mount_lookup)
+                                         self.options.frames.base, self._tf_listener)
         self.diagnostics = StreamDiagnostics(f"{self.get_name()}: stream", [image_topic])
+        self._status = StatusReports(self, self._session, self.diagnostics, scale,
+                                     self.outputs[topics.STATUS], self.outputs[topics.DIAGNOSTICS])
+        self._frames = FrameProcessor(
+            session=self._session, worlds=self._worlds,
+            scaler=ResultScaler(scale, self._scale_inputs, self._worlds, self.get_logger()),
+            status=self._status, tf=self._tf, outputs=self.outputs, diagnostics=self.diagnostics,
+            map_state=self.map_state, options=lambda: self.options, backlog=lambda: self.worker.backlog,
+            context_ok=self.context.ok, logger=self.get_logger())
         self.worker: FrameWorker[CameraFrame] = FrameWorker(
-            self._process, self._recover, self.options.queue.policy, self.options.queue.size)
+            self._frames.process, self._frames.recover, self.options.queue.policy, self.options.queue.size)
         self.create_service(Trigger, topics.RESET_SERVICE, self._on_reset)
         self.create_service(Trigger, topics.SAVE_MAP_SERVICE, self._on_save_map)
         self.create_timer(HOUSEKEEPING_PERIOD_S, self._housekeeping)
@@ -149,14 +136,15 @@ class GctStreamNode(Node):
 
     def _log_summary(self, image_topic: str) -> None:
         engine, queue = self.options.engine, self.options.queue
-        stats = self._stats
+        stats = self._status.stats
         self.get_logger().info(
             f"model {engine.preset} ({engine.weights or 'random weights'}) on {stats.device} "
             f"{stats.dtype}, input width {engine.image_width}, {engine.num_scale_frames} scale "
             f"frames, keyframes {engine.keyframe_mode}, window {engine.window_mode}, "
             f"cache {engine.cache_policy}; "
             f"listening on {image_topic} (queue {queue.policy}/{queue.size}); "
-            f"TF via {self._tf.backend}; scale {self.options.scale.source}"
+            f"TF via {self._tf.backend}, hearing {', '.join(self._tf_listener.topics) or 'none'}; "
+            f"scale {self.options.scale.source}"
             f"{f' ({self._scale_inputs.description})' if self._scale_inputs.description else ''}")
 
     # -- executor thread: inputs and services -------------------------------------------------------------
@@ -197,13 +185,15 @@ class GctStreamNode(Node):
 
     def _on_parameters_changed(self, values: dict[str, Value]) -> None:
         self.options = options = NodeOptions.from_values(values)
+        if options.hears_tf:
+            self._tf_listener.hear_tf()
         if self.map_state.reconfigure(options.output.map_voxel_size, options.output.map_max_points,
                                       options.output.path_max_length):
             self.get_logger().info("fused map settings changed: the map restarts empty")
 
     def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         dropped = self.worker.clear()
-        self._reset_requested.set()
+        self._frames.request_reset()
         # Also keeps out a frame of the old world that a step in flight would add after this.
         self.map_state.clear_map()
         self.get_logger().info(f"reset: session, map and path cleared ({dropped} queued frames dropped)")
@@ -249,135 +239,7 @@ class GctStreamNode(Node):
             self.outputs[topic].publish(message)
 
     def _publish_diagnostics(self) -> None:
-        extra = session_values(self._stats)
-        extra["queued frames"] = str(self.worker.backlog)
-        extra["map points"] = str(len(self.map_state))
-        extra.update(scale_values(self._scale.state))
-        report = self.diagnostics.report(self.get_clock().now().to_msg(),
-                                         self.options.diagnostics.no_data_timeout,
-                                         self.options.diagnostics.max_drop_rate, extra,
-                                         hardware_id=extra["device"])
-        if self.diagnostics.log_line is not None:
-            level, text = self.diagnostics.log_line
-            if level == DiagnosticStatus.OK:
-                self.get_logger().info(text)
-            else:
-                self.get_logger().warning(text)
-        if self._last_status is not None:
-            report.status.append(self._last_status)
-        self.outputs[topics.DIAGNOSTICS].publish(report)
-
-    # -- worker thread: the model and the per-frame outputs ----------------------------------------------
-
-    def _process(self, frame: CameraFrame) -> None:
-        started = time.monotonic()
-        self._frame_in_progress = (frame, started)
-        if self._reset_requested.is_set():
-            self._reset_requested.clear()
-            self._end_sequence("reset service")
-        if self._last_stamp_ns is not None and frame.stamp_ns < self._last_stamp_ns:
-            self.get_logger().warning(f"stamp went backwards ({self._last_stamp_ns} -> {frame.stamp_ns} ns; "
-                                      f"bag restarted?): session and map reset")
-            self._end_sequence("stamp went backwards")
-        self._last_stamp_ns, self._last_frame_id = frame.stamp_ns, frame.frame_id
-        self._last_input_hw = frame.image.shape[:2]
-        results = self._session.push(frame.image, frame.stamp_ns)
-        step_ms = (time.monotonic() - started) * 1000.0
-        tracking = any(r.stamp_ns == frame.stamp_ns and not r.revision for r in results)
-        # Read before the results are counted: a /diagnostics report counting this frame has its statistics.
-        # Throttled only while tracking with frames waiting, where the read would slow the worker down.
-        self._read_stats(fresh=not tracking or not self.worker.backlog)
-        for result in results:
-            self._publish_result(self._in_metres(result, frame.frame_id, self._last_input_hw), frame.frame_id)
-        restart_reason = self._worlds.take_restart_reason()
-        if restart_reason:
-            state = TrackingState.RESET
-        elif tracking:
-            state = TrackingState.TRACKING
-        else:
-            state = TrackingState.INITIALISING
-        self._publish_status(state, restart_reason, frame, step_ms)
-
-    def _end_sequence(self, reason: str) -> None:
-        """Answer the frames waiting for the scale phase (a shorter one), then start a new sequence."""
-        for result in self._session.flush():
-            self._publish_result(self._in_metres(result, self._last_frame_id, self._last_input_hw),
-                                 self._last_frame_id)
-        self._reset_session(reason)
-
-    def _in_metres(self, result: FrameResult, camera_frame: str, input_hw: tuple[int, int]) -> FrameResult:
-        """The result scaled by its sequence's metric scale (as it is while no estimate exists)."""
-        reference = None
-        if self._scale.needs and not result.revision:
-            reference = self._scale_inputs.reference(result.stamp_ns, camera_frame, input_hw)
-        state = self._scale.update(result, reference)
-        if self._scale.became_metric:
-            # Before this frame the outputs were in model units: a map or path mixing the two would be wrong.
-            self.get_logger().info(f"metric scale: {state.describe()}; map, path and trajectory restart in "
-                                   f"metres")
-            self._worlds.restart(self._worlds.take_restart_reason())  # keeps a reset's reason for the status
-        return scale_result(result, state.scale) if state.metric else result
-
-    def _recover(self, error: Exception) -> None:
-        """A step failed (e.g. out of GPU memory): log it, start a new sequence, keep going."""
-        if not self.context.ok():
-            return  # a signal shut ROS down under the running step: publishing failed, nothing is wrong
-        self.diagnostics.errors += 1
-        self.get_logger().error(f"step failed, session reset: {error!r}\n{traceback.format_exc(limit=5)}")
-        self._reset_session("")
-        self._read_stats(fresh=True)
-        self._worlds.take_restart_reason()  # the status says lost
-        if self._frame_in_progress is not None:
-            frame, started = self._frame_in_progress
-            # A node destroyed under the step cannot publish any more: nobody is left to tell.
-            with contextlib.suppress(InvalidHandle):
-                self._publish_status(TrackingState.LOST, f"step failed: {error!r}", frame,
-                                     (time.monotonic() - started) * 1000.0)
-
-    def _publish_status(self, state: TrackingState, reason: str, frame: CameraFrame, step_ms: float) -> None:
-        stats = self._stats
-        status = TrackingStatus(
-            state=state, reason=reason, stamp_ns=frame.stamp_ns, step_ms=step_ms,
-            latency_ms=(time.monotonic() - frame.received_s) * 1000.0,
-            frames_dropped=self.diagnostics.dropped, keyframes=stats.keyframes,
-            cached_tokens=max(stats.cache.tokens_per_layer, default=0) if stats.cache is not None else 0,
-            gpu_memory_bytes=gpu_memory_bytes(stats.device), sequence=stats.sequence)
-        self._last_status = status.message(f"{self.get_name()}: tracking", stats.device)
-        # What the frame's outputs are in (metres or model units), as /diagnostics says it.
-        self._last_status.values.extend(KeyValue(key=key, value=value)
-                                        for key, value in scale_values(self._scale.state).items())
-        self.outputs[topics.STATUS].publish(self._last_status)
-
-    def _read_stats(self, fresh: bool) -> SessionStats:
-        """Worker thread: the session's statistics, read again when ``fresh`` or older than
-        ``SESSION_STATS_PERIOD_S``; ``/diagnostics`` publishes the copy kept here."""
-        now = time.monotonic()
-        if fresh or now - self._stats_read_s >= SESSION_STATS_PERIOD_S:
-            self._stats, self._stats_read_s = self._session.stats(), now
-        return self._stats
-
-    def _reset_session(self, reason: str) -> None:
-        """A new sequence; ``reason`` goes into the status of the frame in progress."""
-        self._session.reset()
-        self._worlds.restart(reason)
-        self._last_stamp_ns = None
-
-    def _publish_result(self, result: FrameResult, camera_frame: str) -> None:
-        options = self.options
-        if result.revision and options.output.revisions == "ignore":
-            return
-        world = self._worlds.world_for(result, camera_frame, options.frames, options.tf)
-        frame = frame_messages(result, camera_frame, world, self._worlds.odom, options, self.map_state,
-                               first_estimate=not result.revision, wanted=self._wanted)
-        if not result.revision:
-            self.diagnostics.processed += 1
-            self._tf.send(self._worlds.sendable(frame.transforms, options.tf))
-        for topic, message in frame.outputs:
-            self.outputs[topic].publish(message)
-
-    def _wanted(self, topic: str) -> bool:
-        """Lazy outputs: nothing is computed for a topic nobody listens to."""
-        return self.outputs[topic].get_subscription_count() > 0
+        self._status.publish_diagnostics(self.options.diagnostics, self.worker.backlog, len(self.map_state))
 
     def destroy_node(self) -> None:
         self._worlds.stop_waiting()

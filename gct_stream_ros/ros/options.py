@@ -140,6 +140,15 @@ class NodeOptions:
         return tf.publish_map_to_camera or tf.publish_map_to_odom or not tf.publish_odom_to_base
 
     @property
+    def hears_tf(self) -> bool:
+        """True when something needs ``/tf`` besides ``/tf_static`` (docs/node.md, "What the node hears on
+        TF"): the mount lookup and the robot's tree (odom -> base), a localisation node's map -> odom
+        (which ``tf_tree.py`` must know to hold ours back), odometry as the scale source. The camera-only
+        tree alone needs only ``/tf_static``, where camera drivers publish their frames."""
+        tf = self.tf
+        return tf.publish_odom_to_base or tf.publish_map_to_odom or self.scale.source == "odometry"
+
+    @property
     def world_frame(self) -> str:
         """The frame of path, fused map and map-frame clouds (docs/node.md, "Frames and TF")."""
         return self.frames.map if self.publishes_map else self.frames.odom

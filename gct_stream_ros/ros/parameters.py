@@ -45,17 +45,28 @@ def descriptor(entry: Setting) -> ParameterDescriptor:
     return result
 
 
+NODE_OPTIONS = {"automatically_declare_parameters_from_overrides": True}
+"""The ``Node`` options ``NodeParameters`` needs: every override (command line, parameter files, the
+constructor's ``parameter_overrides``) is declared as given, so its name can be checked. rclpy has no
+public accessor of the overrides themselves; an undeclared one would be ignored without a word."""
+
+
 class NodeParameters:
-    """The node's current, valid parameter values (``values``), updated when a change is accepted."""
+    """The node's current, valid parameter values (``values``), updated when a change is accepted.
+
+    ``node`` must have been made with ``NODE_OPTIONS``.
+    """
 
     def __init__(self, node: Node, on_change: Callable[[dict[str, Value]], None] | None = None) -> None:
         self._node = node
         self._on_change = on_change
-        # rclpy keeps the overrides it was given (command line, parameter files, NodeOptions) here and
-        # offers no public accessor; undeclared ones would otherwise be ignored without a word.
-        check_names(node._parameter_overrides)
+        check_names(node.list_parameters([], 0).names)
         values: dict[str, Value] = {}
         for entry in SETTINGS:
+            if node.has_parameter(entry.name):
+                # Declared from its override without a descriptor: declared again with it, and the
+                # override, which rclpy keeps, is read and checked by the descriptor.
+                node.undeclare_parameter(entry.name)
             try:
                 parameter = node.declare_parameter(entry.name, entry.default, descriptor(entry))
             except ParameterException as error:  # an override out of the declared range or of the wrong type

@@ -4,8 +4,9 @@ Messages arrive on the executor thread and are kept by stamp (``stream/scale/sta
 worker asks for what was measured at each result's stamp. Odometry:
 
 - ``scale.odometry.input: tf``: the camera optical frame in ``frames.odom`` at the image's
-  stamp, from TF (the robot's odometry and its description give the mount). Needs ``tf2_ros``;
-  without it the source gets nothing and says so once.
+  stamp, from the node's TF listener (``tf_listener.py``; the robot's odometry and its description
+  give the mount). Needs ``tf2_ros``'s interpolating buffer; without it the source gets nothing and
+  says so once.
 - ``scale.odometry.input: topic``: ``nav_msgs/Odometry`` on ``scale/odometry`` (remap it to the
   robot's odometry), carried from its ``child_frame_id`` (or ``frames.base``) to the camera by
   the mount from TF; without a mount the camera is taken to sit at the base origin, which is
@@ -23,14 +24,13 @@ import numpy as np
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from rclpy.time import Time
 from sensor_msgs.msg import Image
 
 from gct_stream_ros.mapping.quaternion import matrix_from_quaternion
 from gct_stream_ros.ros import messages, topics
 from gct_stream_ros.ros.depth_decode import depth_in_metres
 from gct_stream_ros.ros.image_decode import ImageDecodeError
-from gct_stream_ros.ros.tf import MountLookup, matrix_from_transform
+from gct_stream_ros.ros.tf_listener import TfListener
 from gct_stream_ros.stamps import NS_PER_S
 from gct_stream_ros.stream.scale.options import ScaleOptions
 from gct_stream_ros.stream.scale.reference import ScaleReference
@@ -54,28 +54,28 @@ def pose_matrix(pose: object) -> np.ndarray:
 
 class ScaleInputs:
     def __init__(self, node: Node, options: ScaleOptions, odom_frame: str, base_frame: str,
-                 mount: MountLookup) -> None:
+                 tf: TfListener) -> None:
         self._node = node
         self._options = options
         self._odom_frame = odom_frame
         self._base_frame = base_frame
-        self._mount = mount
+        self._tf = tf
         self._tolerance_ns = round(options.sync_tolerance_s * NS_PER_S)
         self._lock = threading.Lock()
         self._odometry = PoseBuffer(ODOMETRY_BUFFER)
         self._depth: StampedBuffer[np.ndarray] = StampedBuffer(DEPTH_BUFFER)
         self._odometry_child = ""
         """The child frame of the latest odometry message (the base it tracks)."""
-        self._tf_buffer = None
+        self._odometry_from_tf = False
         self.description = ""
         """What feeds the source, for the start-up log."""
         if options.source == "odometry" and options.odometry_input == "topic":
             node.create_subscription(Odometry, topics.SCALE_ODOMETRY, self._on_odometry, 100)
             self.description = f"odometry from {node.resolve_topic_name(topics.SCALE_ODOMETRY)}"
         elif options.source == "odometry":
-            self._tf_buffer = self._listen_to_tf()
+            self._odometry_from_tf = tf.interpolates
             self.description = f"odometry from TF {odom_frame} -> camera"
-            if self._tf_buffer is None:
+            if not self._odometry_from_tf:
                 self.description += " (tf2_ros missing: no odometry; use scale.odometry.input:=topic)"
                 node.get_logger().warning("scale.source odometry with scale.odometry.input tf needs tf2_ros, "
                                           "which cannot be imported: no scale estimate (use "
@@ -95,30 +95,15 @@ class ScaleInputs:
         return ScaleReference()
 
     def _camera_in_odometry(self, stamp_ns: int, camera_frame: str) -> np.ndarray | None:
-        if self._tf_buffer is not None:
-            try:
-                transform = self._tf_buffer.lookup_transform(self._odom_frame, camera_frame,
-                                                             Time(nanoseconds=stamp_ns))
-            except Exception:  # tf2's LookupException, ExtrapolationException...: no sample for this frame
-                return None
-            return matrix_from_transform(transform)
+        if self._odometry_from_tf:
+            return self._tf.lookup(self._odom_frame, camera_frame, stamp_ns)
         with self._lock:
             base = self._odometry.at(stamp_ns, self._tolerance_ns)
             base_frame = self._odometry_child or self._base_frame
         if base is None:
             return None
-        mount = self._mount.lookup(base_frame, camera_frame)
+        mount = self._tf.lookup(base_frame, camera_frame)
         return base if mount is None else base @ mount
-
-    def _listen_to_tf(self) -> object | None:
-        """A tf2 buffer filled by a listener, or None without tf2_ros."""
-        try:
-            from tf2_ros import Buffer, TransformListener
-        except ImportError:
-            return None
-        buffer = Buffer()
-        self._tf_listener = TransformListener(buffer, self._node)
-        return buffer
 
     def _on_odometry(self, message: Odometry) -> None:
         with self._lock:

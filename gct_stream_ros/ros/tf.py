@@ -1,20 +1,18 @@
 """Our transforms on ``/tf``: map -> odom -> the tracked frame (REP-105), or map -> camera optical frame;
-and the camera mount base -> camera looked up from TF.
+and tf2's QoS, which ``tf_listener.py`` hears TF with.
 
 ``tf2_ros`` is used when importable; otherwise ``tf2_msgs/TFMessage`` is published on ``/tf``
 directly; without either, TF is skipped with one warning and every other output goes on.
-The camera mount is never published here: it belongs to the robot description.
+The camera mount is never published here: it belongs to the robot description (``tf_listener.py``
+looks it up).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from geometry_msgs.msg import TransformStamped
 from rclpy.node import Node
-from rclpy.qos import QoSProfile
-from rclpy.time import Time
+from rclpy.qos import DurabilityPolicy, QoSProfile
 
 from gct_stream_ros.mapping.quaternion import matrix_from_quaternion
 from gct_stream_ros.ros import topics
@@ -22,11 +20,10 @@ from gct_stream_ros.ros.messages import transform_stamped
 from gct_stream_ros.ros.options import FrameNames, TfOptions
 from gct_stream_ros.ros.world_frame import TrackedPose, WorldFrame
 
-if TYPE_CHECKING:
-    from gct_stream_ros.ros.tf_buffer import TransformBuffer
-
 TF_QOS = QoSProfile(depth=100)
 """What tf2's own broadcaster and listeners use."""
+TF_STATIC_QOS = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""tf2's static listener: latched, so mounts published before the node started still arrive."""
 
 
 def frame_transforms(frames: FrameNames, tf: TfOptions, camera_frame: str, world: WorldFrame,
@@ -82,44 +79,3 @@ class TfBroadcaster:
     def send(self, transforms: list[TransformStamped]) -> None:
         if self._send is not None and transforms:
             self._send(transforms)
-
-
-class MountLookup:
-    """The camera mount base -> camera optical frame, from the TF tree (URDF or static publisher).
-
-    tf2_ros's buffer and listener where importable; otherwise ``tf_buffer.py``'s, which read ``/tf``
-    and ``/tf_static`` themselves (latest transforms only: see there); neither without ``tf2_msgs``.
-    """
-
-    def __init__(self, node: Node) -> None:
-        try:
-            from tf2_ros import Buffer, TransformListener
-        except ImportError:
-            self._buffer = self._own_buffer(node)
-            return
-        self._buffer = Buffer()
-        self._listener = TransformListener(self._buffer, node)
-
-    def _own_buffer(self, node: Node) -> TransformBuffer | None:
-        """``tf_buffer.py``'s buffer listening on ``node``, or None without ``tf2_msgs``."""
-        # Imported here, not at the top: tf_buffer.py builds on this module.
-        from gct_stream_ros.ros.tf_buffer import TransformBuffer, TransformSubscriber
-
-        try:
-            self._listener = TransformSubscriber(TransformBuffer(), node)
-        except ImportError:
-            return None
-        return self._listener.buffer
-
-    @property
-    def available(self) -> bool:
-        return self._buffer is not None
-
-    def lookup(self, base_frame: str, camera_frame: str) -> np.ndarray | None:
-        """The latest mount, or None when TF does not know it (yet)."""
-        if self._buffer is None:
-            return None
-        try:
-            return matrix_from_transform(self._buffer.lookup_transform(base_frame, camera_frame, Time()))
-        except Exception:  # tf2's LookupException, ConnectivityException, ExtrapolationException...
-            return None

@@ -1,11 +1,11 @@
 """The TF tree read from ``/tf`` and ``/tf_static`` where ``tf2_ros`` is not importable (pip-only machines).
 
 ``TransformBuffer`` keeps the latest transform of every child frame and chains them through the tree;
-``lookup_transform(target, source)`` answers like tf2_ros's ``Buffer`` does for the latest time, so
-``tf.py``'s mount lookup uses either. What it does not do (docs/node.md, "TF without tf2_ros"):
-no history and no interpolation (every lookup uses the newest transform of each link, whatever time
-is asked), no extrapolation or age checks, no expiry (a frame nobody publishes any more keeps its
-last transform), no waiting for a transform to appear.
+``set_transform``/``set_transform_static`` and ``lookup_transform(target, source)`` behave like
+tf2_ros's ``Buffer`` for the latest time, so ``tf_listener.py`` fills and reads either. What it does
+not do (docs/node.md, "TF without tf2_ros"): no history and no interpolation (every lookup uses the
+newest transform of each link, whatever time is asked), no extrapolation or age checks, no expiry (a
+frame nobody publishes any more keeps its last transform), no waiting for a transform to appear.
 """
 
 from __future__ import annotations
@@ -15,16 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import TransformStamped
-from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.time import Time
 
-from gct_stream_ros.ros import topics
 from gct_stream_ros.ros.messages import to_nanoseconds, transform_stamped
-from gct_stream_ros.ros.tf import TF_QOS, matrix_from_transform
+from gct_stream_ros.ros.tf import matrix_from_transform
 
-TF_STATIC_QOS = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-"""tf2's static listener: latched, so mounts published before the node started still arrive."""
 MAX_CHAIN_LENGTH = 1000
 """Links followed from a frame towards its root, as tf2 does: a loop in a broken tree ends there."""
 
@@ -50,8 +45,16 @@ class TransformBuffer:
         self._links: dict[str, _Link] = {}
         self._lock = threading.Lock()
 
-    def set_transform(self, transform: TransformStamped, static: bool = False) -> None:
-        """Keep ``transform`` as its child's link (replacing the previous one, a new parent included)."""
+    def set_transform(self, transform: TransformStamped, authority: str) -> None:
+        """Keep ``transform`` as its child's link (replacing the previous one, a new parent included);
+        ``authority`` is taken for tf2_ros's signature and not kept."""
+        self._keep(transform, static=False)
+
+    def set_transform_static(self, transform: TransformStamped, authority: str) -> None:
+        """``set_transform`` for a transform from ``/tf_static``: its stamp never limits a lookup's."""
+        self._keep(transform, static=True)
+
+    def _keep(self, transform: TransformStamped, static: bool) -> None:
         link = _Link(transform.header.frame_id, matrix_from_transform(transform),
                      to_nanoseconds(transform.header.stamp), static)
         with self._lock:
@@ -91,21 +94,3 @@ class TransformBuffer:
             frame = link.parent
             chain[frame] = (matrix, stamps)
         return chain
-
-
-class TransformSubscriber:
-    """Fills a ``TransformBuffer`` from ``/tf`` and ``/tf_static`` with tf2's listener QoS."""
-
-    def __init__(self, buffer: TransformBuffer, node: Node) -> None:
-        from tf2_msgs.msg import TFMessage  # here: an ImportError tells the caller there is no TF at all
-
-        self.buffer = buffer
-        self._subscriptions = [
-            node.create_subscription(TFMessage, topics.TF, lambda m: self._keep(m, False), TF_QOS),
-            node.create_subscription(TFMessage, topics.TF_STATIC, lambda m: self._keep(m, True),
-                                     TF_STATIC_QOS),
-        ]
-
-    def _keep(self, message: object, static: bool) -> None:
-        for transform in message.transforms:
-            self.buffer.set_transform(transform, static)

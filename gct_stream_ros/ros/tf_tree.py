@@ -3,9 +3,9 @@ frame a second parent.
 
 tf2 refuses a frame with two parents only by flickering between them; a node that publishes
 ``map -> camera_color_optical_frame`` next to a driver's ``camera_link -> camera_color_optical_frame``
-breaks the robot's tree the moment it starts. ``TfTree`` records the edges heard on ``/tf`` and
-``/tf_static`` (an edge we publish ourselves is never a conflict) and tells the
-node which of its transforms to hold back. It also finds the root of a frame's tree, which is
+breaks the robot's tree the moment it starts. ``TfTree`` records the edges ``tf_listener.py`` hears
+on ``/tf`` and ``/tf_static`` (an edge we publish ourselves is never a conflict) and tells the node
+which of its transforms to hold back. It also finds the root of a frame's tree, which is
 what the node attaches ``odom`` to when ``frames.base`` is not linked to the camera
 (``docs/node.md``, "Frames and TF").
 """
@@ -14,12 +14,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-
-from rclpy.node import Node
-
-from gct_stream_ros.ros import topics
-from gct_stream_ros.ros.tf import TF_QOS
-from gct_stream_ros.ros.tf_buffer import TF_STATIC_QOS
 
 Edge = tuple[str, str]
 """``(parent, child)``."""
@@ -79,18 +73,3 @@ class TfTree:
                 return current
             seen.add(parent)
             current = parent
-
-
-def watch(node: Node, tree: TfTree) -> None:
-    """Feed ``tree`` from ``/tf`` and ``/tf_static`` with tf2's listener QoS; without ``tf2_msgs`` nothing is
-    heard (the node publishes no TF then either) and every frame looks parentless."""
-    try:
-        from tf2_msgs.msg import TFMessage
-    except ImportError:
-        return
-
-    def heard(message: TFMessage) -> None:
-        tree.add((transform.header.frame_id, transform.child_frame_id) for transform in message.transforms)
-
-    node.create_subscription(TFMessage, topics.TF, heard, TF_QOS)
-    node.create_subscription(TFMessage, topics.TF_STATIC, heard, TF_STATIC_QOS)

@@ -22,8 +22,8 @@ PATH = "path"
 MAP = "map/points"
 TF = "/tf"
 TF_STATIC = "/tf_static"
-"""Read by the mount lookup where tf2_ros is missing (``tf_buffer.py``) and by the TF tree the node checks its
-transforms against (``tf_tree.py``); the node publishes nothing there."""
+"""Heard, with ``TF``, by the node's one TF listener (``tf_listener.py``), which feeds the TF tree the node
+checks its transforms against and the buffer of its lookups; the node publishes nothing there."""
 DIAGNOSTICS = "/diagnostics"
 STATUS = "status"
 """``diagnostic_msgs/msg/DiagnosticStatus`` once per processed frame (``tracking_status.py``)."""

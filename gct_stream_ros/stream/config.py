@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from gct_stream_ros.cache import options as cache_options
 from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET, check_budget
 from gct_stream_ros.cache.sizes import DEFAULT_MAX_FRAMES
 from gct_stream_ros.model import config as model_config
@@ -14,9 +15,6 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 DTYPES = ("auto", *PRECISIONS)
 KEYFRAME_MODES = ("every", "interval", "flow")
 WINDOW_MODES = ("off", "online")
-CACHE_POLICIES = ("sliding_window", "evict3r", "infinitevggt")
-CACHE_BACKENDS = ("auto", "contiguous", "flashinfer", "flashinfer_fa3", "paged_gather", "dense")
-"""``cache.factory.BACKENDS`` (repeated here: settings and launch files must not import torch)."""
 RESIZE_METHODS = ("auto", *model_config.RESIZE_METHODS)
 """'auto' and ``model.preprocess``'s methods."""
 CHECKPOINT_AUTO = "auto"
@@ -125,8 +123,8 @@ class EngineConfig:
         choice("resize", RESIZE_METHODS)
         choice("keyframe_mode", KEYFRAME_MODES)
         choice("window_mode", WINDOW_MODES)
-        choice("cache_policy", CACHE_POLICIES)
-        choice("cache_backend", CACHE_BACKENDS)
+        choice("cache_policy", cache_options.POLICY_PRESETS)
+        choice("cache_backend", cache_options.BACKENDS)
         if self.cache_policy != "sliding_window" and self.cache_backend != "auto":
             raise ConfigError(f"cache_backend={self.cache_backend!r} runs the 'sliding_window' policy only; "
                               f"'{self.cache_policy}' takes 'auto'")
