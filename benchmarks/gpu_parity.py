@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-backend", default="dense", help="our cache backend in part model")
     p.add_argument("--model-level", default="none", help="part model: ours' compile level (ours_driver)")
     p.add_argument("--half-depth-head", action="store_true",
-                   help="part model: also ours with the depth head in bf16 (model.half_depth_head)")
+                   help="part model: also ours with the fp16 depth head (model.half_depth_head)")
     p.add_argument("--cache-frames", type=int, default=200, help="frames in all of part cache")
     p.add_argument("--cache-backends", default="flashinfer",
                    help="part cache: comma list of our backends, each vs dense, the first vs the rest")
