@@ -1,0 +1,210 @@
+"""The scorers' passes over a layer's cached keys as fused CUDA kernels (Triton), for bf16/fp16 keys.
+
+Written with torch ops, one scoring pass over ~36k-70k keys x 16 heads is a dozen kernels, each
+reading and writing fp32 tensors of ``[H, Q, K]`` or ``[N, H, D]`` (measured on the H200:
+~1.2 ms per layer for the attention mass, ~1 ms for the key diversity, most of it in fp32
+intermediates and in matrix-vector products that cuBLAS runs on 16 thread blocks). Here each
+pass reads the keys once, as stored, and accumulates in fp32 in registers:
+
+* ``attention_mass``: the same quantity as ``attention_mass.attention_mass`` (its module
+  docstring): pass 1 builds each query's log-sum-exp from per-chunk partials (``[H, chunks, Q]``,
+  combined by ``logsumexp``), pass 2 sums ``weight_q x exp(s - lse)`` over queries and heads per
+  key. Logits are ``tl.dot`` products of the stored keys with the queries (fp32 accumulation).
+* ``diversity_ranking``: ``scorers.diversity_scores`` followed by ``token_pool.state_scores``,
+  transposed: pass 1 sums the un-rotated, normalised candidate keys per head (partials per
+  chunk), pass 2 scores every key against its head's mean and writes the eviction ranking
+  ``[H, N]`` contiguous (protected +inf, expired first), so that the per-head top-k reads
+  contiguous rows.
+
+Used only where ``available(keys)``; every other device/dtype runs the torch code, which the
+CPU tests pin. The CUDA tests (``test/gpu/test_cache_policies_gpu.py``) check these kernels
+against the float64 reference computations.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+from gct_stream_ros.cache.policies.temporal_rope import TEMPORAL_DIMS, rope_frequencies
+from gct_stream_ros.cache.policies.token_pool import EXPIRED_PATCH, EXPIRED_SPECIAL, PATCH
+
+TRITON = importlib.util.find_spec("triton") is not None
+CHUNK_KEYS = 2048
+"""Keys per program of the passes that reduce over keys (partials combined by torch)."""
+BLOCK_KEYS = 64
+BLOCK_QUERIES = 64
+FP32_LOWEST = torch.finfo(torch.float32).min
+
+
+def available(keys: torch.Tensor) -> bool:
+    """The fused kernels serve these keys: CUDA, half precision, Triton installed."""
+    return TRITON and keys.is_cuda and keys.dtype in (torch.bfloat16, torch.float16)
+
+
+if TRITON:
+    import triton
+    import triton.language as tl
+
+    _PATCH, _EXPIRED_PATCH, _EXPIRED_SPECIAL = (tl.constexpr(state) for state in (PATCH, EXPIRED_PATCH,
+                                                                                   EXPIRED_SPECIAL))
+    _FP32_LOWEST = tl.constexpr(FP32_LOWEST)
+
+    @triton.jit
+    def _lse_partials(q_ptr, k_ptr, out_ptr, num_queries, num_keys, num_parts, scale,
+                      q_stride_n, q_stride_h, k_stride_n, k_stride_h,
+                      CHUNK: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_DIM: tl.constexpr):
+        head, part, q_block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        dims = tl.arange(0, HEAD_DIM)
+        q_index = q_block * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        q_valid = q_index < num_queries
+        q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
+                    mask=q_valid[:, None], other=0.0)
+        running_max = tl.full([BLOCK_Q], float("-inf"), tl.float32)
+        running_sum = tl.zeros([BLOCK_Q], tl.float32)
+        for offset in range(0, CHUNK, BLOCK_K):  # the chunk's first key is valid: the max is finite
+            k_index = part * CHUNK + offset + tl.arange(0, BLOCK_K)
+            k_valid = k_index < num_keys
+            k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
+                        mask=k_valid[:, None], other=0.0)
+            logits = tl.where(k_valid[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
+            new_max = tl.maximum(running_max, tl.max(logits, axis=1))
+            running_sum = (running_sum * tl.exp(running_max - new_max)
+                           + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
+            running_max = new_max
+        tl.store(out_ptr + (head * num_parts + part) * num_queries + q_index,
+                 running_max + tl.log(running_sum), mask=q_valid)
+
+    @triton.jit
+    def _mass(q_ptr, k_ptr, lse_ptr, weight_ptr, mass_ptr, num_keys, scale,
+              q_stride_n, q_stride_h, k_stride_n, k_stride_h, NUM_QUERIES: tl.constexpr, NUM_HEADS: tl.constexpr,
+              BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_DIM: tl.constexpr):
+        dims = tl.arange(0, HEAD_DIM)
+        k_index = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_valid = k_index < num_keys
+        total = tl.zeros([BLOCK_K], tl.float32)
+        for head in range(NUM_HEADS):
+            k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
+                        mask=k_valid[:, None], other=0.0)
+            for q_start in range(0, NUM_QUERIES, BLOCK_Q):
+                q_index = q_start + tl.arange(0, BLOCK_Q)
+                q_valid = q_index < NUM_QUERIES
+                q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
+                            mask=q_valid[:, None], other=0.0)
+                lse = tl.load(lse_ptr + head * NUM_QUERIES + q_index, mask=q_valid, other=0.0)
+                weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
+                logits = tl.dot(q, tl.trans(k)) * scale
+                total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
+        tl.store(mass_ptr + k_index, total / NUM_HEADS, mask=k_valid)
+
+    @triton.jit
+    def _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads, k_stride_n, k_stride_h,
+                   HEAD_DIM: tl.constexpr):
+        """Keys ``[BLOCK_K, D]`` fp32 with the temporal rotation removed, and their norms ``[BLOCK_K]``."""
+        dims = tl.arange(0, HEAD_DIM)
+        rows = k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h
+        k = tl.load(rows + dims[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
+        partner = tl.load(rows + (dims ^ 1)[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
+        frame = tl.load(frame_ptr + k_index * num_heads + head, mask=k_valid, other=0).to(tl.float32)
+        angle = -frame[:, None] * tl.load(frequency_ptr + dims)[None, :]  # 0 outside the temporal band
+        sign = tl.where(dims % 2 == 0, -1.0, 1.0)  # pairs (x, y): x cos - y sin, y cos + x sin
+        unrotated = k * tl.cos(angle) + sign[None, :] * partner * tl.sin(angle)
+        norm = tl.maximum(tl.sqrt(tl.sum(k * k, axis=1)), 1e-12)
+        return unrotated, norm
+
+    @triton.jit
+    def _diversity_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, sum_ptr, count_ptr, num_keys, num_heads,
+                        num_parts, k_stride_n, k_stride_h,
+                        CHUNK: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_DIM: tl.constexpr):
+        head, part = tl.program_id(0), tl.program_id(1)
+        total = tl.zeros([HEAD_DIM], tl.float32)
+        count = tl.zeros([BLOCK_K], tl.float32)
+        for offset in range(0, CHUNK, BLOCK_K):
+            k_index = part * CHUNK + offset + tl.arange(0, BLOCK_K)
+            k_valid = k_index < num_keys
+            unrotated, norm = _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads,
+                                         k_stride_n, k_stride_h, HEAD_DIM)
+            state = tl.load(state_ptr + k_index * num_heads + head, mask=k_valid, other=255)
+            weight = tl.where(state == _PATCH, 1.0 / norm, 0.0)
+            total += tl.sum(unrotated * weight[:, None], axis=0)
+            count += tl.where(state == _PATCH, 1.0, 0.0)
+        tl.store(sum_ptr + (head * num_parts + part) * HEAD_DIM + tl.arange(0, HEAD_DIM), total)
+        tl.store(count_ptr + head * num_parts + part, tl.sum(count, axis=0))
+
+    @triton.jit
+    def _diversity_ranking(k_ptr, frame_ptr, state_ptr, frequency_ptr, mean_ptr, ranking_ptr, similarity_ptr,
+                           num_keys, num_heads, num_parts, k_stride_n, k_stride_h,
+                           CHUNK: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_DIM: tl.constexpr):
+        head, part = tl.program_id(0), tl.program_id(1)
+        mean = tl.load(mean_ptr + head * HEAD_DIM + tl.arange(0, HEAD_DIM))
+        total = tl.zeros([BLOCK_K], tl.float32)
+        for offset in range(0, CHUNK, BLOCK_K):
+            k_index = part * CHUNK + offset + tl.arange(0, BLOCK_K)
+            k_valid = k_index < num_keys
+            unrotated, norm = _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads,
+                                         k_stride_n, k_stride_h, HEAD_DIM)
+            similarity = tl.sum(unrotated * mean[None, :], axis=1) / norm
+            state = tl.load(state_ptr + k_index * num_heads + head, mask=k_valid, other=255)
+            ranking = tl.where(state == _PATCH, -similarity, float("inf"))
+            ranking = tl.where(state == _EXPIRED_PATCH, _FP32_LOWEST, ranking)
+            ranking = tl.where(state == _EXPIRED_SPECIAL, float("-inf"), ranking)
+            tl.store(ranking_ptr + head * num_keys + k_index, ranking, mask=k_valid)
+            total += tl.where(state == _PATCH, similarity, 0.0)
+        tl.store(similarity_ptr + head * num_parts + part, tl.sum(total, axis=0))
+
+
+@functools.cache
+def _dim_frequencies(device: torch.device, head_dim: int) -> torch.Tensor:
+    """The temporal RoPE frequency of every head dim ``[D]`` (0 outside the temporal band), once per device."""
+    frequency = torch.zeros(head_dim, dtype=torch.float32, device=device)
+    frequency[:TEMPORAL_DIMS] = rope_frequencies(device).repeat_interleave(2)
+    return frequency
+
+
+def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``attention_mass.attention_mass`` fused: queries ``[Q, H, D]``, weights ``[Q]``, keys ``[K, H, D]``."""
+    num_queries, num_heads, head_dim = queries.shape
+    num_keys = keys.shape[0]
+    queries = queries.to(keys.dtype)
+    weights = weights.float().contiguous()
+    num_parts = triton.cdiv(num_keys, CHUNK_KEYS)
+    partials = torch.empty(num_heads, num_parts, num_queries, dtype=torch.float32, device=keys.device)
+    strides = (queries.stride(0), queries.stride(1), keys.stride(0), keys.stride(1))
+    scale = head_dim**-0.5
+    _lse_partials[(num_heads, num_parts, triton.cdiv(num_queries, BLOCK_QUERIES))](
+        queries, keys, partials, num_queries, num_keys, num_parts, scale, *strides,
+        CHUNK=CHUNK_KEYS, BLOCK_Q=BLOCK_QUERIES, BLOCK_K=BLOCK_KEYS, HEAD_DIM=head_dim)
+    lse = partials.logsumexp(dim=1)  # [H, Q]
+    mass = torch.empty(num_keys, dtype=torch.float32, device=keys.device)
+    _mass[(triton.cdiv(num_keys, 2 * BLOCK_KEYS),)](
+        queries, keys, lse, weights, mass, num_keys, scale, *strides, NUM_QUERIES=num_queries,
+        NUM_HEADS=num_heads, BLOCK_Q=BLOCK_QUERIES, BLOCK_K=2 * BLOCK_KEYS, HEAD_DIM=head_dim)
+    return mass
+
+
+def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor,
+                      state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys ``[N, H, D]`` of frames ``[N, H]`` in ``state`` ``[N, H]`` -> (ranking ``[H, N]``, diversity ``[]``).
+
+    ``ranking`` is ``state_scores(diversity_scores(keys, frames, state == PATCH)[0], state).t()``,
+    contiguous; ``diversity`` the layer statistic (see the module docstring).
+    """
+    num_keys, num_heads, head_dim = keys.shape
+    frequency = _dim_frequencies(keys.device, head_dim)
+    num_parts = triton.cdiv(num_keys, CHUNK_KEYS)
+    sums = torch.empty(num_heads, num_parts, head_dim, dtype=torch.float32, device=keys.device)
+    counts = torch.empty(num_heads, num_parts, dtype=torch.float32, device=keys.device)
+    common = dict(CHUNK=CHUNK_KEYS, BLOCK_K=BLOCK_KEYS, HEAD_DIM=head_dim)
+    frames, state = frames.contiguous(), state.contiguous()
+    _diversity_sums[(num_heads, num_parts)](keys, frames, state, frequency, sums, counts, num_keys, num_heads,
+                                            num_parts, keys.stride(0), keys.stride(1), **common)
+    count = counts.sum(dim=1).clamp(min=1.0)  # [H]
+    mean = (sums.sum(dim=1) / count.unsqueeze(-1)).contiguous()  # [H, D]
+    ranking = torch.empty(num_heads, num_keys, dtype=torch.float32, device=keys.device)
+    similarity = torch.empty(num_heads, num_parts, dtype=torch.float32, device=keys.device)
+    _diversity_ranking[(num_heads, num_parts)](keys, frames, state, frequency, mean, ranking, similarity,
+                                               num_keys, num_heads, num_parts, keys.stride(0), keys.stride(1),
+                                               **common)
+    return ranking, 1.0 - (similarity.sum(dim=1) / count).mean()
