@@ -35,13 +35,15 @@ import math
 
 import torch
 
-from gct_stream_ros.cache.attention import dense_attention
+from gct_stream_ros.cache.attention import HALF_DTYPES, dense_attention
 from gct_stream_ros.cache.base import CacheStats, StepMode
+from gct_stream_ros.cache.policies import fused_scores
 from gct_stream_ros.cache.policies.allocators import layer_budgets, layer_ceiling
 from gct_stream_ros.cache.policies.attention_mass import attention_mass, concentration, stand_in_queries
 from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET, check_budget, mean_budget_tokens
 from gct_stream_ros.cache.policies.host_snapshot import HostSnapshot
 from gct_stream_ros.cache.policies.policy import CachePolicy
+from gct_stream_ros.cache.policies.pool_attention import CAPTURE_FRAMES, PoolAttention
 from gct_stream_ros.cache.policies.scorers import diversity_scores, mass_scores, recency_scores
 from gct_stream_ros.cache.policies.selection import evicted_slots
 from gct_stream_ros.cache.policies.token_pool import PATCH, SCALE_PATCH, SPECIAL, TokenPool, state_scores
@@ -76,6 +78,8 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         self._patches_per_frame: int | None = None
         self._statistics = torch.zeros(num_layers, device=self.device)
         self._snapshot = HostSnapshot(num_layers, self.device)
+        on_cuda_in_half = self.device.type == "cuda" and dtype in HALF_DTYPES
+        self._pool_attention = PoolAttention() if on_cuda_in_half else None
         self.reset()
 
     def _clear(self) -> None:
@@ -114,8 +118,7 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         if mode is StepMode.SKIP:
             pool.stage(*own_patches, patch_runs)
             pool.stage(*own_specials, special_runs, offset=own_patches[0].shape[0])
-            seen = pool.length + k.shape[0] * k.shape[1]
-            return dense_attention(q, pool.keys[:seen], pool.values[:seen])
+            return self._attend_prefix(layer, q, pool.length + k.shape[0] * k.shape[1])
         pool.append(*own_patches, patch_runs)
         pool.append(*own_specials, special_runs)
         self._patches[layer] += own_patches[0].shape[0]
@@ -125,13 +128,21 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
                 self._evict(layer)
         if len(frames) > 1:
             return dense_attention(q, k.flatten(0, 1), v.flatten(0, 1))  # phase 1: natural order
-        keys, values = pool.keys[:pool.length], pool.values[:pool.length]
         if self.policy.scorer == "attention_mass":
             queries, weights = stand_in_queries(q[0], specials, self.policy.mass_queries)
-            self._pending_mass[layer] = attention_mass(queries, weights, keys)
+            self._pending_mass[layer] = attention_mass(queries, weights, pool.keys[:pool.length])
             if mode is StepMode.STORE:
                 self._apply_mass(layer)
-        return dense_attention(q, keys, values)
+        return self._attend_prefix(layer, q, pool.length)
+
+    def _attend_prefix(self, layer: int, q: torch.Tensor, length: int) -> torch.Tensor:
+        """One frame's queries ``[1, P, H, D]`` over the layer's first ``length`` slots."""
+        pool = self._pools[layer]
+        if self._pool_attention is None:
+            return dense_attention(q, pool.keys[:length], pool.values[:length])
+        quantum = CAPTURE_FRAMES * (self._patches_per_frame or 1)
+        out = self._pool_attention(layer, q[0], pool.keys, pool.values, length, self._budgets[layer], quantum)
+        return out.transpose(1, 2).reshape(q.shape)  # in the storage's dtype, as the contiguous cache
 
     def _end(self, frames: list[int], mode: StepMode) -> None:
         self._dropping = []
@@ -199,6 +210,8 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         capacity = (layer_ceiling(mean, floor) + patches_per_frame
                     + self.num_special_tokens * special_frames)
         self._pools = []  # the previous size's pools are freed before the new ones are allocated
+        if self._pool_attention is not None:
+            self._pool_attention.clear()
         self._pools = [TokenPool(capacity, self.num_heads, self.head_dim, self.dtype, self.device,
                                  growable=not bounded) for _ in range(self.num_layers)]
 
@@ -248,15 +261,19 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         if excess == 0 and self._expired[layer] == 0:
             return
         used = slice(0, pool.length)
+        keys, frames, state = pool.keys[used], pool.frames[used], pool.state[used]
+        # head-shared scorers rank by head 0 alone (every head holds the same tokens and scores)
         if self.policy.scorer == "recency":
-            scores = recency_scores(pool.frames[used])
+            ranking = state_scores(recency_scores(frames[:, :1]), state[:, :1])
         elif self.policy.scorer == "attention_mass":
-            scores = mass_scores(pool.mass[used], pool.exposure[used])
+            ranking = state_scores(mass_scores(pool.mass[used, :1], pool.exposure[used, :1]), state[:, :1])
+        elif fused_scores.available(keys):
+            by_head, self._statistics[layer] = fused_scores.diversity_ranking(keys, frames, state)
+            ranking = by_head.t()
         else:
-            scores, self._statistics[layer] = diversity_scores(pool.keys[used], pool.frames[used],
-                                                               pool.state[used] == PATCH)
+            scores, self._statistics[layer] = diversity_scores(keys, frames, state == PATCH)
+            ranking = state_scores(scores, state)
         count = excess + self.num_special_tokens * self._expired[layer]
-        pool.remove(evicted_slots(state_scores(scores, pool.state[used]), count, self.policy.granularity,
-                                  self.policy.per_head, pool.frames[used]))
+        pool.remove(evicted_slots(ranking, count, self.policy.granularity, self.policy.per_head, frames))
         self._patches[layer] -= excess
         self._expired[layer] = 0

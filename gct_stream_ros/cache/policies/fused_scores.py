@@ -55,17 +55,18 @@ if TRITON:
     @triton.jit
     def _lse_partials(q_ptr, k_ptr, out_ptr, num_queries, num_keys, num_parts, scale,
                       q_stride_n, q_stride_h, k_stride_n, k_stride_h,
-                      CHUNK: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_DIM: tl.constexpr):
+                      chunk: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
+                      head_dim: tl.constexpr):
         head, part, q_block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        dims = tl.arange(0, HEAD_DIM)
-        q_index = q_block * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        dims = tl.arange(0, head_dim)
+        q_index = q_block * block_q + tl.arange(0, block_q)
         q_valid = q_index < num_queries
         q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
                     mask=q_valid[:, None], other=0.0)
-        running_max = tl.full([BLOCK_Q], float("-inf"), tl.float32)
-        running_sum = tl.zeros([BLOCK_Q], tl.float32)
-        for offset in range(0, CHUNK, BLOCK_K):  # the chunk's first key is valid: the max is finite
-            k_index = part * CHUNK + offset + tl.arange(0, BLOCK_K)
+        running_max = tl.full([block_q], float("-inf"), tl.float32)
+        running_sum = tl.zeros([block_q], tl.float32)
+        for offset in range(0, chunk, block_k):  # the chunk's first key is valid: the max is finite
+            k_index = part * chunk + offset + tl.arange(0, block_k)
             k_valid = k_index < num_keys
             k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
                         mask=k_valid[:, None], other=0.0)
@@ -79,31 +80,32 @@ if TRITON:
 
     @triton.jit
     def _mass(q_ptr, k_ptr, lse_ptr, weight_ptr, mass_ptr, num_keys, scale,
-              q_stride_n, q_stride_h, k_stride_n, k_stride_h, NUM_QUERIES: tl.constexpr, NUM_HEADS: tl.constexpr,
-              BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_DIM: tl.constexpr):
-        dims = tl.arange(0, HEAD_DIM)
-        k_index = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+              q_stride_n, q_stride_h, k_stride_n, k_stride_h,
+              num_queries: tl.constexpr, num_heads: tl.constexpr,
+              block_q: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
+        dims = tl.arange(0, head_dim)
+        k_index = tl.program_id(0) * block_k + tl.arange(0, block_k)
         k_valid = k_index < num_keys
-        total = tl.zeros([BLOCK_K], tl.float32)
-        for head in range(NUM_HEADS):
+        total = tl.zeros([block_k], tl.float32)
+        for head in range(num_heads):
             k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
                         mask=k_valid[:, None], other=0.0)
-            for q_start in range(0, NUM_QUERIES, BLOCK_Q):
-                q_index = q_start + tl.arange(0, BLOCK_Q)
-                q_valid = q_index < NUM_QUERIES
+            for q_start in range(0, num_queries, block_q):
+                q_index = q_start + tl.arange(0, block_q)
+                q_valid = q_index < num_queries
                 q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
                             mask=q_valid[:, None], other=0.0)
-                lse = tl.load(lse_ptr + head * NUM_QUERIES + q_index, mask=q_valid, other=0.0)
+                lse = tl.load(lse_ptr + head * num_queries + q_index, mask=q_valid, other=0.0)
                 weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
                 logits = tl.dot(q, tl.trans(k)) * scale
                 total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
-        tl.store(mass_ptr + k_index, total / NUM_HEADS, mask=k_valid)
+        tl.store(mass_ptr + k_index, total / num_heads, mask=k_valid)
 
     @triton.jit
     def _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads, k_stride_n, k_stride_h,
-                   HEAD_DIM: tl.constexpr):
-        """Keys ``[BLOCK_K, D]`` fp32 with the temporal rotation removed, and their norms ``[BLOCK_K]``."""
-        dims = tl.arange(0, HEAD_DIM)
+                   head_dim: tl.constexpr):
+        """Keys ``[block_k, D]`` fp32 with the temporal rotation removed, and their norms ``[block_k]``."""
+        dims = tl.arange(0, head_dim)
         rows = k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h
         k = tl.load(rows + dims[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
         partner = tl.load(rows + (dims ^ 1)[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
@@ -117,34 +119,34 @@ if TRITON:
     @triton.jit
     def _diversity_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, sum_ptr, count_ptr, num_keys, num_heads,
                         num_parts, k_stride_n, k_stride_h,
-                        CHUNK: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_DIM: tl.constexpr):
+                        chunk: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
         head, part = tl.program_id(0), tl.program_id(1)
-        total = tl.zeros([HEAD_DIM], tl.float32)
-        count = tl.zeros([BLOCK_K], tl.float32)
-        for offset in range(0, CHUNK, BLOCK_K):
-            k_index = part * CHUNK + offset + tl.arange(0, BLOCK_K)
+        total = tl.zeros([head_dim], tl.float32)
+        count = tl.zeros([block_k], tl.float32)
+        for offset in range(0, chunk, block_k):
+            k_index = part * chunk + offset + tl.arange(0, block_k)
             k_valid = k_index < num_keys
             unrotated, norm = _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads,
-                                         k_stride_n, k_stride_h, HEAD_DIM)
+                                         k_stride_n, k_stride_h, head_dim)
             state = tl.load(state_ptr + k_index * num_heads + head, mask=k_valid, other=255)
             weight = tl.where(state == _PATCH, 1.0 / norm, 0.0)
             total += tl.sum(unrotated * weight[:, None], axis=0)
             count += tl.where(state == _PATCH, 1.0, 0.0)
-        tl.store(sum_ptr + (head * num_parts + part) * HEAD_DIM + tl.arange(0, HEAD_DIM), total)
+        tl.store(sum_ptr + (head * num_parts + part) * head_dim + tl.arange(0, head_dim), total)
         tl.store(count_ptr + head * num_parts + part, tl.sum(count, axis=0))
 
     @triton.jit
     def _diversity_ranking(k_ptr, frame_ptr, state_ptr, frequency_ptr, mean_ptr, ranking_ptr, similarity_ptr,
                            num_keys, num_heads, num_parts, k_stride_n, k_stride_h,
-                           CHUNK: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_DIM: tl.constexpr):
+                           chunk: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
         head, part = tl.program_id(0), tl.program_id(1)
-        mean = tl.load(mean_ptr + head * HEAD_DIM + tl.arange(0, HEAD_DIM))
-        total = tl.zeros([BLOCK_K], tl.float32)
-        for offset in range(0, CHUNK, BLOCK_K):
-            k_index = part * CHUNK + offset + tl.arange(0, BLOCK_K)
+        mean = tl.load(mean_ptr + head * head_dim + tl.arange(0, head_dim))
+        total = tl.zeros([block_k], tl.float32)
+        for offset in range(0, chunk, block_k):
+            k_index = part * chunk + offset + tl.arange(0, block_k)
             k_valid = k_index < num_keys
             unrotated, norm = _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads,
-                                         k_stride_n, k_stride_h, HEAD_DIM)
+                                         k_stride_n, k_stride_h, head_dim)
             similarity = tl.sum(unrotated * mean[None, :], axis=1) / norm
             state = tl.load(state_ptr + k_index * num_heads + head, mask=k_valid, other=255)
             ranking = tl.where(state == _PATCH, -similarity, float("inf"))
@@ -157,7 +159,7 @@ if TRITON:
 
 @functools.cache
 def _dim_frequencies(device: torch.device, head_dim: int) -> torch.Tensor:
-    """The temporal RoPE frequency of every head dim ``[D]`` (0 outside the temporal band), once per device."""
+    """The temporal RoPE frequency of every head dim ``[D]`` (0 outside the temporal band), once a device."""
     frequency = torch.zeros(head_dim, dtype=torch.float32, device=device)
     frequency[:TEMPORAL_DIMS] = rope_frequencies(device).repeat_interleave(2)
     return frequency
@@ -175,18 +177,18 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
     scale = head_dim**-0.5
     _lse_partials[(num_heads, num_parts, triton.cdiv(num_queries, BLOCK_QUERIES))](
         queries, keys, partials, num_queries, num_keys, num_parts, scale, *strides,
-        CHUNK=CHUNK_KEYS, BLOCK_Q=BLOCK_QUERIES, BLOCK_K=BLOCK_KEYS, HEAD_DIM=head_dim)
+        chunk=CHUNK_KEYS, block_q=BLOCK_QUERIES, block_k=BLOCK_KEYS, head_dim=head_dim)
     lse = partials.logsumexp(dim=1)  # [H, Q]
     mass = torch.empty(num_keys, dtype=torch.float32, device=keys.device)
     _mass[(triton.cdiv(num_keys, 2 * BLOCK_KEYS),)](
-        queries, keys, lse, weights, mass, num_keys, scale, *strides, NUM_QUERIES=num_queries,
-        NUM_HEADS=num_heads, BLOCK_Q=BLOCK_QUERIES, BLOCK_K=2 * BLOCK_KEYS, HEAD_DIM=head_dim)
+        queries, keys, lse, weights, mass, num_keys, scale, *strides, num_queries=num_queries,
+        num_heads=num_heads, block_q=BLOCK_QUERIES, block_k=2 * BLOCK_KEYS, head_dim=head_dim)
     return mass
 
 
 def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor,
                       state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys ``[N, H, D]`` of frames ``[N, H]`` in ``state`` ``[N, H]`` -> (ranking ``[H, N]``, diversity ``[]``).
+    """Keys ``[N, H, D]`` of frames and states ``[N, H]`` -> (ranking ``[H, N]``, diversity ``[]``).
 
     ``ranking`` is ``state_scores(diversity_scores(keys, frames, state == PATCH)[0], state).t()``,
     contiguous; ``diversity`` the layer statistic (see the module docstring).
@@ -196,7 +198,7 @@ def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor,
     num_parts = triton.cdiv(num_keys, CHUNK_KEYS)
     sums = torch.empty(num_heads, num_parts, head_dim, dtype=torch.float32, device=keys.device)
     counts = torch.empty(num_heads, num_parts, dtype=torch.float32, device=keys.device)
-    common = dict(CHUNK=CHUNK_KEYS, BLOCK_K=BLOCK_KEYS, HEAD_DIM=head_dim)
+    common = dict(chunk=CHUNK_KEYS, block_k=BLOCK_KEYS, head_dim=head_dim)
     frames, state = frames.contiguous(), state.contiguous()
     _diversity_sums[(num_heads, num_parts)](keys, frames, state, frequency, sums, counts, num_keys, num_heads,
                                             num_parts, keys.stride(0), keys.stride(1), **common)
