@@ -20,9 +20,9 @@ from gct_stream_ros.cache.policies import budgeted_cache, fused_scores, pool_att
 from gct_stream_ros.cache.policies.attention_mass import attention_mass, stand_in_queries  # noqa: E402
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache  # noqa: E402
 from gct_stream_ros.cache.policies.policy import policy_preset  # noqa: E402
-from gct_stream_ros.cache.policies.scorers import diversity_scores  # noqa: E402
+from gct_stream_ros.cache.policies.scorers import diversity_scores, mass_scores  # noqa: E402
 from gct_stream_ros.cache.policies.temporal_rope import rotate_temporal  # noqa: E402
-from gct_stream_ros.cache.policies.token_pool import PATCH, state_scores  # noqa: E402
+from gct_stream_ros.cache.policies.token_pool import PATCH, SPECIAL, TokenPool, state_scores  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -116,3 +116,30 @@ def test_pool_attention_equals_dense_attention_over_the_prefix():
         out = attention(0, q, keys, values, length, budget, quantum)  # [1, H, P, D]
         reference = dense_attention(q.float().unsqueeze(0), keys[:length].float(), values[:length].float())
         torch.testing.assert_close(out.transpose(1, 2).float(), reference, rtol=2e-2, atol=1e-2)
+
+
+def test_fused_pool_writes_and_moves_match_the_torch_ops():
+    gen = torch.Generator().manual_seed(4)
+    pools = [TokenPool(200, HEADS, DIM, torch.bfloat16, torch.device(device)) for device in ("cpu", "cuda")]
+    k, v = (torch.randn(TOKENS, HEADS, DIM, generator=gen).bfloat16() for _ in range(2))
+    mass, exposure = torch.rand(TOKENS, HEADS, generator=gen), torch.rand(TOKENS, HEADS, generator=gen)
+    slots = torch.stack([torch.randperm(TOKENS, generator=gen)[:9] for _ in range(HEADS)], dim=1)
+    for pool in pools:
+        device = pool.keys.device
+        pool.append(k[SPECIALS:].to(device), v[SPECIALS:].to(device), [(PATCHES, 3, PATCH)])
+        pool.append(k[:SPECIALS].to(device), v[:SPECIALS].to(device), [(SPECIALS, 3, SPECIAL)])
+        pool.mass[:TOKENS], pool.exposure[:TOKENS] = mass.to(device), exposure.to(device)
+        pool.remove(slots.to(device))
+    cpu, cuda = pools
+    assert cpu.length == cuda.length == TOKENS - 9
+    for expected, fused in zip(cpu.fields(), cuda.fields(), strict=True):
+        assert torch.equal(fused[:cpu.length].cpu(), expected[:cpu.length])
+
+
+def test_fused_mass_ranking_matches_the_torch_ranking():
+    gen = torch.Generator().manual_seed(5)
+    mass = torch.rand(500, HEADS, generator=gen)
+    exposure = torch.randint(0, 4, (500, HEADS), generator=gen).float()
+    state = torch.randint(0, 5, (500, HEADS), dtype=torch.uint8, generator=gen)
+    reference = state_scores(mass_scores(mass[:, :1], exposure[:, :1]), state[:, :1])
+    assert torch.equal(fused_scores.mass_ranking(mass.cuda(), exposure.cuda(), state.cuda()).cpu(), reference)

@@ -250,8 +250,13 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         pool, used = self._pools[layer], mass.shape[0]
         pool.mass[:used] += (mass * used).unsqueeze(1)
         pool.exposure[:used] += 1.0
-        self._statistics[layer] = concentration(mass)
+        if self._snapshot_next():
+            self._statistics[layer] = concentration(mass)
         self._pending_mass[layer] = None
+
+    def _snapshot_next(self) -> bool:
+        """The next ``_allocate`` copies the statistics: only then must they be current."""
+        return self.policy.allocator != "uniform" and self._stored_since_allocation + 1 >= REALLOCATE_EVERY
 
     def _evict(self, layer: int) -> None:
         pool, patches = self._pools[layer], self._patches_per_frame or 1
@@ -265,6 +270,8 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         # head-shared scorers rank by head 0 alone (every head holds the same tokens and scores)
         if self.policy.scorer == "recency":
             ranking = state_scores(recency_scores(frames[:, :1]), state[:, :1])
+        elif self.policy.scorer == "attention_mass" and fused_scores.available(keys):
+            ranking = fused_scores.mass_ranking(pool.mass[used], pool.exposure[used], state)
         elif self.policy.scorer == "attention_mass":
             ranking = state_scores(mass_scores(pool.mass[used, :1], pool.exposure[used, :1]), state[:, :1])
         elif fused_scores.available(keys):

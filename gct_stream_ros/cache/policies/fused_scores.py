@@ -3,45 +3,51 @@
 Written with torch ops, one scoring pass over ~36k-70k keys x 16 heads is a dozen kernels, each
 reading and writing fp32 tensors of ``[H, Q, K]`` or ``[N, H, D]`` (measured on the H200:
 ~1.2 ms per layer for the attention mass, ~1 ms for the key diversity, most of it in fp32
-intermediates and in matrix-vector products that cuBLAS runs on 16 thread blocks). Here each
-pass reads the keys once, as stored, and accumulates in fp32 in registers:
+intermediates and in matrix-vector products that cuBLAS runs on 16 thread blocks), and each op
+costs the host its launch. Here each pass reads the keys once, as stored, and accumulates in
+fp32 in registers:
 
 * ``attention_mass``: the same quantity as ``attention_mass.attention_mass`` (its module
-  docstring): pass 1 builds each query's log-sum-exp from per-chunk partials (``[H, chunks, Q]``,
-  combined by ``logsumexp``), pass 2 sums ``weight_q x exp(s - lse)`` over queries and heads per
-  key. Logits are ``tl.dot`` products of the stored keys with the queries (fp32 accumulation).
+  docstring): pass 1 writes each query's log-sum-exp over chunks of keys (``[H, chunks, Q]``),
+  pass 2 combines them and sums ``weight_q x exp(s - lse)`` over queries and heads per key.
+  Logits are ``tl.dot`` products of the stored keys with the queries (fp32 accumulation).
+* ``mass_ranking``: evict3r's ranking, ``state_scores(mass_scores(...))`` of head 0, in one kernel.
 * ``diversity_ranking``: ``scorers.diversity_scores`` followed by ``token_pool.state_scores``,
   transposed: pass 1 sums the un-rotated, normalised candidate keys per head (partials per
   chunk), pass 2 scores every key against its head's mean and writes the eviction ranking
   ``[H, N]`` contiguous (protected +inf, expired first), so that the per-head top-k reads
-  contiguous rows.
+  contiguous rows. Only the first 16 dim pairs go through the rotation (the temporal band is
+  pairs 0..9); the kernels are written for the model's head dim, 64.
 
 Used only where ``available(keys)``; every other device/dtype runs the torch code, which the
 CPU tests pin. The CUDA tests (``test/gpu/test_cache_policies_gpu.py``) check these kernels
-against the float64 reference computations.
+against the torch and float64 reference computations.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import torch
 
-from gct_stream_ros.cache.policies.temporal_rope import TEMPORAL_DIMS, rope_frequencies
+from gct_stream_ros.cache.policies.fused_moves import TRITON
+from gct_stream_ros.cache.policies.temporal_rope import TEMPORAL_PAIRS, rope_frequencies
 from gct_stream_ros.cache.policies.token_pool import EXPIRED_PATCH, EXPIRED_SPECIAL, PATCH
 
-TRITON = importlib.util.find_spec("triton") is not None
-CHUNK_KEYS = 2048
-"""Keys per program of the passes that reduce over keys (partials combined by torch)."""
+HEAD_DIM = 64
+CHUNK_KEYS = 1024
+"""Keys per program of the passes that reduce over keys (partials combined afterwards)."""
 BLOCK_KEYS = 64
-BLOCK_QUERIES = 64
+BLOCK_QUERIES = 32
+ROTATED_PAIRS = 16
+"""Dim pairs that go through the rotation: the temporal band's 10, padded to a power of two."""
 FP32_LOWEST = torch.finfo(torch.float32).min
 
 
 def available(keys: torch.Tensor) -> bool:
-    """The fused kernels serve these keys: CUDA, half precision, Triton installed."""
-    return TRITON and keys.is_cuda and keys.dtype in (torch.bfloat16, torch.float16)
+    """The fused kernels serve these keys: CUDA, half precision, head dim 64, Triton installed."""
+    return (TRITON and keys.is_cuda and keys.dtype in (torch.bfloat16, torch.float16)
+            and keys.shape[-1] == HEAD_DIM)
 
 
 if TRITON:
@@ -51,6 +57,14 @@ if TRITON:
     _PATCH, _EXPIRED_PATCH, _EXPIRED_SPECIAL = (tl.constexpr(state) for state in (PATCH, EXPIRED_PATCH,
                                                                                    EXPIRED_SPECIAL))
     _FP32_LOWEST = tl.constexpr(FP32_LOWEST)
+    _PAIRS = tl.constexpr(ROTATED_PAIRS)
+
+    @triton.jit
+    def _ranked(scores, state):
+        """``token_pool.state_scores``: protected never go, expired go first, specials first."""
+        ranking = tl.where(state == _PATCH, scores, float("inf"))
+        ranking = tl.where(state == _EXPIRED_PATCH, _FP32_LOWEST, ranking)
+        return tl.where(state == _EXPIRED_SPECIAL, float("-inf"), ranking)
 
     @triton.jit
     def _lse_partials(q_ptr, k_ptr, out_ptr, num_queries, num_keys, num_parts, scale,
@@ -79,11 +93,12 @@ if TRITON:
                  running_max + tl.log(running_sum), mask=q_valid)
 
     @triton.jit
-    def _mass(q_ptr, k_ptr, lse_ptr, weight_ptr, mass_ptr, num_keys, scale,
+    def _mass(q_ptr, k_ptr, partials_ptr, weight_ptr, mass_ptr, num_keys, num_parts, scale,
               q_stride_n, q_stride_h, k_stride_n, k_stride_h,
-              num_queries: tl.constexpr, num_heads: tl.constexpr,
+              num_queries: tl.constexpr, num_heads: tl.constexpr, parts_block: tl.constexpr,
               block_q: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
         dims = tl.arange(0, head_dim)
+        parts = tl.arange(0, parts_block)
         k_index = tl.program_id(0) * block_k + tl.arange(0, block_k)
         k_valid = k_index < num_keys
         total = tl.zeros([block_k], tl.float32)
@@ -95,44 +110,67 @@ if TRITON:
                 q_valid = q_index < num_queries
                 q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
                             mask=q_valid[:, None], other=0.0)
-                lse = tl.load(lse_ptr + head * num_queries + q_index, mask=q_valid, other=0.0)
+                partial = tl.load(partials_ptr + (head * num_parts + parts[None, :]) * num_queries
+                                  + q_index[:, None], mask=q_valid[:, None] & (parts[None, :] < num_parts),
+                                  other=float("-inf"))
+                most = tl.maximum(tl.max(partial, axis=1), -1e30)  # finite for padded queries too
+                lse = most + tl.log(tl.sum(tl.exp(partial - most[:, None]), axis=1))
+                lse = tl.where(q_valid, lse, 0.0)  # padded queries: -inf, and exp(s - lse) * 0 would be nan
                 weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
                 logits = tl.dot(q, tl.trans(k)) * scale
                 total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
         tl.store(mass_ptr + k_index, total / num_heads, mask=k_valid)
 
     @triton.jit
+    def _mass_ranking(mass_ptr, exposure_ptr, state_ptr, ranking_ptr, num_keys, stride, block: tl.constexpr):
+        index = tl.program_id(0) * block + tl.arange(0, block)
+        valid = index < num_keys
+        mass = tl.load(mass_ptr + index * stride, mask=valid, other=0.0)
+        exposure = tl.load(exposure_ptr + index * stride, mask=valid, other=1.0)
+        state = tl.load(state_ptr + index * stride, mask=valid, other=0)
+        tl.store(ranking_ptr + index, _ranked(mass / tl.maximum(exposure, 1.0), state), mask=valid)
+
+    @triton.jit
     def _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads, k_stride_n, k_stride_h,
                    head_dim: tl.constexpr):
-        """Keys ``[block_k, D]`` fp32 with the temporal rotation removed, and their norms ``[block_k]``."""
-        dims = tl.arange(0, head_dim)
+        """Keys as (x, y, rest, norm): the first 16 dim pairs ``[block_k, 16]`` each, their temporal
+        rotation removed, the dims from 32 on ``[block_k, D - 32]`` as stored, all fp32, and the norms."""
+        pairs = tl.arange(0, _PAIRS)
         rows = k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h
-        k = tl.load(rows + dims[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
-        partner = tl.load(rows + (dims ^ 1)[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
+        x = tl.load(rows + 2 * pairs[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
+        y = tl.load(rows + 2 * pairs[None, :] + 1, mask=k_valid[:, None], other=0.0).to(tl.float32)
+        rest_dims = 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS)
+        rest = tl.load(rows + rest_dims[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
         frame = tl.load(frame_ptr + k_index * num_heads + head, mask=k_valid, other=0).to(tl.float32)
-        angle = -frame[:, None] * tl.load(frequency_ptr + dims)[None, :]  # 0 outside the temporal band
-        sign = tl.where(dims % 2 == 0, -1.0, 1.0)  # pairs (x, y): x cos - y sin, y cos + x sin
-        unrotated = k * tl.cos(angle) + sign[None, :] * partner * tl.sin(angle)
-        norm = tl.maximum(tl.sqrt(tl.sum(k * k, axis=1)), 1e-12)
-        return unrotated, norm
+        angle = -frame[:, None] * tl.load(frequency_ptr + pairs)[None, :]  # 0 past the temporal band
+        cos, sin = tl.cos(angle), tl.sin(angle)
+        norm = tl.sqrt(tl.sum(x * x + y * y, axis=1) + tl.sum(rest * rest, axis=1))
+        return x * cos - y * sin, x * sin + y * cos, rest, tl.maximum(norm, 1e-12)
 
     @triton.jit
     def _diversity_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, sum_ptr, count_ptr, num_keys, num_heads,
                         num_parts, k_stride_n, k_stride_h,
                         chunk: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
         head, part = tl.program_id(0), tl.program_id(1)
-        total = tl.zeros([head_dim], tl.float32)
+        total_x = tl.zeros([_PAIRS], tl.float32)
+        total_y = tl.zeros([_PAIRS], tl.float32)
+        total_rest = tl.zeros([head_dim - 2 * _PAIRS], tl.float32)
         count = tl.zeros([block_k], tl.float32)
         for offset in range(0, chunk, block_k):
             k_index = part * chunk + offset + tl.arange(0, block_k)
             k_valid = k_index < num_keys
-            unrotated, norm = _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads,
-                                         k_stride_n, k_stride_h, head_dim)
+            x, y, rest, norm = _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads,
+                                          k_stride_n, k_stride_h, head_dim)
             state = tl.load(state_ptr + k_index * num_heads + head, mask=k_valid, other=255)
-            weight = tl.where(state == _PATCH, 1.0 / norm, 0.0)
-            total += tl.sum(unrotated * weight[:, None], axis=0)
+            weight = tl.where(state == _PATCH, 1.0 / norm, 0.0)[:, None]
+            total_x += tl.sum(x * weight, axis=0)
+            total_y += tl.sum(y * weight, axis=0)
+            total_rest += tl.sum(rest * weight, axis=0)
             count += tl.where(state == _PATCH, 1.0, 0.0)
-        tl.store(sum_ptr + (head * num_parts + part) * head_dim + tl.arange(0, head_dim), total)
+        row = sum_ptr + (head * num_parts + part) * head_dim  # laid out as (x, y, rest)
+        tl.store(row + tl.arange(0, _PAIRS), total_x)
+        tl.store(row + _PAIRS + tl.arange(0, _PAIRS), total_y)
+        tl.store(row + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS), total_rest)
         tl.store(count_ptr + head * num_parts + part, tl.sum(count, axis=0))
 
     @triton.jit
@@ -140,28 +178,30 @@ if TRITON:
                            num_keys, num_heads, num_parts, k_stride_n, k_stride_h,
                            chunk: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
         head, part = tl.program_id(0), tl.program_id(1)
-        mean = tl.load(mean_ptr + head * head_dim + tl.arange(0, head_dim))
+        mean = mean_ptr + head * head_dim  # laid out as (x, y, rest)
+        mean_x = tl.load(mean + tl.arange(0, _PAIRS))
+        mean_y = tl.load(mean + _PAIRS + tl.arange(0, _PAIRS))
+        mean_rest = tl.load(mean + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS))
         total = tl.zeros([block_k], tl.float32)
         for offset in range(0, chunk, block_k):
             k_index = part * chunk + offset + tl.arange(0, block_k)
             k_valid = k_index < num_keys
-            unrotated, norm = _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads,
-                                         k_stride_n, k_stride_h, head_dim)
-            similarity = tl.sum(unrotated * mean[None, :], axis=1) / norm
+            x, y, rest, norm = _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads,
+                                          k_stride_n, k_stride_h, head_dim)
+            dot = (tl.sum(x * mean_x[None, :], axis=1) + tl.sum(y * mean_y[None, :], axis=1)
+                   + tl.sum(rest * mean_rest[None, :], axis=1))
+            similarity = dot / norm
             state = tl.load(state_ptr + k_index * num_heads + head, mask=k_valid, other=255)
-            ranking = tl.where(state == _PATCH, -similarity, float("inf"))
-            ranking = tl.where(state == _EXPIRED_PATCH, _FP32_LOWEST, ranking)
-            ranking = tl.where(state == _EXPIRED_SPECIAL, float("-inf"), ranking)
-            tl.store(ranking_ptr + head * num_keys + k_index, ranking, mask=k_valid)
+            tl.store(ranking_ptr + head * num_keys + k_index, _ranked(-similarity, state), mask=k_valid)
             total += tl.where(state == _PATCH, similarity, 0.0)
         tl.store(similarity_ptr + head * num_parts + part, tl.sum(total, axis=0))
 
 
 @functools.cache
-def _dim_frequencies(device: torch.device, head_dim: int) -> torch.Tensor:
-    """The temporal RoPE frequency of every head dim ``[D]`` (0 outside the temporal band), once a device."""
-    frequency = torch.zeros(head_dim, dtype=torch.float32, device=device)
-    frequency[:TEMPORAL_DIMS] = rope_frequencies(device).repeat_interleave(2)
+def _pair_frequencies(device: torch.device) -> torch.Tensor:
+    """The temporal RoPE frequency of the rotated dim pairs ``[16]`` (0 past the band), built once."""
+    frequency = torch.zeros(ROTATED_PAIRS, dtype=torch.float32, device=device)
+    frequency[:TEMPORAL_PAIRS] = rope_frequencies(device)
     return frequency
 
 
@@ -170,7 +210,6 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
     num_queries, num_heads, head_dim = queries.shape
     num_keys = keys.shape[0]
     queries = queries.to(keys.dtype)
-    weights = weights.float().contiguous()
     num_parts = triton.cdiv(num_keys, CHUNK_KEYS)
     partials = torch.empty(num_heads, num_parts, num_queries, dtype=torch.float32, device=keys.device)
     strides = (queries.stride(0), queries.stride(1), keys.stride(0), keys.stride(1))
@@ -178,12 +217,22 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
     _lse_partials[(num_heads, num_parts, triton.cdiv(num_queries, BLOCK_QUERIES))](
         queries, keys, partials, num_queries, num_keys, num_parts, scale, *strides,
         chunk=CHUNK_KEYS, block_q=BLOCK_QUERIES, block_k=BLOCK_KEYS, head_dim=head_dim)
-    lse = partials.logsumexp(dim=1)  # [H, Q]
     mass = torch.empty(num_keys, dtype=torch.float32, device=keys.device)
-    _mass[(triton.cdiv(num_keys, 2 * BLOCK_KEYS),)](
-        queries, keys, lse, weights, mass, num_keys, scale, *strides, num_queries=num_queries,
-        num_heads=num_heads, block_q=BLOCK_QUERIES, block_k=2 * BLOCK_KEYS, head_dim=head_dim)
+    _mass[(triton.cdiv(num_keys, BLOCK_KEYS),)](
+        queries, keys, partials, weights.float(), mass, num_keys, num_parts, scale, *strides,
+        num_queries=num_queries, num_heads=num_heads, parts_block=triton.next_power_of_2(num_parts),
+        block_q=BLOCK_QUERIES, block_k=BLOCK_KEYS, head_dim=head_dim)
     return mass
+
+
+def mass_ranking(mass: torch.Tensor, exposure: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """``state_scores(mass_scores(mass[:, :1], exposure[:, :1]), state[:, :1])``: ``[N, H]`` -> ``[N, 1]``."""
+    num_keys = mass.shape[0]
+    ranking = torch.empty(num_keys, 1, dtype=torch.float32, device=mass.device)
+    block = 1024
+    _mass_ranking[(triton.cdiv(num_keys, block),)](mass, exposure, state, ranking, num_keys, mass.stride(0),
+                                                   block=block)
+    return ranking
 
 
 def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor,
@@ -194,16 +243,15 @@ def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor,
     contiguous; ``diversity`` the layer statistic (see the module docstring).
     """
     num_keys, num_heads, head_dim = keys.shape
-    frequency = _dim_frequencies(keys.device, head_dim)
+    frequency = _pair_frequencies(keys.device)
     num_parts = triton.cdiv(num_keys, CHUNK_KEYS)
     sums = torch.empty(num_heads, num_parts, head_dim, dtype=torch.float32, device=keys.device)
     counts = torch.empty(num_heads, num_parts, dtype=torch.float32, device=keys.device)
     common = dict(chunk=CHUNK_KEYS, block_k=BLOCK_KEYS, head_dim=head_dim)
-    frames, state = frames.contiguous(), state.contiguous()
     _diversity_sums[(num_heads, num_parts)](keys, frames, state, frequency, sums, counts, num_keys, num_heads,
                                             num_parts, keys.stride(0), keys.stride(1), **common)
     count = counts.sum(dim=1).clamp(min=1.0)  # [H]
-    mean = (sums.sum(dim=1) / count.unsqueeze(-1)).contiguous()  # [H, D]
+    mean = sums.sum(dim=1) / count.unsqueeze(-1)  # [H, D] as (x, y, rest)
     ranking = torch.empty(num_heads, num_keys, dtype=torch.float32, device=keys.device)
     similarity = torch.empty(num_heads, num_parts, dtype=torch.float32, device=keys.device)
     _diversity_ranking[(num_heads, num_parts)](keys, frames, state, frequency, mean, ranking, similarity,

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from gct_stream_ros.cache.policies import fused_moves
+
 PATCH, SCALE_PATCH, SPECIAL, EXPIRED_PATCH, EXPIRED_SPECIAL = 0, 1, 2, 3, 4
 
 
@@ -75,6 +77,13 @@ class TokenPool:
             if not self.growable:
                 raise RuntimeError(f"{end} tokens exceed the layer's storage of {self.capacity}")
             self._grow(max(end, 2 * self.capacity))
+        if fused_moves.available(self.keys) and keys.stride(-1) == values.stride(-1) == 1:
+            cursor = start
+            for count, frame, state in runs:
+                span = slice(cursor - start, cursor - start + count)
+                fused_moves.write_run(self.fields(), keys[span], values[span], cursor, frame, state)
+                cursor += count
+            return
         self.keys[start:end] = keys
         self.values[start:end] = values
         cursor = start
@@ -107,12 +116,15 @@ class TokenPool:
         # survivors of the tail first; pair the i-th hole with the i-th survivor. Past the number of
         # holes, both sides are evicted tail slots: those copies land beyond the new prefix, unused.
         sources = new_length + tail_evicted[:count].argsort(dim=0, stable=True)  # [E, H]
+        self.length = new_length
+        if fused_moves.available(self.keys):
+            fused_moves.move(self.fields(), holes, sources)
+            return
         for field in self.fields():
             index_shape = (count, slots.shape[1]) + (1,) * (field.dim() - 2)
             sources_index = sources.view(index_shape).expand(count, *field.shape[1:])
             moved = field.gather(0, sources_index)
             field.scatter_(0, holes.view(index_shape).expand(count, *field.shape[1:]), moved)
-        self.length = new_length
 
     def truncate(self, length: int) -> None:
         """Forget the slots from ``length`` on (the tokens of a rolled-back frame, appended last)."""
