@@ -140,8 +140,11 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         pool = self._pools[layer]
         if self._pool_attention is None:
             return dense_attention(q, pool.keys[:length], pool.values[:length])
-        quantum = CAPTURE_FRAMES * (self._patches_per_frame or 1)
-        out = self._pool_attention(layer, q[0], pool.keys, pool.values, length, self._budgets[layer], quantum)
+        patches = self._patches_per_frame or 1
+        # the patches a full layer holds when it attends: with eviction after the attention, its frame's too
+        steady = self._budgets[layer] + (patches if self.policy.timing == "after" else 0)
+        quantum = CAPTURE_FRAMES * patches
+        out = self._pool_attention(layer, q[0], pool.keys, pool.values, length, steady, quantum)
         return out.transpose(1, 2).reshape(q.shape)  # in the storage's dtype, as the contiguous cache
 
     def _end(self, frames: list[int], mode: StepMode) -> None:

@@ -7,9 +7,9 @@ more of host time (the budgeted step was host-bound at ~100 ops per layer on the
 
 * ``write_run``: one run of tokens (same frame and state) into slots ``[start, start + N)``:
   keys, values, frame, state, and a zero mass and exposure;
-* ``move``: every field of slots ``sources`` ``[E, H]`` into ``holes`` ``[E, H]``, per head.
-  ``TokenPool.remove`` pairs them so that a slot read by a move that matters is never written
-  by another (the extra pairs only copy evicted tail slots onto each other).
+* ``remove``: ``TokenPool.remove`` without sorting: the freed slots are marked, one program per
+  head numbers the freed slots below the new length and the kept slots above it (prefix sums),
+  and a second kernel moves every field of the i-th kept slot into the i-th freed one.
 
 Used where ``available(keys)``; elsewhere ``TokenPool`` runs the torch ops, which the CPU tests pin.
 """
@@ -23,6 +23,7 @@ import torch
 TRITON = importlib.util.find_spec("triton") is not None
 """Triton is installed (the fused kernels here and in ``fused_scores.py`` need it)."""
 BLOCK_SLOTS = 16
+PAIR_BLOCK = 1024
 
 
 def available(keys: torch.Tensor) -> bool:
@@ -57,11 +58,31 @@ if TRITON:
         tl.store(exposure_ptr + slot, tl.zeros([block, num_heads], tl.float32), mask=valid[:, None])
 
     @triton.jit
+    def _pair(marks_ptr, holes_ptr, sources_ptr, pairs_ptr, new_length, length,
+              num_heads: tl.constexpr, capacity: tl.constexpr, block: tl.constexpr):
+        """Per head: the i-th freed slot below ``new_length`` and the i-th kept slot from it on."""
+        head = tl.program_id(0)
+        holes_found = tl.zeros([], tl.int32)
+        kept_found = tl.zeros([], tl.int32)
+        for start in range(0, capacity, block):
+            slot = start + tl.arange(0, block)
+            freed = tl.load(marks_ptr + slot * num_heads + head, mask=slot < length, other=0) != 0
+            hole = freed & (slot < new_length)
+            kept = (~freed) & (slot >= new_length) & (slot < length)
+            hole_rank = holes_found + tl.cumsum(hole.to(tl.int32), axis=0) - 1
+            kept_rank = kept_found + tl.cumsum(kept.to(tl.int32), axis=0) - 1
+            tl.store(holes_ptr + hole_rank * num_heads + head, slot, mask=hole)
+            tl.store(sources_ptr + kept_rank * num_heads + head, slot, mask=kept)
+            holes_found += tl.sum(hole.to(tl.int32), axis=0)
+            kept_found += tl.sum(kept.to(tl.int32), axis=0)
+        tl.store(pairs_ptr + head, holes_found)
+
+    @triton.jit
     def _move(keys_ptr, values_ptr, frames_ptr, state_ptr, mass_ptr, exposure_ptr, holes_ptr, sources_ptr,
-              count, num_heads: tl.constexpr, head_dim: tl.constexpr, block: tl.constexpr):
+              pairs_ptr, num_heads: tl.constexpr, head_dim: tl.constexpr, block: tl.constexpr):
         rows = tl.program_id(0) * block + tl.arange(0, block)
-        valid = rows[:, None] < count
         heads = tl.arange(0, num_heads)[None, :]
+        valid = rows[:, None] < tl.load(pairs_ptr + heads)
         hole = tl.load(holes_ptr + rows[:, None] * num_heads + heads, mask=valid, other=0) * num_heads + heads
         source = tl.load(sources_ptr + rows[:, None] * num_heads + heads, mask=valid, other=0)
         source = source * num_heads + heads
@@ -86,9 +107,18 @@ def write_run(fields: tuple[torch.Tensor, ...], keys: torch.Tensor, values: torc
                                                    block=BLOCK_SLOTS)
 
 
-def move(fields: tuple[torch.Tensor, ...], holes: torch.Tensor, sources: torch.Tensor) -> None:
-    """Copy every field's slots ``sources`` ``[E, H]`` into ``holes`` ``[E, H]``, per head."""
-    count, num_heads = holes.shape
-    _move[(triton.cdiv(count, BLOCK_SLOTS),)](*fields, holes.contiguous(), sources.contiguous(), count,
-                                              num_heads=num_heads, head_dim=fields[0].shape[-1],
-                                              block=BLOCK_SLOTS)
+def remove(fields: tuple[torch.Tensor, ...], marks: torch.Tensor, slots: torch.Tensor, length: int) -> None:
+    """Free ``slots`` ``[E, H]`` of the first ``length``: move the kept slots from ``length - E`` on into the
+    freed ones below it, per head (``TokenPool.remove``). ``marks``: a ``[C, H]`` uint8 scratch."""
+    count, num_heads = slots.shape
+    capacity = marks.shape[0]
+    marks = marks[:length]
+    marks.zero_()
+    marks.scatter_(0, slots, 1)
+    holes = torch.empty(count, num_heads, dtype=torch.int32, device=slots.device)
+    sources = torch.empty_like(holes)
+    pairs = torch.empty(num_heads, dtype=torch.int32, device=slots.device)
+    _pair[(num_heads,)](marks, holes, sources, pairs, length - count, length, num_heads=num_heads,
+                        capacity=triton.cdiv(capacity, PAIR_BLOCK) * PAIR_BLOCK, block=PAIR_BLOCK)
+    _move[(triton.cdiv(count, BLOCK_SLOTS),)](*fields, holes, sources, pairs, num_heads=num_heads,
+                                              head_dim=fields[0].shape[-1], block=BLOCK_SLOTS)

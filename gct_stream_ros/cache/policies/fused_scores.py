@@ -9,7 +9,8 @@ fp32 in registers:
 
 * ``attention_mass``: the same quantity as ``attention_mass.attention_mass`` (its module
   docstring): pass 1 writes each query's log-sum-exp over chunks of keys (``[H, chunks, Q]``),
-  pass 2 combines them and sums ``weight_q x exp(s - lse)`` over queries and heads per key.
+  a small kernel combines them, pass 2 sums ``weight_q x exp(s - lse)`` over queries per key and
+  head (``[H, K]``), and a mean over heads ends it.
   Logits are ``tl.dot`` products of the stored keys with the queries (fp32 accumulation).
 * ``mass_ranking``: evict3r's ranking, ``state_scores(mass_scores(...))`` of head 0, in one kernel.
 * ``diversity_ranking``: ``scorers.diversity_scores`` followed by ``token_pool.state_scores``,
@@ -36,9 +37,11 @@ from gct_stream_ros.cache.policies.token_pool import EXPIRED_PATCH, EXPIRED_SPEC
 
 HEAD_DIM = 64
 CHUNK_KEYS = 1024
-"""Keys per program of the passes that reduce over keys (partials combined afterwards)."""
+"""Keys per program of the log-sum-exp pass (partials combined afterwards)."""
+DIVERSITY_CHUNK_KEYS = 256
+"""Keys per program of the diversity passes (more programs: each key costs them more)."""
 BLOCK_KEYS = 64
-BLOCK_QUERIES = 32
+BLOCK_QUERIES = 64
 ROTATED_PAIRS = 16
 """Dim pairs that go through the rotation: the temporal band's 10, padded to a power of two."""
 FP32_LOWEST = torch.finfo(torch.float32).min
@@ -93,33 +96,40 @@ if TRITON:
                  running_max + tl.log(running_sum), mask=q_valid)
 
     @triton.jit
-    def _mass(q_ptr, k_ptr, partials_ptr, weight_ptr, mass_ptr, num_keys, num_parts, scale,
-              q_stride_n, q_stride_h, k_stride_n, k_stride_h,
-              num_queries: tl.constexpr, num_heads: tl.constexpr, parts_block: tl.constexpr,
-              block_q: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
-        dims = tl.arange(0, head_dim)
+    def _lse_combine(partials_ptr, lse_ptr, num_queries, num_parts, block_q: tl.constexpr,
+                     parts_block: tl.constexpr):
+        head, q_block = tl.program_id(0), tl.program_id(1)
+        q_index = q_block * block_q + tl.arange(0, block_q)
         parts = tl.arange(0, parts_block)
-        k_index = tl.program_id(0) * block_k + tl.arange(0, block_k)
+        valid = (q_index[:, None] < num_queries) & (parts[None, :] < num_parts)
+        partial = tl.load(partials_ptr + (head * num_parts + parts[None, :]) * num_queries + q_index[:, None],
+                          mask=valid, other=float("-inf"))
+        most = tl.maximum(tl.max(partial, axis=1), -1e30)  # finite for padded queries too
+        lse = most + tl.log(tl.sum(tl.exp(partial - most[:, None]), axis=1))
+        tl.store(lse_ptr + head * num_queries + q_index, lse, mask=q_index < num_queries)
+
+    @triton.jit
+    def _mass(q_ptr, k_ptr, lse_ptr, weight_ptr, mass_ptr, num_keys, scale,
+              q_stride_n, q_stride_h, k_stride_n, k_stride_h, num_queries: tl.constexpr,
+              block_q: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
+        """Each head's share ``[H, K]``: ``sum_q weight_q exp(s - lse)`` (summed over heads afterwards)."""
+        k_block, head = tl.program_id(0), tl.program_id(1)
+        dims = tl.arange(0, head_dim)
+        k_index = k_block * block_k + tl.arange(0, block_k)
         k_valid = k_index < num_keys
+        k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
+                    mask=k_valid[:, None], other=0.0)
         total = tl.zeros([block_k], tl.float32)
-        for head in range(num_heads):
-            k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
-                        mask=k_valid[:, None], other=0.0)
-            for q_start in range(0, num_queries, block_q):
-                q_index = q_start + tl.arange(0, block_q)
-                q_valid = q_index < num_queries
-                q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
-                            mask=q_valid[:, None], other=0.0)
-                partial = tl.load(partials_ptr + (head * num_parts + parts[None, :]) * num_queries
-                                  + q_index[:, None], mask=q_valid[:, None] & (parts[None, :] < num_parts),
-                                  other=float("-inf"))
-                most = tl.maximum(tl.max(partial, axis=1), -1e30)  # finite for padded queries too
-                lse = most + tl.log(tl.sum(tl.exp(partial - most[:, None]), axis=1))
-                lse = tl.where(q_valid, lse, 0.0)  # padded queries: -inf, and exp(s - lse) * 0 would be nan
-                weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
-                logits = tl.dot(q, tl.trans(k)) * scale
-                total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
-        tl.store(mass_ptr + k_index, total / num_heads, mask=k_valid)
+        for q_start in range(0, num_queries, block_q):
+            q_index = q_start + tl.arange(0, block_q)
+            q_valid = q_index < num_queries
+            q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
+                        mask=q_valid[:, None], other=0.0)
+            lse = tl.load(lse_ptr + head * num_queries + q_index, mask=q_valid, other=0.0)
+            weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
+            logits = tl.dot(q, tl.trans(k)) * scale
+            total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
+        tl.store(mass_ptr + head * num_keys + k_index, total, mask=k_valid)
 
     @triton.jit
     def _mass_ranking(mass_ptr, exposure_ptr, state_ptr, ranking_ptr, num_keys, stride, block: tl.constexpr):
@@ -128,7 +138,8 @@ if TRITON:
         mass = tl.load(mass_ptr + index * stride, mask=valid, other=0.0)
         exposure = tl.load(exposure_ptr + index * stride, mask=valid, other=1.0)
         state = tl.load(state_ptr + index * stride, mask=valid, other=0)
-        tl.store(ranking_ptr + index, _ranked(mass / tl.maximum(exposure, 1.0), state), mask=valid)
+        scores = tl.math.div_rn(mass, tl.maximum(exposure, 1.0))  # IEEE division, as torch's
+        tl.store(ranking_ptr + index, _ranked(scores, state), mask=valid)
 
     @triton.jit
     def _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads, k_stride_n, k_stride_h,
@@ -217,11 +228,15 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
     _lse_partials[(num_heads, num_parts, triton.cdiv(num_queries, BLOCK_QUERIES))](
         queries, keys, partials, num_queries, num_keys, num_parts, scale, *strides,
         chunk=CHUNK_KEYS, block_q=BLOCK_QUERIES, block_k=BLOCK_KEYS, head_dim=head_dim)
-    mass = torch.empty(num_keys, dtype=torch.float32, device=keys.device)
-    _mass[(triton.cdiv(num_keys, BLOCK_KEYS),)](
-        queries, keys, partials, weights.float(), mass, num_keys, num_parts, scale, *strides,
-        num_queries=num_queries, num_heads=num_heads, parts_block=triton.next_power_of_2(num_parts),
-        block_q=BLOCK_QUERIES, block_k=BLOCK_KEYS, head_dim=head_dim)
+    lse = torch.empty(num_heads, num_queries, dtype=torch.float32, device=keys.device)
+    _lse_combine[(num_heads, triton.cdiv(num_queries, BLOCK_QUERIES))](
+        partials, lse, num_queries, num_parts, block_q=BLOCK_QUERIES,
+        parts_block=triton.next_power_of_2(num_parts))
+    by_head = torch.empty(num_heads, num_keys, dtype=torch.float32, device=keys.device)
+    _mass[(triton.cdiv(num_keys, 2 * BLOCK_KEYS), num_heads)](
+        queries, keys, lse, weights.float(), by_head, num_keys, scale, *strides, num_queries=num_queries,
+        block_q=BLOCK_QUERIES, block_k=2 * BLOCK_KEYS, head_dim=head_dim)
+    mass = by_head.mean(dim=0)
     return mass
 
 
@@ -244,10 +259,10 @@ def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor,
     """
     num_keys, num_heads, head_dim = keys.shape
     frequency = _pair_frequencies(keys.device)
-    num_parts = triton.cdiv(num_keys, CHUNK_KEYS)
+    num_parts = triton.cdiv(num_keys, DIVERSITY_CHUNK_KEYS)
     sums = torch.empty(num_heads, num_parts, head_dim, dtype=torch.float32, device=keys.device)
     counts = torch.empty(num_heads, num_parts, dtype=torch.float32, device=keys.device)
-    common = dict(chunk=CHUNK_KEYS, block_k=BLOCK_KEYS, head_dim=head_dim)
+    common = dict(chunk=DIVERSITY_CHUNK_KEYS, block_k=BLOCK_KEYS, head_dim=head_dim)
     _diversity_sums[(num_heads, num_parts)](keys, frames, state, frequency, sums, counts, num_keys, num_heads,
                                             num_parts, keys.stride(0), keys.stride(1), **common)
     count = counts.sum(dim=1).clamp(min=1.0)  # [H]

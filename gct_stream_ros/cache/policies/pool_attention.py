@@ -7,12 +7,13 @@ attention itself. Instead the prefix is attended in two parts, merged by their l
 (``attention.merge_partials``; unmasked attention does not depend on how its keys are grouped):
 
 * ``[0, F)``: cuDNN replayed from a CUDA graph (``captured_attention.py``, as the contiguous
-  sliding window does), ``F`` a fixed number of keys per layer: the layer's budget rounded
-  down to a multiple of ``quantum`` keys. A layer at its budget always holds at least ``F``
-  tokens; ``F`` is kept while the budget stays within ``[F, F + 2 quantum)``, so a re-allocation
-  recaptures a layer's graph only when its budget moved by more than a quantum;
-* ``[F, length)``: the rest (up to ~2 quanta of patches, the step's frame, the specials) through
-  the flash kernel, which needs no per-shape set-up.
+  sliding window does), ``F`` a fixed number of keys per layer: the patches a full layer holds
+  when it attends (its budget, plus its frame when eviction follows the attention), rounded
+  down to a multiple of ``quantum`` keys (one frame of patches). ``F`` is kept while that
+  count stays within ``[F, F + 2 quantum)``, so a re-allocation recaptures a layer's graph
+  only when its budget moved by more than a frame;
+* ``[F, length)``: the rest (up to ~2 frames of patches and the specials) through the flash
+  kernel, which needs no per-shape set-up.
 
 While a layer holds fewer than ``F`` tokens (the first frames), the whole prefix goes through the
 flash kernel. Nothing here reads the device; a (re)capture waits for the device once.
@@ -25,15 +26,15 @@ import torch
 from gct_stream_ros.cache.attention import heads_first, merge_partials, partial_attention
 from gct_stream_ros.cache.captured_attention import CapturedPartialAttention
 
-CAPTURE_FRAMES = 4
+CAPTURE_FRAMES = 1
 """The quantum of the captured prefix, in frames of patches."""
 
 
-def captured_prefix(current: int | None, budget: int, quantum: int) -> int:
-    """The keys a layer with ``budget`` attends through its captured graph, given its ``current`` prefix."""
-    if current is not None and current <= budget < current + 2 * quantum:
+def captured_prefix(current: int | None, steady: int, quantum: int) -> int:
+    """The keys a layer holding ``steady`` patches attends through its graph, given its ``current`` prefix."""
+    if current is not None and current <= steady < current + 2 * quantum:
         return current
-    return budget // quantum * quantum
+    return steady // quantum * quantum
 
 
 class PoolAttention:
@@ -48,9 +49,10 @@ class PoolAttention:
         self._captured.clear()
 
     def __call__(self, layer: int, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, length: int,
-                 budget: int, quantum: int) -> torch.Tensor:
-        """q ``[P, H, D]`` over ``keys``/``values[:length]`` (``[C, H, D]`` storage) -> ``[1, H, P, D]``."""
-        prefix = self._prefix(layer, budget, quantum)
+                 steady: int, quantum: int) -> torch.Tensor:
+        """q ``[P, H, D]`` over ``keys``/``values[:length]`` (``[C, H, D]`` storage) -> ``[1, H, P, D]``;
+        ``steady``: the patches the layer holds once full (see the module docstring)."""
+        prefix = self._prefix(layer, steady, quantum)
         if prefix == 0 or length <= prefix:
             return partial_attention(heads_first(q.to(keys.dtype)), heads_first(keys[:length]),
                                      heads_first(values[:length]))[0]
@@ -59,9 +61,9 @@ class PoolAttention:
         rest = partial_attention(query, heads_first(keys[prefix:length]), heads_first(values[prefix:length]))
         return merge_partials(captured.run(), rest)
 
-    def _prefix(self, layer: int, budget: int, quantum: int) -> int:
+    def _prefix(self, layer: int, steady: int, quantum: int) -> int:
         current = self._captured.get(layer)
-        return captured_prefix(None if current is None else current[0], budget, quantum)
+        return captured_prefix(None if current is None else current[0], steady, quantum)
 
     def _captured_for(self, layer: int, num_queries: int, keys: torch.Tensor, values: torch.Tensor,
                       prefix: int) -> CapturedPartialAttention:

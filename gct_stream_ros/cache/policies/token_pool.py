@@ -44,6 +44,8 @@ class TokenPool:
         self.state = torch.zeros(capacity, num_heads, dtype=torch.uint8, device=device)
         self.mass = torch.zeros(capacity, num_heads, dtype=torch.float32, device=device)
         self.exposure = torch.zeros_like(self.mass)
+        # scratch of the fused removal (``fused_moves.remove``), where it runs
+        self._marks = self.state.new_zeros(self.state.shape) if fused_moves.available(self.keys) else None
         self.length = 0
 
     @property
@@ -108,6 +110,10 @@ class TokenPool:
         if count == 0:
             return
         new_length = self.length - count
+        if self._marks is not None:
+            fused_moves.remove(self.fields(), self._marks, slots, self.length)
+            self.length = new_length
+            return
         holes = slots.sort(dim=0).values  # [E, H]: holes below new_length first, then evicted tail slots
         # tail slot new_length + j evicted? (holes below new_length are sent to a spare row E)
         in_tail = holes >= new_length
@@ -117,9 +123,6 @@ class TokenPool:
         # holes, both sides are evicted tail slots: those copies land beyond the new prefix, unused.
         sources = new_length + tail_evicted[:count].argsort(dim=0, stable=True)  # [E, H]
         self.length = new_length
-        if fused_moves.available(self.keys):
-            fused_moves.move(self.fields(), holes, sources)
-            return
         for field in self.fields():
             index_shape = (count, slots.shape[1]) + (1,) * (field.dim() - 2)
             sources_index = sources.view(index_shape).expand(count, *field.shape[1:])
@@ -137,6 +140,8 @@ class TokenPool:
             larger[:self.length] = field[:self.length]
             grown.append(larger)
         self.keys, self.values, self.frames, self.state, self.mass, self.exposure = grown
+        if self._marks is not None:
+            self._marks = self.state.new_zeros(self.state.shape)
 
 
 def state_scores(scores: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
