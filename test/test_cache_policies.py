@@ -360,3 +360,15 @@ def test_stand_in_weights_are_built_once_per_frame_size():
     q = torch.randn(SPECIALS + 37, HEADS, DIM)
     assert stand_in_queries(q, SPECIALS, "sampled")[1] is stand_in_queries(q + 1, SPECIALS, "sampled")[1]
     assert stand_in_queries(q, SPECIALS, "exact")[1].tolist() == [1.0] * q.shape[0]
+
+
+def test_a_frame_is_appended_as_its_patches_then_its_specials():
+    gen = torch.Generator().manual_seed(18)
+    k, v = (torch.randn(TOKENS, HEADS, DIM, generator=gen) for _ in range(2))
+    by_frame, by_runs = (TokenPool(40, HEADS, DIM, torch.float32, torch.device("cpu")) for _ in range(2))
+    by_frame.append_frame(k, v, 5, SPECIALS, SCALE_PATCH)
+    by_runs.append(k[SPECIALS:], v[SPECIALS:], [(PATCHES, 5, SCALE_PATCH)])
+    by_runs.append(k[:SPECIALS], v[:SPECIALS], [(SPECIALS, 5, SPECIAL)])
+    assert by_frame.length == by_runs.length == TOKENS
+    for field, expected in zip(by_frame.fields(), by_runs.fields(), strict=True):
+        assert torch.equal(field[:TOKENS], expected[:TOKENS])

@@ -121,17 +121,18 @@ def test_pool_attention_equals_dense_attention_over_the_prefix():
 def test_fused_pool_writes_and_moves_match_the_torch_ops():
     gen = torch.Generator().manual_seed(4)
     pools = [TokenPool(200, HEADS, DIM, torch.bfloat16, torch.device(device)) for device in ("cpu", "cuda")]
-    k, v = (torch.randn(TOKENS, HEADS, DIM, generator=gen).bfloat16() for _ in range(2))
-    mass, exposure = torch.rand(TOKENS, HEADS, generator=gen), torch.rand(TOKENS, HEADS, generator=gen)
-    slots = torch.stack([torch.randperm(TOKENS, generator=gen)[:9] for _ in range(HEADS)], dim=1)
+    k, v = (torch.randn(2, TOKENS, HEADS, DIM, generator=gen).bfloat16() for _ in range(2))
+    mass, exposure = (torch.rand(2 * TOKENS, HEADS, generator=gen) for _ in range(2))
+    slots = torch.stack([torch.randperm(2 * TOKENS, generator=gen)[:50] for _ in range(HEADS)], dim=1)
     for pool in pools:
         device = pool.keys.device
-        pool.append(k[SPECIALS:].to(device), v[SPECIALS:].to(device), [(PATCHES, 3, PATCH)])
-        pool.append(k[:SPECIALS].to(device), v[:SPECIALS].to(device), [(SPECIALS, 3, SPECIAL)])
-        pool.mass[:TOKENS], pool.exposure[:TOKENS] = mass.to(device), exposure.to(device)
+        pool.append_frame(k[0].to(device), v[0].to(device), 3, SPECIALS, PATCH)  # one launch on CUDA
+        pool.append(k[1, SPECIALS:].to(device), v[1, SPECIALS:].to(device), [(PATCHES, 4, PATCH)])
+        pool.append(k[1, :SPECIALS].to(device), v[1, :SPECIALS].to(device), [(SPECIALS, 4, SPECIAL)])
+        pool.mass[:2 * TOKENS], pool.exposure[:2 * TOKENS] = mass.to(device), exposure.to(device)
         pool.remove(slots.to(device))
     cpu, cuda = pools
-    assert cpu.length == cuda.length == TOKENS - 9
+    assert cpu.length == cuda.length == 2 * TOKENS - 50
     for expected, fused in zip(cpu.fields(), cuda.fields(), strict=True):
         assert torch.equal(fused[:cpu.length].cpu(), expected[:cpu.length])
 

@@ -110,18 +110,17 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
                 v: torch.Tensor) -> torch.Tensor:
         pool = self._pools[layer]
         specials = self.num_special_tokens
-        patch_runs = [(k.shape[1] - specials, frame, SCALE_PATCH if frame < self.scale_frames else PATCH)
-                      for frame in frames]
-        special_runs = [(specials, frame, SPECIAL) for frame in frames]
-        own_patches = (k[:, specials:].flatten(0, 1), v[:, specials:].flatten(0, 1))
-        own_specials = (k[:, :specials].flatten(0, 1), v[:, :specials].flatten(0, 1))
-        if mode is StepMode.SKIP:
-            pool.stage(*own_patches, patch_runs)
-            pool.stage(*own_specials, special_runs, offset=own_patches[0].shape[0])
-            return self._attend_prefix(layer, q, pool.length + k.shape[0] * k.shape[1])
-        pool.append(*own_patches, patch_runs)
-        pool.append(*own_specials, special_runs)
-        self._patches[layer] += own_patches[0].shape[0]
+        if mode is StepMode.SKIP:  # one frame: attended, not kept
+            pool.stage_frame(k[0], v[0], frames[0], specials, self._patch_state(frames[0]))
+            return self._attend_prefix(layer, q, pool.length + k.shape[1])
+        if len(frames) == 1:
+            pool.append_frame(k[0], v[0], frames[0], specials, self._patch_state(frames[0]))
+        else:  # phase 1: the frames' patches, then their specials
+            pool.append(k[:, specials:].flatten(0, 1), v[:, specials:].flatten(0, 1),
+                        [(k.shape[1] - specials, frame, self._patch_state(frame)) for frame in frames])
+            pool.append(k[:, :specials].flatten(0, 1), v[:, :specials].flatten(0, 1),
+                        [(specials, frame, SPECIAL) for frame in frames])
+        self._patches[layer] += k.shape[0] * (k.shape[1] - specials)
         if mode is StepMode.STORE:
             self._expire(layer, self._dropping)
             if self.policy.timing == "before":
@@ -134,6 +133,9 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             if mode is StepMode.STORE:
                 self._apply_mass(layer)
         return self._attend_prefix(layer, q, pool.length)
+
+    def _patch_state(self, frame: int) -> int:
+        return SCALE_PATCH if frame < self.scale_frames else PATCH
 
     def _attend_prefix(self, layer: int, q: torch.Tensor, length: int) -> torch.Tensor:
         """One frame's queries ``[1, P, H, D]`` over the layer's first ``length`` slots."""

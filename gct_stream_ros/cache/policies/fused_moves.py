@@ -6,7 +6,8 @@ more of host time (the budgeted step was host-bound at ~100 ops per layer on the
 ``benchmarks/README.md``). Here:
 
 * ``write_run``: one run of tokens (same frame and state) into slots ``[start, start + N)``:
-  keys, values, frame, state, and a zero mass and exposure;
+  keys, values, frame, state, and a zero mass and exposure; a frame's specials (first in the
+  model's order, last in the pool's) and patches in one launch;
 * ``remove``: ``TokenPool.remove`` without sorting: the freed slots are marked, one program per
   head numbers the freed slots below the new length and the kept slots above it (prefix sums),
   and a second kernel moves every field of the i-th kept slot into the i-th freed one.
@@ -37,23 +38,27 @@ if TRITON:
 
     @triton.jit
     def _write_run(keys_ptr, values_ptr, frames_ptr, state_ptr, mass_ptr, exposure_ptr, new_keys_ptr,
-                   new_values_ptr, start, count, frame, state, key_stride_n, key_stride_h, value_stride_n,
-                   value_stride_h, num_heads: tl.constexpr, head_dim: tl.constexpr, block: tl.constexpr):
+                   new_values_ptr, start, count, frame, state, leading, leading_state, key_stride_n,
+                   key_stride_h, value_stride_n, value_stride_h,
+                   num_heads: tl.constexpr, head_dim: tl.constexpr, block: tl.constexpr):
         rows = tl.program_id(0) * block + tl.arange(0, block)
         valid = rows < count
+        is_leading = rows < leading  # the first ``leading`` source rows go to the end of the span
+        slots = tl.where(is_leading, start + count - leading + rows, start + rows - leading)
         heads = tl.arange(0, num_heads)
         dims = tl.arange(0, head_dim)
         row_mask = valid[:, None, None]
         row, head, dim = rows[:, None, None], heads[None, :, None], dims[None, None, :]
-        target = ((start + row) * num_heads + head) * head_dim + dim
+        target = (slots[:, None, None] * num_heads + head) * head_dim + dim
         key_source = row * key_stride_n + head * key_stride_h + dim
         tl.store(keys_ptr + target, tl.load(new_keys_ptr + key_source, mask=row_mask), mask=row_mask)
         value_source = row * value_stride_n + head * value_stride_h + dim
         tl.store(values_ptr + target, tl.load(new_values_ptr + value_source, mask=row_mask), mask=row_mask)
-        slot = (start + rows[:, None]) * num_heads + heads[None, :]
+        slot = slots[:, None] * num_heads + heads[None, :]
         ones = tl.full([block, num_heads], 1, tl.int32)
         tl.store(frames_ptr + slot, ones * frame, mask=valid[:, None])
-        tl.store(state_ptr + slot, (ones * state).to(tl.uint8), mask=valid[:, None])
+        row_state = tl.where(is_leading, leading_state, state)
+        tl.store(state_ptr + slot, (ones * row_state[:, None]).to(tl.uint8), mask=valid[:, None])
         tl.store(mass_ptr + slot, tl.zeros([block, num_heads], tl.float32), mask=valid[:, None])
         tl.store(exposure_ptr + slot, tl.zeros([block, num_heads], tl.float32), mask=valid[:, None])
 
@@ -64,17 +69,18 @@ if TRITON:
         head = tl.program_id(0)
         holes_found = tl.zeros([], tl.int32)
         kept_found = tl.zeros([], tl.int32)
-        for start in range(0, capacity, block):
-            slot = start + tl.arange(0, block)
-            freed = tl.load(marks_ptr + slot * num_heads + head, mask=slot < length, other=0) != 0
-            hole = freed & (slot < new_length)
-            kept = (~freed) & (slot >= new_length) & (slot < length)
-            hole_rank = holes_found + tl.cumsum(hole.to(tl.int32), axis=0) - 1
-            kept_rank = kept_found + tl.cumsum(kept.to(tl.int32), axis=0) - 1
-            tl.store(holes_ptr + hole_rank * num_heads + head, slot, mask=hole)
-            tl.store(sources_ptr + kept_rank * num_heads + head, slot, mask=kept)
-            holes_found += tl.sum(hole.to(tl.int32), axis=0)
-            kept_found += tl.sum(kept.to(tl.int32), axis=0)
+        for start in range(0, capacity, block):  # a constant trip count; blocks past the length do nothing
+            if start < length:
+                slot = start + tl.arange(0, block)
+                freed = tl.load(marks_ptr + slot * num_heads + head, mask=slot < length, other=0) != 0
+                hole = freed & (slot < new_length)
+                kept = (~freed) & (slot >= new_length) & (slot < length)
+                hole_rank = holes_found + tl.cumsum(hole.to(tl.int32), axis=0) - 1
+                kept_rank = kept_found + tl.cumsum(kept.to(tl.int32), axis=0) - 1
+                tl.store(holes_ptr + hole_rank * num_heads + head, slot, mask=hole)
+                tl.store(sources_ptr + kept_rank * num_heads + head, slot, mask=kept)
+                holes_found += tl.sum(hole.to(tl.int32), axis=0)
+                kept_found += tl.sum(kept.to(tl.int32), axis=0)
         tl.store(pairs_ptr + head, holes_found)
 
     @triton.jit
@@ -98,13 +104,14 @@ if TRITON:
 
 
 def write_run(fields: tuple[torch.Tensor, ...], keys: torch.Tensor, values: torch.Tensor, start: int,
-              frame: int, state: int) -> None:
-    """Write ``keys``/``values`` ``[N, H, D]`` (last dim contiguous) of one frame and state at ``start``."""
+              frame: int, state: int, leading: int = 0, leading_state: int = 0) -> None:
+    """Write ``keys``/``values`` ``[N, H, D]`` (last dim contiguous) of one frame in ``state`` at ``start``;
+    their first ``leading`` tokens go last, in ``leading_state`` (a frame's specials after its patches)."""
     count, num_heads, head_dim = keys.shape
-    _write_run[(triton.cdiv(count, BLOCK_SLOTS),)](*fields, keys, values, start, count, frame, state,
-                                                   keys.stride(0), keys.stride(1), values.stride(0),
-                                                   values.stride(1), num_heads=num_heads, head_dim=head_dim,
-                                                   block=BLOCK_SLOTS)
+    _write_run[(triton.cdiv(count, BLOCK_SLOTS),)](*fields, keys, values, start, count, frame, state, leading,
+                                                   leading_state, keys.stride(0), keys.stride(1),
+                                                   values.stride(0), values.stride(1), num_heads=num_heads,
+                                                   head_dim=head_dim, block=BLOCK_SLOTS)
 
 
 def remove(fields: tuple[torch.Tensor, ...], marks: torch.Tensor, slots: torch.Tensor, length: int) -> None:

@@ -9,8 +9,8 @@ fp32 in registers:
 
 * ``attention_mass``: the same quantity as ``attention_mass.attention_mass`` (its module
   docstring): pass 1 writes each query's log-sum-exp over chunks of keys (``[H, chunks, Q]``),
-  a small kernel combines them, pass 2 sums ``weight_q x exp(s - lse)`` over queries per key and
-  head (``[H, K]``), and a mean over heads ends it.
+  pass 2 combines them and sums ``weight_q x exp(s - lse)`` over queries per key and head
+  (``[H, K]``), and a mean over heads ends it.
   Logits are ``tl.dot`` products of the stored keys with the queries (fp32 accumulation).
 * ``mass_ranking``: evict3r's ranking, ``state_scores(mass_scores(...))`` of head 0, in one kernel.
 * ``diversity_ranking``: ``scorers.diversity_scores`` followed by ``token_pool.state_scores``,
@@ -96,22 +96,21 @@ if TRITON:
                  running_max + tl.log(running_sum), mask=q_valid)
 
     @triton.jit
-    def _lse_combine(partials_ptr, lse_ptr, num_queries, num_parts, block_q: tl.constexpr,
-                     parts_block: tl.constexpr):
-        head, q_block = tl.program_id(0), tl.program_id(1)
-        q_index = q_block * block_q + tl.arange(0, block_q)
+    def _combined_lse(partials_ptr, head, q_index, q_valid, num_queries, num_parts,
+                      parts_block: tl.constexpr):
+        """The log-sum-exp ``[block_q]`` of queries ``q_index`` over all keys, from the chunks' partials."""
         parts = tl.arange(0, parts_block)
-        valid = (q_index[:, None] < num_queries) & (parts[None, :] < num_parts)
         partial = tl.load(partials_ptr + (head * num_parts + parts[None, :]) * num_queries + q_index[:, None],
-                          mask=valid, other=float("-inf"))
+                          mask=q_valid[:, None] & (parts[None, :] < num_parts), other=float("-inf"))
         most = tl.maximum(tl.max(partial, axis=1), -1e30)  # finite for padded queries too
         lse = most + tl.log(tl.sum(tl.exp(partial - most[:, None]), axis=1))
-        tl.store(lse_ptr + head * num_queries + q_index, lse, mask=q_index < num_queries)
+        return tl.where(q_valid, lse, 0.0)  # padded queries: -inf, and exp(s - lse) * 0 would be nan
 
     @triton.jit
-    def _mass(q_ptr, k_ptr, lse_ptr, weight_ptr, mass_ptr, num_keys, scale,
+    def _mass(q_ptr, k_ptr, partials_ptr, weight_ptr, mass_ptr, num_keys, num_parts, scale,
               q_stride_n, q_stride_h, k_stride_n, k_stride_h, num_queries: tl.constexpr,
-              block_q: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
+              parts_block: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
+              head_dim: tl.constexpr):
         """Each head's share ``[H, K]``: ``sum_q weight_q exp(s - lse)`` (summed over heads afterwards)."""
         k_block, head = tl.program_id(0), tl.program_id(1)
         dims = tl.arange(0, head_dim)
@@ -125,7 +124,7 @@ if TRITON:
             q_valid = q_index < num_queries
             q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
                         mask=q_valid[:, None], other=0.0)
-            lse = tl.load(lse_ptr + head * num_queries + q_index, mask=q_valid, other=0.0)
+            lse = _combined_lse(partials_ptr, head, q_index, q_valid, num_queries, num_parts, parts_block)
             weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
             logits = tl.dot(q, tl.trans(k)) * scale
             total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
@@ -228,14 +227,11 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
     _lse_partials[(num_heads, num_parts, triton.cdiv(num_queries, BLOCK_QUERIES))](
         queries, keys, partials, num_queries, num_keys, num_parts, scale, *strides,
         chunk=CHUNK_KEYS, block_q=BLOCK_QUERIES, block_k=BLOCK_KEYS, head_dim=head_dim)
-    lse = torch.empty(num_heads, num_queries, dtype=torch.float32, device=keys.device)
-    _lse_combine[(num_heads, triton.cdiv(num_queries, BLOCK_QUERIES))](
-        partials, lse, num_queries, num_parts, block_q=BLOCK_QUERIES,
-        parts_block=triton.next_power_of_2(num_parts))
     by_head = torch.empty(num_heads, num_keys, dtype=torch.float32, device=keys.device)
     _mass[(triton.cdiv(num_keys, 2 * BLOCK_KEYS), num_heads)](
-        queries, keys, lse, weights.float(), by_head, num_keys, scale, *strides, num_queries=num_queries,
-        block_q=BLOCK_QUERIES, block_k=2 * BLOCK_KEYS, head_dim=head_dim)
+        queries, keys, partials, weights.float(), by_head, num_keys, num_parts, scale, *strides,
+        num_queries=num_queries, parts_block=triton.next_power_of_2(num_parts), block_q=BLOCK_QUERIES,
+        block_k=2 * BLOCK_KEYS, head_dim=head_dim)
     mass = by_head.mean(dim=0)
     return mass
 

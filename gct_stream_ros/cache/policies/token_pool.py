@@ -70,16 +70,32 @@ class TokenPool:
         self.stage(keys, values, runs)
         self.length += keys.shape[0]
 
+    def append_frame(self, keys: torch.Tensor, values: torch.Tensor, frame: int, specials: int,
+                     patch_state: int) -> None:
+        """Keep one frame's tokens ``[P, H, D]``, its ``specials`` first (the model's order), as
+        ``append`` of its patches (``patch_state``) then its specials (``SPECIAL``) would."""
+        self.stage_frame(keys, values, frame, specials, patch_state)
+        self.length += keys.shape[0]
+
+    def stage_frame(self, keys: torch.Tensor, values: torch.Tensor, frame: int, specials: int,
+                    patch_state: int) -> None:
+        """``append_frame`` without keeping the tokens (see ``stage``)."""
+        if self._fused_writes(keys, values):
+            self._reserve(self.length + keys.shape[0])
+            fused_moves.write_run(self.fields(), keys, values, self.length, frame, patch_state, specials,
+                                  SPECIAL)
+            return
+        patches = keys.shape[0] - specials
+        self.stage(keys[specials:], values[specials:], [(patches, frame, patch_state)])
+        self.stage(keys[:specials], values[:specials], [(specials, frame, SPECIAL)], offset=patches)
+
     def stage(self, keys: torch.Tensor, values: torch.Tensor, runs: list[tuple[int, int, int]],
               offset: int = 0) -> None:
         """Write tokens at ``length + offset`` without keeping them (see ``append``)."""
         start = self.length + offset
         end = start + keys.shape[0]
-        if end > self.capacity:
-            if not self.growable:
-                raise RuntimeError(f"{end} tokens exceed the layer's storage of {self.capacity}")
-            self._grow(max(end, 2 * self.capacity))
-        if fused_moves.available(self.keys) and keys.stride(-1) == values.stride(-1) == 1:
+        self._reserve(end)
+        if self._fused_writes(keys, values):
             cursor = start
             for count, frame, state in runs:
                 span = slice(cursor - start, cursor - start + count)
@@ -95,6 +111,16 @@ class TokenPool:
             cursor += count
         self.mass[start:end] = 0.0
         self.exposure[start:end] = 0.0
+
+    def _fused_writes(self, keys: torch.Tensor, values: torch.Tensor) -> bool:
+        return fused_moves.available(self.keys) and keys.stride(-1) == values.stride(-1) == 1
+
+    def _reserve(self, end: int) -> None:
+        """Make room for slots up to ``end`` (only a ``growable`` pool may grow)."""
+        if end > self.capacity:
+            if not self.growable:
+                raise RuntimeError(f"{end} tokens exceed the layer's storage of {self.capacity}")
+            self._grow(max(end, 2 * self.capacity))
 
     def expire(self, frame: int) -> None:
         """Mark every token of a recycled ``frame`` for removal by the next eviction."""
