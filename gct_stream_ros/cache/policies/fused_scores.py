@@ -141,10 +141,13 @@ if TRITON:
         tl.store(ranking_ptr + index, _ranked(scores, state), mask=valid)
 
     @triton.jit
-    def _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads, k_stride_n, k_stride_h,
-                   head_dim: tl.constexpr):
-        """Keys as (x, y, rest, norm): the first 16 dim pairs ``[block_k, 16]`` each, their temporal
-        rotation removed, the dims from 32 on ``[block_k, D - 32]`` as stored, all fp32, and the norms."""
+    def _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr, first, num_keys, head, num_heads, k_stride_n,
+                  k_stride_h, block_k: tl.constexpr, head_dim: tl.constexpr):
+        """Keys ``[first, first + block_k)`` of ``head`` as (valid, index, x, y, rest, norm, state): the
+        first 16 dim pairs ``[block_k, 16]`` each with their temporal rotation removed, the dims from
+        32 on ``[block_k, D - 32]`` as stored, all fp32, the norms and the slot states."""
+        k_index = first + tl.arange(0, block_k)
+        k_valid = k_index < num_keys
         pairs = tl.arange(0, _PAIRS)
         rows = k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h
         x = tl.load(rows + 2 * pairs[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
@@ -154,8 +157,9 @@ if TRITON:
         frame = tl.load(frame_ptr + k_index * num_heads + head, mask=k_valid, other=0).to(tl.float32)
         angle = -frame[:, None] * tl.load(frequency_ptr + pairs)[None, :]  # 0 past the temporal band
         cos, sin = tl.cos(angle), tl.sin(angle)
-        norm = tl.sqrt(tl.sum(x * x + y * y, axis=1) + tl.sum(rest * rest, axis=1))
-        return x * cos - y * sin, x * sin + y * cos, rest, tl.maximum(norm, 1e-12)
+        norm = tl.maximum(tl.sqrt(tl.sum(x * x + y * y, axis=1) + tl.sum(rest * rest, axis=1)), 1e-12)
+        state = tl.load(state_ptr + k_index * num_heads + head, mask=k_valid, other=255)
+        return k_valid, k_index, x * cos - y * sin, x * sin + y * cos, rest, norm, state
 
     @triton.jit
     def _diversity_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, sum_ptr, count_ptr, num_keys, num_heads,
@@ -167,11 +171,9 @@ if TRITON:
         total_rest = tl.zeros([head_dim - 2 * _PAIRS], tl.float32)
         count = tl.zeros([block_k], tl.float32)
         for offset in range(0, chunk, block_k):
-            k_index = part * chunk + offset + tl.arange(0, block_k)
-            k_valid = k_index < num_keys
-            x, y, rest, norm = _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads,
-                                          k_stride_n, k_stride_h, head_dim)
-            state = tl.load(state_ptr + k_index * num_heads + head, mask=k_valid, other=255)
+            _, _, x, y, rest, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr,
+                                                      part * chunk + offset, num_keys, head, num_heads,
+                                                      k_stride_n, k_stride_h, block_k, head_dim)
             weight = tl.where(state == _PATCH, 1.0 / norm, 0.0)[:, None]
             total_x += tl.sum(x * weight, axis=0)
             total_y += tl.sum(y * weight, axis=0)
@@ -194,14 +196,13 @@ if TRITON:
         mean_rest = tl.load(mean + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS))
         total = tl.zeros([block_k], tl.float32)
         for offset in range(0, chunk, block_k):
-            k_index = part * chunk + offset + tl.arange(0, block_k)
-            k_valid = k_index < num_keys
-            x, y, rest, norm = _unrotated(k_ptr, frame_ptr, frequency_ptr, k_index, k_valid, head, num_heads,
-                                          k_stride_n, k_stride_h, head_dim)
+            k_valid, k_index, x, y, rest, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr,
+                                                                  part * chunk + offset, num_keys, head,
+                                                                  num_heads, k_stride_n, k_stride_h, block_k,
+                                                                  head_dim)
             dot = (tl.sum(x * mean_x[None, :], axis=1) + tl.sum(y * mean_y[None, :], axis=1)
                    + tl.sum(rest * mean_rest[None, :], axis=1))
             similarity = dot / norm
-            state = tl.load(state_ptr + k_index * num_heads + head, mask=k_valid, other=255)
             tl.store(ranking_ptr + head * num_keys + k_index, _ranked(-similarity, state), mask=k_valid)
             total += tl.where(state == _PATCH, similarity, 0.0)
         tl.store(similarity_ptr + head * num_parts + part, tl.sum(total, axis=0))
