@@ -55,7 +55,10 @@ def run(policy: str, budget: float, window: int, args: argparse.Namespace) -> di
 
     step(args.scale_frames, StepMode.STORE)
     times, memory = [], []
-    for frame in range(args.scale_frames, args.scale_frames + args.frames):
+    last = args.scale_frames + args.frames
+    for frame in range(args.scale_frames, last):
+        if args.profile and frame == last - args.profile:
+            profiler = _start_profiler(device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -68,6 +71,8 @@ def run(policy: str, budget: float, window: int, args: argparse.Namespace) -> di
                            "reserved_mib": torch.cuda.memory_reserved() / MIB,
                            "median_ms": statistics.median(times[-100:])})
             print(f"<!-- {policy} budget {budget:g} @{frame + 1}: {memory[-1]} -->", flush=True)
+    if args.profile:
+        _report_profile(profiler, f"{policy} budget {budget:g}", args.profile, args.layers, device)
     stats = cache.stats()
     budgets = stats.budget_tokens_per_layer
     return {"policy": policy, "budget": budget, "window": window,
@@ -75,6 +80,30 @@ def run(policy: str, budget: float, window: int, args: argparse.Namespace) -> di
             "tokens_min": stats.tokens_min, "tokens_max": stats.tokens_max,
             "budget_spread": max(budgets) / min(budgets) if budgets else 1.0,
             "budgets": budgets, "held_mib": stats.bytes_allocated / MIB, "memory": memory}
+
+
+def _start_profiler(device: torch.device) -> torch.profiler.profile:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    profiler = torch.profiler.profile(activities=activities)
+    profiler.start()
+    return profiler
+
+
+def _report_profile(profiler: torch.profiler.profile, title: str, steps: int, layers: int,
+                    device: torch.device) -> None:
+    """Stop ``profiler`` and print its top operators/kernels by device time and by host time."""
+    profiler.stop()
+    events = profiler.key_averages()
+    device_keys = [key for key in ("self_device_time_total", "self_cuda_time_total")
+                   if device.type == "cuda" and len(events) and hasattr(events[0], key)]
+    launches = sum(event.count for event in events if event.key.startswith(("cudaLaunchKernel", "cuLaunch")))
+    print(f"\n## profile: {title}, last {steps} steps ({launches / steps / layers:.1f} kernel launches "
+          f"per layer step)\n", flush=True)
+    if device_keys:
+        print(events.table(sort_by=device_keys[0], row_limit=25, max_name_column_width=70), flush=True)
+    print(events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=70), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--profile", type=int, default=0,
+                        help="profile the last N steps of each run (torch.profiler) and print the top ops")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"cache step, {args.layers} layers x {args.heads} heads x 64, {args.patches} patches + {SPECIALS} "

@@ -13,6 +13,7 @@ from gct_stream_ros.cache.policies.attention_mass import attention_mass, concent
 from gct_stream_ros.cache.policies.budget import check_budget
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
 from gct_stream_ros.cache.policies.policy import PRESETS, CachePolicy, policy_preset
+from gct_stream_ros.cache.policies.pool_attention import captured_prefix
 from gct_stream_ros.cache.policies.scorers import diversity_scores
 from gct_stream_ros.cache.policies.selection import evicted_slots
 from gct_stream_ros.cache.policies.temporal_rope import rotate_temporal
@@ -336,3 +337,38 @@ def test_inconsistent_compositions_are_rejected(kwargs):
 def test_unknown_preset_is_rejected():
     with pytest.raises(ValueError, match="sliding_window"):
         policy_preset("lru")
+
+
+def test_head_shared_selection_expands_head_zero_to_every_head():
+    scores = torch.tensor([[3.0], [1.0], [float("inf")], [2.0]])  # head 0 alone
+    frames = torch.zeros(4, HEADS, dtype=torch.int32)
+    slots = evicted_slots(scores, 2, "token", False, frames)
+    assert slots.shape == (2, HEADS)
+    assert all(sorted(slots[:, head].tolist()) == [1, 3] for head in range(HEADS))
+
+
+def test_the_captured_prefix_follows_the_budget_by_whole_quanta_with_hysteresis():
+    assert captured_prefix(None, 350, 100) == 300
+    assert captured_prefix(None, 99, 100) == 0  # below a quantum: no captured part
+    assert captured_prefix(300, 480, 100) == 300  # within two quanta: the graph is kept
+    assert captured_prefix(300, 300, 100) == 300
+    assert captured_prefix(300, 500, 100) == 500  # moved up by two quanta
+    assert captured_prefix(300, 299, 100) == 200  # the layer may hold fewer tokens than the prefix
+
+
+def test_stand_in_weights_are_built_once_per_frame_size():
+    q = torch.randn(SPECIALS + 37, HEADS, DIM)
+    assert stand_in_queries(q, SPECIALS, "sampled")[1] is stand_in_queries(q + 1, SPECIALS, "sampled")[1]
+    assert stand_in_queries(q, SPECIALS, "exact")[1].tolist() == [1.0] * q.shape[0]
+
+
+def test_a_frame_is_appended_as_its_patches_then_its_specials():
+    gen = torch.Generator().manual_seed(18)
+    k, v = (torch.randn(TOKENS, HEADS, DIM, generator=gen) for _ in range(2))
+    by_frame, by_runs = (TokenPool(40, HEADS, DIM, torch.float32, torch.device("cpu")) for _ in range(2))
+    by_frame.append_frame(k, v, 5, SPECIALS, SCALE_PATCH)
+    by_runs.append(k[SPECIALS:], v[SPECIALS:], [(PATCHES, 5, SCALE_PATCH)])
+    by_runs.append(k[:SPECIALS], v[:SPECIALS], [(SPECIALS, 5, SPECIAL)])
+    assert by_frame.length == by_runs.length == TOKENS
+    for field, expected in zip(by_frame.fields(), by_runs.fields(), strict=True):
+        assert torch.equal(field[:TOKENS], expected[:TOKENS])

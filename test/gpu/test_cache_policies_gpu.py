@@ -6,6 +6,7 @@ Run on a GPU machine: ``pytest -q test/gpu/test_cache_policies_gpu.py``.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared step driver lives in test/
 from cache_steps import SPECIALS, random_schedule, run_step, step_tensors  # noqa: E402
 
-from gct_stream_ros.cache.policies import budgeted_cache  # noqa: E402
+from gct_stream_ros.cache.attention import dense_attention  # noqa: E402
+from gct_stream_ros.cache.policies import budgeted_cache, fused_scores, pool_attention  # noqa: E402
 from gct_stream_ros.cache.policies.attention_mass import attention_mass, stand_in_queries  # noqa: E402
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache  # noqa: E402
 from gct_stream_ros.cache.policies.policy import policy_preset  # noqa: E402
+from gct_stream_ros.cache.policies.scorers import diversity_scores, mass_scores  # noqa: E402
+from gct_stream_ros.cache.policies.temporal_rope import rotate_temporal  # noqa: E402
+from gct_stream_ros.cache.policies.token_pool import PATCH, SPECIAL, TokenPool, state_scores  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -42,8 +47,18 @@ def test_bf16_attention_mass_on_cuda_matches_the_float64_reference(mode):
 @pytest.mark.parametrize("policy", ["evict3r", "infinitevggt"])
 @pytest.mark.parametrize("reallocate", [True, False])
 def test_budgeted_steps_never_synchronize(policy, reallocate, monkeypatch):
+    """Every step that does not capture a new attention graph runs without a synchronising call (a
+    capture waits for the device once: ``pool_attention.py``)."""
     if not reallocate:
         monkeypatch.setattr(budgeted_cache, "REALLOCATE_EVERY", 10**9)
+    captures = []
+
+    class CountedCapture(pool_attention.CapturedPartialAttention):
+        def __init__(self, *args, **kwargs):
+            captures.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(pool_attention, "CapturedPartialAttention", CountedCapture)
     cache = BudgetedKVCache(LAYERS, HEADS, DIM, policy_preset(policy), SPECIALS, 2, 0, 5, 12, device="cuda",
                             dtype=torch.bfloat16, budget=0.6)
     gen = torch.Generator().manual_seed(1)
@@ -52,11 +67,80 @@ def test_budgeted_steps_never_synchronize(policy, reallocate, monkeypatch):
                for layer in step_tensors(gen, LAYERS, step.num_frames, TOKENS, HEADS, DIM, torch.bfloat16)]
               for step in schedule]
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
+    unexpected = []
+    torch.cuda.set_sync_debug_mode("warn")
     try:
-        for step, tensors in zip(schedule, inputs):
-            run_step(cache, step, tensors)
+        for number, (step, tensors) in enumerate(zip(schedule, inputs)):
+            captured_before = len(captures)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                run_step(cache, step, tensors)
+            synchronising = [w for w in caught if "synchroniz" in str(w.message)]
+            if synchronising and len(captures) == captured_before:
+                unexpected.append((number, step.kind, str(synchronising[0].message)))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    assert not unexpected
+    assert captures  # the captured path ran
     budgets = cache.stats().budget_tokens_per_layer
     assert all(cache.patch_tokens(layer) <= budget for layer, budget in enumerate(budgets))
+
+
+def test_fused_diversity_ranking_matches_the_torch_scorer():
+    gen = torch.Generator().manual_seed(2)
+    count = 3000
+    frames = torch.randint(0, 2000, (count, 1), generator=gen).expand(count, HEADS).int()
+    content = torch.randn(1, HEADS, DIM, generator=gen) + 0.5 * torch.randn(count, HEADS, DIM, generator=gen)
+    keys = rotate_temporal(content, frames).bfloat16()
+    state = torch.randint(0, 5, (count, HEADS), dtype=torch.uint8, generator=gen)
+    state[:2000] = PATCH
+    scores, diversity = diversity_scores(keys.float(), frames, state == PATCH)
+    reference = state_scores(scores, state).t()
+    ranking, fused_diversity = fused_scores.diversity_ranking(keys.cuda(), frames.cuda(), state.cuda())
+    ranking = ranking.cpu()
+    assert ranking.is_contiguous() and ranking.shape == (HEADS, count)
+    scored = torch.isfinite(reference) & (reference > torch.finfo(torch.float32).min)
+    torch.testing.assert_close(ranking[scored], reference[scored], rtol=1e-4, atol=1e-5)
+    assert torch.equal(ranking[~scored], reference[~scored])
+    torch.testing.assert_close(fused_diversity.cpu(), diversity, rtol=1e-4, atol=1e-6)
+
+
+def test_pool_attention_equals_dense_attention_over_the_prefix():
+    gen = torch.Generator().manual_seed(3)
+    keys, values = (torch.randn(2000, HEADS, DIM, generator=gen).bfloat16().cuda() for _ in range(2))
+    attention = pool_attention.PoolAttention()
+    quantum = 160
+    # flash only (fewer keys than the prefix), captured + rest, the same graph, a recapture, no prefix
+    for length, budget in ((300, 500), (700, 500), (900, 560), (1500, 1400), (1500, 100)):
+        q = torch.randn(TOKENS, HEADS, DIM, generator=gen).bfloat16().cuda()
+        out = attention(0, q, keys, values, length, budget, quantum)  # [1, H, P, D]
+        reference = dense_attention(q.float().unsqueeze(0), keys[:length].float(), values[:length].float())
+        torch.testing.assert_close(out.transpose(1, 2).float(), reference, rtol=2e-2, atol=1e-2)
+
+
+def test_fused_pool_writes_and_moves_match_the_torch_ops():
+    gen = torch.Generator().manual_seed(4)
+    pools = [TokenPool(200, HEADS, DIM, torch.bfloat16, torch.device(device)) for device in ("cpu", "cuda")]
+    k, v = (torch.randn(2, TOKENS, HEADS, DIM, generator=gen).bfloat16() for _ in range(2))
+    mass, exposure = (torch.rand(2 * TOKENS, HEADS, generator=gen) for _ in range(2))
+    slots = torch.stack([torch.randperm(2 * TOKENS, generator=gen)[:50] for _ in range(HEADS)], dim=1)
+    for pool in pools:
+        device = pool.keys.device
+        pool.append_frame(k[0].to(device), v[0].to(device), 3, SPECIALS, PATCH)  # one launch on CUDA
+        pool.append(k[1, SPECIALS:].to(device), v[1, SPECIALS:].to(device), [(PATCHES, 4, PATCH)])
+        pool.append(k[1, :SPECIALS].to(device), v[1, :SPECIALS].to(device), [(SPECIALS, 4, SPECIAL)])
+        pool.mass[:2 * TOKENS], pool.exposure[:2 * TOKENS] = mass.to(device), exposure.to(device)
+        pool.remove(slots.to(device))
+    cpu, cuda = pools
+    assert cpu.length == cuda.length == 2 * TOKENS - 50
+    for expected, fused in zip(cpu.fields(), cuda.fields(), strict=True):
+        assert torch.equal(fused[:cpu.length].cpu(), expected[:cpu.length])
+
+
+def test_fused_mass_ranking_matches_the_torch_ranking():
+    gen = torch.Generator().manual_seed(5)
+    mass = torch.rand(500, HEADS, generator=gen)
+    exposure = torch.randint(0, 4, (500, HEADS), generator=gen).float()
+    state = torch.randint(0, 5, (500, HEADS), dtype=torch.uint8, generator=gen)
+    reference = state_scores(mass_scores(mass[:, :1], exposure[:, :1]), state[:, :1])
+    assert torch.equal(fused_scores.mass_ranking(mass.cuda(), exposure.cuda(), state.cuda()).cpu(), reference)

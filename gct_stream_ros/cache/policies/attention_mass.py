@@ -20,8 +20,11 @@ Either way the mass sums to the number of queries of the frame (every probabilit
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
+from gct_stream_ros.cache.policies import fused_scores
 from gct_stream_ros.cache.policies.fp32_matmul import bmm_fp32
 
 MASS_QUERIES = ("sampled", "exact")
@@ -32,24 +35,33 @@ CHUNK_ELEMENTS = 1 << 25
 
 def stand_in_queries(q: torch.Tensor, num_special_tokens: int,
                      mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """One frame's queries ``[P, H, D]`` -> (queries ``[Q, H, D]``, weights ``[Q]`` fp32) for ``mode``."""
-    if mode == "exact":
-        return q, torch.ones(q.shape[0], dtype=torch.float32, device=q.device)
-    if mode != "sampled":
+    """One frame's queries ``[P, H, D]`` -> (queries ``[Q, H, D]``, weights ``[Q]`` fp32) for ``mode``.
+
+    The weights are built once per frame size and device (``_stand_in_weights``): do not modify them.
+    """
+    if mode not in MASS_QUERIES:
         raise ValueError(f"attention-mass queries {mode!r} are not one of {', '.join(MASS_QUERIES)}")
+    weights = _stand_in_weights(num_special_tokens, q.shape[0] - num_special_tokens, mode, q.device)
+    if mode == "exact":
+        return q, weights
     specials, patches = q[:num_special_tokens], q[num_special_tokens:]
     whole = patches.shape[0] // POOL_GROUP * POOL_GROUP
-    rest = patches.shape[0] - whole
     parts = [specials, patches[:whole].unflatten(0, (-1, POOL_GROUP)).mean(dim=1)]  # [G, H, D]
-    device = q.device
-    # filled on the device from host constants: no host-to-device copy in the step
-    counts = [torch.ones(num_special_tokens, device=device),
-              torch.full((whole // POOL_GROUP,), float(POOL_GROUP), device=device)]
-    if rest:
+    if whole < patches.shape[0]:
         parts.append(patches[whole:].mean(dim=0, keepdim=True))
-        counts.append(torch.full((1,), float(rest), device=device))
-    weights = torch.cat(counts)
     return torch.cat(parts), weights
+
+
+@functools.cache
+def _stand_in_weights(num_special_tokens: int, num_patches: int, mode: str,
+                      device: torch.device) -> torch.Tensor:
+    """How many of the frame's queries each stand-in of ``stand_in_queries`` stands for, ``[Q]`` fp32."""
+    if mode == "exact":
+        counts = [1.0] * (num_special_tokens + num_patches)
+    else:
+        whole, rest = divmod(num_patches, POOL_GROUP)
+        counts = [1.0] * num_special_tokens + [float(POOL_GROUP)] * whole + ([float(rest)] if rest else [])
+    return torch.tensor(counts, dtype=torch.float32, device=device)  # once: no host-to-device copy in a step
 
 
 def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
@@ -57,7 +69,11 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
     """Weighted mass ``[K]`` fp32 each key of ``keys`` ``[K, H, D]`` receives from ``queries`` ``[Q, H, D]``.
 
     ``mass_k = sum_q weights_q * mean_h softmax_k(q . k / sqrt(D))``; see the module docstring.
+    CUDA half-precision keys go through the fused kernels (``fused_scores.py``; ``chunk_elements``
+    does not apply there).
     """
+    if fused_scores.available(keys):
+        return fused_scores.attention_mass(queries, weights, keys)
     num_queries, num_heads, head_dim = queries.shape
     num_keys = keys.shape[0]
     chunk = max(1, chunk_elements // (num_heads * num_queries))

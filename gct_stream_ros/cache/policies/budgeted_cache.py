@@ -35,13 +35,15 @@ import math
 
 import torch
 
-from gct_stream_ros.cache.attention import dense_attention
+from gct_stream_ros.cache.attention import HALF_DTYPES, dense_attention
 from gct_stream_ros.cache.base import CacheStats, StepMode
+from gct_stream_ros.cache.policies import fused_scores
 from gct_stream_ros.cache.policies.allocators import layer_budgets, layer_ceiling
 from gct_stream_ros.cache.policies.attention_mass import attention_mass, concentration, stand_in_queries
 from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET, check_budget, mean_budget_tokens
 from gct_stream_ros.cache.policies.host_snapshot import HostSnapshot
 from gct_stream_ros.cache.policies.policy import CachePolicy
+from gct_stream_ros.cache.policies.pool_attention import CAPTURE_FRAMES, PoolAttention
 from gct_stream_ros.cache.policies.scorers import diversity_scores, mass_scores, recency_scores
 from gct_stream_ros.cache.policies.selection import evicted_slots
 from gct_stream_ros.cache.policies.token_pool import PATCH, SCALE_PATCH, SPECIAL, TokenPool, state_scores
@@ -76,6 +78,8 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         self._patches_per_frame: int | None = None
         self._statistics = torch.zeros(num_layers, device=self.device)
         self._snapshot = HostSnapshot(num_layers, self.device)
+        on_cuda_in_half = self.device.type == "cuda" and dtype in HALF_DTYPES
+        self._pool_attention = PoolAttention() if on_cuda_in_half else None
         self.reset()
 
     def _clear(self) -> None:
@@ -106,32 +110,44 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
                 v: torch.Tensor) -> torch.Tensor:
         pool = self._pools[layer]
         specials = self.num_special_tokens
-        patch_runs = [(k.shape[1] - specials, frame, SCALE_PATCH if frame < self.scale_frames else PATCH)
-                      for frame in frames]
-        special_runs = [(specials, frame, SPECIAL) for frame in frames]
-        own_patches = (k[:, specials:].flatten(0, 1), v[:, specials:].flatten(0, 1))
-        own_specials = (k[:, :specials].flatten(0, 1), v[:, :specials].flatten(0, 1))
-        if mode is StepMode.SKIP:
-            pool.stage(*own_patches, patch_runs)
-            pool.stage(*own_specials, special_runs, offset=own_patches[0].shape[0])
-            seen = pool.length + k.shape[0] * k.shape[1]
-            return dense_attention(q, pool.keys[:seen], pool.values[:seen])
-        pool.append(*own_patches, patch_runs)
-        pool.append(*own_specials, special_runs)
-        self._patches[layer] += own_patches[0].shape[0]
+        if mode is StepMode.SKIP:  # one frame: attended, not kept
+            pool.stage_frame(k[0], v[0], frames[0], specials, self._patch_state(frames[0]))
+            return self._attend_prefix(layer, q, pool.length + k.shape[1])
+        if len(frames) == 1:
+            pool.append_frame(k[0], v[0], frames[0], specials, self._patch_state(frames[0]))
+        else:  # phase 1: the frames' patches, then their specials
+            pool.append(k[:, specials:].flatten(0, 1), v[:, specials:].flatten(0, 1),
+                        [(k.shape[1] - specials, frame, self._patch_state(frame)) for frame in frames])
+            pool.append(k[:, :specials].flatten(0, 1), v[:, :specials].flatten(0, 1),
+                        [(specials, frame, SPECIAL) for frame in frames])
+        self._patches[layer] += k.shape[0] * (k.shape[1] - specials)
         if mode is StepMode.STORE:
             self._expire(layer, self._dropping)
             if self.policy.timing == "before":
                 self._evict(layer)
         if len(frames) > 1:
             return dense_attention(q, k.flatten(0, 1), v.flatten(0, 1))  # phase 1: natural order
-        keys, values = pool.keys[:pool.length], pool.values[:pool.length]
         if self.policy.scorer == "attention_mass":
             queries, weights = stand_in_queries(q[0], specials, self.policy.mass_queries)
-            self._pending_mass[layer] = attention_mass(queries, weights, keys)
+            self._pending_mass[layer] = attention_mass(queries, weights, pool.keys[:pool.length])
             if mode is StepMode.STORE:
                 self._apply_mass(layer)
-        return dense_attention(q, keys, values)
+        return self._attend_prefix(layer, q, pool.length)
+
+    def _patch_state(self, frame: int) -> int:
+        return SCALE_PATCH if frame < self.scale_frames else PATCH
+
+    def _attend_prefix(self, layer: int, q: torch.Tensor, length: int) -> torch.Tensor:
+        """One frame's queries ``[1, P, H, D]`` over the layer's first ``length`` slots."""
+        pool = self._pools[layer]
+        if self._pool_attention is None:
+            return dense_attention(q, pool.keys[:length], pool.values[:length])
+        patches = self._patches_per_frame or 1
+        # the patches a full layer holds when it attends: with eviction after the attention, its frame's too
+        steady = self._budgets[layer] + (patches if self.policy.timing == "after" else 0)
+        quantum = CAPTURE_FRAMES * patches
+        out = self._pool_attention(layer, q[0], pool.keys, pool.values, length, steady, quantum)
+        return out.transpose(1, 2).reshape(q.shape)  # in the storage's dtype, as the contiguous cache
 
     def _end(self, frames: list[int], mode: StepMode) -> None:
         self._dropping = []
@@ -199,6 +215,8 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         capacity = (layer_ceiling(mean, floor) + patches_per_frame
                     + self.num_special_tokens * special_frames)
         self._pools = []  # the previous size's pools are freed before the new ones are allocated
+        if self._pool_attention is not None:
+            self._pool_attention.clear()
         self._pools = [TokenPool(capacity, self.num_heads, self.head_dim, self.dtype, self.device,
                                  growable=not bounded) for _ in range(self.num_layers)]
 
@@ -237,8 +255,13 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         pool, used = self._pools[layer], mass.shape[0]
         pool.mass[:used] += (mass * used).unsqueeze(1)
         pool.exposure[:used] += 1.0
-        self._statistics[layer] = concentration(mass)
+        if self._snapshot_next():
+            self._statistics[layer] = concentration(mass)
         self._pending_mass[layer] = None
+
+    def _snapshot_next(self) -> bool:
+        """The next ``_allocate`` copies the statistics: only then must they be current."""
+        return self.policy.allocator != "uniform" and self._stored_since_allocation + 1 >= REALLOCATE_EVERY
 
     def _evict(self, layer: int) -> None:
         pool, patches = self._pools[layer], self._patches_per_frame or 1
@@ -248,15 +271,21 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         if excess == 0 and self._expired[layer] == 0:
             return
         used = slice(0, pool.length)
+        keys, frames, state = pool.keys[used], pool.frames[used], pool.state[used]
+        # head-shared scorers rank by head 0 alone (every head holds the same tokens and scores)
         if self.policy.scorer == "recency":
-            scores = recency_scores(pool.frames[used])
+            ranking = state_scores(recency_scores(frames[:, :1]), state[:, :1])
+        elif self.policy.scorer == "attention_mass" and fused_scores.available(keys):
+            ranking = fused_scores.mass_ranking(pool.mass[used], pool.exposure[used], state)
         elif self.policy.scorer == "attention_mass":
-            scores = mass_scores(pool.mass[used], pool.exposure[used])
+            ranking = state_scores(mass_scores(pool.mass[used, :1], pool.exposure[used, :1]), state[:, :1])
+        elif fused_scores.available(keys):
+            by_head, self._statistics[layer] = fused_scores.diversity_ranking(keys, frames, state)
+            ranking = by_head.t()
         else:
-            scores, self._statistics[layer] = diversity_scores(pool.keys[used], pool.frames[used],
-                                                               pool.state[used] == PATCH)
+            scores, self._statistics[layer] = diversity_scores(keys, frames, state == PATCH)
+            ranking = state_scores(scores, state)
         count = excess + self.num_special_tokens * self._expired[layer]
-        pool.remove(evicted_slots(state_scores(scores, pool.state[used]), count, self.policy.granularity,
-                                  self.policy.per_head, pool.frames[used]))
+        pool.remove(evicted_slots(ranking, count, self.policy.granularity, self.policy.per_head, frames))
         self._patches[layer] -= excess
         self._expired[layer] = 0

@@ -10,15 +10,16 @@ def evicted_slots(scores: torch.Tensor, count: int, granularity: str, per_head: 
     """Slots ``[count, H]`` with the lowest ``scores`` ``[N, H]`` (protected slots score +inf, never chosen).
 
     ``per_head``: every head frees its own ``count`` slots; otherwise head 0's choice is every
-    head's (the scorer is head-shared). ``frame`` granularity ranks a frame by the mean score of
+    head's (the scorer is head-shared; ``scores`` may then hold head 0 alone, ``[N, 1]``; ``H``
+    is ``frames``'). ``frame`` granularity ranks a frame by the mean score of
     its slots and frees whole frames: the caller's ``count`` is then a whole number of frames'
     patches (+ expired specials), and sorting by frame before ranking keeps a frame's slots
     together. ``count`` is known on the host, so token granularity never reads the device; frame
     granularity (not used by a preset) reads it once to number the frames.
     """
     if granularity == "token":
-        if per_head:
-            return torch.topk(scores, count, dim=0, largest=False, sorted=False).indices
+        if per_head:  # along the rows of [H, N]: contiguous when the scores come as ``[H, N].t()``
+            return torch.topk(scores.t(), count, dim=-1, largest=False, sorted=False).indices.t()
         chosen = torch.topk(scores[:, 0], count, largest=False, sorted=False).indices
     elif granularity == "frame":
         shared, frame = scores[:, 0].double(), frames[:, 0].long()
@@ -33,4 +34,4 @@ def evicted_slots(scores: torch.Tensor, count: int, granularity: str, per_head: 
         chosen = by_frame[torch.argsort(ranked[by_frame], stable=True)][:count]
     else:
         raise ValueError(f"unknown granularity {granularity!r}")
-    return chosen.unsqueeze(1).expand(count, scores.shape[1])
+    return chosen.unsqueeze(1).expand(count, frames.shape[1])

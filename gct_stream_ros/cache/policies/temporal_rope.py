@@ -16,14 +16,18 @@ TEMPORAL_DIMS = 2 * TEMPORAL_PAIRS
 ROPE_BASE = 10000.0
 
 
+def rope_frequencies(device: torch.device) -> torch.Tensor:
+    """The temporal band's angular frequency per pair ``[10]`` fp32 (pair m: ``10000^(-2m/20)``)."""
+    pair = torch.arange(TEMPORAL_PAIRS, dtype=torch.float32, device=device)
+    return ROPE_BASE ** (-2.0 * pair / TEMPORAL_DIMS)
+
+
 def temporal_band(keys: torch.Tensor, frames: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     """The temporal dims of ``keys`` ``[N, H, D]`` rotated by ``frames`` ``[N, H]``: ``[N, H, 20]`` fp32.
 
     ``inverse=True`` removes the rotation. Only the 20 temporal dims are read and converted.
     """
-    pair = torch.arange(TEMPORAL_PAIRS, dtype=torch.float32, device=keys.device)
-    frequency = ROPE_BASE ** (-2.0 * pair / TEMPORAL_DIMS)  # [10]
-    angle = frames.float().unsqueeze(-1) * frequency  # [N, H, 10]
+    angle = frames.float().unsqueeze(-1) * rope_frequencies(keys.device)  # [N, H, 10]
     if inverse:
         angle = -angle
     cos, sin = angle.cos(), angle.sin()

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from gct_stream_ros.cache.policies import fused_moves
+
 PATCH, SCALE_PATCH, SPECIAL, EXPIRED_PATCH, EXPIRED_SPECIAL = 0, 1, 2, 3, 4
 
 
@@ -42,6 +44,8 @@ class TokenPool:
         self.state = torch.zeros(capacity, num_heads, dtype=torch.uint8, device=device)
         self.mass = torch.zeros(capacity, num_heads, dtype=torch.float32, device=device)
         self.exposure = torch.zeros_like(self.mass)
+        # scratch of the fused removal (``fused_moves.remove``), where it runs
+        self._marks = self.state.new_zeros(self.state.shape) if fused_moves.available(self.keys) else None
         self.length = 0
 
     @property
@@ -66,15 +70,38 @@ class TokenPool:
         self.stage(keys, values, runs)
         self.length += keys.shape[0]
 
+    def append_frame(self, keys: torch.Tensor, values: torch.Tensor, frame: int, specials: int,
+                     patch_state: int) -> None:
+        """Keep one frame's tokens ``[P, H, D]``, its ``specials`` first (the model's order), as
+        ``append`` of its patches (``patch_state``) then its specials (``SPECIAL``) would."""
+        self.stage_frame(keys, values, frame, specials, patch_state)
+        self.length += keys.shape[0]
+
+    def stage_frame(self, keys: torch.Tensor, values: torch.Tensor, frame: int, specials: int,
+                    patch_state: int) -> None:
+        """``append_frame`` without keeping the tokens (see ``stage``)."""
+        if self._fused_writes(keys, values):
+            self._reserve(self.length + keys.shape[0])
+            fused_moves.write_run(self.fields(), keys, values, self.length, frame, patch_state, specials,
+                                  SPECIAL)
+            return
+        patches = keys.shape[0] - specials
+        self.stage(keys[specials:], values[specials:], [(patches, frame, patch_state)])
+        self.stage(keys[:specials], values[:specials], [(specials, frame, SPECIAL)], offset=patches)
+
     def stage(self, keys: torch.Tensor, values: torch.Tensor, runs: list[tuple[int, int, int]],
               offset: int = 0) -> None:
         """Write tokens at ``length + offset`` without keeping them (see ``append``)."""
         start = self.length + offset
         end = start + keys.shape[0]
-        if end > self.capacity:
-            if not self.growable:
-                raise RuntimeError(f"{end} tokens exceed the layer's storage of {self.capacity}")
-            self._grow(max(end, 2 * self.capacity))
+        self._reserve(end)
+        if self._fused_writes(keys, values):
+            cursor = start
+            for count, frame, state in runs:
+                span = slice(cursor - start, cursor - start + count)
+                fused_moves.write_run(self.fields(), keys[span], values[span], cursor, frame, state)
+                cursor += count
+            return
         self.keys[start:end] = keys
         self.values[start:end] = values
         cursor = start
@@ -84,6 +111,16 @@ class TokenPool:
             cursor += count
         self.mass[start:end] = 0.0
         self.exposure[start:end] = 0.0
+
+    def _fused_writes(self, keys: torch.Tensor, values: torch.Tensor) -> bool:
+        return fused_moves.available(self.keys) and keys.stride(-1) == values.stride(-1) == 1
+
+    def _reserve(self, end: int) -> None:
+        """Make room for slots up to ``end`` (only a ``growable`` pool may grow)."""
+        if end > self.capacity:
+            if not self.growable:
+                raise RuntimeError(f"{end} tokens exceed the layer's storage of {self.capacity}")
+            self._grow(max(end, 2 * self.capacity))
 
     def expire(self, frame: int) -> None:
         """Mark every token of a recycled ``frame`` for removal by the next eviction."""
@@ -99,6 +136,10 @@ class TokenPool:
         if count == 0:
             return
         new_length = self.length - count
+        if self._marks is not None:
+            fused_moves.remove(self.fields(), self._marks, slots, self.length)
+            self.length = new_length
+            return
         holes = slots.sort(dim=0).values  # [E, H]: holes below new_length first, then evicted tail slots
         # tail slot new_length + j evicted? (holes below new_length are sent to a spare row E)
         in_tail = holes >= new_length
@@ -107,12 +148,12 @@ class TokenPool:
         # survivors of the tail first; pair the i-th hole with the i-th survivor. Past the number of
         # holes, both sides are evicted tail slots: those copies land beyond the new prefix, unused.
         sources = new_length + tail_evicted[:count].argsort(dim=0, stable=True)  # [E, H]
+        self.length = new_length
         for field in self.fields():
             index_shape = (count, slots.shape[1]) + (1,) * (field.dim() - 2)
             sources_index = sources.view(index_shape).expand(count, *field.shape[1:])
             moved = field.gather(0, sources_index)
             field.scatter_(0, holes.view(index_shape).expand(count, *field.shape[1:]), moved)
-        self.length = new_length
 
     def truncate(self, length: int) -> None:
         """Forget the slots from ``length`` on (the tokens of a rolled-back frame, appended last)."""
@@ -125,6 +166,8 @@ class TokenPool:
             larger[:self.length] = field[:self.length]
             grown.append(larger)
         self.keys, self.values, self.frames, self.state, self.mass, self.exposure = grown
+        if self._marks is not None:
+            self._marks = self.state.new_zeros(self.state.shape)
 
 
 def state_scores(scores: torch.Tensor, state: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,131 @@
+"""The token pool's writes and moves as one CUDA kernel each (Triton), instead of one torch op per field.
+
+A pool has six per-slot fields (``token_pool.py``); written with torch ops, appending a frame
+is a dozen small kernels and an eviction's moves another dozen. Each costs ~5 us of GPU time and
+more of host time (the budgeted step was host-bound at ~100 ops per layer on the H200,
+``benchmarks/README.md``). Here:
+
+* ``write_run``: one run of tokens (same frame and state) into slots ``[start, start + N)``:
+  keys, values, frame, state, and a zero mass and exposure; a frame's specials (first in the
+  model's order, last in the pool's) and patches in one launch;
+* ``remove``: ``TokenPool.remove`` without sorting: the freed slots are marked, one program per
+  head numbers the freed slots below the new length and the kept slots above it (prefix sums),
+  and a second kernel moves every field of the i-th kept slot into the i-th freed one.
+
+Used where ``available(keys)``; elsewhere ``TokenPool`` runs the torch ops, which the CPU tests pin.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+TRITON = importlib.util.find_spec("triton") is not None
+"""Triton is installed (the fused kernels here and in ``fused_scores.py`` need it)."""
+BLOCK_SLOTS = 16
+PAIR_BLOCK = 1024
+
+
+def available(keys: torch.Tensor) -> bool:
+    """The fused writes serve this storage: CUDA, Triton installed."""
+    return TRITON and keys.is_cuda
+
+
+if TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _write_run(keys_ptr, values_ptr, frames_ptr, state_ptr, mass_ptr, exposure_ptr, new_keys_ptr,
+                   new_values_ptr, start, count, frame, state, leading, leading_state, key_stride_n,
+                   key_stride_h, value_stride_n, value_stride_h,
+                   num_heads: tl.constexpr, head_dim: tl.constexpr, block: tl.constexpr):
+        rows = tl.program_id(0) * block + tl.arange(0, block)
+        valid = rows < count
+        is_leading = rows < leading  # the first ``leading`` source rows go to the end of the span
+        slots = tl.where(is_leading, start + count - leading + rows, start + rows - leading)
+        heads = tl.arange(0, num_heads)
+        dims = tl.arange(0, head_dim)
+        row_mask = valid[:, None, None]
+        row, head, dim = rows[:, None, None], heads[None, :, None], dims[None, None, :]
+        target = (slots[:, None, None] * num_heads + head) * head_dim + dim
+        key_source = row * key_stride_n + head * key_stride_h + dim
+        tl.store(keys_ptr + target, tl.load(new_keys_ptr + key_source, mask=row_mask), mask=row_mask)
+        value_source = row * value_stride_n + head * value_stride_h + dim
+        tl.store(values_ptr + target, tl.load(new_values_ptr + value_source, mask=row_mask), mask=row_mask)
+        slot = slots[:, None] * num_heads + heads[None, :]
+        ones = tl.full([block, num_heads], 1, tl.int32)
+        tl.store(frames_ptr + slot, ones * frame, mask=valid[:, None])
+        row_state = tl.where(is_leading, leading_state, state)
+        tl.store(state_ptr + slot, (ones * row_state[:, None]).to(tl.uint8), mask=valid[:, None])
+        tl.store(mass_ptr + slot, tl.zeros([block, num_heads], tl.float32), mask=valid[:, None])
+        tl.store(exposure_ptr + slot, tl.zeros([block, num_heads], tl.float32), mask=valid[:, None])
+
+    @triton.jit
+    def _pair(marks_ptr, holes_ptr, sources_ptr, pairs_ptr, new_length, length,
+              num_heads: tl.constexpr, capacity: tl.constexpr, block: tl.constexpr):
+        """Per head: the i-th freed slot below ``new_length`` and the i-th kept slot from it on."""
+        head = tl.program_id(0)
+        holes_found = tl.zeros([], tl.int32)
+        kept_found = tl.zeros([], tl.int32)
+        for start in range(0, capacity, block):  # a constant trip count; blocks past the length do nothing
+            if start < length:
+                slot = start + tl.arange(0, block)
+                freed = tl.load(marks_ptr + slot * num_heads + head, mask=slot < length, other=0) != 0
+                hole = freed & (slot < new_length)
+                kept = (~freed) & (slot >= new_length) & (slot < length)
+                hole_rank = holes_found + tl.cumsum(hole.to(tl.int32), axis=0) - 1
+                kept_rank = kept_found + tl.cumsum(kept.to(tl.int32), axis=0) - 1
+                tl.store(holes_ptr + hole_rank * num_heads + head, slot, mask=hole)
+                tl.store(sources_ptr + kept_rank * num_heads + head, slot, mask=kept)
+                holes_found += tl.sum(hole.to(tl.int32), axis=0)
+                kept_found += tl.sum(kept.to(tl.int32), axis=0)
+        tl.store(pairs_ptr + head, holes_found)
+
+    @triton.jit
+    def _move(keys_ptr, values_ptr, frames_ptr, state_ptr, mass_ptr, exposure_ptr, holes_ptr, sources_ptr,
+              pairs_ptr, num_heads: tl.constexpr, head_dim: tl.constexpr, block: tl.constexpr):
+        rows = tl.program_id(0) * block + tl.arange(0, block)
+        heads = tl.arange(0, num_heads)[None, :]
+        valid = rows[:, None] < tl.load(pairs_ptr + heads)
+        hole = tl.load(holes_ptr + rows[:, None] * num_heads + heads, mask=valid, other=0) * num_heads + heads
+        source = tl.load(sources_ptr + rows[:, None] * num_heads + heads, mask=valid, other=0)
+        source = source * num_heads + heads
+        tl.store(frames_ptr + hole, tl.load(frames_ptr + source, mask=valid), mask=valid)
+        tl.store(state_ptr + hole, tl.load(state_ptr + source, mask=valid), mask=valid)
+        tl.store(mass_ptr + hole, tl.load(mass_ptr + source, mask=valid), mask=valid)
+        tl.store(exposure_ptr + hole, tl.load(exposure_ptr + source, mask=valid), mask=valid)
+        dims = tl.arange(0, head_dim)[None, None, :]
+        hole_row, source_row = hole[:, :, None] * head_dim + dims, source[:, :, None] * head_dim + dims
+        row_mask = valid[:, :, None]
+        tl.store(keys_ptr + hole_row, tl.load(keys_ptr + source_row, mask=row_mask), mask=row_mask)
+        tl.store(values_ptr + hole_row, tl.load(values_ptr + source_row, mask=row_mask), mask=row_mask)
+
+
+def write_run(fields: tuple[torch.Tensor, ...], keys: torch.Tensor, values: torch.Tensor, start: int,
+              frame: int, state: int, leading: int = 0, leading_state: int = 0) -> None:
+    """Write ``keys``/``values`` ``[N, H, D]`` (last dim contiguous) of one frame in ``state`` at ``start``;
+    their first ``leading`` tokens go last, in ``leading_state`` (a frame's specials after its patches)."""
+    count, num_heads, head_dim = keys.shape
+    _write_run[(triton.cdiv(count, BLOCK_SLOTS),)](*fields, keys, values, start, count, frame, state, leading,
+                                                   leading_state, keys.stride(0), keys.stride(1),
+                                                   values.stride(0), values.stride(1), num_heads=num_heads,
+                                                   head_dim=head_dim, block=BLOCK_SLOTS)
+
+
+def remove(fields: tuple[torch.Tensor, ...], marks: torch.Tensor, slots: torch.Tensor, length: int) -> None:
+    """Free ``slots`` ``[E, H]`` of the first ``length``: move the kept slots from ``length - E`` on into the
+    freed ones below it, per head (``TokenPool.remove``). ``marks``: a ``[C, H]`` uint8 scratch."""
+    count, num_heads = slots.shape
+    capacity = marks.shape[0]
+    marks = marks[:length]
+    marks.zero_()
+    marks.scatter_(0, slots, 1)
+    holes = torch.empty(count, num_heads, dtype=torch.int32, device=slots.device)
+    sources = torch.empty_like(holes)
+    pairs = torch.empty(num_heads, dtype=torch.int32, device=slots.device)
+    _pair[(num_heads,)](marks, holes, sources, pairs, length - count, length, num_heads=num_heads,
+                        capacity=triton.cdiv(capacity, PAIR_BLOCK) * PAIR_BLOCK, block=PAIR_BLOCK)
+    _move[(triton.cdiv(count, BLOCK_SLOTS),)](*fields, holes, sources, pairs, num_heads=num_heads,
+                                              head_dim=fields[0].shape[-1], block=BLOCK_SLOTS)

@@ -1,0 +1,79 @@
+"""Attention of a step's queries over a token pool's prefix on CUDA in half precision, at the window's rate.
+
+Plain SDPA over the prefix picks cuDNN, whose execution plan is set up on the host for every new
+key count: a budgeted layer's count changes at every step (a frame's specials are added), so
+that was ~3.5 ms of host time per layer (H200 profile, ``benchmarks/README.md``), 10x the
+attention itself. Instead the prefix is attended in two parts, merged by their log-sum-exps
+(``attention.merge_partials``; unmasked attention does not depend on how its keys are grouped):
+
+* ``[0, F)``: cuDNN replayed from a CUDA graph (``captured_attention.py``, as the contiguous
+  sliding window does), ``F`` a fixed number of keys per layer: the patches a full layer holds
+  when it attends (its budget, plus its frame when eviction follows the attention), rounded
+  down to a multiple of ``quantum`` keys (one frame of patches). ``F`` is kept while that
+  count stays within ``[F, F + 2 quantum)``, so a re-allocation recaptures a layer's graph
+  only when its budget moved by more than a frame;
+* ``[F, length)``: the rest (up to ~2 frames of patches and the specials) through the flash
+  kernel, which needs no per-shape set-up.
+
+While a layer holds fewer than ``F`` tokens (the first frames), the whole prefix goes through the
+flash kernel. Nothing here reads the device; a (re)capture waits for the device once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gct_stream_ros.cache.attention import heads_first, merge_partials, partial_attention
+from gct_stream_ros.cache.captured_attention import CapturedPartialAttention
+
+CAPTURE_FRAMES = 1
+"""The quantum of the captured prefix, in frames of patches."""
+
+
+def captured_prefix(current: int | None, steady: int, quantum: int) -> int:
+    """The keys a layer holding ``steady`` patches attends through its graph, given its ``current`` prefix."""
+    if current is not None and current <= steady < current + 2 * quantum:
+        return current
+    return steady // quantum * quantum
+
+
+class PoolAttention:
+    """Per-layer captured cuDNN attention over fixed pool prefixes (see the module docstring)."""
+
+    def __init__(self) -> None:
+        # layer -> (prefix keys, key storage address, queries, captured attention over the prefix)
+        self._captured: dict[int, tuple[int, int, int, CapturedPartialAttention]] = {}
+        self._graph_pool: tuple[int, int] | None = None
+
+    def clear(self) -> None:
+        self._captured.clear()
+
+    def __call__(self, layer: int, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, length: int,
+                 steady: int, quantum: int) -> torch.Tensor:
+        """q ``[P, H, D]`` over ``keys``/``values[:length]`` (``[C, H, D]`` storage) -> ``[1, H, P, D]``;
+        ``steady``: the patches the layer holds once full (see the module docstring)."""
+        prefix = self._prefix(layer, steady, quantum)
+        if prefix == 0 or length <= prefix:
+            return partial_attention(heads_first(q.to(keys.dtype)), heads_first(keys[:length]),
+                                     heads_first(values[:length]))[0]
+        captured = self._captured_for(layer, q.shape[0], keys, values, prefix)
+        query = captured.load(q)
+        rest = partial_attention(query, heads_first(keys[prefix:length]), heads_first(values[prefix:length]))
+        return merge_partials(captured.run(), rest)
+
+    def _prefix(self, layer: int, steady: int, quantum: int) -> int:
+        current = self._captured.get(layer)
+        return captured_prefix(None if current is None else current[0], steady, quantum)
+
+    def _captured_for(self, layer: int, num_queries: int, keys: torch.Tensor, values: torch.Tensor,
+                      prefix: int) -> CapturedPartialAttention:
+        index = (prefix, keys.data_ptr(), num_queries)
+        current = self._captured.get(layer)
+        if current is None or current[:3] != index:
+            if self._graph_pool is None:
+                self._graph_pool = torch.cuda.graph_pool_handle()
+            self._captured.pop(layer, None)  # its graph's buffers go back to the pool first
+            captured = CapturedPartialAttention(num_queries, heads_first(keys[:prefix]),
+                                                heads_first(values[:prefix]), self._graph_pool)
+            self._captured[layer] = (*index, captured)
+        return self._captured[layer][3]
