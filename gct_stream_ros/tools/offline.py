@@ -31,7 +31,7 @@ import functools
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -66,10 +66,22 @@ from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.scale.apply import scale_result
 from gct_stream_ros.stream.scale.tracker import MetricScale
 from gct_stream_ros.stream.session import StreamSession
+from gct_stream_ros.stream.stats import StepTimes
 from gct_stream_ros.tools.bag_sensors import BagScaleInputs
 from gct_stream_ros.tools.final_estimates import FinalEstimates
+from gct_stream_ros.tools.frame_reader import FrameReader, ReadFrame
 from gct_stream_ros.tools.frame_source import FrameSource, InputError, is_bag, open_frames
 from gct_stream_ros.tools.output_bag import OutputBag, tf_message_cdr
+from gct_stream_ros.tools.stage_times import (
+    BAG_WRITE,
+    DECODE,
+    INPUT_WAIT,
+    MESSAGES,
+    PREPROCESS,
+    RESULT,
+    STEP,
+    StageTimes,
+)
 from gct_stream_ros.tools.stats_file import append_record, stats_record
 
 PROGRAM = "gct_stream_offline"
@@ -109,10 +121,12 @@ def topic_qos(options: NodeOptions) -> dict[str, Qos]:
 class BagResultWriter:
     """Writes final estimates into the bag as the node publishes them (``frame_messages``, same map state)."""
 
-    def __init__(self, bag: OutputBag, options: NodeOptions, map_state: MapState) -> None:
+    def __init__(self, bag: OutputBag, options: NodeOptions, map_state: MapState,
+                 times: StageTimes | None = None) -> None:
         self.bag = bag
         self.options = options
         self.map_state = map_state
+        self.times = times if times is not None else StageTimes()
         # No TF to look the camera mount up from: the camera is tracked itself, as the node does then.
         self.world = WorldFrame()
         self.odom = OdomFrame()
@@ -120,12 +134,16 @@ class BagResultWriter:
 
     def write(self, result: FrameResult, camera_frame: str) -> None:
         """Write one final estimate's messages and add it to the map state."""
+        start = time.perf_counter()
         frame = frame_messages(result, camera_frame, self.world, self.odom, self.options, self.map_state)
+        built = time.perf_counter()
+        self.times.add(MESSAGES, (built - start) * 1e3)
         if frame.transforms:
             tf = tf_message_cdr([serialize_message(t) for t in frame.transforms])
             self.bag.write(topics.TF, topics.TF_TYPE, result.stamp_ns, tf, self._qos[topics.TF])
         for topic, message in frame.outputs:
             self._write(topic, message, result.stamp_ns)
+        self.times.add(BAG_WRITE, (time.perf_counter() - built) * 1e3)
 
     def write_map(self) -> None:
         """The fused map once, stamped with the latest frame."""
@@ -151,6 +169,8 @@ class OfflineSummary:
     """The metric scale at the end (``ScaleState.describe``)."""
     unscaled_frames: int = 0
     """Frames written in model units although a metric source was set (no estimate in time)."""
+    times: StageTimes = field(default_factory=StageTimes)
+    """Time per stage (decode, preprocess, step, result, messages, bag write)."""
 
     @property
     def fps(self) -> float:
@@ -164,6 +184,8 @@ class OfflineSummary:
         unscaled = (f"; {self.unscaled_frames} frames written in model units before the first estimate"
                     if self.unscaled_frames else "")
         lines.append(f"  scale: {self.scale}{unscaled}")
+        if self.frames:
+            lines.append(self.times.text(self.frames))
         lines += [f"  {topic}: {count} messages" for topic, count in sorted(self.topic_counts.items())]
         lines += [f"  wrote {path}" for path in self.files]
         return "\n".join(lines)
@@ -199,6 +221,8 @@ class OfflineMapper:
         self._unscaled_sequence: int | None = None
         """The sequence some of whose frames went out in model units."""
         self._stats_path = stats_path
+        self._steps_seen = StepTimes()
+        """The session's step timings already in the summary."""
         self.summary = OfflineSummary()
 
     def run(self, source: FrameSource, progress: bool = True) -> OfflineSummary:
@@ -206,18 +230,11 @@ class OfflineMapper:
         self._prepare_output()
         with ExitStack() as open_files:
             stats = open_files.enter_context(self._stats_path.open("w")) if self._stats_path else None
-            with OutputBag(self.bag_path) as bag:
-                writer = BagResultWriter(bag, self.options, self.map_state)
-                frames = tqdm(source, total=len(source), unit="frame", desc=PROGRAM, disable=not progress,
+            with OutputBag(self.bag_path) as bag, FrameReader(source, self.session.prepare) as reader:
+                writer = BagResultWriter(bag, self.options, self.map_state, self.summary.times)
+                frames = tqdm(reader, total=len(source), unit="frame", desc=PROGRAM, disable=not progress,
                               dynamic_ncols=True)
-                for frame in frames:
-                    self._report_skipped(source, frames)
-                    self._camera_frames[self.summary.frames] = (self.options.frames.camera_override
-                                                                or frame.frame_id or DEFAULT_CAMERA_FRAME)
-                    self._input_hw[self.summary.frames] = frame.image.shape[:2]
-                    self.summary.frames += 1
-                    self._take(self.session.push(frame.image, frame.stamp_ns), writer, stats)
-                self._report_skipped(source, frames)
+                self._feed(frames, source, writer, stats)
                 if not self.summary.frames:
                     raise InputError(f"{source.description}: no frames" + (
                         f" that could be decoded ({len(source.skipped)} skipped)" if source.skipped else ""))
@@ -230,6 +247,27 @@ class OfflineMapper:
         self.summary.scale = self.scale.state.describe()
         self.summary.seconds = time.perf_counter() - start
         return self.summary
+
+    def _feed(self, frames: Iterable[ReadFrame], source: FrameSource, writer: BagResultWriter,
+              stats: TextIO | None) -> None:
+        """Every input frame through the session, in order, its results written as they become final."""
+        times = self.summary.times
+        waiting = time.perf_counter()
+        for read in frames:
+            pushed = time.perf_counter()
+            times.add(INPUT_WAIT, (pushed - waiting) * 1e3)
+            times.add(DECODE, read.decode_ms)
+            times.add(PREPROCESS, read.prepared.preprocess_ms)
+            self._report_skipped(source, frames)
+            frame = read.frame
+            self._camera_frames[self.summary.frames] = (self.options.frames.camera_override
+                                                        or frame.frame_id or DEFAULT_CAMERA_FRAME)
+            self._input_hw[self.summary.frames] = frame.image.shape[:2]
+            self.summary.frames += 1
+            self._take(self.session.push_prepared(read.prepared, frame.stamp_ns), writer, stats)
+            waiting = time.perf_counter()
+            times.frame_periods_ms.append((waiting - pushed) * 1e3)
+        self._report_skipped(source, frames)
 
     def _prepare_output(self) -> None:
         """Create the output folders (an old bag goes with ``overwrite``); ``InputError`` when impossible."""
@@ -253,8 +291,13 @@ class OfflineMapper:
         self.summary.skipped = len(source.skipped)
 
     def _take(self, results: list[FrameResult], writer: BagResultWriter, stats: TextIO | None) -> None:
+        steps = self.session.step_times
+        if steps.count > self._steps_seen.count:  # one sample per push that ran the network
+            self.summary.times.add(STEP, steps.total_ms - self._steps_seen.total_ms)
+            self._steps_seen = steps
         cache = self.session.network.cache_stats()
         for result in results:
+            self.summary.times.add(RESULT, result.timings_ms.get(RESULT, 0.0))
             if not result.revision:
                 self.summary.keyframes += result.keyframe
                 if stats:
