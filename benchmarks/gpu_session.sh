@@ -97,7 +97,7 @@ stage_offline() {
     # (their libraries and ament index under it), the photographs and a checkpoint of the filler
     # weights are made here, then gct_stream_offline runs with the node's parameters
     local prefix=/tmp/rosenv
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --prefix "$prefix" \
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --ignore-installed --prefix "$prefix" \
         "${OFFLINE_WHEELS:-.whl_offline}"/*.whl || return 1
     local site
     site=$(echo "$prefix"/lib/python3*/site-packages)

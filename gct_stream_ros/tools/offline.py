@@ -12,8 +12,11 @@ Writes into OUTPUT_DIR:
 - ``map.ply``: the fused map of the keyframes' points; ``trajectory.tum``: every frame's pose
   (the one odometry follows) in the world frame, as the node's ``save_map`` writes them.
 
-Parameters are the node's (same names, same YAML). Window-overlap revisions are applied: each
-frame is written once, with its latest estimate, as soon as no later window can revise it.
+The summary gives frames/s and the time of each stage (decode, preprocess, step, result, messages,
+bag write; docs/tools.md, *Time per stage*); decoding and preprocessing run on a reader thread
+beside the network step. Parameters are the node's (same names, same YAML). Window-overlap
+revisions are applied: each frame is written once, with its latest estimate, as soon as no later
+window can revise it.
 Input frames that cannot be decoded are skipped and counted (a warning each), as the node does.
 Images of a folder or a video are stamped from ``--start-time`` (seconds since the epoch;
 default: the wall clock at the start). An existing output is kept unless ``--overwrite``.
@@ -264,9 +267,10 @@ class OfflineMapper:
                                                         or frame.frame_id or DEFAULT_CAMERA_FRAME)
             self._input_hw[self.summary.frames] = frame.image.shape[:2]
             self.summary.frames += 1
-            self._take(self.session.push_prepared(read.prepared, frame.stamp_ns), writer, stats)
+            stepped = self._take(self.session.push_prepared(read.prepared, frame.stamp_ns), writer, stats)
             waiting = time.perf_counter()
-            times.frame_periods_ms.append((waiting - pushed) * 1e3)
+            if stepped:  # a frame that waits for the scale phase costs nothing yet
+                times.frame_periods_ms.append((waiting - pushed) * 1e3)
         self._report_skipped(source, frames)
 
     def _prepare_output(self) -> None:
@@ -290,9 +294,11 @@ class OfflineMapper:
             progress.write(f"{PROGRAM}: warning: skipped an input frame: {reason}", file=sys.stderr)
         self.summary.skipped = len(source.skipped)
 
-    def _take(self, results: list[FrameResult], writer: BagResultWriter, stats: TextIO | None) -> None:
+    def _take(self, results: list[FrameResult], writer: BagResultWriter, stats: TextIO | None) -> bool:
+        """Write what became final; True when the network ran for these results."""
         steps = self.session.step_times
-        if steps.count > self._steps_seen.count:  # one sample per push that ran the network
+        stepped = steps.count > self._steps_seen.count
+        if stepped:  # one sample per push that ran the network
             self.summary.times.add(STEP, steps.total_ms - self._steps_seen.total_ms)
             self._steps_seen = steps
         cache = self.session.network.cache_stats()
@@ -304,6 +310,7 @@ class OfflineMapper:
                     append_record(stats, stats_record(result, cache, result.timings_ms.get("step", 0.0)))
             self._measure_scale(result)
         self._finalize(self.estimates.add(results), writer)
+        return stepped
 
     def _measure_scale(self, result: FrameResult) -> None:
         """Feed the scale source in the engine's order (revisions add no samples)."""

@@ -37,7 +37,8 @@ class StageTimes:
 
     samples: dict[str, list[float]] = field(default_factory=lambda: {stage: [] for stage in STAGES})
     frame_periods_ms: list[float] = field(default_factory=list)
-    """Main-loop time from one input frame to the next (step and everything around it)."""
+    """Main-loop time from one input frame to the next (step and everything around it), for the frames
+    that ran the network (not those that only joined a waiting scale phase)."""
 
     def add(self, stage: str, milliseconds: float) -> None:
         self.samples[stage].append(milliseconds)
