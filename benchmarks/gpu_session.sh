@@ -97,18 +97,20 @@ stage_offline() {
     # (their libraries and ament index under it), the photographs and a checkpoint of the filler
     # weights are made here, then gct_stream_offline runs with the node's parameters
     local prefix=/tmp/rosenv
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --ignore-installed --prefix "$prefix" \
-        "${OFFLINE_WHEELS:-.whl_offline}"/*.whl || return 1
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --ignore-installed \
+        --prefix "$prefix" "${OFFLINE_WHEELS:-.whl_offline}"/*.whl || return 1
     local site
     site=$(echo "$prefix"/lib/python3*/site-packages)
     local libs
     libs=$(printf '%s:' "$site"/ros_*.libs)
+    echo "--- $(date -u +%T) wheels installed"
     python3 benchmarks/photo_sequence.py render .photos/vtest.avi /tmp/photos --frames "$FRAMES" || return 1
     python3 benchmarks/filler_checkpoint.py --weights-py "$W" --preset "${OFFLINE_PRESET:-lingbot-map}" \
         /tmp/filler.safetensors || return 1
+    echo "--- $(date -u +%T) gct_stream_offline starts (the per-frame lines go to offline_stats.jsonl)"
     PYTHONPATH="$site:$PYTHONPATH" LD_LIBRARY_PATH="$libs$prefix/lib:${LD_LIBRARY_PATH:-}" \
         AMENT_PREFIX_PATH="$prefix" _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 \
-        timeout "${OFFLINE_TIMEOUT:-540}" python3 -m gct_stream_ros.tools.offline /tmp/photos \
+        timeout -s INT -k 30 "${OFFLINE_TIMEOUT:-540}" python3 -m gct_stream_ros.tools.offline /tmp/photos \
         -o /tmp/offline --overwrite --quiet --start-time 1700000000 --fps 30 --stats "$OUT/offline_stats.jsonl" \
         --params-file benchmarks/offline_h200.yaml -p model.checkpoint:=/tmp/filler.safetensors \
         -p model.preset:="${OFFLINE_PRESET:-lingbot-map}" \
