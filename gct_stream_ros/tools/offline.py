@@ -13,10 +13,10 @@ Writes into OUTPUT_DIR:
   (the one odometry follows) in the world frame, as the node's ``save_map`` writes them.
 
 The summary gives frames/s and the time of each stage (decode, preprocess, step, result, messages,
-bag write; docs/tools.md, *Time per stage*); decoding and preprocessing run on a reader thread
-beside the network step. Parameters are the node's (same names, same YAML). Window-overlap
-revisions are applied: each frame is written once, with its latest estimate, as soon as no later
-window can revise it.
+bag write; docs/tools.md, *Time per stage*); decoding and preprocessing run on a reader thread,
+messages and the bag on a writer thread, beside the network step. Parameters are the node's (same
+names, same YAML). Window-overlap revisions are applied: each frame is written once, with its latest
+estimate, as soon as no later window can revise it.
 Input frames that cannot be decoded are skipped and counted (a warning each), as the node does.
 Images of a folder or a video are stamped from ``--start-time`` (seconds since the epoch;
 default: the wall clock at the start). An existing output is kept unless ``--overwrite``.
@@ -74,12 +74,14 @@ from gct_stream_ros.tools.bag_sensors import BagScaleInputs
 from gct_stream_ros.tools.final_estimates import FinalEstimates
 from gct_stream_ros.tools.frame_reader import FrameReader, ReadFrame
 from gct_stream_ros.tools.frame_source import FrameSource, InputError, is_bag, open_frames
+from gct_stream_ros.tools.ordered_worker import OrderedWorker
 from gct_stream_ros.tools.output_bag import OutputBag, tf_message_cdr
 from gct_stream_ros.tools.stage_times import (
     BAG_WRITE,
     DECODE,
     INPUT_WAIT,
     MESSAGES,
+    OUTPUT_WAIT,
     PREPROCESS,
     RESULT,
     STEP,
@@ -158,6 +160,21 @@ class BagResultWriter:
                        self._qos[topic])
 
 
+class BackgroundResultWriter:
+    """``BagResultWriter``'s writes on a worker thread, in order, while the main thread steps the network;
+    a map restart is queued between the writes it separates."""
+
+    def __init__(self, writer: BagResultWriter, worker: OrderedWorker) -> None:
+        self._writer = writer
+        self._worker = worker
+
+    def write(self, result: FrameResult, camera_frame: str) -> None:
+        self._writer.times.add(OUTPUT_WAIT, self._worker.submit(self._writer.write, result, camera_frame))
+
+    def restart_map(self) -> None:
+        self._worker.submit(self._writer.map_state.restart)
+
+
 @dataclass
 class OfflineSummary:
     frames: int = 0
@@ -234,16 +251,12 @@ class OfflineMapper:
         with ExitStack() as open_files:
             stats = open_files.enter_context(self._stats_path.open("w")) if self._stats_path else None
             with OutputBag(self.bag_path) as bag, FrameReader(source, self.session.prepare) as reader:
-                writer = BagResultWriter(bag, self.options, self.map_state, self.summary.times)
-                frames = tqdm(reader, total=len(source), unit="frame", desc=PROGRAM, disable=not progress,
-                              dynamic_ncols=True)
-                self._feed(frames, source, writer, stats)
-                if not self.summary.frames:
-                    raise InputError(f"{source.description}: no frames" + (
-                        f" that could be decoded ({len(source.skipped)} skipped)" if source.skipped else ""))
-                self._take(self.session.flush(), writer, stats)
-                self._finalize(self.estimates.finish(), writer, end=True)
-                writer.write_map()
+                bag_writer = BagResultWriter(bag, self.options, self.map_state, self.summary.times)
+                with OrderedWorker(name=f"{PROGRAM} writer") as worker:
+                    frames = tqdm(reader, total=len(source), unit="frame", desc=PROGRAM, disable=not progress,
+                                  dynamic_ncols=True)
+                    self._feed(frames, source, BackgroundResultWriter(bag_writer, worker), stats)
+                bag_writer.write_map()
                 self.summary.topic_counts = dict(bag.counts)
         self._write_map_and_trajectory()
         self.summary.revisions = self.estimates.revisions_applied
@@ -251,9 +264,10 @@ class OfflineMapper:
         self.summary.seconds = time.perf_counter() - start
         return self.summary
 
-    def _feed(self, frames: Iterable[ReadFrame], source: FrameSource, writer: BagResultWriter,
+    def _feed(self, frames: Iterable[ReadFrame], source: FrameSource, writer: BackgroundResultWriter,
               stats: TextIO | None) -> None:
-        """Every input frame through the session, in order, its results written as they become final."""
+        """Every input frame through the session, in order, its results written as they become final, then
+        what the end of the input makes final."""
         times = self.summary.times
         waiting = time.perf_counter()
         for read in frames:
@@ -272,6 +286,11 @@ class OfflineMapper:
             if stepped:  # a frame that waits for the scale phase costs nothing yet
                 times.frame_periods_ms.append((waiting - pushed) * 1e3)
         self._report_skipped(source, frames)
+        if not self.summary.frames:
+            skipped = f" that could be decoded ({len(source.skipped)} skipped)" if source.skipped else ""
+            raise InputError(f"{source.description}: no frames{skipped}")
+        self._take(self.session.flush(), writer, stats)
+        self._finalize(self.estimates.finish(), writer, end=True)
 
     def _prepare_output(self) -> None:
         """Create the output folders (an old bag goes with ``overwrite``); ``InputError`` when impossible."""
@@ -294,7 +313,7 @@ class OfflineMapper:
             progress.write(f"{PROGRAM}: warning: skipped an input frame: {reason}", file=sys.stderr)
         self.summary.skipped = len(source.skipped)
 
-    def _take(self, results: list[FrameResult], writer: BagResultWriter, stats: TextIO | None) -> bool:
+    def _take(self, results: list[FrameResult], writer: BackgroundResultWriter, stats: TextIO | None) -> bool:
         """Write what became final; True when the network ran for these results."""
         steps = self.session.step_times
         stepped = steps.count > self._steps_seen.count
@@ -321,7 +340,8 @@ class OfflineMapper:
                 reference = self._scale_inputs.reference(result.stamp_ns, input_hw)
         self.scale.update(result, reference)
 
-    def _finalize(self, results: list[FrameResult], writer: BagResultWriter, end: bool = False) -> None:
+    def _finalize(self, results: list[FrameResult], writer: BackgroundResultWriter,
+                  end: bool = False) -> None:
         """Write final estimates in order, scaled by their sequence's scale; while the current sequence has no
         estimate yet they wait (up to ``HELD_FRAMES_LIMIT``, or the end of the input)."""
         self._held += results
@@ -334,7 +354,7 @@ class OfflineMapper:
             del self._held[0]
             if state.metric:
                 if self._unscaled_sequence == result.sequence:
-                    self.map_state.restart()  # no map or trajectory mixing model units and metres
+                    writer.restart_map()  # no map or trajectory mixing model units and metres
                     self._unscaled_sequence = None
                 result = scale_result(result, state.scale)
             elif self.scale.measuring:

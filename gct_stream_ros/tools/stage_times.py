@@ -8,8 +8,12 @@ Stages, in the order a frame meets them (docs/tools.md, *Time per stage*):
 - ``step``: the network steps, one sample per frame that ran the network (a scale phase's step
   counts once, for all its frames; the push that starts a window also re-runs its scale phase);
 - ``result``: turning a step's output into a ``FrameResult`` (pose, depth, world points);
-- ``messages``: the ROS messages of a final estimate (``frame_messages``);
+- ``output wait``: the main thread waiting for room in the writer's queue (the part of the writing
+  that the overlap did not hide);
+- ``messages``: the ROS messages of a final estimate (``frame_messages``, the fused map included);
 - ``bag write``: serialising them and writing the bag.
+``messages`` and ``bag write`` run on the writer thread (``tools/ordered_worker.py``), beside the
+next step.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ PREPROCESS = "preprocess"
 INPUT_WAIT = "input wait"
 STEP = "step"
 RESULT = "result"
+OUTPUT_WAIT = "output wait"
 MESSAGES = "messages"
 BAG_WRITE = "bag write"
-STAGES = (DECODE, PREPROCESS, INPUT_WAIT, STEP, RESULT, MESSAGES, BAG_WRITE)
-READER_STAGES = (DECODE, PREPROCESS)
-"""Run on the reader thread, beside the step."""
-MAIN_THREAD_CPU_STAGES = (INPUT_WAIT, RESULT, MESSAGES, BAG_WRITE)
+STAGES = (DECODE, PREPROCESS, INPUT_WAIT, STEP, RESULT, OUTPUT_WAIT, MESSAGES, BAG_WRITE)
+BESIDE_THE_STEP = {DECODE: "reader", PREPROCESS: "reader", MESSAGES: "writer", BAG_WRITE: "writer"}
+"""Stages run on another thread while the main thread steps the network."""
+MAIN_THREAD_CPU_STAGES = (INPUT_WAIT, RESULT, OUTPUT_WAIT)
 """What the main thread spends per frame besides the step (the node's CPU work that adds to it)."""
 
 
@@ -59,7 +64,7 @@ class StageTimes:
     def text(self, frames: int) -> str:
         lines = ["  time per stage, ms (mean per input frame / median per occurrence):"]
         for stage in STAGES:
-            where = " [reader thread, overlaps the step]" if stage in READER_STAGES else ""
+            where = f" [{BESIDE_THE_STEP[stage]} thread, beside the step]" if stage in BESIDE_THE_STEP else ""
             mean = self.per_frame_ms(stage, frames)
             lines.append(f"    {stage:<11} {mean:8.2f} / {self.median_ms(stage):8.2f}{where}")
         if self.frame_periods_ms:
