@@ -126,12 +126,12 @@ def topic_qos(options: NodeOptions) -> dict[str, Qos]:
 class BagResultWriter:
     """Writes final estimates into the bag as the node publishes them (``frame_messages``, same map state)."""
 
-    def __init__(self, bag: OutputBag, options: NodeOptions, map_state: MapState,
-                 times: StageTimes | None = None) -> None:
+    def __init__(self, bag: OutputBag, options: NodeOptions, map_state: MapState, times: StageTimes) -> None:
         self.bag = bag
         self.options = options
         self.map_state = map_state
-        self.times = times if times is not None else StageTimes()
+        self.times = times
+        """Where the time of ``messages`` and ``bag write`` goes."""
         # No TF to look the camera mount up from: the camera is tracked itself, as the node does then.
         self.world = WorldFrame()
         self.odom = OdomFrame()
