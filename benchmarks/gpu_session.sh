@@ -17,7 +17,8 @@
 # FRAMES real photographs, compiled, the reference's settings: see benchmarks/README.md, "End to end";
 # needs .whl_offline/ (ROS 2 and rosbags wheels for Python 3.12, benchmarks/offline_wheels.txt) and
 # .photos/vtest.avi (benchmarks/photo_sequence.py fetch), not .whl). Environment knobs: FRAMES, VARIANTS,
-# REF, PROFILE_FRAMES, PARTS, EXTRA (more arguments), *_TIMEOUT, WEIGHTS_PY, OFFLINE_PARAMS.
+# REF, PROFILE_FRAMES, PARTS, EXTRA (more arguments), *_TIMEOUT, WEIGHTS_PY, OFFLINE_PARAMS (more -p
+# assignments), OFFLINE_PRESET (lingbot-map; tiny for a CPU check), OFFLINE_WHEELS (.whl_offline).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-out}
