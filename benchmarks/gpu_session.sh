@@ -13,8 +13,12 @@
 # only, eager), ours (our model, VARIANTS="backend:level,...", REF=1 adds the reference compiled
 # side by side), parity (gpu_parity.py: PARTS=model,cache,memory,compiled), attention (one
 # global layer per kernel), sidebyside (ours + the reference + parity, issue 12's one command),
-# savecache (JIT caches for the next session, in parts of 15 MiB). Environment knobs: FRAMES, VARIANTS, REF,
-# PROFILE_FRAMES, PARTS, EXTRA (more arguments), *_TIMEOUT, WEIGHTS_PY.
+# savecache (JIT caches for the next session, in parts of 15 MiB), offline (gct_stream_offline over
+# FRAMES real photographs, compiled, the reference's settings: see benchmarks/README.md, "End to end";
+# needs .whl_offline/ (ROS 2 and rosbags wheels for Python 3.12, benchmarks/offline_wheels.txt) and
+# .photos/vtest.avi (benchmarks/photo_sequence.py fetch), not .whl). Environment knobs: FRAMES, VARIANTS,
+# REF, PROFILE_FRAMES, PARTS, EXTRA (more arguments), *_TIMEOUT, WEIGHTS_PY, OFFLINE_PARAMS (more -p
+# assignments), OFFLINE_PRESET (lingbot-map; tiny for a CPU check), OFFLINE_WHEELS (.whl_offline).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-out}
@@ -26,8 +30,11 @@ FRAMES=${FRAMES:-320}
 export FLASHINFER_WORKSPACE_BASE=/tmp/fiws TORCHINDUCTOR_CACHE_DIR=/tmp/inductor
 mkdir -p /tmp/fiws /tmp/inductor
 
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
+# the offline stage alone can run without .whl (the contiguous cache needs no FlashInfer)
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+fi
 export PYTHONPATH=/tmp/site:$PWD
 for t in .gpucache/*.tgz; do [ -f "$t" ] && tar -xzf "$t" -C / ; done
 # archives over the device tool's 16 MiB per returned file come back in parts
@@ -85,6 +92,32 @@ stage_sidebyside() {
         OURS_TIMEOUT=${OURS_TIMEOUT:-330} EXTRA="" stage_ours
     PARTS=model PARITY_TIMEOUT=${PARITY_TIMEOUT:-200} EXTRA="--fp32-floor --model-backend contiguous \
         --model-level ${PARITY_LEVEL:-graphs} --half-depth-head --model-frames 80" stage_parity
+}
+
+stage_offline() {
+    # the user's command over a folder of photographs: the ROS wheels go into a prefix of their own
+    # (their libraries and ament index under it), the photographs and a checkpoint of the filler
+    # weights are made here, then gct_stream_offline runs with the node's parameters
+    local prefix=/tmp/rosenv
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --ignore-installed \
+        --prefix "$prefix" "${OFFLINE_WHEELS:-.whl_offline}"/*.whl || return 1
+    local site
+    site=$(echo "$prefix"/lib/python3*/site-packages)
+    local libs
+    libs=$(printf '%s:' "$site"/ros_*.libs)
+    echo "--- $(date -u +%T) wheels installed"
+    python3 benchmarks/photo_sequence.py render .photos/vtest.avi /tmp/photos --frames "$FRAMES" || return 1
+    python3 benchmarks/filler_checkpoint.py --weights-py "$W" --preset "${OFFLINE_PRESET:-lingbot-map}" \
+        /tmp/filler.safetensors || return 1
+    echo "--- $(date -u +%T) gct_stream_offline starts (the per-frame lines go to offline_stats.jsonl)"
+    PYTHONPATH="$site:$PYTHONPATH" LD_LIBRARY_PATH="$libs$prefix/lib:${LD_LIBRARY_PATH:-}" \
+        AMENT_PREFIX_PATH="$prefix" _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 \
+        timeout -s INT -k 30 "${OFFLINE_TIMEOUT:-540}" python3 -m gct_stream_ros.tools.offline /tmp/photos \
+        -o /tmp/offline --overwrite --quiet --start-time 1700000000 --fps 30 --stats "$OUT/offline_stats.jsonl" \
+        --params-file benchmarks/offline_h200.yaml -p model.checkpoint:=/tmp/filler.safetensors \
+        -p model.preset:="${OFFLINE_PRESET:-lingbot-map}" \
+        ${OFFLINE_PARAMS:-} 2>&1 | tee "$OUT/offline.log"
+    du -sh /tmp/offline/bag | tee -a "$OUT/offline.log"
 }
 
 stage_attention() {

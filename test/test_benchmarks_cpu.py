@@ -6,7 +6,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -96,3 +99,44 @@ def test_the_model_benchmarks_take_the_shared_model_arguments(name, capsys):
     for option in ("--weights-py", "--seed", "--preset", "--scale-frames", "--window", "--camera-iterations",
                    "--height", "--width", "--device", "--json"):
         assert option in usage
+
+
+def test_photo_sequence_pans_a_camera_inside_the_recorded_frames(tmp_path):
+    photos = _load("photo_sequence")
+    recorded_hw = (576, 768)
+    for index in range(photos.VIDEO_FRAMES):  # the whole path stays inside the recorded frame
+        photos.check_inside(photos.output_to_recorded(index, recorded_hw), recorded_hw, index)
+    rng = np.random.default_rng(0)
+    texture = cv2.resize(rng.integers(0, 256, (72, 96, 3), dtype=np.uint8), (768, 576),
+                         interpolation=cv2.INTER_CUBIC)
+    video = tmp_path / "recorded.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (768, 576))
+    for _ in range(3):
+        writer.write(texture)
+    writer.release()
+    assert photos.render(video, tmp_path / "photos", 3) == 3
+    files = sorted((tmp_path / "photos").glob("*.jpg"))
+    assert [f.name for f in files] == ["000000.jpg", "000001.jpg", "000002.jpg"]
+    first, second = (cv2.imread(str(f)).astype(np.float32) for f in files[:2])
+    assert first.shape == (480, 640, 3)
+    # frame 0 looks straight ahead: the centre of the recorded frame; frame 1 has turned
+    centre = texture[48:528, 64:704].astype(np.float32)
+    assert np.abs(first - centre).mean() < 6.0 < np.abs(second - centre).mean()
+
+
+def test_filler_checkpoint_loads_strictly_into_the_model(tmp_path):
+    weights = tmp_path / "weights.py"  # a stand-in filler with the shared one's interface
+    weights.write_text("import torch\n\ndef deterministic_tensor(seed, key, shape):\n"
+                       "    g = torch.Generator().manual_seed(seed + len(key))\n"
+                       "    return torch.randn(tuple(shape), generator=g, dtype=torch.float64) * 0.02\n")
+    checkpoint = tmp_path / "filler.safetensors"
+    filler = _load("filler_checkpoint")
+    assert filler.main([str(checkpoint), "--weights-py", str(weights), "--preset", "tiny"]) == 0
+    from gct_stream_ros.model.checkpoint import build_model
+    from gct_stream_ros.model.config import GCTConfig
+
+    model = build_model(GCTConfig.preset("tiny"), str(checkpoint))
+    key, value = next((k, v) for k, v in model.state_dict().items() if v.is_floating_point() and v.dim() == 2)
+    generator = torch.Generator().manual_seed(filler.DEFAULT_SEED + len(key))
+    expected = torch.randn(tuple(value.shape), generator=generator, dtype=torch.float64) * 0.02
+    torch.testing.assert_close(value, expected.float())

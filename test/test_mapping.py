@@ -57,6 +57,40 @@ def test_grid_stays_bounded_on_a_long_stream_and_clears():
     assert len(fused) == 0 and fused.points()[0].shape == (0, 3)
 
 
+def _fuse_by_hand(batches, voxel_size: float, max_points: int) -> dict[tuple, tuple]:
+    """The fused map's rule written plainly: per voxel the sums and the batch last seen; when full,
+    drop the voxels seen longest ago, ties in the order of their cell coordinates."""
+    voxels: dict[tuple, list] = {}
+    for number, (xyz, rgb) in enumerate(batches, start=1):
+        for point, colour in zip(xyz, rgb):
+            cell = tuple(np.floor(point / voxel_size).astype(np.int64))
+            sums = voxels.setdefault(cell, [np.zeros(3), np.zeros(3), 0, 0])
+            sums[0] += point
+            sums[1] += colour
+            sums[2] += 1
+            sums[3] = number
+        for cell in sorted(voxels, key=lambda c: (voxels[c][3], c))[:max(0, len(voxels) - max_points)]:
+            del voxels[cell]
+    return {cell: (sums[0] / sums[2], np.round(sums[1] / sums[2])) for cell, sums in voxels.items()}
+
+
+@pytest.mark.parametrize("max_points", [5, 40, 1000])
+def test_fusing_and_evicting_follow_the_rule_on_random_batches(max_points):
+    rng = np.random.default_rng(max_points)
+    batches = [(rng.normal(size=(30, 3)) * (1 + batch % 3), rng.integers(0, 255, (30, 3), dtype=np.uint8))
+               for batch in range(12)]
+    fused = FusedMap(voxel_size=0.5, max_points=max_points)
+    for xyz, rgb in batches:
+        fused.add(xyz, rgb)
+    expected = _fuse_by_hand(batches, 0.5, max_points)
+    xyz, rgb = fused.points()
+    cells = [tuple(c) for c in np.floor(xyz.astype(np.float64) / 0.5).astype(np.int64)]
+    assert sorted(cells) == sorted(expected) and len(fused) == min(max_points, len(fused))
+    for cell, point, colour in zip(cells, xyz, rgb):
+        np.testing.assert_allclose(point, expected[cell][0], atol=1e-5)
+        np.testing.assert_array_equal(colour, expected[cell][1])
+
+
 def test_invalid_grid_is_refused():
     with pytest.raises(ValueError):
         FusedMap(voxel_size=0.0, max_points=1)

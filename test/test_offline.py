@@ -23,6 +23,7 @@ from gct_stream_ros.mapping.ply import read_ply  # noqa: E402
 from gct_stream_ros.mapping.tum import read_tum  # noqa: E402
 from gct_stream_ros.ros.world_frame import OPTICAL_TO_BODY  # noqa: E402
 from gct_stream_ros.stream.synthetic import ROOM_MAX, ROOM_MIN, SyntheticScene  # noqa: E402
+from gct_stream_ros.tools import stage_times as stage  # noqa: E402
 from gct_stream_ros.tools.camera_bag import write_camera_bag  # noqa: E402
 from gct_stream_ros.tools.frame_source import TYPESTORE, open_frames  # noqa: E402
 from gct_stream_ros.tools.offline import OfflineMapper, load_parameters, main  # noqa: E402
@@ -197,7 +198,10 @@ def test_video_file_runs_through_the_command_line_with_the_tiny_model(tmp_path, 
     writer.release()
     assert main([str(video), "-o", str(tmp_path / "out"), "--stats", str(tmp_path / "stats.jsonl"),
                  "--start-time", "1700000000.000000001", *TINY_CLI]) == 0
-    assert f"{FRAMES} frames" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{FRAMES} frames" in out and "frames/s" in out and "main-thread CPU besides the step" in out
+    # one row per stage in the summary (docs/tools.md, "Time per stage")
+    assert [line[4:15].strip() for line in out.splitlines() if line.startswith("    ")] == list(stage.STAGES)
     stamps, _ = read_tum(tmp_path / "out" / "trajectory.tum")
     assert stamps == [1_700_000_000_000_000_001 + i * 200_000_000 for i in range(FRAMES)]
     assert len(_read_bag(tmp_path / "out" / "bag")["/tf"]) == FRAMES
@@ -231,3 +235,23 @@ def test_each_topic_records_the_qos_the_node_offers(tmp_path, scene_frames):
         (per_frame,) = offered[topic]
         assert (per_frame.durability, per_frame.reliability) == (QosDurability.VOLATILE,
                                                                  QosReliability.BEST_EFFORT), topic
+
+
+def test_summary_times_every_stage_of_every_frame(tmp_path, scene_frames):
+    _, summary = _run(tmp_path, scene_frames, _bag(tmp_path / "input", scene_frames))
+    samples = summary.times.samples
+    assert set(samples) == set(stage.STAGES)
+    # Read and prepared once per input frame; one step per push that ran the network (the scale phase
+    # once for its 4 frames, then one per frame); one assembly per result; written once per frame.
+    for name in (stage.DECODE, stage.PREPROCESS, stage.INPUT_WAIT):
+        assert len(samples[name]) == FRAMES, name
+    assert len(samples[stage.STEP]) == FRAMES - 4 + 1
+    assert len(samples[stage.RESULT]) == FRAMES
+    for name in (stage.OUTPUT_WAIT, stage.MESSAGES, stage.BAG_WRITE):
+        assert len(samples[name]) == FRAMES, name
+    assert len(summary.times.frame_periods_ms) == FRAMES - 4 + 1
+    for name in stage.STAGES:
+        assert all(ms >= 0.0 for ms in samples[name]), name
+    for name in (stage.DECODE, stage.PREPROCESS, stage.STEP, stage.RESULT, stage.MESSAGES, stage.BAG_WRITE):
+        assert summary.times.per_frame_ms(name, FRAMES) > 0.0, name
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -40,7 +42,7 @@ def test_results_carry_the_true_geometry_in_the_first_frame_world():
         np.testing.assert_allclose(result.intrinsics_input, frame.intrinsics, rtol=1e-5)
         np.testing.assert_allclose(result.depth, frame.depth, rtol=1e-6)
         assert result.image.dtype == np.uint8 and np.array_equal(result.image, frame.image)
-        assert result.pose_enc.shape == (9,) and set(result.timings_ms) == {"preprocess", "step"}
+        assert result.pose_enc.shape == (9,) and set(result.timings_ms) == {"preprocess", "step", "result"}
     # Points unprojected from depth and pose land where the true geometry puts them.
     v, u = 20, 33
     truth = np.linalg.inv(frames[3].intrinsics) @ np.array([u, v, 1.0]) * frames[3].depth[v, u]
@@ -183,6 +185,22 @@ def test_stats_count_frames_and_time_steps():
     assert stats.step_times.count == 5 and stats.step_times.max_ms >= stats.step_times.mean_ms > 0
     assert stats.cache.frames_stored == oracle.frames_stored == 4
     assert (stats.device, stats.dtype) == ("cpu", "float32")
+
+
+def test_images_prepared_on_another_thread_give_the_results_of_push():
+    frames = render(5)
+    pushed = [r for rs in push_all(oracle_session(frames)[0], frames) for r in rs]
+    session, _ = oracle_session(frames)
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        prepared = list(reader.map(session.prepare, [frame.image for frame in frames]))
+    results = [result for ready, frame in zip(prepared, frames)
+               for result in session.push_prepared(ready, frame.stamp_ns)]
+    assert [r.stamp_ns for r in results] == [r.stamp_ns for r in pushed]
+    for result, expected in zip(results, pushed):
+        np.testing.assert_array_equal(result.pose_c2w, expected.pose_c2w)
+        np.testing.assert_array_equal(result.image, expected.image)
+        np.testing.assert_array_equal(result.intrinsics_input, expected.intrinsics_input)
+    assert session.step_times.count == 4 and session.step_times.total_ms > 0
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

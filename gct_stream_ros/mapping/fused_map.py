@@ -13,6 +13,8 @@ _AXIS_BITS = 21
 _AXIS_OFFSET = 1 << (_AXIS_BITS - 1)
 _AXIS_LIMIT = _AXIS_OFFSET - 1
 """Voxel coordinates are clipped to +-2^20 cells per axis so three fit in one int64 key."""
+_POSITION, _COLOUR, _COUNT, _LAST_SEEN = slice(0, 3), slice(3, 6), 6, 7
+_COLUMNS = 8
 
 
 class FusedMap:
@@ -27,10 +29,9 @@ class FusedMap:
 
     def clear(self) -> None:
         self._keys = np.zeros(0, dtype=np.int64)  # sorted
-        self._position_sums = np.zeros((0, 3), dtype=np.float64)
-        self._colour_sums = np.zeros((0, 3), dtype=np.float64)
-        self._counts = np.zeros(0, dtype=np.int64)
-        self._last_seen = np.zeros(0, dtype=np.int64)
+        # one row per voxel: position sum (3), colour sum (3), count, batch last seen (exact in float64);
+        # one array, so a merge or an eviction is one pass over the grid, not one per quantity
+        self._voxels = np.zeros((0, _COLUMNS), dtype=np.float64)
         self._batches = 0
 
     def __len__(self) -> int:
@@ -50,47 +51,54 @@ class FusedMap:
         cells += _AXIS_OFFSET
         keys = (cells[:, 0] << (2 * _AXIS_BITS)) | (cells[:, 1] << _AXIS_BITS) | cells[:, 2]
         batch_keys, inverse = np.unique(keys, return_inverse=True)
-        batch_positions = _sum_by(inverse, xyz, len(batch_keys))
-        batch_colours = _sum_by(inverse, rgb, len(batch_keys))
-        batch_counts = np.bincount(inverse, minlength=len(batch_keys))
+        batch = np.empty((len(batch_keys), _COLUMNS))
+        batch[:, _POSITION] = _sum_by(inverse, xyz, len(batch_keys))
+        batch[:, _COLOUR] = _sum_by(inverse, rgb, len(batch_keys))
+        batch[:, _COUNT] = np.bincount(inverse, minlength=len(batch_keys))
+        batch[:, _LAST_SEEN] = self._batches
 
         slots = np.searchsorted(self._keys, batch_keys)
         known = slots < len(self._keys)
         known[known] = self._keys[slots[known]] == batch_keys[known]
         hit = slots[known]
-        self._position_sums[hit] += batch_positions[known]
-        self._colour_sums[hit] += batch_colours[known]
-        self._counts[hit] += batch_counts[known]
-        self._last_seen[hit] = self._batches
+        self._voxels[hit, :_LAST_SEEN] += batch[known, :_LAST_SEEN]
+        self._voxels[hit, _LAST_SEEN] = self._batches
 
+        # New voxels go in at their sorted places: one linear merge, not a sort of the whole grid (a full
+        # grid holds 500k voxels by default and the node adds a keyframe every frame).
         fresh = ~known
-        keys_all = np.concatenate([self._keys, batch_keys[fresh]])
-        order = np.argsort(keys_all, kind="stable")
-        self._keys = keys_all[order]
-        self._position_sums = np.concatenate([self._position_sums, batch_positions[fresh]])[order]
-        self._colour_sums = np.concatenate([self._colour_sums, batch_colours[fresh]])[order]
-        self._counts = np.concatenate([self._counts, batch_counts[fresh]])[order]
-        self._last_seen = np.concatenate([self._last_seen, np.full(fresh.sum(), self._batches)])[order]
+        merged = len(self._keys) + int(fresh.sum())
+        is_fresh = np.zeros(merged, dtype=bool)
+        is_fresh[slots[fresh] + np.arange(int(fresh.sum()))] = True
+        keys_merged = np.empty(merged, dtype=np.int64)
+        keys_merged[is_fresh], keys_merged[~is_fresh] = batch_keys[fresh], self._keys
+        voxels_merged = np.empty((merged, _COLUMNS))
+        voxels_merged[is_fresh], voxels_merged[~is_fresh] = batch[fresh], self._voxels
+        self._keys, self._voxels = keys_merged, voxels_merged
         self._evict_oldest()
 
     def points(self) -> tuple[np.ndarray, np.ndarray]:
         """``(xyz [M, 3] float32, rgb [M, 3] uint8)``: one mean point per voxel."""
-        counts = self._counts[:, None].astype(np.float64)
-        xyz = (self._position_sums / np.maximum(counts, 1)).astype(np.float32)
-        rgb = np.clip(np.round(self._colour_sums / np.maximum(counts, 1)), 0, 255).astype(np.uint8)
+        counts = np.maximum(self._voxels[:, _COUNT, None], 1)
+        xyz = (self._voxels[:, _POSITION] / counts).astype(np.float32)
+        rgb = np.clip(np.round(self._voxels[:, _COLOUR] / counts), 0, 255).astype(np.uint8)
         return xyz, rgb
 
     def _evict_oldest(self) -> None:
         excess = len(self._keys) - self.max_points
         if excess <= 0:
             return
-        # Stable on the (sorted) key order, so which voxels of one batch survive is deterministic.
-        keep = np.sort(np.argsort(self._last_seen, kind="stable")[excess:])
+        # The ``excess`` voxels seen longest ago go: all those of the batches before ``oldest_kept``, then
+        # the first ones in key order of that batch, so which voxels survive is deterministic. Linear:
+        # batch numbers are counted, not sorted.
+        last_seen = self._voxels[:, _LAST_SEEN].astype(np.int64)
+        seen_by = np.cumsum(np.bincount(last_seen))  # [b]: voxels last seen in a batch <= b
+        oldest_kept = int(np.searchsorted(seen_by, excess))
+        keep = last_seen > oldest_kept
+        evicted_before = int(seen_by[oldest_kept - 1]) if oldest_kept else 0
+        keep[np.flatnonzero(last_seen == oldest_kept)[excess - evicted_before:]] = True
         self._keys = self._keys[keep]
-        self._position_sums = self._position_sums[keep]
-        self._colour_sums = self._colour_sums[keep]
-        self._counts = self._counts[keep]
-        self._last_seen = self._last_seen[keep]
+        self._voxels = self._voxels[keep]
 
 
 def _sum_by(groups: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:

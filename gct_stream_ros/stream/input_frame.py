@@ -1,4 +1,5 @@
-"""A frame accepted by the session, held until the network has run on it."""
+"""A frame accepted by the session, held until the network has run on it, and the preprocessed image
+it is made from."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ import numpy as np
 import torch
 
 from gct_stream_ros.model.preprocess import ImageGeometry
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An input image at model resolution (``StreamSession.prepare``), not yet given to the session."""
+
+    image: torch.Tensor
+    """[3, H, W] float32 RGB in [0, 1]."""
+    geometry: ImageGeometry
+    rgb: np.ndarray
+    """``[H, W, 3]`` uint8, the resized image ``image`` was made from."""
+    preprocess_ms: float
 
 
 @dataclass(frozen=True)

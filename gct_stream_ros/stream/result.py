@@ -62,7 +62,8 @@ class FrameResult:
     pose_enc: np.ndarray | None = None
     """[9] float32 raw pose encoding of the network (for parity and debugging)."""
     timings_ms: dict[str, float] = field(default_factory=dict)
-    """Wall-clock timings of the step that produced this frame (``step``, ``preprocess``...)."""
+    """Wall-clock timings of this frame: ``preprocess`` (its resize), ``step`` (the network step that
+    produced it; a scale phase's step is shared by its frames) and ``result`` (this result's assembly)."""
 
     @property
     def keyframe(self) -> bool:

@@ -34,7 +34,7 @@ from gct_stream_ros.stream.config import EngineConfig
 from gct_stream_ros.stream.device import resolve_device, resolve_dtype, resolve_resize
 from gct_stream_ros.stream.estimate import FrameEstimate
 from gct_stream_ros.stream.frame_assembly import assemble_frame
-from gct_stream_ros.stream.input_frame import InputFrame
+from gct_stream_ros.stream.input_frame import InputFrame, PreparedImage
 from gct_stream_ros.stream.keyframes import keyframe_selector
 from gct_stream_ros.stream.network_builder import build_network
 from gct_stream_ros.stream.result import FrameResult, FrameType
@@ -73,10 +73,21 @@ class StreamSession:
 
     def push(self, image: np.ndarray, stamp_ns: int) -> list[FrameResult]:
         """Add an ``[H, W, 3]`` uint8 RGB image; return the results that became available."""
+        return self.push_prepared(self.prepare(image), stamp_ns)
+
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """The preprocessing of ``push`` alone: it reads only the settings, so another thread may prepare
+        the next image while this one steps (the offline tool's reader does)."""
         start = time.perf_counter()
         rgb, geometry = resize_image(image, self.config.image_width, self.resize)
-        return self._accept(InputFrame(index=self._next_index, stamp_ns=stamp_ns, image=to_model_input(rgb),
-                                       geometry=geometry, rgb=rgb, preprocess_ms=_milliseconds_since(start)))
+        return PreparedImage(image=to_model_input(rgb), geometry=geometry, rgb=rgb,
+                             preprocess_ms=_milliseconds_since(start))
+
+    def push_prepared(self, prepared: PreparedImage, stamp_ns: int) -> list[FrameResult]:
+        """``push`` of an image that ``prepare`` already preprocessed."""
+        return self._accept(InputFrame(index=self._next_index, stamp_ns=stamp_ns, image=prepared.image,
+                                       geometry=prepared.geometry, rgb=prepared.rgb,
+                                       preprocess_ms=prepared.preprocess_ms))
 
     def push_tensor(self, image: torch.Tensor, stamp_ns: int,
                     geometry: ImageGeometry | None = None) -> list[FrameResult]:
@@ -119,13 +130,18 @@ class StreamSession:
         self._sequence += 1
         self._begin_sequence()
 
+    @property
+    def step_times(self) -> StepTimes:
+        """A copy of the network step timings so far (``stats`` without the cache and counters)."""
+        return replace(self._step_times)
+
     def stats(self) -> SessionStats:
         return SessionStats(
             frames_pushed=self._next_index, frames_emitted=self._emitted,
             frames_pending=sum(not frame.revision for frame in self._pending), frames_dropped=self._dropped,
             revisions=self._revisions, keyframes=self._keyframes, sequence=self._sequence,
             window=self._windows.index, frames_stored=self.network.frames_stored,
-            step_times=replace(self._step_times),
+            step_times=self.step_times,
             cache=self.network.cache_stats(), device=str(self.device),
             dtype=str(self.dtype).removeprefix("torch."))
 
@@ -190,11 +206,14 @@ class StreamSession:
         windowed = self._windows.enabled
         results = []
         for frame, estimate in self._windows.place(frames, estimates):
-            results.append(assemble_frame(
+            start = time.perf_counter()
+            result = assemble_frame(
                 frame, estimate, sequence=self._sequence, window=self._windows.index,
                 window_scale=self._windows.scale if windowed else 1.0,
                 window_transform=self._windows.transform if windowed else None,
-                compute_points=self.config.compute_points))
+                compute_points=self.config.compute_points)
+            result.timings_ms["result"] = _milliseconds_since(start)
+            results.append(result)
             self._revisions += frame.revision
             self._emitted += not frame.revision
         return results

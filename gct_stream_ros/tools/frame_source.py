@@ -10,7 +10,7 @@ message and goes on. Folders and videos have no clock: their frames are stamped 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +54,7 @@ class FrameSource:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def __iter__(self) -> Iterator[Frame]:
+    def __iter__(self) -> Generator[Frame, None, None]:
         raise NotImplementedError
 
 
@@ -126,7 +126,7 @@ class BagFrames(FrameSource):
     def __len__(self) -> int:
         return self._count
 
-    def __iter__(self) -> Iterator[Frame]:
+    def __iter__(self) -> Generator[Frame, None, None]:
         reader = open_bag(self.path)
         try:
             connections = [c for c in reader.connections if c.topic == self.topic]
@@ -158,7 +158,7 @@ class FolderFrames(FrameSource):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __iter__(self) -> Iterator[Frame]:
+    def __iter__(self) -> Generator[Frame, None, None]:
         for index, file in enumerate(self.files):
             bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
             if bgr is None:
@@ -188,7 +188,7 @@ class VideoFrames(FrameSource):
     def __len__(self) -> int:
         return self._count
 
-    def __iter__(self) -> Iterator[Frame]:
+    def __iter__(self) -> Generator[Frame, None, None]:
         capture = cv2.VideoCapture(str(self.path))
         try:
             index = 0

@@ -12,8 +12,11 @@ Writes into OUTPUT_DIR:
 - ``map.ply``: the fused map of the keyframes' points; ``trajectory.tum``: every frame's pose
   (the one odometry follows) in the world frame, as the node's ``save_map`` writes them.
 
-Parameters are the node's (same names, same YAML). Window-overlap revisions are applied: each
-frame is written once, with its latest estimate, as soon as no later window can revise it.
+The summary gives frames/s and the time of each stage (decode, preprocess, step, result, messages,
+bag write; docs/tools.md, *Time per stage*); decoding and preprocessing run on a reader thread,
+messages and the bag on a writer thread, beside the network step. Parameters are the node's (same
+names, same YAML). Window-overlap revisions are applied: each frame is written once, with its latest
+estimate, as soon as no later window can revise it.
 Input frames that cannot be decoded are skipped and counted (a warning each), as the node does.
 Images of a folder or a video are stamped from ``--start-time`` (seconds since the epoch;
 default: the wall clock at the start). An existing output is kept unless ``--overwrite``.
@@ -31,7 +34,7 @@ import functools
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -66,10 +69,24 @@ from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.scale.apply import scale_result
 from gct_stream_ros.stream.scale.tracker import MetricScale
 from gct_stream_ros.stream.session import StreamSession
+from gct_stream_ros.stream.stats import StepTimes
 from gct_stream_ros.tools.bag_sensors import BagScaleInputs
 from gct_stream_ros.tools.final_estimates import FinalEstimates
+from gct_stream_ros.tools.frame_reader import FrameReader, ReadFrame
 from gct_stream_ros.tools.frame_source import FrameSource, InputError, is_bag, open_frames
+from gct_stream_ros.tools.ordered_worker import OrderedWorker
 from gct_stream_ros.tools.output_bag import OutputBag, tf_message_cdr
+from gct_stream_ros.tools.stage_times import (
+    BAG_WRITE,
+    DECODE,
+    INPUT_WAIT,
+    MESSAGES,
+    OUTPUT_WAIT,
+    PREPROCESS,
+    RESULT,
+    STEP,
+    StageTimes,
+)
 from gct_stream_ros.tools.stats_file import append_record, stats_record
 
 PROGRAM = "gct_stream_offline"
@@ -109,10 +126,12 @@ def topic_qos(options: NodeOptions) -> dict[str, Qos]:
 class BagResultWriter:
     """Writes final estimates into the bag as the node publishes them (``frame_messages``, same map state)."""
 
-    def __init__(self, bag: OutputBag, options: NodeOptions, map_state: MapState) -> None:
+    def __init__(self, bag: OutputBag, options: NodeOptions, map_state: MapState, times: StageTimes) -> None:
         self.bag = bag
         self.options = options
         self.map_state = map_state
+        self.times = times
+        """Where the time of ``messages`` and ``bag write`` goes."""
         # No TF to look the camera mount up from: the camera is tracked itself, as the node does then.
         self.world = WorldFrame()
         self.odom = OdomFrame()
@@ -120,12 +139,16 @@ class BagResultWriter:
 
     def write(self, result: FrameResult, camera_frame: str) -> None:
         """Write one final estimate's messages and add it to the map state."""
+        start = time.perf_counter()
         frame = frame_messages(result, camera_frame, self.world, self.odom, self.options, self.map_state)
+        built = time.perf_counter()
+        self.times.add(MESSAGES, (built - start) * 1e3)
         if frame.transforms:
             tf = tf_message_cdr([serialize_message(t) for t in frame.transforms])
             self.bag.write(topics.TF, topics.TF_TYPE, result.stamp_ns, tf, self._qos[topics.TF])
         for topic, message in frame.outputs:
             self._write(topic, message, result.stamp_ns)
+        self.times.add(BAG_WRITE, (time.perf_counter() - built) * 1e3)
 
     def write_map(self) -> None:
         """The fused map once, stamped with the latest frame."""
@@ -135,6 +158,21 @@ class BagResultWriter:
     def _write(self, topic: str, message: object, stamp_ns: int) -> None:
         self.bag.write(topics.absolute(topic), ros_type_name(message), stamp_ns, serialize_message(message),
                        self._qos[topic])
+
+
+class BackgroundResultWriter:
+    """``BagResultWriter``'s writes on a worker thread, in order, while the main thread steps the network;
+    a map restart is queued between the writes it separates."""
+
+    def __init__(self, writer: BagResultWriter, worker: OrderedWorker) -> None:
+        self._writer = writer
+        self._worker = worker
+
+    def write(self, result: FrameResult, camera_frame: str) -> None:
+        self._writer.times.add(OUTPUT_WAIT, self._worker.submit(self._writer.write, result, camera_frame))
+
+    def restart_map(self) -> None:
+        self._worker.submit(self._writer.map_state.restart)
 
 
 @dataclass
@@ -151,6 +189,8 @@ class OfflineSummary:
     """The metric scale at the end (``ScaleState.describe``)."""
     unscaled_frames: int = 0
     """Frames written in model units although a metric source was set (no estimate in time)."""
+    times: StageTimes = field(default_factory=StageTimes)
+    """Time per stage (decode, preprocess, step, result, messages, bag write)."""
 
     @property
     def fps(self) -> float:
@@ -164,6 +204,8 @@ class OfflineSummary:
         unscaled = (f"; {self.unscaled_frames} frames written in model units before the first estimate"
                     if self.unscaled_frames else "")
         lines.append(f"  scale: {self.scale}{unscaled}")
+        if self.frames:
+            lines.append(self.times.text(self.frames))
         lines += [f"  {topic}: {count} messages" for topic, count in sorted(self.topic_counts.items())]
         lines += [f"  wrote {path}" for path in self.files]
         return "\n".join(lines)
@@ -199,6 +241,8 @@ class OfflineMapper:
         self._unscaled_sequence: int | None = None
         """The sequence some of whose frames went out in model units."""
         self._stats_path = stats_path
+        self._steps_seen = StepTimes()
+        """The session's step timings already in the summary."""
         self.summary = OfflineSummary()
 
     def run(self, source: FrameSource, progress: bool = True) -> OfflineSummary:
@@ -206,30 +250,47 @@ class OfflineMapper:
         self._prepare_output()
         with ExitStack() as open_files:
             stats = open_files.enter_context(self._stats_path.open("w")) if self._stats_path else None
-            with OutputBag(self.bag_path) as bag:
-                writer = BagResultWriter(bag, self.options, self.map_state)
-                frames = tqdm(source, total=len(source), unit="frame", desc=PROGRAM, disable=not progress,
-                              dynamic_ncols=True)
-                for frame in frames:
-                    self._report_skipped(source, frames)
-                    self._camera_frames[self.summary.frames] = (self.options.frames.camera_override
-                                                                or frame.frame_id or DEFAULT_CAMERA_FRAME)
-                    self._input_hw[self.summary.frames] = frame.image.shape[:2]
-                    self.summary.frames += 1
-                    self._take(self.session.push(frame.image, frame.stamp_ns), writer, stats)
-                self._report_skipped(source, frames)
-                if not self.summary.frames:
-                    raise InputError(f"{source.description}: no frames" + (
-                        f" that could be decoded ({len(source.skipped)} skipped)" if source.skipped else ""))
-                self._take(self.session.flush(), writer, stats)
-                self._finalize(self.estimates.finish(), writer, end=True)
-                writer.write_map()
+            with OutputBag(self.bag_path) as bag, FrameReader(source, self.session.prepare) as reader:
+                bag_writer = BagResultWriter(bag, self.options, self.map_state, self.summary.times)
+                with OrderedWorker(name=f"{PROGRAM} writer") as worker:
+                    frames = tqdm(reader, total=len(source), unit="frame", desc=PROGRAM, disable=not progress,
+                                  dynamic_ncols=True)
+                    self._feed(frames, source, BackgroundResultWriter(bag_writer, worker), stats)
+                bag_writer.write_map()
                 self.summary.topic_counts = dict(bag.counts)
         self._write_map_and_trajectory()
         self.summary.revisions = self.estimates.revisions_applied
         self.summary.scale = self.scale.state.describe()
         self.summary.seconds = time.perf_counter() - start
         return self.summary
+
+    def _feed(self, frames: Iterable[ReadFrame], source: FrameSource, writer: BackgroundResultWriter,
+              stats: TextIO | None) -> None:
+        """Every input frame through the session, in order, its results written as they become final, then
+        what the end of the input makes final."""
+        times = self.summary.times
+        waiting = time.perf_counter()
+        for read in frames:
+            pushed = time.perf_counter()
+            times.add(INPUT_WAIT, (pushed - waiting) * 1e3)
+            times.add(DECODE, read.decode_ms)
+            times.add(PREPROCESS, read.prepared.preprocess_ms)
+            self._report_skipped(source, frames)
+            frame = read.frame
+            self._camera_frames[self.summary.frames] = (self.options.frames.camera_override
+                                                        or frame.frame_id or DEFAULT_CAMERA_FRAME)
+            self._input_hw[self.summary.frames] = frame.image.shape[:2]
+            self.summary.frames += 1
+            stepped = self._take(self.session.push_prepared(read.prepared, frame.stamp_ns), writer, stats)
+            waiting = time.perf_counter()
+            if stepped:  # a frame that waits for the scale phase costs nothing yet
+                times.frame_periods_ms.append((waiting - pushed) * 1e3)
+        self._report_skipped(source, frames)
+        if not self.summary.frames:
+            skipped = f" that could be decoded ({len(source.skipped)} skipped)" if source.skipped else ""
+            raise InputError(f"{source.description}: no frames{skipped}")
+        self._take(self.session.flush(), writer, stats)
+        self._finalize(self.estimates.finish(), writer, end=True)
 
     def _prepare_output(self) -> None:
         """Create the output folders (an old bag goes with ``overwrite``); ``InputError`` when impossible."""
@@ -252,15 +313,23 @@ class OfflineMapper:
             progress.write(f"{PROGRAM}: warning: skipped an input frame: {reason}", file=sys.stderr)
         self.summary.skipped = len(source.skipped)
 
-    def _take(self, results: list[FrameResult], writer: BagResultWriter, stats: TextIO | None) -> None:
+    def _take(self, results: list[FrameResult], writer: BackgroundResultWriter, stats: TextIO | None) -> bool:
+        """Write what became final; True when the network ran for these results."""
+        steps = self.session.step_times
+        stepped = steps.count > self._steps_seen.count
+        if stepped:  # one sample per push that ran the network
+            self.summary.times.add(STEP, steps.total_ms - self._steps_seen.total_ms)
+            self._steps_seen = steps
         cache = self.session.network.cache_stats()
         for result in results:
+            self.summary.times.add(RESULT, result.timings_ms.get(RESULT, 0.0))
             if not result.revision:
                 self.summary.keyframes += result.keyframe
                 if stats:
                     append_record(stats, stats_record(result, cache, result.timings_ms.get("step", 0.0)))
             self._measure_scale(result)
         self._finalize(self.estimates.add(results), writer)
+        return stepped
 
     def _measure_scale(self, result: FrameResult) -> None:
         """Feed the scale source in the engine's order (revisions add no samples)."""
@@ -271,7 +340,8 @@ class OfflineMapper:
                 reference = self._scale_inputs.reference(result.stamp_ns, input_hw)
         self.scale.update(result, reference)
 
-    def _finalize(self, results: list[FrameResult], writer: BagResultWriter, end: bool = False) -> None:
+    def _finalize(self, results: list[FrameResult], writer: BackgroundResultWriter,
+                  end: bool = False) -> None:
         """Write final estimates in order, scaled by their sequence's scale; while the current sequence has no
         estimate yet they wait (up to ``HELD_FRAMES_LIMIT``, or the end of the input)."""
         self._held += results
@@ -284,7 +354,7 @@ class OfflineMapper:
             del self._held[0]
             if state.metric:
                 if self._unscaled_sequence == result.sequence:
-                    self.map_state.restart()  # no map or trajectory mixing model units and metres
+                    writer.restart_map()  # no map or trajectory mixing model units and metres
                     self._unscaled_sequence = None
                 result = scale_result(result, state.scale)
             elif self.scale.measuring:
