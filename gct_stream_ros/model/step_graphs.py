@@ -98,7 +98,9 @@ class StepGraphs:
             self._pool = torch.cuda.graph_pool_handle()
         static_images = images.clone()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: CUDA calls of the node's other threads (diagnostics, image decoding) during
+        # the capture are theirs, not part of it and not an error
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             output = step(static_images)
         return _CapturedStep(graph, static_images, output)
 
