@@ -87,6 +87,7 @@ class OrderedWorker:
                 self._report(self._on_error, error)
             finally:
                 self._queue.task_done()
+        self._queue.task_done()  # the ``None`` of ``close``
 
     @staticmethod
     def _report(on_error: Callable[[Exception], None], error: Exception) -> None:
