@@ -9,7 +9,10 @@ Stages, each timed separately over ``--frames`` frames (median and mean, ms):
 * ``messages``: depth and confidence images, camera info, the cloud's points and its PointCloud2;
 * ``publish``: handing those messages to rclpy publishers (serialisation, no subscriber).
 
-The totals add the rgb8 decode and every later stage, once per resize method.
+The totals add the rgb8 decode and every later stage, once per resize method. The node runs them on
+three threads (docs/architecture.md, "Threads"): decode and preprocessing on the executor thread,
+messages and publishing on the publisher thread, both beside the step; only ``result`` (inside the
+session's step) stays on the worker's critical path, reported as ``critical path``.
 
     .venv/bin/python benchmarks/node_overhead.py --frames 30
 """
@@ -163,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     for method in RESIZE_METHODS:
         total = shared + medians[f"resize_{method}"]
         print(f"| **total, rgb8 input, model.resize {method}** | **{total:.2f}** | |")
+    print(f"| **critical path (worker thread: result)** | **{medians['result']:.2f}** | |")
     return 0
 
 

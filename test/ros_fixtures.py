@@ -70,6 +70,13 @@ class FakeSession:
         self._emitted: list[FrameResult] = []
         self._times = StepTimes()
 
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """The node prepares on its executor thread: here the image stands for its model input."""
+        return image
+
+    def push_prepared(self, prepared: np.ndarray, stamp_ns: int) -> list[FrameResult]:
+        return self.push(prepared, stamp_ns)
+
     def push(self, image: np.ndarray, stamp_ns: int) -> list[FrameResult]:
         index = len(self.pushed)
         self.pushed.append(stamp_ns)

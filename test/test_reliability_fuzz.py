@@ -212,7 +212,8 @@ def test_fuzzed_messages_are_rejected_or_processed_and_the_node_keeps_going(ros,
             node._on_image(case.message)
         processed = [_stamp(c) for c in cases if c.expect == PROCESS]
         rejected = [c for c in cases if c.expect == REJECT]
-        ros.wait_for(lambda: node.worker.processed == len(processed), WORKER_TIMEOUT_S, "the worker done")
+        ros.wait_for(lambda: node.worker.processed == len(processed) and node.idle, WORKER_TIMEOUT_S,
+                     "the worker and its publisher done")
         elapsed = time.monotonic() - started
 
         assert len(rejected) >= 50 and node.diagnostics.rejected == len(rejected)

@@ -2,8 +2,8 @@
 the path and the fused map within their bounds.
 
 1,000 frames run in the CPU suite (about 20 s); ``make soak`` (``GCT_SOAK=1 pytest -m soak``) runs 10,000.
-Frames go straight into the node's worker (what the image callback does after decoding) while the test
-spins the executor, so every output is published and received by a subscriber.
+Frames go straight into the node's worker (what the image callback does after decoding and preparing)
+while the test spins the executor, so every output is published and received by a subscriber.
 
 Host memory: RSS after the run is compared with RSS after a warm-up (allocator pools, the map and the
 path filled up, the cache at its bound). Allowed growth: what is meant to grow, the ``save_map`` trajectory
@@ -80,7 +80,9 @@ def _run(total: int, warm_up: int, domain_id: int) -> None:
         warm_rss = warm_cache = None
         for start in range(0, total, BATCH):
             for index in range(start, start + BATCH):
-                node.worker.submit(_frame(index))
+                frame = _frame(index)
+                frame.prepared = node._session.prepare(frame.image)  # as the image callback does
+                node.worker.submit(frame)
             _wait_for_worker(node, start + BATCH)
             _spin_a_little(ros)
             if start + BATCH == warm_up:
@@ -110,9 +112,10 @@ def _run(total: int, warm_up: int, domain_id: int) -> None:
 
 
 def _wait_for_worker(node: GctStreamNode, processed: int, timeout_s: float = 30.0) -> None:
-    """Sleep, not spin, while the worker runs: a spinning executor would contend for the GIL and slow it."""
+    """Sleep, not spin, while the worker (and its publisher) run: a spinning executor would contend for the
+    GIL and slow them."""
     deadline = time.monotonic() + timeout_s
-    while node.worker.processed < processed:
+    while node.worker.processed < processed or not node.idle:
         assert time.monotonic() < deadline, f"the worker did not get to frame {processed}"
         time.sleep(0.005)
 

@@ -38,8 +38,11 @@ class RecordingSession:
         self.session = build_session(config)
         self.results = []
 
-    def push(self, image, stamp_ns):
-        results = self.session.push(image, stamp_ns)
+    def prepare(self, image):
+        return self.session.prepare(image)
+
+    def push_prepared(self, prepared, stamp_ns):
+        results = self.session.push_prepared(prepared, stamp_ns)
         self.results += results
         return results
 

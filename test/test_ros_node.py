@@ -198,7 +198,7 @@ def test_queue_policy_under_overload(ros, policy, expect_drops):
         images = ros.publisher(Image, "/image")
         stamps = list(range(1, 13))
         feed(ros, node, images, [image_message(random_image(), stamp) for stamp in stamps])
-        ros.wait_for(lambda: node.worker.idle, TIMEOUT_S, "queue drained")
+        ros.wait_for(lambda: node.idle, TIMEOUT_S, "queue drained")
         if expect_drops:
             assert node.diagnostics.dropped > 0
             assert len(session.pushed) + node.diagnostics.dropped == len(stamps)
@@ -271,7 +271,7 @@ def test_stamp_going_back_and_step_failures_reset_and_go_on(ros):
         images = ros.publisher(Image, "/image")
         stamps = (100, 200, 300, 50, 60, 70, 80)
         feed(ros, node, images, [image_message(random_image(), stamp) for stamp in stamps])
-        ros.wait_for(lambda: len(session.pushed) == 7 and node.worker.idle, TIMEOUT_S, "all frames pushed")
+        ros.wait_for(lambda: len(session.pushed) == 7 and node.idle, TIMEOUT_S, "all frames pushed")
         assert session.resets == 2  # the stamp going back (50), the failed step (60)
         assert node.diagnostics.errors == 1
         ros.wait_for(lambda: len(odometry) == 5, TIMEOUT_S, "odometry of the frames after the resets")
@@ -417,6 +417,94 @@ class GatedSession(FakeSession):
         return super().stats()
 
 
+class PrepareRecordingSession(GatedSession):
+    """Notes each ``prepare``: the thread it ran on and whether a step was running meanwhile."""
+
+    def __init__(self, gated_stamp: int, **options: object) -> None:
+        super().__init__(gated_stamp, **options)
+        self.prepare_threads: list[str] = []
+        self.prepared_during_push = 0
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        self.prepare_threads.append(threading.current_thread().name)
+        self.prepared_during_push += self.inside_push.is_set()
+        return super().prepare(image)
+
+
+def test_the_next_frame_is_prepared_while_the_worker_steps(ros):
+    session = PrepareRecordingSession(gated_stamp=1, num_scale_frames=1)
+    node, _ = start(ros, session=session)
+    try:
+        odometry = ros.listen(Odometry, "/odometry")
+        wait_matched(ros, node.outputs[topics.ODOMETRY])
+        feed_stamps(ros, node, [1])
+        ros.wait_for(session.at_gate.is_set, TIMEOUT_S, "the worker inside the step of frame 1")
+        feed_stamps(ros, node, [2])
+        ros.wait_for(lambda: session.prepared_during_push == 1, TIMEOUT_S,
+                     "frame 2 prepared beside the blocked step of frame 1")
+        session.gate.set()
+        ros.wait_for(lambda: len(odometry) == 2, TIMEOUT_S, "odometry of both frames")
+        assert odometry_stamps(odometry) == [1, 2]
+        assert "gct_stream_worker" not in session.prepare_threads and len(session.prepare_threads) == 2
+    finally:
+        session.gate.set()
+        ros.remove_node(node)
+
+
+def test_the_worker_steps_the_next_frame_while_a_frame_is_published_in_order(ros):
+    session = FakeSession(num_scale_frames=1)
+    node, _ = start(ros, session=session)
+    publisher = node.outputs[topics.ODOMETRY]
+    release, publishing, threads = threading.Event(), threading.Event(), []
+    publish = publisher.publish
+
+    def slow_publish(message: Odometry) -> None:
+        threads.append(threading.current_thread().name)
+        if messages.to_nanoseconds(message.header.stamp) == 1:
+            publishing.set()
+            assert release.wait(TIMEOUT_S), "the test never released the publisher"
+        publish(message)
+
+    publisher.publish = slow_publish
+    try:
+        odometry = ros.listen(Odometry, "/odometry")
+        wait_matched(ros, publisher)
+        feed_stamps(ros, node, [1, 2, 3])
+        ros.wait_for(lambda: publishing.is_set() and len(session.pushed) == 3, TIMEOUT_S,
+                     "frames 2 and 3 stepped while frame 1 is being published")
+        release.set()
+        ros.wait_for(lambda: len(odometry) == 3, TIMEOUT_S, "odometry of every frame")
+        assert odometry_stamps(odometry) == [1, 2, 3]
+        assert set(threads) == {"gct_stream_publisher"}
+    finally:
+        release.set()
+        ros.remove_node(node)
+
+
+def test_a_failed_publish_is_logged_and_the_next_frame_is_published(ros, capfd):
+    session = FakeSession(num_scale_frames=1)
+    node, _ = start(ros, session=session)
+    publisher = node.outputs[topics.ODOMETRY]
+    publish = publisher.publish
+
+    def failing_publish(message: Odometry) -> None:
+        if messages.to_nanoseconds(message.header.stamp) == 1:
+            raise RuntimeError("publish failed (simulated)")
+        publish(message)
+
+    publisher.publish = failing_publish
+    try:
+        odometry = ros.listen(Odometry, "/odometry")
+        wait_matched(ros, publisher)
+        feed_stamps(ros, node, [1, 2])
+        ros.wait_for(lambda: len(odometry) == 1 and node.idle, TIMEOUT_S, "odometry of frame 2")
+        assert odometry_stamps(odometry) == [2] and node.diagnostics.errors == 1
+        log = capfd.readouterr().err
+        assert "publishing a frame failed: RuntimeError('publish failed (simulated)')" in log
+    finally:
+        ros.remove_node(node)
+
+
 def odometry_stamps(received: list) -> list[int]:
     return [messages.to_nanoseconds(m.header.stamp) for m in received]
 
@@ -450,12 +538,12 @@ def test_a_reset_answers_the_waiting_frames_but_keeps_them_out_of_the_new_map(ro
     try:
         images = ros.publisher(Image, "/image")
         feed(ros, node, images, [image_message(random_image(), stamp) for stamp in (100, 200)])
-        ros.wait_for(lambda: node.worker.idle, TIMEOUT_S, "both frames pushed")
+        ros.wait_for(lambda: node.idle, TIMEOUT_S, "both frames pushed")
         assert ros.call(Trigger, "/reset", Trigger.Request()).success
         feed(ros, node, images, [image_message(random_image(), 300)])
         ros.wait_for(lambda: len(odometry) == 2, TIMEOUT_S, "odometry of the two waiting frames")
         assert odometry_stamps(odometry) == [100, 200] and session.dropped == 0
-        ros.wait_for(lambda: node.worker.idle, TIMEOUT_S, "the frame after the reset pushed")
+        ros.wait_for(lambda: node.idle, TIMEOUT_S, "the frame after the reset pushed")
         assert node.map_state.poses == 0 and len(node.map_state) == 0
     finally:
         ros.remove_node(node)
@@ -469,7 +557,7 @@ def test_a_reset_during_a_step_keeps_that_frame_out_of_the_new_map(ros):
         ros.wait_for(session.at_gate.is_set, TIMEOUT_S, "the worker inside the step of frame 3")
         assert ros.call(Trigger, "/reset", Trigger.Request()).success
         session.gate.set()
-        ros.wait_for(lambda: node.worker.idle, TIMEOUT_S, "the step of frame 3 done")
+        ros.wait_for(lambda: node.idle, TIMEOUT_S, "the step of frame 3 done")
         assert node.map_state.poses == 0 and len(node.map_state) == 0
     finally:
         session.gate.set()
@@ -484,7 +572,7 @@ def test_diagnostics_never_call_the_session_while_the_worker_is_inside_it(ros):
         ros.wait_for(session.at_gate.is_set, TIMEOUT_S, "the worker inside the step of frame 2")
         node._publish_diagnostics()  # what the housekeeping timer does on the executor thread
         session.gate.set()
-        ros.wait_for(lambda: node.worker.idle, TIMEOUT_S, "the step of frame 2 done")
+        ros.wait_for(lambda: node.idle, TIMEOUT_S, "the step of frame 2 done")
         assert session.stats_during_push == 0
     finally:
         session.gate.set()
@@ -530,6 +618,6 @@ def test_save_map_takes_a_folder_pattern_per_call(ros, tmp_path):
 def test_shutdown_reports_the_frames_left_waiting(ros, capfd):
     node, _ = start(ros, session=FakeSession(num_scale_frames=3))
     feed_stamps(ros, node, [1, 2])
-    ros.wait_for(lambda: node.worker.idle, TIMEOUT_S, "both frames pushed")
+    ros.wait_for(lambda: node.idle, TIMEOUT_S, "both frames pushed")
     ros.remove_node(node)
     assert "shutdown: 2 frame(s) waiting for the scale phase were not processed" in capfd.readouterr().err

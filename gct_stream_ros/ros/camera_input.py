@@ -14,6 +14,7 @@ from gct_stream_ros.model.preprocess import PATCH_SIZE, model_size
 from gct_stream_ros.ros.camera_info import size_mismatch
 from gct_stream_ros.ros.image_decode import ImageDecodeError, decode_image
 from gct_stream_ros.ros.messages import to_nanoseconds
+from gct_stream_ros.stream.input_frame import PreparedImage
 
 MAX_ASPECT_RATIO = 16
 """Images resized taller than this many model widths are refused: the model only sees a centred square
@@ -29,6 +30,8 @@ class CameraFrame:
     frame_id: str
     received_s: float = 0.0
     """``time.monotonic()`` when the image arrived (the start of its input-to-output latency)."""
+    prepared: PreparedImage | None = None
+    """The model input (``Session.prepare``), made on the executor thread so the worker only steps."""
 
 
 def camera_frame(message: Image | CompressedImage, camera_info: CameraInfo | None, camera_frame_name: str,

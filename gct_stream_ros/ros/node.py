@@ -1,10 +1,11 @@
 """``gct_stream_node``: camera images in; TF, depth, confidence, clouds, odometry, path and a fused map out.
 
-The executor thread only decodes and enqueues images; a worker thread (``worker.py``) runs
-``frame_processor.py``, which owns the streaming session, ends sequences (the flush) and publishes
-the results, each stamped with its input image's stamp, in metres once ``result_scaler.py`` has an
-estimate. ``status`` and ``/diagnostics`` come from ``status_reports.py``; a housekeeping timer
-publishes the fused map and ``/diagnostics`` at their own periods. This module only builds those
+The executor thread only decodes, preprocesses and enqueues images; a worker thread (``worker.py``)
+runs ``frame_processor.py``, which owns the streaming session and ends sequences (the flush); its
+publisher thread publishes the results in order, each stamped with its input image's stamp, in
+metres once ``result_scaler.py`` has an estimate. ``status`` and ``/diagnostics`` come from
+``status_reports.py``; a housekeeping timer publishes the fused map and ``/diagnostics`` at their own
+periods. This module only builds those
 parts and wires them to parameters, subscriptions, services and publishers: results become
 messages in ``frame_messages.py``, the map and trajectory live in ``map_state.py``, images are
 accepted in ``camera_input.py``, TF is heard in ``tf_listener.py``. See ``docs/node.md`` for the
@@ -173,6 +174,8 @@ class GctStreamNode(Node):
         except ImageDecodeError as error:
             self._reject(str(error))
             return
+        # Here, beside the worker's step, not on its critical path (docs/architecture.md, "Threads").
+        frame.prepared = self._session.prepare(frame.image)
         self.diagnostics.dropped += self.worker.submit(frame)
         if self.worker.behind:
             self.get_logger().warning(f"{self.worker.backlog} frames waiting: the model is falling behind "
@@ -238,6 +241,11 @@ class GctStreamNode(Node):
             topic, message = map_message(*changed, self.options)
             self.outputs[topic].publish(message)
 
+    @property
+    def idle(self) -> bool:
+        """No frame is waiting or being stepped, and every result is published."""
+        return self.worker.idle and self._frames.published  # the worker first: its last frame is queued then
+
     def _publish_diagnostics(self) -> None:
         self._status.publish_diagnostics(self.options.diagnostics, self.worker.backlog, len(self.map_state))
 
@@ -251,6 +259,7 @@ class GctStreamNode(Node):
             if waiting:
                 self.get_logger().warning(f"shutdown: {waiting} frame(s) waiting for the scale phase were "
                                           f"not processed")
+        self._frames.close()
         log_bridge.detach(self._log_handler)
         super().destroy_node()
 

@@ -12,14 +12,18 @@ import numpy as np
 
 from gct_stream_ros.settings import SettingsError, settings_error
 from gct_stream_ros.stream.config import ConfigError, EngineConfig
+from gct_stream_ros.stream.input_frame import PreparedImage
 from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.stats import SessionStats
 
 
 class Session(Protocol):
-    """What the node needs of ``StreamSession`` (tests give it a stand-in)."""
+    """What the node needs of ``StreamSession`` (tests give it a stand-in). ``prepare`` reads only the
+    settings: the executor thread calls it; everything else is the worker's (docs/node.md, "Behaviour")."""
 
-    def push(self, image: np.ndarray, stamp_ns: int) -> list[FrameResult]: ...
+    def prepare(self, image: np.ndarray) -> PreparedImage: ...
+
+    def push_prepared(self, prepared: PreparedImage, stamp_ns: int) -> list[FrameResult]: ...
 
     def flush(self) -> list[FrameResult]: ...
 

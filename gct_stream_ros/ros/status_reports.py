@@ -1,4 +1,4 @@
-"""The node's health outputs: the per-frame ``status`` (worker thread) and the periodic ``/diagnostics``
+"""The node's health outputs: the per-frame ``status`` (publisher thread) and the periodic ``/diagnostics``
 (executor thread), both from the session statistics the worker read last.
 
 Only the worker calls the session; ``/diagnostics`` publishes the copy kept here, with the latest
@@ -48,9 +48,10 @@ class StatusReports:
             self.stats, self._stats_read_s = self._session.stats(), now
         return self.stats
 
-    def publish_status(self, state: TrackingState, reason: str, frame: CameraFrame, step_ms: float) -> None:
-        """Worker thread: the ``status`` of ``frame``."""
-        stats = self.stats
+    def publish_status(self, state: TrackingState, reason: str, frame: CameraFrame, step_ms: float,
+                       stats: SessionStats) -> None:
+        """Publisher thread: the ``status`` of ``frame``; ``stats`` as ``read_stats`` gave them after its
+        step."""
         status = TrackingStatus(
             state=state, reason=reason, stamp_ns=frame.stamp_ns, step_ms=step_ms,
             latency_ms=(time.monotonic() - frame.received_s) * 1000.0,

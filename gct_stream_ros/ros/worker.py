@@ -17,7 +17,8 @@ from typing import Generic, TypeVar
 logger = logging.getLogger(__name__)
 Item = TypeVar("Item")
 ALL_CAPACITY = 1000
-"""Frames the 'all' policy holds at most (about 1 GB of VGA RGB); beyond it the oldest are dropped."""
+"""Frames the 'all' policy holds at most (VGA: about 4 GB, each frame with its prepared model input); beyond
+it the oldest are dropped."""
 
 
 class FrameWorker(Generic[Item]):

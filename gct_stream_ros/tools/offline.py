@@ -65,6 +65,7 @@ from gct_stream_ros.settings import (
 )
 from gct_stream_ros.stamps import NS_PER_S, split_stamp
 from gct_stream_ros.stream.config import ConfigError
+from gct_stream_ros.stream.ordered_worker import OrderedWorker
 from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.scale.apply import scale_result
 from gct_stream_ros.stream.scale.tracker import MetricScale
@@ -74,7 +75,6 @@ from gct_stream_ros.tools.bag_sensors import BagScaleInputs
 from gct_stream_ros.tools.final_estimates import FinalEstimates
 from gct_stream_ros.tools.frame_reader import FrameReader, ReadFrame
 from gct_stream_ros.tools.frame_source import FrameSource, InputError, is_bag, open_frames
-from gct_stream_ros.tools.ordered_worker import OrderedWorker
 from gct_stream_ros.tools.output_bag import OutputBag, tf_message_cdr
 from gct_stream_ros.tools.stage_times import (
     BAG_WRITE,

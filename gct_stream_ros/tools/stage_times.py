@@ -12,7 +12,7 @@ Stages, in the order a frame meets them (docs/tools.md, *Time per stage*):
   that the overlap did not hide);
 - ``messages``: the ROS messages of a final estimate (``frame_messages``, the fused map included);
 - ``bag write``: serialising them and writing the bag.
-``messages`` and ``bag write`` run on the writer thread (``tools/ordered_worker.py``), beside the
+``messages`` and ``bag write`` run on the writer thread (``stream/ordered_worker.py``), beside the
 next step.
 """
 

@@ -1,5 +1,6 @@
-"""The offline tool's writer thread: calls run in order, at most ``depth`` wait, errors reach the
-submitting thread, closing runs what is queued."""
+"""The offline tool's writer thread and the node's publisher thread: calls run in order, at most ``depth``
+wait, errors reach the submitting thread (or ``on_error``, and the next call runs), closing runs what is
+queued."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 
 import pytest
 
-from gct_stream_ros.tools.ordered_worker import OrderedWorker
+from gct_stream_ros.stream.ordered_worker import OrderedWorker
 
 
 def test_calls_run_in_submission_order_and_close_runs_what_is_queued():
@@ -57,6 +58,39 @@ def test_an_error_of_the_last_call_is_raised_at_close():
     worker.submit(lambda: [][1])
     with pytest.raises(IndexError):
         worker.close()
+
+
+def test_with_on_error_a_failed_call_is_reported_and_the_next_ones_run():
+    done, errors = [], []
+    with OrderedWorker(depth=1, on_error=errors.append) as worker:
+        worker.submit(done.append, 1)
+        worker.submit(lambda: 1 / 0)
+        worker.submit(done.append, 2)
+    assert done == [1, 2] and [type(e) for e in errors] == [ZeroDivisionError]
+
+
+def test_a_failing_on_error_does_not_end_the_worker():
+    done = []
+
+    def broken_handler(error: Exception) -> None:
+        raise RuntimeError("handler broke")
+
+    with OrderedWorker(on_error=broken_handler) as worker:
+        worker.submit(lambda: 1 / 0)
+        worker.submit(done.append, 1)
+    assert done == [1]
+
+
+def test_idle_only_once_every_submitted_call_has_run():
+    release = threading.Event()
+    worker = OrderedWorker(depth=2)
+    assert worker.idle
+    worker.submit(release.wait)
+    worker.submit(lambda: None)
+    assert not worker.idle
+    release.set()
+    worker.close()
+    assert worker.idle
 
 
 def test_depth_must_be_positive():
