@@ -125,25 +125,28 @@ class GCTModel(nn.Module):
         def forward(images: torch.Tensor) -> StepOutput:
             return self._forward(images, first_position, num_scale_frames)
 
-        key = self._graph_key(images, first_position, num_scale_frames)
-        if key is None:
+        graph = self._graph_key(images, first_position, num_scale_frames)
+        if graph is None:
             output = forward(images)
         else:
-            output = self.step_graphs.run(key, images, forward, storage=(key[1][0], key[2][0]))
+            key, storage = graph
+            output = self.step_graphs.run(key, images, forward, storage=storage)
         self.cache.end_step()
         self.camera_cache.end_step()
         return output
 
-    def _graph_key(self, images: torch.Tensor, first_position: int, num_scale_frames: int) -> tuple | None:
-        """The step's CUDA-graph key, or None when it runs eagerly: graphs off, several frames, a
-        special-token variant that is not the steady one, or a cache that cannot (on the CPU, none can)."""
+    def _graph_key(self, images: torch.Tensor, first_position: int,
+                   num_scale_frames: int) -> tuple[tuple, tuple] | None:
+        """The step's CUDA-graph key and the storage it reads (the first element of each cache's key),
+        or None when it runs eagerly: graphs off, several frames, a special-token variant that is
+        not the steady one, or a cache that cannot (on the CPU, none can)."""
         if self.step_graphs is None or images.shape[0] != 1 \
                 or first_position < max(num_scale_frames, 1):
             return None
         cache_key, camera_key = self.cache.graph_key(), self.camera_cache.graph_key()
         if cache_key is None or camera_key is None:
             return None
-        return (tuple(images.shape), cache_key, camera_key)
+        return (tuple(images.shape), cache_key, camera_key), (cache_key[0], camera_key[0])
 
     def _forward(self, images: torch.Tensor, first_position: int, num_scale_frames: int) -> StepOutput:
         """The device work of a step whose caches have begun it."""
