@@ -27,13 +27,13 @@ from __future__ import annotations
 import torch
 
 from gct_stream_ros.cache.frame_slots import FrameSlots, SlotMove, evict_streams
-from gct_stream_ros.cache.sizes import CacheSizes, SizedCache, check_head_shape
+from gct_stream_ros.cache.sizes import CacheSizes, KVStorage, check_head_shape
 
 UNBOUNDED_SPECIAL_UNITS = 128
 """Frames whose specials an unbounded (``max_frames == 0``) store first holds, doubled as needed."""
 
 
-class ContiguousKVStore(SizedCache):
+class ContiguousKVStore(KVStorage):
     """Two-stream contiguous K/V storage for all global layers (see the module docstring)."""
 
     def __init__(self, num_layers: int, num_heads: int, head_dim: int, patches_per_frame: int,
@@ -181,14 +181,8 @@ class ContiguousKVStore(SizedCache):
         specials = len(self.specials) * self.num_special_tokens
         return self.patches.num_protected * self.patches_per_frame + specials
 
-    @property
-    def bytes_per_token(self) -> int:
-        """K and V of one token over all layers."""
-        return 2 * self.num_heads * self.head_dim * self.dtype.itemsize * self.num_layers
-
-    @property
-    def bytes_allocated(self) -> int:
-        return sum(kv.numel() * kv.element_size() for kv in self.kv)
+    def held_tensors(self) -> list[torch.Tensor]:
+        return self.kv
 
     # -- internals ---------------------------------------------------------------------------
 

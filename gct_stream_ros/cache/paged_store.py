@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from gct_stream_ros.cache.frame_slots import FrameSlots, SlotMove, evict_streams
-from gct_stream_ros.cache.sizes import CacheSizes, SizedCache, check_head_shape
+from gct_stream_ros.cache.sizes import CacheSizes, KVStorage, check_head_shape
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class _Stream:
         return (self.first_page * self.page_size + slot_ids * self.unit + within).flatten()
 
 
-class PagedKVStore(SizedCache):
+class PagedKVStore(KVStorage):
     """Two-stream paged K/V storage for all global layers (see the module docstring)."""
 
     def __init__(self, num_layers: int, num_heads: int, head_dim: int, patches_per_frame: int,
@@ -202,14 +202,8 @@ class PagedKVStore(SizedCache):
     def protected_tokens(self) -> int:
         return self.patches.slots.num_protected * self.patches_per_frame + self.specials.num_tokens
 
-    @property
-    def bytes_per_token(self) -> int:
-        """K and V of one token over all layers."""
-        return 2 * self.num_heads * self.head_dim * self.dtype.itemsize * self.num_layers
-
-    @property
-    def bytes_allocated(self) -> int:
-        return sum(pool.numel() * pool.element_size() for pool in self.pools)
+    def held_tensors(self) -> list[torch.Tensor]:
+        return self.pools
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -65,3 +65,24 @@ class SizedCache:
     @property
     def max_frames(self) -> int:
         return self.sizes.max_frames
+
+
+class KVStorage(SizedCache):
+    """A K/V store of all layers (paged or contiguous): the bytes of a token and of what it holds."""
+
+    num_heads: int
+    head_dim: int
+    dtype: object  # a torch dtype (this module stays torch-free)
+
+    @property
+    def bytes_per_token(self) -> int:
+        """K and V of one token over all layers."""
+        return 2 * self.num_heads * self.head_dim * self.dtype.itemsize * self.num_layers
+
+    @property
+    def bytes_allocated(self) -> int:
+        return sum(tensor.numel() * tensor.element_size() for tensor in self.held_tensors())
+
+    def held_tensors(self) -> list:
+        """The storage tensors (their allocated size, not only the used part, counts)."""
+        raise NotImplementedError
