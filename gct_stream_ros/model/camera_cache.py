@@ -57,6 +57,7 @@ class CameraKVCache:
         self._bounds: StepValues | None = None  # [used length, length after this step's frames]
         self._fixed_step = False
         self._used: torch.Tensor | None = None  # this step's mask of the used buffer, [1, capacity]
+        self._slots: torch.Tensor | None = None  # this step's rows, [S]
 
     def reset(self) -> None:
         self._steps.reset()
@@ -106,11 +107,11 @@ class CameraKVCache:
         keys, values = self._buffer(iteration, block, k, end)
         if self._fixed_step:
             bounds = self._bounds.values
-            if self._used is None or (iteration, block) == (0, 0):
+            if self._used is None or (iteration, block) == (0, 0):  # once per step, for all blocks
                 self._used = (torch.arange(keys.shape[0], device=keys.device) < bounds[1])[None]
-            slots = bounds[0] + torch.arange(k.shape[0], device=k.device)
-            keys.index_copy_(0, slots, k)
-            values.index_copy_(0, slots, v)
+                self._slots = bounds[0] + torch.arange(k.shape[0], device=k.device)
+            keys.index_copy_(0, self._slots, k)
+            values.index_copy_(0, self._slots, v)
             visible, used = (keys, values), self._used
         else:
             keys[self._length:end] = k
