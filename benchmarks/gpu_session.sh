@@ -85,13 +85,14 @@ stage_savecache() {
 
 stage_sidebyside() {
     # issue 12's table: ours as the node runs it on CUDA (contiguous cache, compiled, steps replayed
-    # from CUDA graphs; with the fp32 and the fp16 depth head) and the reference compiled, in one
-    # process, 320 frames; then GPU parity of those paths vs the reference (bf16 and fp32), eager
-    # regions (PARITY_LEVEL to change)
-    FRAMES=320 VARIANTS=contiguous:compiled+graphs,contiguous:compiled+graphs+fp16head REF=1 PROFILE_FRAMES=3 \
+    # from CUDA graphs, fp16 depth head: the node's defaults; SIDE_VARIANTS to time more, e.g. adding
+    # contiguous:compiled+graphs, the fp32 head) and the reference compiled, in one process, 320
+    # frames; then GPU parity of both heads vs the reference (bf16 and fp32), compiled regions
+    # (PARITY_LEVEL to change)
+    FRAMES=320 VARIANTS=${SIDE_VARIANTS:-contiguous:compiled+graphs+fp16head} REF=1 PROFILE_FRAMES=3 \
         OURS_TIMEOUT=${OURS_TIMEOUT:-330} EXTRA="" stage_ours
-    PARTS=model PARITY_TIMEOUT=${PARITY_TIMEOUT:-200} EXTRA="--fp32-floor --model-backend contiguous \
-        --model-level ${PARITY_LEVEL:-graphs} --half-depth-head --model-frames 80" stage_parity
+    PARTS=model PARITY_TIMEOUT=${PARITY_TIMEOUT:-240} EXTRA="--fp32-floor --model-backend contiguous \
+        --model-level ${PARITY_LEVEL:-compiled+graphs} --half-depth-head --model-frames 80" stage_parity
 }
 
 stage_offline() {

@@ -152,7 +152,7 @@ SETTINGS: tuple[Setting, ...] = (
     _engine("model.compile", "compile",
             "torch.compile the model: faster GPU steps after minutes of compiling"),
     _engine("model.half_depth_head", "half_depth_head",
-            "With a bf16/fp16 model.dtype, run the depth head in fp16 (faster; the reference: fp32)"),
+            "With a bf16/fp16 model.dtype, run the depth head in fp16 (faster; false: the reference's fp32)"),
     _engine("model.cuda_graphs", "cuda_graphs",
             "On CUDA, replay each single-frame step from a CUDA graph (contiguous cache backend)"),
     _engine("keyframes.mode", "keyframe_mode",

@@ -154,6 +154,9 @@ def test_compiled_regions_equal_the_eager_model_and_keep_the_state_dict(tiny_mod
     for ours, reference in zip(outputs[compiled], outputs[eager]):
         assert _equal_outputs(ours, reference) and torch.equal(ours.world_points, reference.world_points)
     assert not torch._dynamo.utils.counters["graph_break"]
-    # patch embedding, depth+1 segments and two heads, for the scale phase and for single frames
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2 * (1 + compiled.config.depth + 1 + 2)
+    # patch embedding, depth+1 segments, the camera head's iterations x blocks + 1 stations and two
+    # DPT heads, for the scale phase and for single frames
+    c = compiled.config
+    stations = c.camera_iterations * c.camera_depth + 1
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2 * (1 + c.depth + 1 + stations + 2)
     assert list(compiled.state_dict()) == keys and compiled.compiled

@@ -9,7 +9,6 @@ depths, ``[frame-block output, global-block output]`` concatenated on channels, 
 from __future__ import annotations
 
 import functools
-import types
 
 import torch
 from torch import nn
@@ -19,6 +18,7 @@ from gct_stream_ros.model.attention import self_attention
 from gct_stream_ros.model.block import Block
 from gct_stream_ros.model.config import GCTConfig
 from gct_stream_ros.model.dinov2 import DinoV2
+from gct_stream_ros.model.regions import compiled_copies
 from gct_stream_ros.model.rope import Rotation, frame_positions_2d, frame_positions_3d, rope_2d, rope_3d
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -131,15 +131,10 @@ class Aggregator(nn.Module):
         return global_output, frame_output, q, k, v
 
     def compile_regions(self, **options: object) -> None:
-        """``torch.compile`` the patch embedding and every layer segment with ``options``.
-
-        Each layer compiles its own copy of ``_layer_segment``'s code: dynamo keeps its compiled
-        entries per code object and checks them one by one at every call, so one shared code
-        object (25 layers x 2 step shapes) cost ~160 us of guard checks per call on an H200.
-        """
+        """``torch.compile`` the patch embedding and every layer segment (each over its own copy of
+        the code: ``regions.py``) with ``options``."""
         self._embed_patches = torch.compile(self._embed_patches, **options)
-        self._segments = [torch.compile(functools.partial(_own_code(self._layer_segment, layer), layer),
-                                        **options) for layer in range(len(self.frame_blocks) + 1)]
+        self._segments = compiled_copies(self._layer_segment, len(self.frame_blocks) + 1, **options)
 
     def _frame_rotation(self, grid_h: int, grid_w: int, device: torch.device) -> Rotation:
         """The frame blocks' 2D RoPE: a constant of the image size, made once."""
@@ -161,11 +156,3 @@ class Aggregator(nn.Module):
         positions = frame_positions_3d(frame_indices, grid_h, grid_w, c.num_special_tokens)
         return rope_3d(positions, c.rope3d_split, c.rope3d_theta)
 
-
-def _own_code(method: types.MethodType, index: int) -> types.MethodType:
-    """``method`` bound to the same object, running a copy of its code object (a distinct dynamo cache)."""
-    function = method.__func__
-    code = function.__code__.replace(co_name=f"{function.__name__}_{index}")
-    copy = types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__,
-                              function.__closure__)
-    return types.MethodType(copy, method.__self__)

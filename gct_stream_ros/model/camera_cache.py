@@ -56,7 +56,7 @@ class CameraKVCache:
         self._length = 0
         self._bounds: StepValues | None = None  # [used length, length after this step's frames]
         self._fixed_step = False
-        self._used: torch.Tensor | None = None  # this step's mask of the used buffer, [1, capacity]
+        self._unused: torch.Tensor | None = None  # this step's -inf over the unused rows, [1, capacity]
         self._slots: torch.Tensor | None = None  # this step's rows, [S]
 
     def reset(self) -> None:
@@ -107,19 +107,24 @@ class CameraKVCache:
         keys, values = self._buffer(iteration, block, k, end)
         if self._fixed_step:
             bounds = self._bounds.values
-            if self._used is None or (iteration, block) == (0, 0):  # once per step, for all blocks
-                self._used = (torch.arange(keys.shape[0], device=keys.device) < bounds[1])[None]
+            if self._unused is None or (iteration, block) == (0, 0):  # once per step, for all blocks
+                used = torch.arange(keys.shape[0], device=keys.device) < bounds[1]
+                # additive, in q's dtype: a boolean mask would be converted and checked at every call
+                self._unused = torch.zeros(used.shape, dtype=q.dtype, device=q.device).masked_fill(
+                    ~used, float("-inf"))[None]  # [1, capacity]
                 self._slots = bounds[0] + torch.arange(k.shape[0], device=k.device)
             keys.index_copy_(0, self._slots, k)
             values.index_copy_(0, self._slots, v)
-            visible, used = (keys, values), self._used
+            visible, unused = (keys, values), self._unused
         else:
             keys[self._length:end] = k
             values[self._length:end] = v
-            visible, used = (keys[:end], values[:end]), None
+            visible, unused = (keys[:end], values[:end]), None
+        # 3-D inputs: the unfused kernels, which are the fast ones for one query per frame (a batched
+        # 4-D call picks the fused fp32 kernel, ~15x slower here: benchmarks/README.md)
         out = torch.nn.functional.scaled_dot_product_attention(
             q.transpose(0, 1), visible[0].transpose(0, 1), visible[1].transpose(0, 1),
-            attn_mask=used)  # [H, S, D]
+            attn_mask=unused)  # [H, S, D]
         return out.transpose(0, 1)
 
     def end_step(self) -> None:

@@ -8,15 +8,17 @@ back before its activation; only the reported pose has the FoV ReLU.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gct_stream_ros.model.attention import Mixer
 from gct_stream_ros.model.block import Block
 from gct_stream_ros.model.camera_cache import CameraKVCache
 from gct_stream_ros.model.config import GCTConfig
 from gct_stream_ros.model.mlp import Mlp
+from gct_stream_ros.model.regions import compiled_copies
 
 POSE_ENCODING_DIM = 9
 """[tx, ty, tz, qx, qy, qz, qw, fov_h, fov_w]"""
@@ -37,6 +39,8 @@ class CameraHead(nn.Module):
         self.poseLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 3 * dim))  # noqa: N815 (checkpoint key)
         self.adaln_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.pose_branch = Mlp(dim, dim // 2, POSE_ENCODING_DIM)
+        stations = self.num_iterations * config.camera_depth + 1
+        self._segments = [functools.partial(self._segment, station) for station in range(stations)]
         self._start_random_weights_from_a_valid_pose()
 
     @torch.no_grad()
@@ -54,30 +58,57 @@ class CameraHead(nn.Module):
         The caller brackets the call with ``cache.begin_step``/``end_step``.
         """
         tokens = self.token_norm(features[:, 0])[None]  # [1, S, C]: the camera tokens as one sequence
-        raw_pose = None
+        blocks = len(self.trunk)
+        x = raw_pose = mixed = None
         poses = []
-        for iteration in range(self.num_iterations):
-            if raw_pose is None:
-                pose_input = self.empty_pose_tokens.expand(1, tokens.shape[1], -1)
-            else:
-                pose_input = raw_pose
-            shift, scale, gate = self.poseLN_modulation(self.embed_pose(pose_input)).chunk(3, dim=-1)
-            x = gate * (self.adaln_norm(tokens) * (1 + scale) + shift) + tokens
-            for index, block in enumerate(self.trunk):
-                x = block(x, _through_cache(cache, iteration, index))
-            delta = self.pose_branch(self.trunk_norm(x))
-            raw_pose = delta if raw_pose is None else raw_pose + delta
-            poses.append(activate_pose(raw_pose[0]))
+        for station, segment in enumerate(self._segments):
+            x, raw_pose, pose, q, k, v = segment(tokens, x, raw_pose, mixed)
+            if pose is not None:
+                poses.append(pose)
+            if q is None:
+                break
+            iteration, block = divmod(station, blocks)
+            mixed = cache.attend(iteration, block, q[0], k[0], v[0])[None]  # [1, S, H, D]
         return poses
 
+    # Everything between two cache calls has a fixed shape, so each station below can be compiled
+    # whole (``compile_regions``); eager and compiled runs execute the same code.
+
+    def _segment(self, station: int, tokens: torch.Tensor, x: torch.Tensor | None,
+                 raw_pose: torch.Tensor | None,
+                 mixed: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        """Finish trunk block ``station - 1`` (of the flattened iterations x blocks), then prepare
+        block ``station``'s attention.
+
+        ``tokens``: the normalised camera tokens ``[1, S, C]``; ``x``: the input of block
+        ``station - 1`` and ``mixed`` its attention over the cache ``[1, S, H, D]``; ``raw_pose``:
+        the running pose ``[1, S, 9]`` (None before the first iteration ends). Returns (the input of
+        block ``station``, the running pose, the activated pose ``[S, 9]`` when an iteration ended
+        here, block ``station``'s q, k, v ``[1, S, H, D]``); the entries past the last block are None.
+        """
+        blocks = len(self.trunk)
+        pose = None
+        if station:
+            x = self.trunk[(station - 1) % blocks].finish(x, mixed)
+            if station % blocks == 0:  # an iteration ends
+                delta = self.pose_branch(self.trunk_norm(x))
+                raw_pose = delta if raw_pose is None else raw_pose + delta
+                pose = activate_pose(raw_pose[0])
+        if station == self.num_iterations * blocks:
+            return x, raw_pose, pose, None, None, None
+        if station % blocks == 0:  # an iteration starts: modulate the tokens with the running pose
+            empty = self.empty_pose_tokens.expand(1, tokens.shape[1], -1)
+            pose_input = empty if raw_pose is None else raw_pose
+            shift, scale, gate = self.poseLN_modulation(self.embed_pose(pose_input)).chunk(3, dim=-1)
+            x = gate * (self.adaln_norm(tokens) * (1 + scale) + shift) + tokens
+        q, k, v = self.trunk[station % blocks].attention_inputs(x)
+        return x, raw_pose, pose, q, k, v
+
+    def compile_regions(self, **options: object) -> None:
+        """``torch.compile`` every station (each over its own copy of the code: ``regions.py``)."""
+        self._segments = compiled_copies(self._segment, len(self._segments), **options)
 
 def activate_pose(raw_pose: torch.Tensor) -> torch.Tensor:
     """Translation and quaternion linear, FoV through a ReLU: ``[..., 9] -> [..., 9]``."""
     return torch.cat((raw_pose[..., :7], F.relu(raw_pose[..., 7:])), dim=-1)
 
-
-def _through_cache(cache: CameraKVCache, iteration: int, block: int) -> Mixer:
-    def mix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return cache.attend(iteration, block, q[0], k[0], v[0])[None]  # [1, S, H, D]
-
-    return mix

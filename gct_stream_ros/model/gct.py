@@ -81,7 +81,8 @@ class GCTModel(nn.Module):
 
     def compile_regions(self, mode: str | None = None, backend: str = "inductor") -> GCTModel:
         """``torch.compile`` the fixed-shape parts: the patch embedding, the aggregator's layer
-        segments (everything between two cache calls) and the DPT heads; caches stay eager.
+        segments and the camera head's (everything between two cache calls) and the DPT heads;
+        caches stay eager.
 
         No CUDA graphs of torch.compile's own (``mode`` None): ``replay_steps`` captures whole steps,
         compiled regions included. Each new input shape (the scale phase, a new image size)
@@ -95,6 +96,7 @@ class GCTModel(nn.Module):
                 setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
         options = {"mode": mode, "backend": backend, "dynamic": False}
         self.aggregator.compile_regions(**options)
+        self.camera_head.compile_regions(**options)
         # compiled methods as instance attributes: the state dict keeps its keys
         for head in filter(None, (self.depth_head, self.point_head)):
             head._decode = torch.compile(head._decode, **options)
