@@ -71,9 +71,11 @@ if TRITON:
 
     @triton.jit
     def _lse_partials(q_ptr, k_ptr, out_ptr, num_queries, num_keys, num_parts, scale,
-                      q_stride_n, q_stride_h, k_stride_n, k_stride_h,
+                      q_stride_n, q_stride_h, k_stride_n, k_stride_h, count_ptr,
                       chunk: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
-                      head_dim: tl.constexpr):
+                      head_dim: tl.constexpr, on_device: tl.constexpr):
+        if on_device:  # the keys in use, from the device (the rest of the storage is masked)
+            num_keys = tl.load(count_ptr)
         head, part, q_block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         dims = tl.arange(0, head_dim)
         q_index = q_block * block_q + tl.arange(0, block_q)
@@ -82,13 +84,15 @@ if TRITON:
                     mask=q_valid[:, None], other=0.0)
         running_max = tl.full([block_q], float("-inf"), tl.float32)
         running_sum = tl.zeros([block_q], tl.float32)
-        for offset in range(0, chunk, block_k):  # the chunk's first key is valid: the max is finite
+        for offset in range(0, chunk, block_k):
             k_index = part * chunk + offset + tl.arange(0, block_k)
             k_valid = k_index < num_keys
             k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
                         mask=k_valid[:, None], other=0.0)
             logits = tl.where(k_valid[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
-            new_max = tl.maximum(running_max, tl.max(logits, axis=1))
+            # finite even over a chunk past the keys in use (exp(-inf - -inf) would be nan): its
+            # log-sum-exp comes out -inf, which the combination ignores
+            new_max = tl.maximum(tl.maximum(running_max, tl.max(logits, axis=1)), _FP32_LOWEST)
             running_sum = (running_sum * tl.exp(running_max - new_max)
                            + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
             running_max = new_max
@@ -108,14 +112,19 @@ if TRITON:
 
     @triton.jit
     def _mass(q_ptr, k_ptr, partials_ptr, weight_ptr, mass_ptr, num_keys, num_parts, scale,
-              q_stride_n, q_stride_h, k_stride_n, k_stride_h, num_queries: tl.constexpr,
+              q_stride_n, q_stride_h, k_stride_n, k_stride_h, count_ptr, num_queries: tl.constexpr,
               parts_block: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
-              head_dim: tl.constexpr):
-        """Each head's share ``[H, K]``: ``sum_q weight_q exp(s - lse)`` (summed over heads afterwards)."""
+              head_dim: tl.constexpr, on_device: tl.constexpr):
+        """Each head's share ``[H, K]``: ``sum_q weight_q exp(s - lse)`` (summed over heads afterwards);
+        0 for the keys past those in use (``on_device``: their count read from the device)."""
         k_block, head = tl.program_id(0), tl.program_id(1)
         dims = tl.arange(0, head_dim)
         k_index = k_block * block_k + tl.arange(0, block_k)
-        k_valid = k_index < num_keys
+        k_stored = k_index < num_keys
+        in_use = num_keys
+        if on_device:
+            in_use = tl.load(count_ptr)
+        k_valid = k_index < in_use
         k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
                     mask=k_valid[:, None], other=0.0)
         total = tl.zeros([block_k], tl.float32)
@@ -128,7 +137,7 @@ if TRITON:
             weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
             logits = tl.dot(q, tl.trans(k)) * scale
             total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
-        tl.store(mass_ptr + head * num_keys + k_index, total, mask=k_valid)
+        tl.store(mass_ptr + head * num_keys + k_index, tl.where(k_valid, total, 0.0), mask=k_stored)
 
     @triton.jit
     def _mass_ranking(mass_ptr, exposure_ptr, state_ptr, ranking_ptr, num_keys, stride, block: tl.constexpr):
@@ -216,9 +225,13 @@ def _pair_frequencies(device: torch.device) -> torch.Tensor:
     return frequency
 
 
-def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """``attention_mass.attention_mass`` fused: queries ``[Q, H, D]``, weights ``[Q]``, keys ``[K, H, D]``."""
+def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
+                   num_keys: torch.Tensor | None = None) -> torch.Tensor:
+    """``attention_mass.attention_mass`` fused: queries ``[Q, H, D]``, weights ``[Q]``, keys ``[K, H, D]``;
+    ``num_keys`` (a 0-d int32 device tensor): only the first keys count, as there."""
     num_queries, num_heads, head_dim = queries.shape
+    on_device = num_keys is not None
+    count = num_keys if on_device else keys  # unread unless on_device
     num_keys = keys.shape[0]
     queries = queries.to(keys.dtype)
     num_parts = triton.cdiv(num_keys, CHUNK_KEYS)
@@ -226,13 +239,13 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
     strides = (queries.stride(0), queries.stride(1), keys.stride(0), keys.stride(1))
     scale = head_dim**-0.5
     _lse_partials[(num_heads, num_parts, triton.cdiv(num_queries, BLOCK_QUERIES))](
-        queries, keys, partials, num_queries, num_keys, num_parts, scale, *strides,
-        chunk=CHUNK_KEYS, block_q=BLOCK_QUERIES, block_k=BLOCK_KEYS, head_dim=head_dim)
+        queries, keys, partials, num_queries, num_keys, num_parts, scale, *strides, count,
+        chunk=CHUNK_KEYS, block_q=BLOCK_QUERIES, block_k=BLOCK_KEYS, head_dim=head_dim, on_device=on_device)
     by_head = torch.empty(num_heads, num_keys, dtype=torch.float32, device=keys.device)
     _mass[(triton.cdiv(num_keys, 2 * BLOCK_KEYS), num_heads)](
-        queries, keys, partials, weights.float(), by_head, num_keys, num_parts, scale, *strides,
+        queries, keys, partials, weights.float(), by_head, num_keys, num_parts, scale, *strides, count,
         num_queries=num_queries, parts_block=triton.next_power_of_2(num_parts), block_q=BLOCK_QUERIES,
-        block_k=2 * BLOCK_KEYS, head_dim=head_dim)
+        block_k=2 * BLOCK_KEYS, head_dim=head_dim, on_device=on_device)
     mass = by_head.mean(dim=0)
     return mass
 
