@@ -92,7 +92,7 @@ if TRITON:
             logits = tl.where(k_valid[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
             # finite even over a chunk past the keys in use (exp(-inf - -inf) would be nan): its
             # log-sum-exp comes out -inf, which the combination ignores
-            new_max = tl.maximum(tl.maximum(running_max, tl.max(logits, axis=1)), _FP32_LOWEST)
+            new_max = tl.maximum(tl.maximum(running_max, tl.max(logits, axis=1)), -1e30)
             running_sum = (running_sum * tl.exp(running_max - new_max)
                            + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
             running_max = new_max
