@@ -13,7 +13,13 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared step driver lives in test/
-from cache_steps import SPECIALS, random_schedule, run_step, step_tensors  # noqa: E402
+from cache_steps import (  # noqa: E402
+    SPECIALS,
+    count_prefix_captures,
+    random_schedule,
+    run_step,
+    step_tensors,
+)
 
 from gct_stream_ros.cache.attention import dense_attention  # noqa: E402
 from gct_stream_ros.cache.policies import budgeted_cache, fused_scores, pool_attention  # noqa: E402
@@ -51,14 +57,7 @@ def test_budgeted_steps_never_synchronize(policy, reallocate, monkeypatch):
     capture waits for the device once: ``pool_attention.py``)."""
     if not reallocate:
         monkeypatch.setattr(budgeted_cache, "REALLOCATE_EVERY", 10**9)
-    captures = []
-
-    class CountedCapture(pool_attention.CapturedPartialAttention):
-        def __init__(self, *args, **kwargs):
-            captures.append(1)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(pool_attention, "CapturedPartialAttention", CountedCapture)
+    captures = count_prefix_captures(monkeypatch)
     cache = BudgetedKVCache(LAYERS, HEADS, DIM, policy_preset(policy), SPECIALS, 2, 0, 5, 12, device="cuda",
                             dtype=torch.bfloat16, budget=0.6)
     gen = torch.Generator().manual_seed(1)

@@ -6,18 +6,22 @@ Run on a GPU machine: ``python3 -m pytest -q test/gpu/test_step_graphs_gpu.py``.
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
-from gct_stream_ros.cache.base import GlobalKVCache, StepMode
-from gct_stream_ros.cache.contiguous_cache import ContiguousKVCache
-from gct_stream_ros.cache.policies import pool_attention
-from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
-from gct_stream_ros.cache.policies.policy import policy_preset
-from gct_stream_ros.model.config import GCTConfig
-from gct_stream_ros.model.gct import GCTModel
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared cache test helpers live in test/
+from cache_steps import count_prefix_captures  # noqa: E402
+
+from gct_stream_ros.cache.base import GlobalKVCache, StepMode  # noqa: E402
+from gct_stream_ros.cache.contiguous_cache import ContiguousKVCache  # noqa: E402
+from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache  # noqa: E402
+from gct_stream_ros.cache.policies.policy import policy_preset  # noqa: E402
+from gct_stream_ros.model.config import GCTConfig  # noqa: E402
+from gct_stream_ros.model.gct import GCTModel  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -105,14 +109,7 @@ def test_budgeted_steps_replayed_equal_eager_steps_without_a_host_sync(policy, m
     """Budgets re-allocated every 8 stored frames, frames recycled by max_frames from frame 16 on: the
     replayed stream equals the eager one, and no step synchronises with the host except the ones that
     capture a graph (a step's, or a layer's cuDNN prefix when a re-allocation moved it)."""
-    captures = []
-
-    class CountedCapture(pool_attention.CapturedPartialAttention):
-        def __init__(self, *args, **kwargs):
-            captures.append(1)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(pool_attention, "CapturedPartialAttention", CountedCapture)
+    captures = count_prefix_captures(monkeypatch)
     images = torch.rand(BUDGETED_FRAMES, 3, 42, 56, generator=torch.Generator().manual_seed(1)).cuda()
     streams, synchronising = [], []
     for graphs in (False, True):
