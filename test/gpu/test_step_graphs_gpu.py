@@ -134,7 +134,7 @@ def test_budgeted_steps_replayed_equal_eager_steps_without_a_host_sync(policy, m
             replayed = model.step_graphs
     assert not synchronising
     # the window-filling and recycling keys at least; every other steady step replays
-    assert replayed.captures >= 2 and replayed.replays >= 15
+    assert replayed.captures >= 2 and replayed.replays >= 10
     for index, (a, b) in enumerate(zip(*streams, strict=True)):
         for name in ("pose_enc", "depth", "depth_conf"):
             torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-3, atol=1e-4,

@@ -55,7 +55,7 @@ class TokenPool:
         self.exposure = torch.zeros_like(self.mass)
         # scratch of the fused removal (``fused_moves.remove``), where it runs
         self._marks = self.state.new_zeros(self.state.shape) if fused_moves.available(self.keys) else None
-        self.slots = torch.arange(capacity, device=device).unsqueeze(1)  # [C, 1]: each slot's index
+        self.slots = torch.arange(capacity, dtype=torch.int32, device=device).unsqueeze(1)  # [C, 1]
         self.length = 0
 
     @property
@@ -211,7 +211,7 @@ class TokenPool:
             larger[:self.length] = field[:self.length]
             grown.append(larger)
         self.keys, self.values, self.frames, self.state, self.mass, self.exposure = grown
-        self.slots = torch.arange(capacity, device=self.keys.device).unsqueeze(1)
+        self.slots = torch.arange(capacity, dtype=torch.int32, device=self.keys.device).unsqueeze(1)
         if self._marks is not None:
             self._marks = self.state.new_zeros(self.state.shape)
 
