@@ -46,12 +46,15 @@ if TRITON:
                    num_heads: tl.constexpr, head_dim: tl.constexpr, block: tl.constexpr,
                    on_device: tl.constexpr):
         if on_device:  # start and frame from the device
-            start = tl.load(start_ptr)
-            frame = tl.load(frame_ptr)
+            first_slot = tl.load(start_ptr)
+            frame_index = tl.load(frame_ptr)
+        else:
+            first_slot = start
+            frame_index = frame
         rows = tl.program_id(0) * block + tl.arange(0, block)
         valid = rows < count
         is_leading = rows < leading  # the first ``leading`` source rows go to the end of the span
-        slots = tl.where(is_leading, start + count - leading + rows, start + rows - leading)
+        slots = tl.where(is_leading, first_slot + count - leading + rows, first_slot + rows - leading)
         heads = tl.arange(0, num_heads)
         dims = tl.arange(0, head_dim)
         row_mask = valid[:, None, None]
@@ -63,7 +66,7 @@ if TRITON:
         tl.store(values_ptr + target, tl.load(new_values_ptr + value_source, mask=row_mask), mask=row_mask)
         slot = slots[:, None] * num_heads + heads[None, :]
         ones = tl.full([block, num_heads], 1, tl.int32)
-        tl.store(frames_ptr + slot, ones * frame, mask=valid[:, None])
+        tl.store(frames_ptr + slot, ones * frame_index, mask=valid[:, None])
         row_state = tl.where(is_leading, leading_state, state)
         tl.store(state_ptr + slot, (ones * row_state[:, None]).to(tl.uint8), mask=valid[:, None])
         tl.store(mass_ptr + slot, tl.zeros([block, num_heads], tl.float32), mask=valid[:, None])
@@ -74,17 +77,20 @@ if TRITON:
               num_heads: tl.constexpr, capacity: tl.constexpr, block: tl.constexpr, on_device: tl.constexpr):
         """Per head: the i-th freed slot below ``new_length`` and the i-th kept slot from it on."""
         if on_device:  # [length, new_length] from the device
-            length = tl.load(lengths_ptr)
-            new_length = tl.load(lengths_ptr + 1)
+            used = tl.load(lengths_ptr)
+            kept_length = tl.load(lengths_ptr + 1)
+        else:
+            used = length
+            kept_length = new_length
         head = tl.program_id(0)
         holes_found = tl.zeros([], tl.int32)
         kept_found = tl.zeros([], tl.int32)
         for start in range(0, capacity, block):  # a constant trip count; blocks past the length do nothing
-            if start < length:
+            if start < used:
                 slot = start + tl.arange(0, block)
-                freed = tl.load(marks_ptr + slot * num_heads + head, mask=slot < length, other=0) != 0
-                hole = freed & (slot < new_length)
-                kept = (~freed) & (slot >= new_length) & (slot < length)
+                freed = tl.load(marks_ptr + slot * num_heads + head, mask=slot < used, other=0) != 0
+                hole = freed & (slot < kept_length)
+                kept = (~freed) & (slot >= kept_length) & (slot < used)
                 hole_rank = holes_found + tl.cumsum(hole.to(tl.int32), axis=0) - 1
                 kept_rank = kept_found + tl.cumsum(kept.to(tl.int32), axis=0) - 1
                 tl.store(holes_ptr + hole_rank * num_heads + head, slot, mask=hole)

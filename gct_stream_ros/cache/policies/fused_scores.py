@@ -74,8 +74,8 @@ if TRITON:
                       q_stride_n, q_stride_h, k_stride_n, k_stride_h, count_ptr,
                       chunk: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
                       head_dim: tl.constexpr, on_device: tl.constexpr):
-        if on_device:  # the keys in use, from the device (the rest of the storage is masked)
-            num_keys = tl.load(count_ptr)
+        # the keys in use: on_device, read from the device (the rest of the storage is masked)
+        in_use = tl.load(count_ptr) if on_device else num_keys
         head, part, q_block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         dims = tl.arange(0, head_dim)
         q_index = q_block * block_q + tl.arange(0, block_q)
@@ -86,7 +86,7 @@ if TRITON:
         running_sum = tl.zeros([block_q], tl.float32)
         for offset in range(0, chunk, block_k):
             k_index = part * chunk + offset + tl.arange(0, block_k)
-            k_valid = k_index < num_keys
+            k_valid = k_index < in_use
             k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
                         mask=k_valid[:, None], other=0.0)
             logits = tl.where(k_valid[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
@@ -121,9 +121,7 @@ if TRITON:
         dims = tl.arange(0, head_dim)
         k_index = k_block * block_k + tl.arange(0, block_k)
         k_stored = k_index < num_keys
-        in_use = num_keys
-        if on_device:
-            in_use = tl.load(count_ptr)
+        in_use = tl.load(count_ptr) if on_device else num_keys
         k_valid = k_index < in_use
         k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
                     mask=k_valid[:, None], other=0.0)
