@@ -12,6 +12,8 @@ fp32 in registers:
   pass 2 combines them and sums ``weight_q x exp(s - lse)`` over queries per key and head
   (``[H, K]``), and a mean over heads ends it.
   Logits are ``tl.dot`` products of the stored keys with the queries (fp32 accumulation).
+  Given ``num_keys`` on the device (a fixed-shape step, ``budgeted_cache.py``), both passes run
+  over the whole storage and skip the blocks past that count, whose mass is 0.
 * ``mass_ranking``: evict3r's ranking, ``state_scores(mass_scores(...))`` of head 0, in one kernel.
 * ``diversity_ranking``: ``scorers.diversity_scores`` followed by ``token_pool.state_scores``,
   transposed: pass 1 sums the un-rotated, normalised candidate keys per head (partials per
@@ -84,18 +86,19 @@ if TRITON:
                     mask=q_valid[:, None], other=0.0)
         running_max = tl.full([block_q], float("-inf"), tl.float32)
         running_sum = tl.zeros([block_q], tl.float32)
+        # a block runs only when its first key is in use (so its max is finite); a chunk past the keys
+        # in use runs none and its log-sum-exp comes out -inf, which the combination ignores
         for offset in range(0, chunk, block_k):
-            k_index = part * chunk + offset + tl.arange(0, block_k)
-            k_valid = k_index < in_use
-            k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
-                        mask=k_valid[:, None], other=0.0)
-            logits = tl.where(k_valid[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
-            # finite even over a chunk past the keys in use (exp(-inf - -inf) would be nan): its
-            # log-sum-exp comes out -inf, which the combination ignores
-            new_max = tl.maximum(tl.maximum(running_max, tl.max(logits, axis=1)), -1e30)
-            running_sum = (running_sum * tl.exp(running_max - new_max)
-                           + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
-            running_max = new_max
+            if part * chunk + offset < in_use:
+                k_index = part * chunk + offset + tl.arange(0, block_k)
+                k_valid = k_index < in_use
+                k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
+                            mask=k_valid[:, None], other=0.0)
+                logits = tl.where(k_valid[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
+                new_max = tl.maximum(running_max, tl.max(logits, axis=1))
+                running_sum = (running_sum * tl.exp(running_max - new_max)
+                               + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
+                running_max = new_max
         tl.store(out_ptr + (head * num_parts + part) * num_queries + q_index,
                  running_max + tl.log(running_sum), mask=q_valid)
 
@@ -127,14 +130,15 @@ if TRITON:
                     mask=k_valid[:, None], other=0.0)
         total = tl.zeros([block_k], tl.float32)
         for q_start in range(0, num_queries, block_q):
-            q_index = q_start + tl.arange(0, block_q)
-            q_valid = q_index < num_queries
-            q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
-                        mask=q_valid[:, None], other=0.0)
-            lse = _combined_lse(partials_ptr, head, q_index, q_valid, num_queries, num_parts, parts_block)
-            weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
-            logits = tl.dot(q, tl.trans(k)) * scale
-            total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
+            if k_block * block_k < in_use:  # a block past the keys in use stays 0
+                q_index = q_start + tl.arange(0, block_q)
+                q_valid = q_index < num_queries
+                q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
+                            mask=q_valid[:, None], other=0.0)
+                lse = _combined_lse(partials_ptr, head, q_index, q_valid, num_queries, num_parts, parts_block)
+                weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
+                logits = tl.dot(q, tl.trans(k)) * scale
+                total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
         tl.store(mass_ptr + head * num_keys + k_index, tl.where(k_valid, total, 0.0), mask=k_stored)
 
     @triton.jit
