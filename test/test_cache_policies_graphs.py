@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cache_steps import SPECIALS, Step, run_step, step_tensors
+from cache_steps import SPECIALS, Step, run_step, step_mode, step_tensors
 
+from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.cache.policies import budgeted_cache
 from gct_stream_ros.cache.policies.attention_mass import attention_mass, concentration, stand_in_queries
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
@@ -41,7 +42,7 @@ def _kept(cache: BudgetedKVCache) -> list[list[tuple[int, int]]]:
 def test_fixed_shape_steps_keep_and_attend_what_the_host_addressed_steps_do(policy):
     host, fixed = _budgeted(policy, False), _budgeted(policy, True)
     gen = torch.Generator().manual_seed(0)
-    kinds = ["store"] * 14 + ["skip", "commit", "store", "rollback"] + ["store"] * 12
+    kinds = ["store"] * 14 + ["skip", "commit", "store", "rollback", "skip"] + ["store"] * 12
     in_fixed_shapes = []
     for step in [Step("phase1", SCALE)] + [Step(kind) for kind in kinds]:
         tensors = step_tensors(gen, LAYERS, step.num_frames, TOKENS, HEADS, DIM)
@@ -59,7 +60,8 @@ def test_fixed_shape_steps_keep_and_attend_what_the_host_addressed_steps_do(poli
             assert int((state[:, 0] != SPECIAL).sum()) == fixed.patch_tokens(layer)
             assert not (state == FREE).any()
     assert fixed.stats().specials_dropped > 0 and fixed.stats().frames_evicted > 0
-    assert sum(in_fixed_shapes) == kinds.count("store")  # every single-frame STORE step, none other
+    # every single-frame STORE or SKIP step, no DEFER step
+    assert sum(in_fixed_shapes) == kinds.count("store") + kinds.count("skip")
 
 
 def _store(cache: BudgetedKVCache, gen: torch.Generator, keys: list) -> list[torch.Tensor]:
@@ -85,7 +87,7 @@ def test_the_graph_key_stays_equal_across_steady_steps_and_changes_when_it_must(
     first_recycling = keys.index(recycling)
     assert set(keys[2:first_recycling]) == {growing} and set(keys[first_recycling:]) == {recycling}
     assert first_recycling + 1 == MAX_FRAMES  # keys[i] is frame i + 1's: frame max_frames is the first beyond
-    assert growing[1] == (PATCHES,) * LAYERS and recycling[1] == (PATCHES + SPECIALS,) * LAYERS
+    assert growing[1:3] == (True, (PATCHES,) * LAYERS) and recycling[2] == (PATCHES + SPECIALS,) * LAYERS
     # a re-allocation: no key while a moved layer's patch count catches up with its budget, then the
     # same key while every captured prefix stays (a budget within a frame of patches of it)...
     budgets = cache._budgets
@@ -97,12 +99,12 @@ def test_the_graph_key_stays_equal_across_steady_steps_and_changes_when_it_must(
     cache._budgets = [budgets[0] - 3, budgets[1] + 4, budgets[2] + 3]
     for _ in range(3):
         _store(cache, gen, keys)
-    assert keys[-3] is None and keys[-2] == keys[-1] != recycling and keys[-1][:2] == recycling[:2]
-    # not a single-frame STORE step of a non-scale frame: no key
-    for kind in ("skip", "commit", "rollback"):
+    assert keys[-3] is None and keys[-2] == keys[-1] != recycling and keys[-1][:3] == recycling[:3]
+    # a SKIP step (nothing kept, nothing evicted) has its own key; a deferred frame has none
+    for kind in ("skip", "skip", "commit", "rollback"):
         run_step(cache, Step(kind), step_tensors(gen, LAYERS, 1, TOKENS, HEADS, DIM),
                  after_begin=lambda c: keys.append(c.graph_key()))
-        assert keys[-1] is None
+    assert keys[-4] == keys[-3] and keys[-4][1:3] == (False, (0,) * LAYERS) and keys[-2:] == [None, None]
     cache.reset()
     run_step(cache, Step("phase1", 1), step_tensors(gen, LAYERS, 1, TOKENS, HEADS, DIM))
     _store(cache, gen, keys)  # frame 1: a scale frame
@@ -151,10 +153,10 @@ class _Replaying:
             pool.length = length
         self.cache._steps._step = state["step"]
 
-    def step(self, tensors: list) -> tuple[list[torch.Tensor], bool]:
-        """One STORE step; returns its outputs and whether it ran with a captured step's host values."""
+    def step(self, tensors: list, mode: StepMode) -> tuple[list[torch.Tensor], bool]:
+        """One step; returns its outputs and whether it ran with a captured step's host values."""
         cache = self.cache
-        cache.begin_step(1, TOKENS, budgeted_cache.StepMode.STORE)
+        cache.begin_step(1, TOKENS, mode)
         key = cache.graph_key()
         now = self._host()
         replayed = key is not None and key in self.captured
@@ -177,10 +179,11 @@ def test_a_fixed_shape_step_reads_no_host_value_that_changes_under_its_key(polic
     run_step(reference, Step("phase1", SCALE), phase1)
     run_step(replaying, Step("phase1", SCALE), phase1)
     replays = 0
-    for _ in range(MAX_FRAMES + 12):  # re-allocations included (every 8 stored steps)
+    for index in range(MAX_FRAMES + 16):  # re-allocations included (every 8 stored steps)
         tensors = step_tensors(gen, LAYERS, 1, TOKENS, HEADS, DIM)
-        expected = run_step(reference, Step("store"), tensors)
-        outputs, replayed = driver.step(tensors)
+        kind = "skip" if index % 5 == 4 else "store"
+        expected = run_step(reference, Step(kind), tensors)
+        outputs, replayed = driver.step(tensors, step_mode(Step(kind)))
         replays += replayed
         for ours, theirs in zip(outputs, expected, strict=True):
             assert torch.equal(ours, theirs)

@@ -115,15 +115,18 @@ def test_a_budgeted_model_asks_for_one_graph_per_steady_key_and_keeps_its_output
                                       max_frames=6, budget=0.75, fixed_shape=fixed)
         graphs = RecordingGraphs()
         model.replay_steps(graphs)
-        outputs[fixed] = [model.step(images[:2])] + [model.step(images[i:i + 1]) for i in range(2, 12)]
+        outputs[fixed] = [model.step(images[:2])] + [
+            model.step(images[i:i + 1], StepMode.SKIP if i == 8 else StepMode.STORE) for i in range(2, 12)]
         keys[fixed] = graphs.keys
     for a, b in zip(outputs[False], outputs[True], strict=True):
         for name in ("pose_enc", "depth", "depth_conf", "pose_enc_list"):
             torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-4, atol=1e-5)
     assert keys[False] == []  # the host-addressed steps are never replayed
-    # frame 2 fills the budget (no key); frames 3-5 while the specials grow, 6-11 recycling a frame each
-    growing, recycling = keys[True][0], keys[True][-1]
-    assert keys[True] == [growing] * 3 + [recycling] * 6 and growing[1] != recycling[1]
+    # frame 2 fills the budget (no key); frames 3-5 while the specials grow, then recycling a frame each,
+    # a skipped frame between
+    growing, recycling, skipped = keys[True][0], keys[True][-1], keys[True][5]
+    assert keys[True] == [growing] * 3 + [recycling] * 2 + [skipped] + [recycling] * 3
+    assert len({growing, recycling, skipped}) == 3
     assert graphs.storage[0][0] == "budgeted"
 
 

@@ -30,30 +30,31 @@ statistics are snapshotted when it ends); DEFER postpones it, and the step's att
 Every layer is within its budget after every step.
 
 Fixed-shape steps (``fixed_shape``, by default on CUDA in half precision): a single-frame STORE
-step of a non-scale frame at token granularity does all its host bookkeeping in ``begin_step``
-(each layer's lengths and counts are final before any kernel runs) and its device work reads
-every number that changes from one step to the next from one ``StepValues`` tensor: the frame's
-index, the recycled frame's, and per layer the slot the frame is written at, the length before
-and after the eviction and the attended key range. Its kernels work over each pool's whole
-capacity with the slots past the length masked (``TokenPool.in_use``, ``attention_mass``'s
-``num_keys``), and attention reads its range end from the device (``PoolAttention.attend_range``).
-So the device work of two such steps is the same whenever ``graph_key()`` is, and the model
-replays it from one CUDA graph (``model/step_graphs.py``). The key holds what the host still
-decides: the storage (the pools' addresses: they change only when the frame size changes or an
-unbounded pool grows), each layer's count of freed slots and its captured-prefix length. In the
-steady state every layer frees one frame of patches, plus one frame of specials once
-``max_frames`` recycles a frame at every step, so the key changes only
+or SKIP step of a non-scale frame at token granularity does all its host bookkeeping in
+``begin_step`` (each layer's lengths and counts are final before any kernel runs) and its device
+work reads every number that changes from one step to the next from one ``StepValues`` tensor:
+the frame's index, the recycled frame's, and per layer the slot the frame is written at, the
+length before and after the eviction and the attended key range. Its kernels work over each
+pool's whole capacity with the slots past the length masked (``TokenPool.in_use``,
+``attention_mass``'s ``num_keys``), and attention reads its range end from the device
+(``PoolAttention.attend_range``). So the device work of two such steps is the same whenever
+``graph_key()`` is, and the model replays it from one CUDA graph (``model/step_graphs.py``).
+The key holds what the host still decides: the storage (the pools' addresses: they change only
+when the frame size changes or an unbounded pool grows), whether the step stores, each layer's
+count of freed slots and its captured-prefix length. A SKIP step (a non-keyframe) frees nothing;
+in the steady state a STORE step frees one frame of patches per layer, plus one frame of
+specials once ``max_frames`` recycles a frame at every step, so the key changes only
 
 * when the first frame is recycled by ``max_frames`` (from then on one more frame of specials
-  leaves per step);
-* for the steps after a re-allocation that moved a layer's budget, while that layer's patch
-  count catches up with it (those steps get no key: they run eagerly, as ``None`` keys do);
+  leaves per STORE step);
+* for the STORE steps after a re-allocation that moved a layer's budget, while that layer's
+  patch count catches up with it (those steps get no key: they run eagerly, as ``None`` keys do);
 * when a re-allocation moves a layer's budget by more than a frame of patches from its captured
   prefix (``pool_attention.captured_prefix``);
 * when the storage changes.
 
-Other steps (phase 1, SKIP, DEFER and its ``commit``, frame granularity) run the host-addressed
-path, whose CPU results are those of the plain torch ops (``fixed_shape=False``).
+Other steps (phase 1, the scale frames, DEFER and its ``commit``, frame granularity) run the
+host-addressed path, whose CPU results are those of the plain torch ops (``fixed_shape=False``).
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def layer_values(layer: int) -> int:
 class FixedStep:
     """What the host decided for a fixed-shape step (see the module docstring), per layer."""
 
+    stores: bool
+    """A STORE step (else SKIP: the frame is attended after the prefix, not kept)."""
     counts: tuple[int, ...]
     """Slots the layer frees."""
     prefixes: tuple[int, ...]
@@ -129,7 +132,7 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         self.dtype = dtype
         self._on_cuda_in_half = self.device.type == "cuda" and dtype in HALF_DTYPES
         self.fixed_shape = self._on_cuda_in_half if fixed_shape is None else fixed_shape
-        """Run single-frame STORE steps in fixed shapes (see the module docstring)."""
+        """Run single-frame STORE and SKIP steps in fixed shapes (see the module docstring)."""
         self._pools: list[TokenPool] = []  # allocated at the first step, once per frame size
         self._patches_per_frame: int | None = None
         self._statistics = torch.zeros(num_layers, device=self.device)
@@ -168,17 +171,18 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         self._fixed = self._fixed_step(frames, mode)
 
     def graph_key(self) -> tuple[object, ...] | None:
-        """A key for a fixed-shape step in the steady state (every layer frees one frame of patches and
-        the recycled frame's specials), None otherwise; see the module docstring for when it changes."""
+        """A key for a fixed-shape step in the steady state (a SKIP step, or a STORE step at which every
+        layer frees one frame of patches and the recycled frame's specials), None otherwise; see the
+        module docstring for when it changes."""
         self._steps.current()  # raises outside a step
         fixed = self._fixed
         if fixed is None:
             return None
-        steady = self._patches_per_frame + self.num_special_tokens * fixed.recycling
+        steady = self._patches_per_frame + self.num_special_tokens * fixed.recycling if fixed.stores else 0
         if any(count != steady for count in fixed.counts):
             return None
         storage = ("budgeted", tuple(pool.keys.data_ptr() for pool in self._pools))
-        return (storage, fixed.counts, fixed.prefixes)
+        return (storage, fixed.stores, fixed.counts, fixed.prefixes)
 
     def _attend(self, layer: int, frames: list[int], mode: StepMode, q: torch.Tensor, k: torch.Tensor,
                 v: torch.Tensor) -> torch.Tensor:
@@ -220,6 +224,8 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         first = layer_values(layer)
         appended = values[first + APPENDED]
         pool.write_frame_at(k[0], v[0], values[first + START], values[FRAME], self.num_special_tokens, PATCH)
+        if not fixed.stores:  # SKIP: attended after the prefix, not kept
+            return self._attend_range(layer, q, values[first + PREFIX:first + ATTEND_END + 1])
         if fixed.recycling:
             pool.expire(values[RECYCLED], appended)
         if self.policy.timing == "before":
@@ -231,11 +237,16 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             pool.exposure += pool.slots < appended
             # every step (the snapshot may take it): a step's work may not depend on the step number
             self._statistics[layer] = concentration(mass, appended)
-        bounds = values[first + PREFIX:first + ATTEND_END + 1]
-        out = self._pool_attention.attend_range(layer, q[0], pool.keys, pool.values, fixed.prefixes[layer],
-                                                bounds)
+        out = self._attend_range(layer, q, values[first + PREFIX:first + ATTEND_END + 1])
         if self.policy.timing == "after":
             self._evict_fixed(layer, appended, values[first + APPENDED:first + KEPT + 1])
+        return out
+
+    def _attend_range(self, layer: int, q: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+        """One frame's queries ``[1, P, H, D]`` over the layer's captured prefix and the device range
+        ``bounds`` (``PoolAttention.attend_range``)."""
+        pool, prefix = self._pools[layer], self._fixed.prefixes[layer]
+        out = self._pool_attention.attend_range(layer, q[0], pool.keys, pool.values, prefix, bounds)
         return out.transpose(1, 2).reshape(q.shape)  # in the storage's dtype, as the contiguous cache
 
     def _patch_state(self, frame: int) -> int:
@@ -422,7 +433,8 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
     def _fixed_step(self, frames: list[int], mode: StepMode) -> FixedStep | None:
         """For a step that runs in fixed shapes: its host bookkeeping, done now, and its step values;
         None for any other step (see the module docstring)."""
-        if not (self.fixed_shape and mode is StepMode.STORE and len(frames) == 1
+        stores = mode is StepMode.STORE
+        if not (self.fixed_shape and mode is not StepMode.DEFER and len(frames) == 1
                 and frames[0] >= self.scale_frames and self.policy.granularity == "token"
                 and len(self._dropping) <= 1):
             return None
@@ -433,19 +445,21 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             start = pool.length
             appended = start + patches + specials
             pool.reserve(appended)  # an unbounded pool grows now, never inside the step
-            self._patches[layer] += patches
-            self._expired[layer] += len(self._dropping)
-            excess, count = self._eviction_count(layer)
-            if count:
-                self._patches[layer] -= excess
-                self._expired[layer] = 0
+            count = 0
+            if stores:
+                self._patches[layer] += patches
+                self._expired[layer] += len(self._dropping)
+                excess, count = self._eviction_count(layer)
+                if count:
+                    self._patches[layer] -= excess
+                    self._expired[layer] = 0
+                pool.length = appended - count
             kept = appended - count
-            attended = kept if self.policy.timing == "before" else appended
+            attended = kept if stores and self.policy.timing == "before" else appended
             prefix = self._pool_attention.prefix(layer, *self._prefix_sizes(layer))
             prefix = prefix if prefix < attended else 0
-            pool.length = kept
             values += [prefix, attended, start, appended, kept]
             counts.append(count)
             prefixes.append(prefix)
         self._step_values.set(values)
-        return FixedStep(tuple(counts), tuple(prefixes), bool(self._dropping))
+        return FixedStep(stores, tuple(counts), tuple(prefixes), bool(self._dropping))
