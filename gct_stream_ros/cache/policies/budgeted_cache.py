@@ -222,10 +222,10 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         fixed, pool = self._fixed, self._pools[layer]
         values = self._step_values.values
         first = layer_values(layer)
-        appended = values[first + APPENDED]
         pool.write_frame_at(k[0], v[0], values[first + START], values[FRAME], self.num_special_tokens, PATCH)
         if not fixed.stores:  # SKIP: attended after the prefix, not kept
             return self._attend_range(layer, q, values[first + PREFIX:first + ATTEND_END + 1])
+        appended = values[first + APPENDED]
         if fixed.recycling:
             pool.expire(values[RECYCLED], appended)
         if self.policy.timing == "before":
