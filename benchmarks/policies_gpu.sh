@@ -9,8 +9,9 @@
 # 3. CUDA memory allocated / reserved at frames 200, 1000, 2000, each budgeted policy in its own
 #    process (MEMORY_FRAMES to change the length);
 # 4. layer budgets of the model on the smooth panning input (needs WEIGHTS_PY, the shared filler);
-# 5. with FIDELITY_FRAMES=N: the model compiled, each policy in its own process, at budgets 1, 0.5,
-#    0.25 against the sliding window on the same N frames (policy_fidelity.py).
+# 5. with FIDELITY_FRAMES=N: the model compiled and replayed from CUDA graphs (as the node), each
+#    policy in its own process, at budgets 1, 0.5, 0.25 against the sliding window on the same N
+#    frames (policy_fidelity.py).
 # Results land in $OUT (the device tool's folder) or ./out, logs only unless SAVE_JSON=1. TOTAL (s)
 # bounds the whole session.
 set -uo pipefail
@@ -39,7 +40,7 @@ done
 if [ -n "${FIDELITY_FRAMES:-}" ] && [ -f "$W" ]; then
     for policy in evict3r infinitevggt; do
         timeout "$(within "${FIDELITY_TIMEOUT:-600}")" python3 benchmarks/policy_fidelity.py --weights-py "$W" \
-            --reference /tmp/sliding_window.pt --policies "$policy" --frames "$FIDELITY_FRAMES" --compile \
+            --reference /tmp/sliding_window.pt --policies "$policy" --frames "$FIDELITY_FRAMES" --compile --graphs \
             ${SAVE_JSON:+--json "$OUT/fidelity_$policy.json"} 2>&1 | tee "$OUT/fidelity_$policy.log"
     done
 fi

@@ -9,7 +9,7 @@ of the sliding window's trajectory, and the depth abs-rel ``mean |d - d_sw| / d_
 policy per process for clean timings:
 
     python benchmarks/policy_fidelity.py --weights-py .shared/parity/weights.py --reference out/sw.pt \\
-        --policies evict3r --budgets 1,0.5,0.25 --frames 320 --compile
+        --policies evict3r --budgets 1,0.5,0.25 --frames 320 --compile --graphs
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from common import add_model_arguments, benchmark_parser, smooth_frames, write_j
 def stream(policy: str, budget: float | None, frames: torch.Tensor, args: argparse.Namespace) -> dict:
     """Camera centres ``[N, 3]``, depths ``[N, H, W]`` and per-frame milliseconds of one run."""
     model = ours_driver.build_from_arguments(args, policy, budget)
-    if args.compile:
-        ours_driver.apply_compile(model, "compiled")
+    level = "+".join(name for name, on in (("compiled", args.compile), ("graphs", args.graphs)) if on)
+    if level:
+        ours_driver.apply_compile(model, level)
         ours_driver.warm(model, frames, args.scale_frames, passes=1)
     model.reset()
     cuda = frames.is_cuda
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", default="1,0.5,0.25", help="comma list of cache.budget fractions")
     parser.add_argument("--frames", type=int, default=320, help="frames in all, scale frames included")
     parser.add_argument("--compile", action="store_true", help="model.compile: true (compile_regions)")
+    parser.add_argument("--graphs", action="store_true",
+                        help="model.cuda_graphs: true (steps replayed from CUDA graphs, as the node on CUDA)")
     args = parser.parse_args(argv)
     frames = smooth_frames(args.frames, args.height, args.width).to(args.device)
     if os.path.exists(args.reference):

@@ -154,7 +154,7 @@ SETTINGS: tuple[Setting, ...] = (
     _engine("model.half_depth_head", "half_depth_head",
             "With a bf16/fp16 model.dtype, run the depth head in fp16 (faster; false: the reference's fp32)"),
     _engine("model.cuda_graphs", "cuda_graphs",
-            "On CUDA, replay each single-frame step from a CUDA graph (contiguous cache backend)"),
+            "On CUDA, replay single-frame steps from CUDA graphs (contiguous cache, budgeted steady steps)"),
     _engine("keyframes.mode", "keyframe_mode",
             "Which frames are stored in the cache: every, interval or flow", choices=KEYFRAME_MODES),
     _engine("keyframes.interval", "keyframe_interval",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from gct_stream_ros.cache.base import GlobalKVCache, StepMode
+from gct_stream_ros.cache.policies import pool_attention
 
 SPECIALS = 6
 
@@ -65,3 +66,17 @@ def run_step(cache: GlobalKVCache, step: Step, tensors: list[tuple[torch.Tensor,
     elif step.kind == "rollback":
         cache.rollback()
     return outputs
+
+
+def count_prefix_captures(monkeypatch) -> list[int]:
+    """From now on one entry per capture of a budgeted layer's cuDNN prefix graph (``pool_attention.py``):
+    a capture waits for the device once, the one synchronising call a budgeted step may make."""
+    captures: list[int] = []
+
+    class CountedCapture(pool_attention.CapturedPartialAttention):
+        def __init__(self, *args, **kwargs):
+            captures.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(pool_attention, "CapturedPartialAttention", CountedCapture)
+    return captures

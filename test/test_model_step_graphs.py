@@ -11,6 +11,9 @@ import torch
 
 from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.cache.contiguous_cache import ContiguousKVCache
+from gct_stream_ros.cache.policies import budgeted_cache
+from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
+from gct_stream_ros.cache.policies.policy import policy_preset
 from gct_stream_ros.model.camera_cache import CameraKVCache
 from gct_stream_ros.model.network import StepOutput
 from gct_stream_ros.model.step_graphs import StepGraphs, _CapturedStep
@@ -95,6 +98,36 @@ def test_the_model_asks_for_a_graph_only_for_steps_whose_device_work_repeats(tin
     model.step(images[:1])  # a one-frame phase 1 sits at position 0: the special tokens' first variant
     model.step(images[1:2], num_scale_frames=3)  # a scale frame by position: the scale token's first variant
     assert len(graphs.keys) == 6
+
+
+@pytest.mark.parametrize("policy", ["evict3r", "infinitevggt"])
+def test_a_budgeted_model_asks_for_one_graph_per_steady_key_and_keeps_its_outputs(tiny_model, frames, policy,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(budgeted_cache, "REALLOCATE_EVERY", 10**9)  # keys across re-allocations: cache tests
+    images = frames(12)
+    outputs, keys = {}, {}
+    for fixed in (False, True):
+        model = tiny_model()
+        _fixed_shape_caches(model)
+        c = model.config
+        model.cache = BudgetedKVCache(c.depth, c.num_heads, c.head_dim, policy_preset(policy),
+                                      c.num_special_tokens, c.scale_frames, sliding_window=c.sliding_window,
+                                      max_frames=6, budget=0.75, fixed_shape=fixed)
+        graphs = RecordingGraphs()
+        model.replay_steps(graphs)
+        outputs[fixed] = [model.step(images[:2])] + [
+            model.step(images[i:i + 1], StepMode.SKIP if i == 8 else StepMode.STORE) for i in range(2, 12)]
+        keys[fixed] = graphs.keys
+    for a, b in zip(outputs[False], outputs[True], strict=True):
+        for name in ("pose_enc", "depth", "depth_conf", "pose_enc_list"):
+            torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-4, atol=1e-5)
+    assert keys[False] == []  # the host-addressed steps are never replayed
+    # frame 2 fills the budget (no key); frames 3-5 while the specials grow, then recycling a frame each,
+    # a skipped frame between
+    growing, recycling, skipped = keys[True][0], keys[True][-1], keys[True][5]
+    assert keys[True] == [growing] * 3 + [recycling] * 2 + [skipped] + [recycling] * 3
+    assert len({growing, recycling, skipped}) == 3
+    assert graphs.storage[0][0] == "budgeted"
 
 
 class FakeGraph:

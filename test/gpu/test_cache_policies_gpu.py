@@ -13,7 +13,13 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared step driver lives in test/
-from cache_steps import SPECIALS, random_schedule, run_step, step_tensors  # noqa: E402
+from cache_steps import (  # noqa: E402
+    SPECIALS,
+    count_prefix_captures,
+    random_schedule,
+    run_step,
+    step_tensors,
+)
 
 from gct_stream_ros.cache.attention import dense_attention  # noqa: E402
 from gct_stream_ros.cache.policies import budgeted_cache, fused_scores, pool_attention  # noqa: E402
@@ -51,14 +57,7 @@ def test_budgeted_steps_never_synchronize(policy, reallocate, monkeypatch):
     capture waits for the device once: ``pool_attention.py``)."""
     if not reallocate:
         monkeypatch.setattr(budgeted_cache, "REALLOCATE_EVERY", 10**9)
-    captures = []
-
-    class CountedCapture(pool_attention.CapturedPartialAttention):
-        def __init__(self, *args, **kwargs):
-            captures.append(1)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(pool_attention, "CapturedPartialAttention", CountedCapture)
+    captures = count_prefix_captures(monkeypatch)
     cache = BudgetedKVCache(LAYERS, HEADS, DIM, policy_preset(policy), SPECIALS, 2, 0, 5, 12, device="cuda",
                             dtype=torch.bfloat16, budget=0.6)
     gen = torch.Generator().manual_seed(1)
@@ -144,3 +143,36 @@ def test_fused_mass_ranking_matches_the_torch_ranking():
     state = torch.randint(0, 5, (500, HEADS), dtype=torch.uint8, generator=gen)
     reference = state_scores(mass_scores(mass[:, :1], exposure[:, :1]), state[:, :1])
     assert torch.equal(fused_scores.mass_ranking(mass.cuda(), exposure.cuda(), state.cuda()).cpu(), reference)
+
+
+def test_fused_device_addressed_writes_and_removal_match_the_host_addressed_torch_ops():
+    """The fixed-shape step's forms: slot, frame and lengths read from the device (``write_frame_at``,
+    ``remove(slots, lengths)``) give what the host-addressed torch ops give."""
+    gen = torch.Generator().manual_seed(6)
+    k, v = (torch.randn(2, TOKENS, HEADS, DIM, generator=gen).bfloat16() for _ in range(2))
+    cpu = TokenPool(200, HEADS, DIM, torch.bfloat16, torch.device("cpu"))
+    cuda = TokenPool(200, HEADS, DIM, torch.bfloat16, torch.device("cuda"))
+    for frame in range(2):
+        cpu.append_frame(k[frame], v[frame], 7 + frame, SPECIALS, PATCH)
+        at = torch.tensor(cuda.length, dtype=torch.int32, device="cuda")
+        cuda.write_frame_at(k[frame].cuda(), v[frame].cuda(), at,
+                            torch.tensor(7 + frame, dtype=torch.int32, device="cuda"), SPECIALS, PATCH)
+        cuda.length += TOKENS
+    slots = torch.stack([torch.randperm(2 * TOKENS, generator=gen)[:30] for _ in range(HEADS)], dim=1)
+    cpu.remove(slots)
+    cuda.remove(slots.cuda(), torch.tensor([2 * TOKENS, 2 * TOKENS - 30], dtype=torch.int32, device="cuda"))
+    for expected, fused in zip(cpu.fields(), cuda.fields(), strict=True):
+        assert torch.equal(fused[:cpu.length].cpu(), expected[:cpu.length])
+
+
+def test_fused_attention_mass_over_a_device_count_matches_the_mass_over_the_prefix():
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(TOKENS, HEADS, DIM, generator=gen).bfloat16().cuda()
+    keys = torch.randn(5000, HEADS, DIM, generator=gen).bfloat16().cuda()
+    queries, weights = stand_in_queries(q, SPECIALS, "sampled")
+    for count in (1000, 3071, 4097):  # whole chunks of keys past the count, and a chunk cut by it
+        mass = attention_mass(queries, weights, keys, num_keys=torch.tensor(count, dtype=torch.int32,
+                                                                            device="cuda"))
+        assert mass.shape == (5000,) and not mass[count:].any()
+        torch.testing.assert_close(mass[:count], attention_mass(queries, weights, keys[:count]),
+                                   rtol=1e-5, atol=1e-7)

@@ -16,6 +16,9 @@ Queries (``MASS_QUERIES``):
   6 special tokens weigh their share of the frame and not ~15x more.
 
 Either way the mass sums to the number of queries of the frame (every probability row sums to 1).
+
+``num_keys`` (a 0-d device tensor): only that many first keys count and the rest get 0, so that a
+fixed-shape step (``budgeted_cache.py``) passes its whole storage and reads the count on the device.
 """
 
 from __future__ import annotations
@@ -65,23 +68,28 @@ def _stand_in_weights(num_special_tokens: int, num_patches: int, mode: str,
 
 
 def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
-                   chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+                   chunk_elements: int = CHUNK_ELEMENTS,
+                   num_keys: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted mass ``[K]`` fp32 each key of ``keys`` ``[K, H, D]`` receives from ``queries`` ``[Q, H, D]``.
 
-    ``mass_k = sum_q weights_q * mean_h softmax_k(q . k / sqrt(D))``; see the module docstring.
-    CUDA half-precision keys go through the fused kernels (``fused_scores.py``; ``chunk_elements``
-    does not apply there).
+    ``mass_k = sum_q weights_q * mean_h softmax_k(q . k / sqrt(D))``; see the module docstring
+    (``num_keys``: there). CUDA half-precision keys go through the fused kernels
+    (``fused_scores.py``; ``chunk_elements`` does not apply there).
     """
     if fused_scores.available(keys):
-        return fused_scores.attention_mass(queries, weights, keys)
+        return fused_scores.attention_mass(queries, weights, keys, num_keys)
     num_queries, num_heads, head_dim = queries.shape
+    outside = None if num_keys is None else torch.arange(keys.shape[0], device=keys.device) >= num_keys
     num_keys = keys.shape[0]
     chunk = max(1, chunk_elements // (num_heads * num_queries))
     # in the keys' dtype (1/sqrt(64) is exact), so that the matmul reads the keys as stored
     scaled = (queries.float() * head_dim**-0.5).to(keys.dtype).permute(1, 0, 2)  # [H, Q, D]
 
     def logits(start: int) -> torch.Tensor:
-        return bmm_fp32(scaled, keys[start:start + chunk].permute(1, 2, 0))  # [H, Q, c]
+        chunk_logits = bmm_fp32(scaled, keys[start:start + chunk].permute(1, 2, 0))  # [H, Q, c]
+        if outside is None:
+            return chunk_logits
+        return chunk_logits.masked_fill_(outside[start:start + chunk], float("-inf"))
 
     lse = torch.full((num_heads, num_queries), float("-inf"), device=keys.device)
     for start in range(0, num_keys, chunk):
@@ -94,8 +102,9 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
     return mass
 
 
-def concentration(mass: torch.Tensor) -> torch.Tensor:
-    """How unevenly ``mass`` ``[K]`` is spread: ``log(1 + var(mass / mean mass))``, a scalar tensor.
+def concentration(mass: torch.Tensor, num_keys: torch.Tensor | None = None) -> torch.Tensor:
+    """How unevenly ``mass`` ``[K]`` is spread: ``log(1 + var(mass / mean mass))``, a scalar tensor
+    (over the first ``num_keys``, a 0-d device tensor, where given).
 
     Evict3R allocates layer budgets by the variance of the raw mass, whose magnitude scales with
     ``(queries / keys)^2``: at the reference's cache length it is ~1e-6 in every layer and the
@@ -103,5 +112,12 @@ def concentration(mass: torch.Tensor) -> torch.Tensor:
     perfectly even attention, ``K - 1`` when all of it lands on one key); the log keeps layers
     that differ by orders of magnitude within reach of the allocator's temperature.
     """
-    normalised = mass / mass.mean()
-    return torch.log1p(normalised.var(unbiased=False))
+    if num_keys is None:
+        normalised = mass / mass.mean()
+        return torch.log1p(normalised.var(unbiased=False))
+    # the same over the first ``num_keys`` (a 0-d device tensor; the rest of ``mass`` is 0)
+    count = num_keys.float()
+    in_use = torch.arange(mass.shape[0], device=mass.device) < num_keys
+    normalised = mass / (mass.sum() / count)
+    deviation = torch.where(in_use, normalised - normalised.sum() / count, 0.0)
+    return torch.log1p(deviation.square().sum() / count)

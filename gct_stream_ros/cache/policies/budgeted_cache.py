@@ -16,22 +16,51 @@ known on the host, selection and moves run on the device. The layer statistics t
 allocator are copied to the host asynchronously (``host_snapshot.py``) every
 ``REALLOCATE_EVERY`` stored steps and used at the next re-allocation, one period later; the
 published policies re-allocate every frame from the last frame's statistics. Between two
-re-allocations the layers' lengths are the same at every step (budget + the step's frame).
+re-allocations the layers' patch counts are the same at every step (budget + the step's frame).
 
 Specials: every retained frame keeps its special tokens in every layer, protected, until the
 ``max_frames`` rule recycles the oldest non-scale frame: then its tokens (specials and any
 surviving patches) are marked expired and are the first to go at the layer's next eviction.
 
 Steps follow ``cache/base.py``: eviction runs at the policy's timing on STORE steps (``before``:
-at each layer after the frame is appended; ``after``: at ``end_step`` with this step's attention
-mass); DEFER postpones it, and the step's attention mass, to ``commit``; SKIP frames are attended
-(staged after the prefix) but neither stored nor scored. Every layer is within its budget after
-every step.
+at each layer after the frame is appended; ``after``: at each layer after its attention, with
+this step's attention mass; the budgets of a re-allocation are set when the step begins, the
+statistics are snapshotted when it ends); DEFER postpones it, and the step's attention mass, to
+``commit``; SKIP frames are attended (staged after the prefix) but neither stored nor scored.
+Every layer is within its budget after every step.
+
+Fixed-shape steps (``fixed_shape``, by default on CUDA in half precision): a single-frame STORE
+or SKIP step of a non-scale frame at token granularity does all its host bookkeeping in
+``begin_step`` (each layer's lengths and counts are final before any kernel runs) and its device
+work reads every number that changes from one step to the next from one ``StepValues`` tensor:
+the frame's index, the recycled frame's, and per layer the slot the frame is written at, the
+length before and after the eviction and the attended key range. Its kernels work over each
+pool's whole capacity with the slots past the length masked (``TokenPool.in_use``,
+``attention_mass``'s ``num_keys``), and attention reads its range end from the device
+(``PoolAttention.attend_range``). So the device work of two such steps is the same whenever
+``graph_key()`` is, and the model replays it from one CUDA graph (``model/step_graphs.py``).
+The key holds what the host still decides: the storage (the pools' addresses: they change only
+when the frame size changes or an unbounded pool grows), whether the step stores, each layer's
+count of freed slots and its captured-prefix length. A SKIP step (a non-keyframe) frees nothing;
+in the steady state a STORE step frees one frame of patches per layer, plus one frame of
+specials once ``max_frames`` recycles a frame at every step, so the key changes only
+
+* when the first frame is recycled by ``max_frames`` (from then on one more frame of specials
+  leaves per STORE step);
+* for the STORE steps after a re-allocation that moved a layer's budget, while that layer's
+  patch count catches up with it (those steps get no key: they run eagerly, as ``None`` keys do);
+* when a re-allocation moves a layer's budget by more than a frame of patches from its captured
+  prefix (``pool_attention.captured_prefix``);
+* when the storage changes.
+
+Other steps (phase 1, the scale frames, DEFER and its ``commit``, frame granularity) run the
+host-addressed path, whose CPU results are those of the plain torch ops (``fixed_shape=False``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -48,12 +77,38 @@ from gct_stream_ros.cache.policies.scorers import diversity_scores, mass_scores,
 from gct_stream_ros.cache.policies.selection import evicted_slots
 from gct_stream_ros.cache.policies.token_pool import PATCH, SCALE_PATCH, SPECIAL, TokenPool, state_scores
 from gct_stream_ros.cache.sizes import CacheSizes, SizedCache, check_head_shape
+from gct_stream_ros.cache.step_values import StepValues
 from gct_stream_ros.cache.stepped_cache import SteppedKVCache
 
 REALLOCATE_EVERY = 8
 """Stored steps between two re-allocations of the layer budgets (see the module docstring)."""
 UNBOUNDED_SPECIAL_FRAMES = 64
 """Frames of specials the storage first holds when ``max_frames`` is 0 (then doubled as needed)."""
+FRAME, RECYCLED = 0, 1
+"""The step values of a fixed-shape step: the frame's index, the recycled frame's (-1: none)..."""
+PREFIX, ATTEND_END, START, APPENDED, KEPT = range(5)
+"""...then per layer (``LAYER_VALUES`` from ``layer_values``): the captured prefix, the end of the
+attended keys, the slot the frame is written at, the length after the append and after the eviction."""
+LAYER_VALUES = 5
+
+
+def layer_values(layer: int) -> int:
+    """Index of ``layer``'s first step value."""
+    return 2 + LAYER_VALUES * layer
+
+
+@dataclass(frozen=True)
+class FixedStep:
+    """What the host decided for a fixed-shape step (see the module docstring), per layer."""
+
+    stores: bool
+    """A STORE step (else SKIP: the frame is attended after the prefix, not kept)."""
+    counts: tuple[int, ...]
+    """Slots the layer frees."""
+    prefixes: tuple[int, ...]
+    """Keys attended through the captured prefix (0: all through the flash kernel)."""
+    recycling: bool
+    """A frame's tokens are recycled by ``max_frames`` at this step."""
 
 
 class BudgetedKVCache(SizedCache, SteppedKVCache):
@@ -62,7 +117,8 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
     def __init__(self, num_layers: int, num_heads: int, head_dim: int, policy: CachePolicy,
                  num_special_tokens: int = 6, scale_frames: int = 8, budget_tokens: int = 0,
                  sliding_window: int = 64, max_frames: int = 0, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, budget: float = DEFAULT_BUDGET):
+                 dtype: torch.dtype = torch.float32, budget: float = DEFAULT_BUDGET,
+                 fixed_shape: bool | None = None):
         super().__init__()
         self.sizes = CacheSizes(num_layers, num_special_tokens, scale_frames, sliding_window, max_frames)
         check_head_shape(num_heads, head_dim)
@@ -74,12 +130,15 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         self.budget = budget
         self.device = torch.device(device)
         self.dtype = dtype
+        self._on_cuda_in_half = self.device.type == "cuda" and dtype in HALF_DTYPES
+        self.fixed_shape = self._on_cuda_in_half if fixed_shape is None else fixed_shape
+        """Run single-frame STORE and SKIP steps in fixed shapes (see the module docstring)."""
         self._pools: list[TokenPool] = []  # allocated at the first step, once per frame size
         self._patches_per_frame: int | None = None
         self._statistics = torch.zeros(num_layers, device=self.device)
         self._snapshot = HostSnapshot(num_layers, self.device)
-        on_cuda_in_half = self.device.type == "cuda" and dtype in HALF_DTYPES
-        self._pool_attention = PoolAttention() if on_cuda_in_half else None
+        self._pool_attention = PoolAttention()
+        self._step_values: StepValues | None = None
         self.reset()
 
     def _clear(self) -> None:
@@ -91,9 +150,11 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         self._statistics.zero_()
         self._snapshot.clear()
         self._stored_since_allocation = 0
+        self._snapshot_at_end = False
         self._budgets = [self._mean_budget] * self.num_layers if self._patches_per_frame else []
         self._pending_mass: list[torch.Tensor | None] = [None] * self.num_layers
         self._dropping: list[int] = []
+        self._fixed: FixedStep | None = None
         self._specials_dropped = 0
 
     def _begin(self, frames: list[int], patches_per_frame: int, mode: StepMode) -> None:
@@ -103,11 +164,30 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             self._special_frames += frames
         if mode is StepMode.STORE:
             self._dropping = self._over_max_frames()
-            if self.policy.timing == "before":
-                self._allocate()
+            snapshot = self._count_allocation()
+            if snapshot and self.policy.timing == "before":
+                self._snapshot.take(self._statistics)
+            self._snapshot_at_end = snapshot and self.policy.timing == "after"
+        self._fixed = self._fixed_step(frames, mode)
+
+    def graph_key(self) -> tuple[object, ...] | None:
+        """A key for a fixed-shape step in the steady state (a SKIP step, or a STORE step at which every
+        layer frees one frame of patches and the recycled frame's specials), None otherwise; see the
+        module docstring for when it changes."""
+        self._steps.current()  # raises outside a step
+        fixed = self._fixed
+        if fixed is None:
+            return None
+        steady = self._patches_per_frame + self.num_special_tokens * fixed.recycling if fixed.stores else 0
+        if any(count != steady for count in fixed.counts):
+            return None
+        storage = ("budgeted", tuple(pool.keys.data_ptr() for pool in self._pools))
+        return (storage, fixed.stores, fixed.counts, fixed.prefixes)
 
     def _attend(self, layer: int, frames: list[int], mode: StepMode, q: torch.Tensor, k: torch.Tensor,
                 v: torch.Tensor) -> torch.Tensor:
+        if self._fixed is not None:
+            return self._attend_fixed(layer, q, k, v)
         pool = self._pools[layer]
         specials = self.num_special_tokens
         if mode is StepMode.SKIP:  # one frame: attended, not kept
@@ -131,8 +211,43 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             queries, weights = stand_in_queries(q[0], specials, self.policy.mass_queries)
             self._pending_mass[layer] = attention_mass(queries, weights, pool.keys[:pool.length])
             if mode is StepMode.STORE:
-                self._apply_mass(layer)
-        return self._attend_prefix(layer, q, pool.length)
+                self._apply_mass(layer, statistic=self._snapshot_at_end)
+        out = self._attend_prefix(layer, q, pool.length)
+        if mode is StepMode.STORE and self.policy.timing == "after":
+            self._evict(layer)
+        return out
+
+    def _attend_fixed(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``_attend`` of a fixed-shape step: only device values and the ``FixedStep`` are read."""
+        fixed, pool = self._fixed, self._pools[layer]
+        values = self._step_values.values
+        first = layer_values(layer)
+        pool.write_frame_at(k[0], v[0], values[first + START], values[FRAME], self.num_special_tokens, PATCH)
+        if not fixed.stores:  # SKIP: attended after the prefix, not kept
+            return self._attend_range(layer, q, values[first + PREFIX:first + ATTEND_END + 1])
+        appended = values[first + APPENDED]
+        if fixed.recycling:
+            pool.expire(values[RECYCLED], appended)
+        if self.policy.timing == "before":
+            self._evict_fixed(layer, appended, values[first + APPENDED:first + KEPT + 1])
+        if self.policy.scorer == "attention_mass":
+            queries, weights = stand_in_queries(q[0], self.num_special_tokens, self.policy.mass_queries)
+            mass = attention_mass(queries, weights, pool.keys, num_keys=appended)  # 0 past the length
+            pool.mass += (mass * appended).unsqueeze(1)
+            pool.exposure += pool.slots < appended
+            # every step (the snapshot may take it): a step's work may not depend on the step number
+            self._statistics[layer] = concentration(mass, appended)
+        out = self._attend_range(layer, q, values[first + PREFIX:first + ATTEND_END + 1])
+        if self.policy.timing == "after":
+            self._evict_fixed(layer, appended, values[first + APPENDED:first + KEPT + 1])
+        return out
+
+    def _attend_range(self, layer: int, q: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+        """One frame's queries ``[1, P, H, D]`` over the layer's captured prefix and the device range
+        ``bounds`` (``PoolAttention.attend_range``)."""
+        pool, prefix = self._pools[layer], self._fixed.prefixes[layer]
+        out = self._pool_attention.attend_range(layer, q[0], pool.keys, pool.values, prefix, bounds)
+        return out.transpose(1, 2).reshape(q.shape)  # in the storage's dtype, as the contiguous cache
 
     def _patch_state(self, frame: int) -> int:
         return SCALE_PATCH if frame < self.scale_frames else PATCH
@@ -140,28 +255,33 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
     def _attend_prefix(self, layer: int, q: torch.Tensor, length: int) -> torch.Tensor:
         """One frame's queries ``[1, P, H, D]`` over the layer's first ``length`` slots."""
         pool = self._pools[layer]
-        if self._pool_attention is None:
+        if not self._on_cuda_in_half:
             return dense_attention(q, pool.keys[:length], pool.values[:length])
-        patches = self._patches_per_frame or 1
-        # the patches a full layer holds when it attends: with eviction after the attention, its frame's too
-        steady = self._budgets[layer] + (patches if self.policy.timing == "after" else 0)
-        quantum = CAPTURE_FRAMES * patches
-        out = self._pool_attention(layer, q[0], pool.keys, pool.values, length, steady, quantum)
+        out = self._pool_attention(layer, q[0], pool.keys, pool.values, length, *self._prefix_sizes(layer))
         return out.transpose(1, 2).reshape(q.shape)  # in the storage's dtype, as the contiguous cache
+
+    def _prefix_sizes(self, layer: int) -> tuple[int, int]:
+        """(steady, quantum) of ``PoolAttention`` for ``layer``: the patches the full layer holds when it
+        attends (with eviction after the attention, its frame's too) and one frame of patches."""
+        patches = self._patches_per_frame or 1
+        steady = self._budgets[layer] + (patches if self.policy.timing == "after" else 0)
+        return steady, CAPTURE_FRAMES * patches
 
     def _end(self, frames: list[int], mode: StepMode) -> None:
         self._dropping = []
-        if mode is StepMode.STORE and self.policy.timing == "after":
-            self._allocate()
-            for layer in range(self.num_layers):
-                self._evict(layer)
+        self._fixed = None
+        if self._snapshot_at_end:
+            self._snapshot.take(self._statistics)
+            self._snapshot_at_end = False
 
     def _commit(self) -> None:
         dropping = self._over_max_frames()
+        snapshot = self._count_allocation()  # the budgets of the deferred eviction
         for layer in range(self.num_layers):
-            self._apply_mass(layer)
+            self._apply_mass(layer, statistic=snapshot)
             self._expire(layer, dropping)
-        self._allocate()  # with the statistics of the deferred step
+        if snapshot:  # with the statistics of the deferred step
+            self._snapshot.take(self._statistics)
         for layer in range(self.num_layers):
             self._evict(layer)
 
@@ -215,10 +335,10 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         capacity = (layer_ceiling(mean, floor) + patches_per_frame
                     + self.num_special_tokens * special_frames)
         self._pools = []  # the previous size's pools are freed before the new ones are allocated
-        if self._pool_attention is not None:
-            self._pool_attention.clear()
+        self._pool_attention.clear()
         self._pools = [TokenPool(capacity, self.num_heads, self.head_dim, self.dtype, self.device,
                                  growable=not bounded) for _ in range(self.num_layers)]
+        self._step_values = StepValues(layer_values(self.num_layers), self.device, torch.int32)
 
     def _over_max_frames(self) -> list[int]:
         """Drop the oldest non-scale frames beyond ``max_frames`` from the specials; return them."""
@@ -235,57 +355,111 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             self._pools[layer].expire(frame)
         self._expired[layer] += len(frames)
 
-    def _allocate(self) -> None:
+    def _count_allocation(self) -> bool:
+        """Count a stored step; at every ``REALLOCATE_EVERY``-th re-allocate the budgets from the last
+        snapshot and return True: the statistics of this step are to be snapshotted."""
         if self.policy.allocator == "uniform":
-            return
+            return False
         self._stored_since_allocation += 1
         if self._stored_since_allocation < REALLOCATE_EVERY:
-            return
+            return False
         self._stored_since_allocation = 0
         if self._snapshot.taken:
             self._budgets = layer_budgets(self.policy.allocator, self._snapshot.read(), self._mean_budget,
                                           self._floor, self.policy.temperature)
-        self._snapshot.take(self._statistics)
+        return True
 
-    def _apply_mass(self, layer: int) -> None:
-        """Accumulate the attention mass measured at this layer's last stored step (Evict3R: x keys)."""
+    def _apply_mass(self, layer: int, statistic: bool) -> None:
+        """Accumulate the attention mass measured at this layer's last stored step (Evict3R: x keys);
+        ``statistic``: also the layer's statistic (only a step that is snapshotted needs it)."""
         mass = self._pending_mass[layer]
         if mass is None:
             return
         pool, used = self._pools[layer], mass.shape[0]
         pool.mass[:used] += (mass * used).unsqueeze(1)
         pool.exposure[:used] += 1.0
-        if self._snapshot_next():
+        if statistic:
             self._statistics[layer] = concentration(mass)
         self._pending_mass[layer] = None
 
-    def _snapshot_next(self) -> bool:
-        """The next ``_allocate`` copies the statistics: only then must they be current."""
-        return self.policy.allocator != "uniform" and self._stored_since_allocation + 1 >= REALLOCATE_EVERY
-
-    def _evict(self, layer: int) -> None:
-        pool, patches = self._pools[layer], self._patches_per_frame or 1
+    def _eviction_count(self, layer: int) -> tuple[int, int]:
+        """(patch slots over the budget, slots to free) of ``layer`` as it is now."""
         excess = max(0, self._patches[layer] - self._budgets[layer])
         if self.policy.granularity == "frame":
+            patches = self._patches_per_frame or 1
             excess = math.ceil(excess / patches) * patches
-        if excess == 0 and self._expired[layer] == 0:
+        return excess, excess + self.num_special_tokens * self._expired[layer]
+
+    def _evict(self, layer: int) -> None:
+        excess, count = self._eviction_count(layer)
+        if count == 0:
             return
+        pool = self._pools[layer]
         used = slice(0, pool.length)
-        keys, frames, state = pool.keys[used], pool.frames[used], pool.state[used]
-        # head-shared scorers rank by head 0 alone (every head holds the same tokens and scores)
-        if self.policy.scorer == "recency":
-            ranking = state_scores(recency_scores(frames[:, :1]), state[:, :1])
-        elif self.policy.scorer == "attention_mass" and fused_scores.available(keys):
-            ranking = fused_scores.mass_ranking(pool.mass[used], pool.exposure[used], state)
-        elif self.policy.scorer == "attention_mass":
-            ranking = state_scores(mass_scores(pool.mass[used, :1], pool.exposure[used, :1]), state[:, :1])
-        elif fused_scores.available(keys):
-            by_head, self._statistics[layer] = fused_scores.diversity_ranking(keys, frames, state)
-            ranking = by_head.t()
-        else:
-            scores, self._statistics[layer] = diversity_scores(keys, frames, state == PATCH)
-            ranking = state_scores(scores, state)
-        count = excess + self.num_special_tokens * self._expired[layer]
-        pool.remove(evicted_slots(ranking, count, self.policy.granularity, self.policy.per_head, frames))
+        ranking = self._ranking(layer, used, pool.state[used])
+        pool.remove(evicted_slots(ranking, count, self.policy.granularity, self.policy.per_head,
+                                  pool.frames[used]))
         self._patches[layer] -= excess
         self._expired[layer] = 0
+
+    def _evict_fixed(self, layer: int, appended: torch.Tensor, lengths: torch.Tensor) -> None:
+        """``_evict`` of a fixed-shape step over the whole pool, the slots from ``appended`` (its length
+        after the append) masked; ``lengths``: [before, after] the eviction (all on the device)."""
+        count = self._fixed.counts[layer]
+        if count == 0:
+            return
+        pool = self._pools[layer]
+        ranking = self._ranking(layer, slice(None), pool.in_use(appended))
+        pool.remove(evicted_slots(ranking, count, "token", self.policy.per_head, pool.frames), lengths)
+
+    def _ranking(self, layer: int, used: slice, state: torch.Tensor) -> torch.Tensor:
+        """The eviction ranking (lowest first) of ``layer``'s slots ``used``, whose states are ``state``:
+        ``[N, H]``, or ``[N, 1]`` for a head-shared scorer; the diversity scorers set the statistic."""
+        pool = self._pools[layer]
+        keys, frames = pool.keys[used], pool.frames[used]
+        # head-shared scorers rank by head 0 alone (every head holds the same tokens and scores)
+        if self.policy.scorer == "recency":
+            return state_scores(recency_scores(frames[:, :1]), state[:, :1])
+        if self.policy.scorer == "attention_mass" and fused_scores.available(keys):
+            return fused_scores.mass_ranking(pool.mass[used], pool.exposure[used], state)
+        if self.policy.scorer == "attention_mass":
+            return state_scores(mass_scores(pool.mass[used, :1], pool.exposure[used, :1]), state[:, :1])
+        if fused_scores.available(keys):
+            by_head, self._statistics[layer] = fused_scores.diversity_ranking(keys, frames, state)
+            return by_head.t()
+        scores, self._statistics[layer] = diversity_scores(keys, frames, state == PATCH)
+        return state_scores(scores, state)
+
+    def _fixed_step(self, frames: list[int], mode: StepMode) -> FixedStep | None:
+        """For a step that runs in fixed shapes: its host bookkeeping, done now, and its step values;
+        None for any other step (see the module docstring)."""
+        stores = mode is StepMode.STORE
+        if not (self.fixed_shape and mode is not StepMode.DEFER and len(frames) == 1
+                and frames[0] >= self.scale_frames and self.policy.granularity == "token"
+                and len(self._dropping) <= 1):
+            return None
+        patches, specials = self._patches_per_frame, self.num_special_tokens
+        recycled = self._dropping[0] if self._dropping else -1
+        values, counts, prefixes = [frames[0], recycled], [], []
+        for layer, pool in enumerate(self._pools):
+            start = pool.length
+            appended = start + patches + specials
+            pool.reserve(appended)  # an unbounded pool grows now, never inside the step
+            count = 0
+            if stores:
+                self._patches[layer] += patches
+                self._expired[layer] += len(self._dropping)
+                excess, count = self._eviction_count(layer)
+                if count:
+                    self._patches[layer] -= excess
+                    self._expired[layer] = 0
+                pool.length = appended - count
+            kept = appended - count
+            attended = kept if stores and self.policy.timing == "before" else appended
+            prefix = self._pool_attention.prefix(layer, *self._prefix_sizes(layer))
+            prefix = prefix if prefix < attended else 0
+            values += [prefix, attended, start, appended, kept]
+            counts.append(count)
+            prefixes.append(prefix)
+        self._step_values.set(values)
+        return FixedStep(stores, tuple(counts), tuple(prefixes), bool(self._dropping))

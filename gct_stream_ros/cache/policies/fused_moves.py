@@ -12,6 +12,9 @@ more of host time (the budgeted step was host-bound at ~100 ops per layer on the
   head numbers the freed slots below the new length and the kept slots above it (prefix sums),
   and a second kernel moves every field of the i-th kept slot into the i-th freed one.
 
+Either reads its slot and frame numbers or lengths from the device when given them as tensors
+(the budgeted cache's fixed-shape steps, which a CUDA graph replays for any step).
+
 Used where ``available(keys)``; elsewhere ``TokenPool`` runs the torch ops, which the CPU tests pin.
 """
 
@@ -39,12 +42,19 @@ if TRITON:
     @triton.jit
     def _write_run(keys_ptr, values_ptr, frames_ptr, state_ptr, mass_ptr, exposure_ptr, new_keys_ptr,
                    new_values_ptr, start, count, frame, state, leading, leading_state, key_stride_n,
-                   key_stride_h, value_stride_n, value_stride_h,
-                   num_heads: tl.constexpr, head_dim: tl.constexpr, block: tl.constexpr):
+                   key_stride_h, value_stride_n, value_stride_h, start_ptr, frame_ptr,
+                   num_heads: tl.constexpr, head_dim: tl.constexpr, block: tl.constexpr,
+                   on_device: tl.constexpr):
+        if on_device:  # start and frame from the device
+            first_slot = tl.load(start_ptr)
+            frame_index = tl.load(frame_ptr)
+        else:
+            first_slot = start
+            frame_index = frame
         rows = tl.program_id(0) * block + tl.arange(0, block)
         valid = rows < count
         is_leading = rows < leading  # the first ``leading`` source rows go to the end of the span
-        slots = tl.where(is_leading, start + count - leading + rows, start + rows - leading)
+        slots = tl.where(is_leading, first_slot + count - leading + rows, first_slot + rows - leading)
         heads = tl.arange(0, num_heads)
         dims = tl.arange(0, head_dim)
         row_mask = valid[:, None, None]
@@ -56,25 +66,31 @@ if TRITON:
         tl.store(values_ptr + target, tl.load(new_values_ptr + value_source, mask=row_mask), mask=row_mask)
         slot = slots[:, None] * num_heads + heads[None, :]
         ones = tl.full([block, num_heads], 1, tl.int32)
-        tl.store(frames_ptr + slot, ones * frame, mask=valid[:, None])
+        tl.store(frames_ptr + slot, ones * frame_index, mask=valid[:, None])
         row_state = tl.where(is_leading, leading_state, state)
         tl.store(state_ptr + slot, (ones * row_state[:, None]).to(tl.uint8), mask=valid[:, None])
         tl.store(mass_ptr + slot, tl.zeros([block, num_heads], tl.float32), mask=valid[:, None])
         tl.store(exposure_ptr + slot, tl.zeros([block, num_heads], tl.float32), mask=valid[:, None])
 
     @triton.jit
-    def _pair(marks_ptr, holes_ptr, sources_ptr, pairs_ptr, new_length, length,
-              num_heads: tl.constexpr, capacity: tl.constexpr, block: tl.constexpr):
+    def _pair(marks_ptr, holes_ptr, sources_ptr, pairs_ptr, new_length, length, lengths_ptr,
+              num_heads: tl.constexpr, capacity: tl.constexpr, block: tl.constexpr, on_device: tl.constexpr):
         """Per head: the i-th freed slot below ``new_length`` and the i-th kept slot from it on."""
+        if on_device:  # [length, new_length] from the device
+            used = tl.load(lengths_ptr)
+            kept_length = tl.load(lengths_ptr + 1)
+        else:
+            used = length
+            kept_length = new_length
         head = tl.program_id(0)
         holes_found = tl.zeros([], tl.int32)
         kept_found = tl.zeros([], tl.int32)
         for start in range(0, capacity, block):  # a constant trip count; blocks past the length do nothing
-            if start < length:
+            if start < used:
                 slot = start + tl.arange(0, block)
-                freed = tl.load(marks_ptr + slot * num_heads + head, mask=slot < length, other=0) != 0
-                hole = freed & (slot < new_length)
-                kept = (~freed) & (slot >= new_length) & (slot < length)
+                freed = tl.load(marks_ptr + slot * num_heads + head, mask=slot < used, other=0) != 0
+                hole = freed & (slot < kept_length)
+                kept = (~freed) & (slot >= kept_length) & (slot < used)
                 hole_rank = holes_found + tl.cumsum(hole.to(tl.int32), axis=0) - 1
                 kept_rank = kept_found + tl.cumsum(kept.to(tl.int32), axis=0) - 1
                 tl.store(holes_ptr + hole_rank * num_heads + head, slot, mask=hole)
@@ -103,29 +119,41 @@ if TRITON:
         tl.store(values_ptr + hole_row, tl.load(values_ptr + source_row, mask=row_mask), mask=row_mask)
 
 
-def write_run(fields: tuple[torch.Tensor, ...], keys: torch.Tensor, values: torch.Tensor, start: int,
-              frame: int, state: int, leading: int = 0, leading_state: int = 0) -> None:
+def write_run(fields: tuple[torch.Tensor, ...], keys: torch.Tensor, values: torch.Tensor,
+              start: int | torch.Tensor, frame: int | torch.Tensor, state: int, leading: int = 0,
+              leading_state: int = 0) -> None:
     """Write ``keys``/``values`` ``[N, H, D]`` (last dim contiguous) of one frame in ``state`` at ``start``;
-    their first ``leading`` tokens go last, in ``leading_state`` (a frame's specials after its patches)."""
+    their first ``leading`` tokens go last, in ``leading_state`` (a frame's specials after its patches).
+    ``start`` and ``frame``: both numbers or both 0-d int32 device tensors."""
     count, num_heads, head_dim = keys.shape
-    _write_run[(triton.cdiv(count, BLOCK_SLOTS),)](*fields, keys, values, start, count, frame, state, leading,
+    on_device = isinstance(start, torch.Tensor)
+    pointers = (start, frame) if on_device else (keys, keys)  # unread unless on_device
+    first, index = (0, 0) if on_device else (start, frame)
+    _write_run[(triton.cdiv(count, BLOCK_SLOTS),)](*fields, keys, values, first, count, index, state, leading,
                                                    leading_state, keys.stride(0), keys.stride(1),
-                                                   values.stride(0), values.stride(1), num_heads=num_heads,
-                                                   head_dim=head_dim, block=BLOCK_SLOTS)
+                                                   values.stride(0), values.stride(1), *pointers,
+                                                   num_heads=num_heads, head_dim=head_dim, block=BLOCK_SLOTS,
+                                                   on_device=on_device)
 
 
-def remove(fields: tuple[torch.Tensor, ...], marks: torch.Tensor, slots: torch.Tensor, length: int) -> None:
+def remove(fields: tuple[torch.Tensor, ...], marks: torch.Tensor, slots: torch.Tensor,
+           length: int | torch.Tensor) -> None:
     """Free ``slots`` ``[E, H]`` of the first ``length``: move the kept slots from ``length - E`` on into the
-    freed ones below it, per head (``TokenPool.remove``). ``marks``: a ``[C, H]`` uint8 scratch."""
+    freed ones below it, per head (``TokenPool.remove``). ``marks``: a ``[C, H]`` uint8 scratch.
+    ``length``: a number, or the lengths before and after on the device (int32 ``[2]``)."""
     count, num_heads = slots.shape
     capacity = marks.shape[0]
-    marks = marks[:length]
+    on_device = isinstance(length, torch.Tensor)
+    if not on_device:
+        marks = marks[:length]
     marks.zero_()
     marks.scatter_(0, slots, 1)
     holes = torch.empty(count, num_heads, dtype=torch.int32, device=slots.device)
     sources = torch.empty_like(holes)
     pairs = torch.empty(num_heads, dtype=torch.int32, device=slots.device)
-    _pair[(num_heads,)](marks, holes, sources, pairs, length - count, length, num_heads=num_heads,
-                        capacity=triton.cdiv(capacity, PAIR_BLOCK) * PAIR_BLOCK, block=PAIR_BLOCK)
+    numbers = (0, 0, length) if on_device else (length - count, length, pairs)  # pairs: unread
+    _pair[(num_heads,)](marks, holes, sources, pairs, *numbers, num_heads=num_heads,
+                        capacity=triton.cdiv(capacity, PAIR_BLOCK) * PAIR_BLOCK, block=PAIR_BLOCK,
+                        on_device=on_device)
     _move[(triton.cdiv(count, BLOCK_SLOTS),)](*fields, holes, sources, pairs, num_heads=num_heads,
                                               head_dim=fields[0].shape[-1], block=BLOCK_SLOTS)

@@ -12,6 +12,8 @@ fp32 in registers:
   pass 2 combines them and sums ``weight_q x exp(s - lse)`` over queries per key and head
   (``[H, K]``), and a mean over heads ends it.
   Logits are ``tl.dot`` products of the stored keys with the queries (fp32 accumulation).
+  Given ``num_keys`` on the device (a fixed-shape step, ``budgeted_cache.py``), both passes run
+  over the whole storage and skip the blocks past that count, whose mass is 0.
 * ``mass_ranking``: evict3r's ranking, ``state_scores(mass_scores(...))`` of head 0, in one kernel.
 * ``diversity_ranking``: ``scorers.diversity_scores`` followed by ``token_pool.state_scores``,
   transposed: pass 1 sums the un-rotated, normalised candidate keys per head (partials per
@@ -71,9 +73,11 @@ if TRITON:
 
     @triton.jit
     def _lse_partials(q_ptr, k_ptr, out_ptr, num_queries, num_keys, num_parts, scale,
-                      q_stride_n, q_stride_h, k_stride_n, k_stride_h,
+                      q_stride_n, q_stride_h, k_stride_n, k_stride_h, count_ptr,
                       chunk: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
-                      head_dim: tl.constexpr):
+                      head_dim: tl.constexpr, on_device: tl.constexpr):
+        # the keys in use: on_device, read from the device (the rest of the storage is masked)
+        in_use = tl.load(count_ptr) if on_device else num_keys
         head, part, q_block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         dims = tl.arange(0, head_dim)
         q_index = q_block * block_q + tl.arange(0, block_q)
@@ -82,16 +86,19 @@ if TRITON:
                     mask=q_valid[:, None], other=0.0)
         running_max = tl.full([block_q], float("-inf"), tl.float32)
         running_sum = tl.zeros([block_q], tl.float32)
-        for offset in range(0, chunk, block_k):  # the chunk's first key is valid: the max is finite
-            k_index = part * chunk + offset + tl.arange(0, block_k)
-            k_valid = k_index < num_keys
-            k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
-                        mask=k_valid[:, None], other=0.0)
-            logits = tl.where(k_valid[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
-            new_max = tl.maximum(running_max, tl.max(logits, axis=1))
-            running_sum = (running_sum * tl.exp(running_max - new_max)
-                           + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
-            running_max = new_max
+        # a block runs only when its first key is in use (so its max is finite); a chunk past the keys
+        # in use runs none and its log-sum-exp comes out -inf, which the combination ignores
+        for offset in range(0, chunk, block_k):
+            if part * chunk + offset < in_use:
+                k_index = part * chunk + offset + tl.arange(0, block_k)
+                k_valid = k_index < in_use
+                k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
+                            mask=k_valid[:, None], other=0.0)
+                logits = tl.where(k_valid[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
+                new_max = tl.maximum(running_max, tl.max(logits, axis=1))
+                running_sum = (running_sum * tl.exp(running_max - new_max)
+                               + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
+                running_max = new_max
         tl.store(out_ptr + (head * num_parts + part) * num_queries + q_index,
                  running_max + tl.log(running_sum), mask=q_valid)
 
@@ -108,27 +115,31 @@ if TRITON:
 
     @triton.jit
     def _mass(q_ptr, k_ptr, partials_ptr, weight_ptr, mass_ptr, num_keys, num_parts, scale,
-              q_stride_n, q_stride_h, k_stride_n, k_stride_h, num_queries: tl.constexpr,
+              q_stride_n, q_stride_h, k_stride_n, k_stride_h, count_ptr, num_queries: tl.constexpr,
               parts_block: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
-              head_dim: tl.constexpr):
-        """Each head's share ``[H, K]``: ``sum_q weight_q exp(s - lse)`` (summed over heads afterwards)."""
+              head_dim: tl.constexpr, on_device: tl.constexpr):
+        """Each head's share ``[H, K]``: ``sum_q weight_q exp(s - lse)`` (summed over heads afterwards);
+        0 for the keys past those in use (``on_device``: their count read from the device)."""
         k_block, head = tl.program_id(0), tl.program_id(1)
         dims = tl.arange(0, head_dim)
         k_index = k_block * block_k + tl.arange(0, block_k)
-        k_valid = k_index < num_keys
+        k_stored = k_index < num_keys
+        in_use = tl.load(count_ptr) if on_device else num_keys
+        k_valid = k_index < in_use
         k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
                     mask=k_valid[:, None], other=0.0)
         total = tl.zeros([block_k], tl.float32)
         for q_start in range(0, num_queries, block_q):
-            q_index = q_start + tl.arange(0, block_q)
-            q_valid = q_index < num_queries
-            q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
-                        mask=q_valid[:, None], other=0.0)
-            lse = _combined_lse(partials_ptr, head, q_index, q_valid, num_queries, num_parts, parts_block)
-            weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
-            logits = tl.dot(q, tl.trans(k)) * scale
-            total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
-        tl.store(mass_ptr + head * num_keys + k_index, total, mask=k_valid)
+            if k_block * block_k < in_use:  # a block past the keys in use stays 0
+                q_index = q_start + tl.arange(0, block_q)
+                q_valid = q_index < num_queries
+                q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
+                            mask=q_valid[:, None], other=0.0)
+                lse = _combined_lse(partials_ptr, head, q_index, q_valid, num_queries, num_parts, parts_block)
+                weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
+                logits = tl.dot(q, tl.trans(k)) * scale
+                total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
+        tl.store(mass_ptr + head * num_keys + k_index, tl.where(k_valid, total, 0.0), mask=k_stored)
 
     @triton.jit
     def _mass_ranking(mass_ptr, exposure_ptr, state_ptr, ranking_ptr, num_keys, stride, block: tl.constexpr):
@@ -216,9 +227,13 @@ def _pair_frequencies(device: torch.device) -> torch.Tensor:
     return frequency
 
 
-def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """``attention_mass.attention_mass`` fused: queries ``[Q, H, D]``, weights ``[Q]``, keys ``[K, H, D]``."""
+def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
+                   num_keys: torch.Tensor | None = None) -> torch.Tensor:
+    """``attention_mass.attention_mass`` fused: queries ``[Q, H, D]``, weights ``[Q]``, keys ``[K, H, D]``;
+    ``num_keys`` (a 0-d int32 device tensor): only the first keys count, as there."""
     num_queries, num_heads, head_dim = queries.shape
+    on_device = num_keys is not None
+    count = num_keys if on_device else keys  # unread unless on_device
     num_keys = keys.shape[0]
     queries = queries.to(keys.dtype)
     num_parts = triton.cdiv(num_keys, CHUNK_KEYS)
@@ -226,13 +241,13 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
     strides = (queries.stride(0), queries.stride(1), keys.stride(0), keys.stride(1))
     scale = head_dim**-0.5
     _lse_partials[(num_heads, num_parts, triton.cdiv(num_queries, BLOCK_QUERIES))](
-        queries, keys, partials, num_queries, num_keys, num_parts, scale, *strides,
-        chunk=CHUNK_KEYS, block_q=BLOCK_QUERIES, block_k=BLOCK_KEYS, head_dim=head_dim)
+        queries, keys, partials, num_queries, num_keys, num_parts, scale, *strides, count,
+        chunk=CHUNK_KEYS, block_q=BLOCK_QUERIES, block_k=BLOCK_KEYS, head_dim=head_dim, on_device=on_device)
     by_head = torch.empty(num_heads, num_keys, dtype=torch.float32, device=keys.device)
     _mass[(triton.cdiv(num_keys, 2 * BLOCK_KEYS), num_heads)](
-        queries, keys, partials, weights.float(), by_head, num_keys, num_parts, scale, *strides,
+        queries, keys, partials, weights.float(), by_head, num_keys, num_parts, scale, *strides, count,
         num_queries=num_queries, parts_block=triton.next_power_of_2(num_parts), block_q=BLOCK_QUERIES,
-        block_k=2 * BLOCK_KEYS, head_dim=head_dim)
+        block_k=2 * BLOCK_KEYS, head_dim=head_dim, on_device=on_device)
     mass = by_head.mean(dim=0)
     return mass
 

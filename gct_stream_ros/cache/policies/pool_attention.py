@@ -17,13 +17,26 @@ attention itself. Instead the prefix is attended in two parts, merged by their l
 
 While a layer holds fewer than ``F`` tokens (the first frames), the whole prefix goes through the
 flash kernel. Nothing here reads the device; a (re)capture waits for the device once.
+
+``attend_range`` is the form of the budgeted cache's fixed-shape steps: ``F`` chosen when the step
+begins (``prefix``), the rest's end read from the device by the flash kernel's variable-length
+form (``attention.range_attention``), so one CUDA graph of the whole step serves any pool length.
+While such a graph is being captured, cuDNN is issued directly (a graph cannot be replayed inside
+another's capture); elsewhere (CPU) the same split runs with torch ops.
 """
 
 from __future__ import annotations
 
 import torch
 
-from gct_stream_ros.cache.attention import heads_first, merge_partials, partial_attention
+from gct_stream_ros.cache.attention import (
+    HALF_DTYPES,
+    cudnn_partial_attention,
+    heads_first,
+    merge_partials,
+    partial_attention,
+    range_attention,
+)
 from gct_stream_ros.cache.captured_attention import CapturedPartialAttention
 
 CAPTURE_FRAMES = 1
@@ -52,7 +65,7 @@ class PoolAttention:
                  steady: int, quantum: int) -> torch.Tensor:
         """q ``[P, H, D]`` over ``keys``/``values[:length]`` (``[C, H, D]`` storage) -> ``[1, H, P, D]``;
         ``steady``: the patches the layer holds once full (see the module docstring)."""
-        prefix = self._prefix(layer, steady, quantum)
+        prefix = self.prefix(layer, steady, quantum)
         if prefix == 0 or length <= prefix:
             return partial_attention(heads_first(q.to(keys.dtype)), heads_first(keys[:length]),
                                      heads_first(values[:length]))[0]
@@ -61,7 +74,28 @@ class PoolAttention:
         rest = partial_attention(query, heads_first(keys[prefix:length]), heads_first(values[prefix:length]))
         return merge_partials(captured.run(), rest)
 
-    def _prefix(self, layer: int, steady: int, quantum: int) -> int:
+    def attend_range(self, layer: int, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, prefix: int,
+                     bounds: torch.Tensor) -> torch.Tensor:
+        """q ``[P, H, D]`` over ``keys``/``values`` ``[C, H, D]``: the slots ``[0, prefix)`` and
+        ``[bounds[0], bounds[1])`` (int32 ``[2]`` on the device; ``bounds[0]`` is ``prefix``) ->
+        ``[1, H, P, D]`` (see the module docstring)."""
+        query = q.to(keys.dtype).contiguous()
+        out, lse = range_attention(query, keys, values, bounds)
+        if prefix == 0:
+            return out
+        key, value = heads_first(keys[:prefix]), heads_first(values[:prefix])
+        if not (keys.is_cuda and keys.dtype in HALF_DTYPES):
+            first = partial_attention(heads_first(query), key, value)
+        elif torch.cuda.is_current_stream_capturing():  # part of the step's graph
+            first = cudnn_partial_attention(heads_first(query), key, value)
+        else:
+            captured = self._captured_for(layer, query.shape[0], keys, values, prefix)
+            captured.load(query)
+            first = captured.run()
+        return merge_partials(first, (out, lse))
+
+    def prefix(self, layer: int, steady: int, quantum: int) -> int:
+        """The keys ``layer``, holding ``steady`` patches once full, attends through its captured graph."""
         current = self._captured.get(layer)
         return captured_prefix(None if current is None else current[0], steady, quantum)
 

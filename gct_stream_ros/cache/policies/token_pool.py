@@ -17,6 +17,13 @@ order of its keys (spec kv-cache-policies §6.1: order only changes float roundi
 Nothing in here reads the device: counts are known on the host, slots are device tensors. Only an
 unbounded cache (``growable``: ``max_frames = 0``, specials without end) ever reallocates, doubling.
 
+Device-addressed forms (``write_frame_at``, ``expire`` and ``remove`` given ``at``/``lengths``
+tensors) serve the budgeted cache's fixed-shape steps (``budgeted_cache.py``): they read where
+to write and how many slots are in use from device tensors and work over the whole capacity, so
+one CUDA graph serves steps of any length; they leave the host ``length`` to the caller, which
+sets it when the step begins. The storage starts zeroed so that slots past the length hold
+finite values (a masked pass multiplies them by 0).
+
 Slot states (``state``) decide what a policy may evict: ``PATCH`` (evictable), ``SCALE_PATCH`` and
 ``SPECIAL`` (protected: the scale frames' patches, every retained frame's special tokens), and
 the ``EXPIRED_*`` tokens of a frame recycled by ``max_frames``, which the next eviction removes
@@ -30,6 +37,8 @@ import torch
 from gct_stream_ros.cache.policies import fused_moves
 
 PATCH, SCALE_PATCH, SPECIAL, EXPIRED_PATCH, EXPIRED_SPECIAL = 0, 1, 2, 3, 4
+FREE = 5
+"""Not a stored state: what a fixed-shape pass sees past the length (``in_use``), never evicted."""
 
 
 class TokenPool:
@@ -38,14 +47,15 @@ class TokenPool:
     def __init__(self, capacity: int, num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
                  growable: bool = False) -> None:
         self.growable = growable
-        self.keys = torch.empty(capacity, num_heads, head_dim, dtype=dtype, device=device)
-        self.values = torch.empty_like(self.keys)
+        self.keys = torch.zeros(capacity, num_heads, head_dim, dtype=dtype, device=device)
+        self.values = torch.zeros_like(self.keys)
         self.frames = torch.zeros(capacity, num_heads, dtype=torch.int32, device=device)
         self.state = torch.zeros(capacity, num_heads, dtype=torch.uint8, device=device)
         self.mass = torch.zeros(capacity, num_heads, dtype=torch.float32, device=device)
         self.exposure = torch.zeros_like(self.mass)
         # scratch of the fused removal (``fused_moves.remove``), where it runs
         self._marks = self.state.new_zeros(self.state.shape) if fused_moves.available(self.keys) else None
+        self.slots = torch.arange(capacity, dtype=torch.int32, device=device).unsqueeze(1)  # [C, 1]
         self.length = 0
 
     @property
@@ -81,7 +91,7 @@ class TokenPool:
                     patch_state: int) -> None:
         """``append_frame`` without keeping the tokens (see ``stage``)."""
         if self._fused_writes(keys, values):
-            self._reserve(self.length + keys.shape[0])
+            self.reserve(self.length + keys.shape[0])
             fused_moves.write_run(self.fields(), keys, values, self.length, frame, patch_state, specials,
                                   SPECIAL)
             return
@@ -89,12 +99,33 @@ class TokenPool:
         self.stage(keys[specials:], values[specials:], [(patches, frame, patch_state)])
         self.stage(keys[:specials], values[:specials], [(specials, frame, SPECIAL)], offset=patches)
 
+    def write_frame_at(self, keys: torch.Tensor, values: torch.Tensor, at: torch.Tensor, frame: torch.Tensor,
+                       specials: int, patch_state: int) -> None:
+        """``stage_frame`` at the slot ``at`` and with the ``frame`` index read from the device (0-d int
+        tensors); ``length`` is the caller's (see the module docstring)."""
+        if self._fused_writes(keys, values):
+            fused_moves.write_run(self.fields(), keys, values, at, frame, patch_state, specials, SPECIAL)
+            return
+        count = keys.shape[0]
+        token = torch.arange(count, device=keys.device)
+        is_special = token < specials
+        # the model's order (specials first) -> the pool's (patches first), as ``stage_frame``
+        slots = at + torch.where(is_special, token + (count - specials), token - specials)
+        self.keys.index_copy_(0, slots, keys.to(self.keys.dtype))
+        self.values.index_copy_(0, slots, values.to(self.values.dtype))
+        heads = self.frames.shape[1]
+        self.frames.index_copy_(0, slots, frame.to(self.frames.dtype).expand(count, heads))
+        states = torch.where(is_special, SPECIAL, patch_state).to(self.state.dtype)
+        self.state.index_copy_(0, slots, states.unsqueeze(1).expand(count, heads))
+        self.mass.index_fill_(0, slots, 0.0)
+        self.exposure.index_fill_(0, slots, 0.0)
+
     def stage(self, keys: torch.Tensor, values: torch.Tensor, runs: list[tuple[int, int, int]],
               offset: int = 0) -> None:
         """Write tokens at ``length + offset`` without keeping them (see ``append``)."""
         start = self.length + offset
         end = start + keys.shape[0]
-        self._reserve(end)
+        self.reserve(end)
         if self._fused_writes(keys, values):
             cursor = start
             for count, frame, state in runs:
@@ -115,30 +146,43 @@ class TokenPool:
     def _fused_writes(self, keys: torch.Tensor, values: torch.Tensor) -> bool:
         return fused_moves.available(self.keys) and keys.stride(-1) == values.stride(-1) == 1
 
-    def _reserve(self, end: int) -> None:
+    def reserve(self, end: int) -> None:
         """Make room for slots up to ``end`` (only a ``growable`` pool may grow)."""
         if end > self.capacity:
             if not self.growable:
                 raise RuntimeError(f"{end} tokens exceed the layer's storage of {self.capacity}")
             self._grow(max(end, 2 * self.capacity))
 
-    def expire(self, frame: int) -> None:
-        """Mark every token of a recycled ``frame`` for removal by the next eviction."""
-        used = slice(0, self.length)
+    def expire(self, frame: int | torch.Tensor, length: torch.Tensor | None = None) -> None:
+        """Mark every token of a recycled ``frame`` for removal by the next eviction; with ``length``
+        (a 0-d device tensor, ``frame`` one too) over the slots below it (see the module docstring)."""
+        used = slice(0, self.length) if length is None else slice(None)
         mine = self.frames[used] == frame
+        if length is not None:
+            mine &= self.slots < length
         special = (self.state[used] == SPECIAL).to(torch.uint8)
         expired = EXPIRED_PATCH + special * (EXPIRED_SPECIAL - EXPIRED_PATCH)
         self.state[used] = torch.where(mine, expired, self.state[used])
 
-    def remove(self, slots: torch.Tensor) -> None:
-        """Free ``slots`` ``[E, H]`` (distinct per head, below ``length``); see the module docstring."""
+    def in_use(self, length: torch.Tensor) -> torch.Tensor:
+        """The states ``[C, H]`` with ``FREE`` past ``length`` (a 0-d device tensor): what a ranking over
+        the whole capacity reads, so that it never picks a slot that is not in use."""
+        return torch.where(self.slots < length, self.state, FREE)
+
+    def remove(self, slots: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
+        """Free ``slots`` ``[E, H]`` (distinct per head, below ``length``); see the module docstring.
+
+        ``lengths``: the length before and after on the device (int ``[2]``), which the host's
+        ``length`` is not changed by (see the module docstring).
+        """
         count = slots.shape[0]
         if count == 0:
             return
-        new_length = self.length - count
+        length, new_length = (self.length, self.length - count) if lengths is None else lengths
         if self._marks is not None:
-            fused_moves.remove(self.fields(), self._marks, slots, self.length)
-            self.length = new_length
+            fused_moves.remove(self.fields(), self._marks, slots, length if lengths is None else lengths)
+            if lengths is None:
+                self.length = new_length
             return
         holes = slots.sort(dim=0).values  # [E, H]: holes below new_length first, then evicted tail slots
         # tail slot new_length + j evicted? (holes below new_length are sent to a spare row E)
@@ -148,7 +192,8 @@ class TokenPool:
         # survivors of the tail first; pair the i-th hole with the i-th survivor. Past the number of
         # holes, both sides are evicted tail slots: those copies land beyond the new prefix, unused.
         sources = new_length + tail_evicted[:count].argsort(dim=0, stable=True)  # [E, H]
-        self.length = new_length
+        if lengths is None:
+            self.length = new_length
         for field in self.fields():
             index_shape = (count, slots.shape[1]) + (1,) * (field.dim() - 2)
             sources_index = sources.view(index_shape).expand(count, *field.shape[1:])
@@ -166,6 +211,7 @@ class TokenPool:
             larger[:self.length] = field[:self.length]
             grown.append(larger)
         self.keys, self.values, self.frames, self.state, self.mass, self.exposure = grown
+        self.slots = torch.arange(capacity, dtype=torch.int32, device=self.keys.device).unsqueeze(1)
         if self._marks is not None:
             self._marks = self.state.new_zeros(self.state.shape)
 
