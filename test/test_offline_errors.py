@@ -124,3 +124,27 @@ def test_an_undecodable_frame_is_skipped_and_the_run_finishes(capsys, tmp_path):
     assert "4 frames" in printed.out and "1 input frames skipped" in printed.out
     stamps, _ = read_tum(output / "trajectory.tum")
     assert stamps == [1, 2, 4, 5] and (output / "map.ply").is_file()
+
+
+def test_a_message_type_without_type_support_is_one_line_at_start_up(capsys, monkeypatch, tmp_path):
+    """The C type support is loaded before the writer thread starts: a failure names the type and why."""
+    from rclpy.exceptions import NoTypeSupportImportedException  # noqa: PLC0415
+    from sensor_msgs.msg import PointCloud2  # noqa: PLC0415
+
+    from gct_stream_ros.ros import type_support  # noqa: PLC0415
+
+    real_check = type_support.check_for_type_support
+
+    def check(message_type):
+        if message_type is PointCloud2:
+            raise NoTypeSupportImportedException()
+        real_check(message_type)
+
+    monkeypatch.setattr(type_support, "check_for_type_support", check)
+    image = np.zeros((4, 6, 3), np.uint8)
+    bag_path = tmp_path / "camera"
+    with OutputBag(bag_path) as bag:
+        bag.write("/camera/image", IMAGE_TYPE, 1, image_cdr(image, 1, "cam"))
+    error = _error(capsys, bag_path, "-o", tmp_path / "out")
+    assert "cannot serialize sensor_msgs/PointCloud2: its C type support does not import" in error
+    assert not (tmp_path / "out" / "trajectory.tum").exists()

@@ -27,6 +27,8 @@ DEPTH_16UC1_SCALE = 1000.0
 """16UC1 depth stores depth x 1000 (millimetres when the estimate is metric), as OpenNI drivers do."""
 CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
 CLOUD_FIELDS = ("x", "y", "z", "rgb")
+BUILT_TYPES = (CameraInfo, Image, Odometry, Path, PointCloud2, TransformStamped)
+"""The message types these conversions build for publishing and bag writing."""
 
 
 def to_time(stamp_ns: int) -> Time:
