@@ -140,3 +140,27 @@ def test_filler_checkpoint_loads_strictly_into_the_model(tmp_path):
     generator = torch.Generator().manual_seed(filler.DEFAULT_SEED + len(key))
     expected = torch.randn(tuple(value.shape), generator=generator, dtype=torch.float64) * 0.02
     torch.testing.assert_close(value, expected.float())
+
+
+def test_the_offline_wheels_hold_every_ros_distribution_the_offline_tool_imports():
+    """The GPU machine has no registry: a ROS module the offline run imports (the message type support's
+    ``rosidl_generator_py`` went missing once) must come from a wheel of ``offline_wheels.txt``."""
+    pytest.importorskip("rclpy")
+    import sys  # noqa: PLC0415
+    from importlib.metadata import packages_distributions  # noqa: PLC0415
+
+    from gct_stream_ros.ros.messages import BUILT_TYPES  # noqa: PLC0415
+    from gct_stream_ros.ros.type_support import load_type_support  # noqa: PLC0415
+    from gct_stream_ros.tools import offline  # noqa: F401, PLC0415
+
+    load_type_support(BUILT_TYPES)
+    listed = {line.split("==")[0].strip().lower().replace("_", "-")
+              for line in (BENCHMARKS / "offline_wheels.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    distributions = packages_distributions()
+    imported = {name.split(".")[0] for name in sys.modules}
+    needed = {distribution.lower().replace("_", "-") for module in imported
+              for distribution in distributions.get(module, ()) if distribution.lower().startswith("ros-")}
+    # rosidl_generator_py imports the code generator's modules when it can, for generating only
+    optional = {"ros-rosidl-pycommon"}
+    assert needed and not needed - listed - optional, sorted(needed - listed - optional)

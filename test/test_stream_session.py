@@ -209,3 +209,25 @@ def test_device_and_dtype_are_resolved_from_the_config(dtype):
     assert session.device == torch.device("cpu") and session.dtype == getattr(torch, dtype)
     session, _ = oracle_session([], device="auto", dtype="auto")
     assert session.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_step_time_includes_the_copy_of_the_outputs_to_the_host(monkeypatch):
+    """A GPU step returns once queued: its time is only known when the outputs reach the host."""
+    from gct_stream_ros.stream import estimate  # noqa: PLC0415
+    from gct_stream_ros.stream import session as session_module  # noqa: PLC0415
+
+    clock = [0.0]
+    monkeypatch.setattr(session_module.time, "perf_counter", lambda: clock[0])
+    copy = estimate.FrameEstimate.from_step.__func__
+
+    def slow_copy(cls, *args, **kwargs):
+        clock[0] += 0.025  # the device finishing the step before the copy returns
+        return copy(cls, *args, **kwargs)
+
+    monkeypatch.setattr(estimate.FrameEstimate, "from_step", classmethod(slow_copy))
+    frames = render(4)
+    session, _ = oracle_session(frames, num_scale_frames=2)
+    results = [r for rs in push_all(session, frames) for r in rs]
+    assert [r.timings_ms["step"] for r in results] == pytest.approx([50.0, 50.0, 25.0, 25.0])
+    times = session.step_times
+    assert times.count == 3 and times.total_ms == pytest.approx(100.0)

@@ -23,8 +23,8 @@ class FrameEstimate:
     step_ms: float = 0.0
 
     @classmethod
-    def from_step(cls, output: StepOutput, position: int, frame_type: FrameType, flow: float | None = None,
-                  step_ms: float = 0.0) -> FrameEstimate:
+    def from_step(cls, output: StepOutput, position: int, frame_type: FrameType,
+                  flow: float | None = None) -> FrameEstimate:
         """Frame ``position`` of a step's output, fp32 on the CPU."""
 
         def take(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -33,7 +33,7 @@ class FrameEstimate:
         return cls(pose_enc=take(output.pose_enc), depth=take(output.depth),
                    depth_conf=take(output.depth_conf), frame_type=frame_type,
                    world_points=take(output.world_points), world_points_conf=take(output.world_points_conf),
-                   flow=flow, step_ms=step_ms)
+                   flow=flow)
 
     @property
     def keyframe(self) -> bool:

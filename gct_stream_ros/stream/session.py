@@ -175,14 +175,12 @@ class StreamSession:
         start = time.perf_counter()
         images = torch.stack([frame.image for frame in batch]).to(self.device)
         output = self.network.step(images, StepMode.STORE, num_scale_frames=len(batch))
-        step_ms = _milliseconds_since(start)
-        self._step_times.record(step_ms)
+        self._selector.begin(output.pose_enc)
+        estimates = [FrameEstimate.from_step(output, i, FrameType.SCALE) for i in range(len(batch))]
+        step_ms = self._record_step(start)
         self._scale_count = len(batch)
         self._windows.stored = len(batch)
-        self._selector.begin(output.pose_enc)
-        estimates = [FrameEstimate.from_step(output, i, FrameType.SCALE, step_ms=step_ms)
-                     for i in range(len(batch))]
-        return self._emit(batch, estimates)
+        return self._emit(batch, [replace(estimate, step_ms=step_ms) for estimate in estimates])
 
     def _run_streaming(self, frame: InputFrame) -> list[FrameResult]:
         start = time.perf_counter()
@@ -195,12 +193,19 @@ class StreamSession:
                 self.network.commit()
             else:
                 self.network.rollback()
-        step_ms = _milliseconds_since(start)
-        self._step_times.record(step_ms)
+        frame_type = FrameType.KEYFRAME if decision.keyframe else FrameType.NON_KEYFRAME
+        estimate = FrameEstimate.from_step(output, 0, frame_type, decision.flow)
+        step_ms = self._record_step(start)
         self._windows.stored += decision.keyframe
         self._keyframes += decision.keyframe
-        frame_type = FrameType.KEYFRAME if decision.keyframe else FrameType.NON_KEYFRAME
-        return self._emit([frame], [FrameEstimate.from_step(output, 0, frame_type, decision.flow, step_ms)])
+        return self._emit([frame], [replace(estimate, step_ms=step_ms)])
+
+    def _record_step(self, start: float) -> float:
+        """The step's milliseconds since ``start``, taken once its outputs are on the host: a GPU step
+        returns as soon as it is queued (a replayed graph in ~1 ms), and the copy waits for it."""
+        step_ms = _milliseconds_since(start)
+        self._step_times.record(step_ms)
+        return step_ms
 
     def _emit(self, frames: list[InputFrame], estimates: list[FrameEstimate]) -> list[FrameResult]:
         windowed = self._windows.enabled
