@@ -70,8 +70,9 @@ def range_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tenso
 
 @functools.cache
 def _query_bounds(num_queries: int, device: torch.device) -> torch.Tensor:
-    """``[0, Q]`` for the variable-length kernel (made at the first, uncaptured, step of a size)."""
-    return torch.tensor([0, num_queries], dtype=torch.int32, device=device)
+    """``[0, Q]`` for the variable-length kernel (made at the first, uncaptured, step of a size), on the
+    device without a copy from the host (which would synchronise)."""
+    return torch.arange(2, dtype=torch.int32, device=device) * num_queries
 
 
 def cudnn_partial_attention(query: torch.Tensor, key: torch.Tensor,

@@ -60,11 +60,15 @@ def _stand_in_weights(num_special_tokens: int, num_patches: int, mode: str,
                       device: torch.device) -> torch.Tensor:
     """How many of the frame's queries each stand-in of ``stand_in_queries`` stands for, ``[Q]`` fp32."""
     if mode == "exact":
-        counts = [1.0] * (num_special_tokens + num_patches)
-    else:
-        whole, rest = divmod(num_patches, POOL_GROUP)
-        counts = [1.0] * num_special_tokens + [float(POOL_GROUP)] * whole + ([float(rest)] if rest else [])
-    return torch.tensor(counts, dtype=torch.float32, device=device)  # once: no host-to-device copy in a step
+        return torch.ones(num_special_tokens + num_patches, dtype=torch.float32, device=device)
+    whole, rest = divmod(num_patches, POOL_GROUP)
+    # made on the device, filled with scalars: a copy from the host would synchronise (once per size,
+    # but at a step that may not be a capture)
+    weights = torch.ones(num_special_tokens + whole + (1 if rest else 0), dtype=torch.float32, device=device)
+    weights[num_special_tokens:num_special_tokens + whole] = float(POOL_GROUP)
+    if rest:
+        weights[-1] = float(rest)
+    return weights
 
 
 def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
