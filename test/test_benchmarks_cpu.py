@@ -146,19 +146,23 @@ def test_the_offline_wheels_hold_every_ros_distribution_the_offline_tool_imports
     """The GPU machine has no registry: a ROS module the offline run imports (the message type support's
     ``rosidl_generator_py`` went missing once) must come from a wheel of ``offline_wheels.txt``."""
     pytest.importorskip("rclpy")
+    import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
     from importlib.metadata import packages_distributions  # noqa: PLC0415
 
-    from gct_stream_ros.ros.messages import BUILT_TYPES  # noqa: PLC0415
-    from gct_stream_ros.ros.type_support import load_type_support  # noqa: PLC0415
-    from gct_stream_ros.tools import offline  # noqa: F401, PLC0415
-
-    load_type_support(BUILT_TYPES)
+    # a fresh interpreter: this one holds what every test module imported
+    probe = ("import sys\n"
+             "import gct_stream_ros.tools.offline\n"
+             "from gct_stream_ros.ros.messages import BUILT_TYPES\n"
+             "from gct_stream_ros.ros.type_support import load_type_support\n"
+             "load_type_support(BUILT_TYPES)\n"
+             "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))\n")
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                              cwd=BENCHMARKS.parent).stdout.split()
     listed = {line.split("==")[0].strip().lower().replace("_", "-")
               for line in (BENCHMARKS / "offline_wheels.txt").read_text().splitlines()
               if line.strip() and not line.startswith("#")}
     distributions = packages_distributions()
-    imported = {name.split(".")[0] for name in sys.modules}
     needed = {distribution.lower().replace("_", "-") for module in imported
               for distribution in distributions.get(module, ()) if distribution.lower().startswith("ros-")}
     # rosidl_generator_py imports the code generator's modules when it can, for generating only
