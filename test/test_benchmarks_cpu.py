@@ -153,9 +153,8 @@ def test_the_offline_wheels_hold_every_ros_distribution_the_offline_tool_imports
     # a fresh interpreter: this one holds what every test module imported
     probe = ("import sys\n"
              "import gct_stream_ros.tools.offline\n"
-             "from gct_stream_ros.ros.messages import BUILT_TYPES\n"
-             "from gct_stream_ros.ros.type_support import load_type_support\n"
-             "load_type_support(BUILT_TYPES)\n"
+             "from gct_stream_ros.ros.frame_messages import load_message_type_support\n"
+             "load_message_type_support()\n"
              "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))\n")
     imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                               cwd=BENCHMARKS.parent).stdout.split()

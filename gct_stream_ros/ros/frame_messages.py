@@ -20,8 +20,15 @@ from gct_stream_ros.ros.map_state import MapState
 from gct_stream_ros.ros.odom_frame import OdomFrame
 from gct_stream_ros.ros.options import NodeOptions
 from gct_stream_ros.ros.tf import frame_transforms
+from gct_stream_ros.ros.type_support import load_type_support
 from gct_stream_ros.ros.world_frame import TrackedPose, WorldFrame, tracked_pose
 from gct_stream_ros.stream.result import FrameResult
+
+
+def load_message_type_support() -> None:
+    """Import the C type support of every message this module builds (``type_support.py``): for a caller
+    that serializes them on another thread, before that thread starts."""
+    load_type_support(messages.BUILT_TYPES)
 
 
 def every_topic(_topic: str) -> bool:

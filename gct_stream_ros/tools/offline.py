@@ -48,15 +48,14 @@ from tqdm import tqdm
 
 from gct_stream_ros.model.network import StreamingNetwork
 from gct_stream_ros.ros import topics
-from gct_stream_ros.ros.frame_messages import frame_messages, map_message
+from gct_stream_ros.ros.frame_messages import frame_messages, load_message_type_support, map_message
 from gct_stream_ros.ros.map_state import MapState
-from gct_stream_ros.ros.messages import BUILT_TYPES
 from gct_stream_ros.ros.odom_frame import OdomFrame
 from gct_stream_ros.ros.options import NodeOptions
 from gct_stream_ros.ros.qos import map_qos, output_qos
 from gct_stream_ros.ros.session import open_session
 from gct_stream_ros.ros.tf import TF_QOS
-from gct_stream_ros.ros.type_support import TypeSupportError, load_type_support
+from gct_stream_ros.ros.type_support import TypeSupportError
 from gct_stream_ros.ros.world_frame import WorldFrame
 from gct_stream_ros.settings import (
     SettingsError,
@@ -134,7 +133,7 @@ class BagResultWriter:
         self.map_state = map_state
         self.times = times
         """Where the time of ``messages`` and ``bag write`` goes."""
-        load_type_support(BUILT_TYPES)  # before the writer thread serializes anything
+        load_message_type_support()  # before the writer thread serializes anything
         # No TF to look the camera mount up from: the camera is tracked itself, as the node does then.
         self.world = WorldFrame()
         self.odom = OdomFrame()
