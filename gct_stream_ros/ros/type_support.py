@@ -8,7 +8,6 @@ run, a missing library is reported at start-up with the import's own reason.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 
 from rclpy.exceptions import NoTypeSupportImportedException
@@ -34,7 +33,9 @@ def load_type_support(message_types: Iterable[type]) -> None:
 def _import_failure(package: str) -> str:
     """Why ``package``'s type support does not import (the generated code only logs it at debug level)."""
     try:
-        importlib.import_module("rosidl_generator_py").import_type_support(package)
+        from rosidl_generator_py import import_type_support  # noqa: PLC0415 (its absence is a reason)
+
+        import_type_support(package)
     except Exception as error:  # noqa: BLE001 (reported, whatever the import raised)
         return f"{type(error).__name__}: {error}"
     return "no error on a second import"
