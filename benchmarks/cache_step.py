@@ -28,7 +28,7 @@ from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.cache.factory import CacheSettings, build_cache
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import MIB, benchmark_parser, write_json  # noqa: E402 - the script's folder is put on the path first
+from common import MIB, benchmark_parser, same_token_window, write_json  # noqa: E402 - the script's folder is put on the path first
 
 SPECIALS = 6
 
@@ -138,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 runs.append((policy, budget, args.window))
         if args.same_tokens and budget != 1.0:
-            runs.append(("sliding_window", budget,
-                         round(budget * (args.scale_frames + args.window)) - args.scale_frames))
+            runs.append(("sliding_window", budget, same_token_window(budget, args.scale_frames, args.window)))
     print("| policy | budget | window | median step (ms) | keys per layer (min-max) | layer budgets max/min "
           "| bytes held | CUDA allocated / reserved (MiB) at frames |", flush=True)
     print("|---|---|---|---|---|---|---|---|", flush=True)

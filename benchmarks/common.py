@@ -86,6 +86,12 @@ def fill_weights(model: torch.nn.Module, weights_py: str, seed: int, threads: in
     return len(entries)
 
 
+def same_token_window(budget: float, scale_frames: int, window: int) -> int:
+    """The sliding window (frames) that holds ``budget`` of the full window's patch tokens: the
+    plain cache a budgeted policy at ``budget`` competes with."""
+    return round(budget * (scale_frames + window)) - scale_frames
+
+
 def synthetic_frames(num: int, height: int, width: int, seed: int = 42,
                      device: str = "cpu") -> torch.Tensor:
     """``[num, 3, H, W]`` RGB in [0, 1]; random values (never zeros: they can time faster)."""

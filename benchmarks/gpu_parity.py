@@ -50,11 +50,12 @@ OUTPUTS = ("pose_enc", "depth", "depth_conf")
 
 def run_ours(args: argparse.Namespace, frames: torch.Tensor, backend: str, dtype: torch.dtype,
              policy: str = "sliding_window", level: str = "none",
-             half_depth_head: bool = False) -> list[dict[str, torch.Tensor]]:
+             half_heads: bool = False) -> list[dict[str, torch.Tensor]]:
     model = ours_driver.build_ours(args.weights_py, args.seed, backend=backend, policy=policy,
                                    scale_frames=args.scale_frames, window=args.window,
                                    camera_iterations=args.camera_iterations, dtype=dtype,
-                                   max_frames=frames.shape[0] + 100, half_depth_head=half_depth_head)
+                                   max_frames=frames.shape[0] + 100, half_depth_head=half_heads,
+                                   half_camera_head=half_heads)
     if level != "none":
         ours_driver.apply_compile(model, level)
     model.reset()
@@ -165,19 +166,19 @@ def part_model(args: argparse.Namespace, payload: dict[str, Any]) -> None:
     frames = smooth_frames(args.scale_frames + args.model_frames, args.height, args.width)
     t0 = time.perf_counter()
     ours = run_ours(args, frames, args.model_backend, torch.bfloat16, level=args.model_level)
-    half_head = run_ours(args, frames, args.model_backend, torch.bfloat16, level=args.model_level,
-                         half_depth_head=True) if args.half_depth_head else None
+    half_heads = run_ours(args, frames, args.model_backend, torch.bfloat16, level=args.model_level,
+                          half_heads=True) if args.half_heads else None
     ref_bf16 = run_reference(args, frames, torch.bfloat16)
     result = {"ours_bf16_vs_reference_bf16": compare(ours, ref_bf16)}
-    if half_head is not None:
-        result["ours_half_depth_head_vs_reference_bf16"] = compare(half_head, ref_bf16)
-        result["ours_half_depth_head_vs_ours"] = compare(half_head, ours)
+    if half_heads is not None:
+        result["ours_half_heads_vs_reference_bf16"] = compare(half_heads, ref_bf16)
+        result["ours_half_heads_vs_ours"] = compare(half_heads, ours)
     if args.fp32_floor:
         ref_fp32 = run_reference(args, frames, torch.float32)
         result["reference_bf16_vs_reference_fp32"] = compare(ref_bf16, ref_fp32)
         result["ours_bf16_vs_reference_fp32"] = compare(ours, ref_fp32)
-        if half_head is not None:
-            result["ours_half_depth_head_vs_reference_fp32"] = compare(half_head, ref_fp32)
+        if half_heads is not None:
+            result["ours_half_heads_vs_reference_fp32"] = compare(half_heads, ref_fp32)
     result["seconds"] = time.perf_counter() - t0
     payload["model"] = result
     for name, cmp in result.items():
@@ -316,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fp32-floor", action="store_true", help="part model: also the reference in fp32")
     p.add_argument("--model-backend", default="dense", help="our cache backend in part model")
     p.add_argument("--model-level", default="none", help="part model: ours' compile level (ours_driver)")
-    p.add_argument("--half-depth-head", action="store_true",
-                   help="part model: also ours with the fp16 depth head (model.half_depth_head)")
+    p.add_argument("--half-heads", action="store_true",
+                   help="part model: also ours with the node's fp16 heads (model.half_depth_head and "
+                        "model.half_camera_head; the camera head alone sets pose_enc, the depth head depth)")
     p.add_argument("--cache-frames", type=int, default=200, help="frames in all of part cache")
     p.add_argument("--cache-backends", default="flashinfer",
                    help="part cache: comma list of our backends, each vs dense, the first vs the rest")

@@ -25,10 +25,6 @@ OUT=${OUT:-out}
 mkdir -p "$OUT"
 W=${WEIGHTS_PY:-.shared/parity/weights.py}
 FRAMES=${FRAMES:-320}
-# the caches are reused across sessions when carried back (saves the FlashInfer JIT build and
-# part of torch.compile)
-export FLASHINFER_WORKSPACE_BASE=/tmp/fiws TORCHINDUCTOR_CACHE_DIR=/tmp/inductor
-mkdir -p /tmp/fiws /tmp/inductor
 
 # the offline stage alone can run without .whl (the contiguous cache needs no FlashInfer)
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -36,9 +32,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
         --target /tmp/site .whl/*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD
-for t in .gpucache/*.tgz; do [ -f "$t" ] && tar -xzf "$t" -C / ; done
-# archives over the device tool's 16 MiB per returned file come back in parts
-for p in .gpucache/*.tgz.part-aa; do [ -f "$p" ] && cat "${p%aa}"* | tar -xzf - -C / ; done
+source benchmarks/gpu_caches.sh
 
 stage_env() {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
@@ -79,20 +73,20 @@ stage_parity() {
 
 stage_savecache() {
     tar -czf - /tmp/fiws 2>/dev/null | split -b 15M - "$OUT/flashinfer_cache.tgz.part-"
-    tar -czf - /tmp/inductor 2>/dev/null | split -b 15M - "$OUT/inductor_cache.tgz.part-"
+    tar -cf - /tmp/inductor 2>/dev/null | xz -T0 -6 | split -b 15M - "$OUT/inductor_cache.txz.part-"
     ls -la "$OUT"
 }
 
 stage_sidebyside() {
     # issue 12's table: ours as the node runs it on CUDA (contiguous cache, compiled, steps replayed
-    # from CUDA graphs, fp16 depth head: the node's defaults; SIDE_VARIANTS to time more, e.g. adding
-    # contiguous:compiled+graphs, the fp32 head) and the reference compiled, in one process, 320
-    # frames; then GPU parity of both heads vs the reference (bf16 and fp32), compiled regions
-    # (PARITY_LEVEL to change)
-    FRAMES=320 VARIANTS=${SIDE_VARIANTS:-contiguous:compiled+graphs+fp16head} REF=1 PROFILE_FRAMES=3 \
+    # from CUDA graphs, fp16 depth and camera heads: the node's defaults; SIDE_VARIANTS to time more,
+    # e.g. adding contiguous:compiled+graphs, the fp32 heads) and the reference compiled, in one
+    # process, 320 frames; then GPU parity of ours with fp32 and with fp16 heads vs the reference
+    # (bf16 and fp32), compiled regions (PARITY_LEVEL to change)
+    FRAMES=320 VARIANTS=${SIDE_VARIANTS:-contiguous:compiled+graphs+fp16head+fp16camera} REF=1 PROFILE_FRAMES=3 \
         OURS_TIMEOUT=${OURS_TIMEOUT:-330} EXTRA="" stage_ours
     PARTS=model PARITY_TIMEOUT=${PARITY_TIMEOUT:-240} EXTRA="--fp32-floor --model-backend contiguous \
-        --model-level ${PARITY_LEVEL:-compiled+graphs} --half-depth-head --model-frames 80" stage_parity
+        --model-level ${PARITY_LEVEL:-compiled+graphs} --half-heads --model-frames 80" stage_parity
 }
 
 stage_offline() {

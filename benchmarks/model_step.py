@@ -68,8 +68,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", default="",
                    help="comma list of backend:compile pairs (overrides --backend x --compile)")
     p.add_argument("--keyframe-interval", type=int, default=1)
-    p.add_argument("--half-depth-head", action="store_true",
-                   help="ours' depth head in bf16 (model.half_depth_head)")
     p.add_argument("--reference", default="", help="directory holding lingbot_map/ (runs the reference too)")
     p.add_argument("--reference-backend", default="flashinfer", help="comma list: flashinfer, sdpa")
     p.add_argument("--reference-compile", default="1", help="comma list of 0/1 (eager / its compile targets)")
@@ -87,11 +85,12 @@ def run_ours(args: argparse.Namespace, frames: torch.Tensor, backend: str, level
 
     dtype = getattr(torch, args.dtype)
     t0 = time.perf_counter()
-    half_depth_head = args.half_depth_head or level.endswith(ours_driver.FP16_DEPTH_HEAD)
+    _, half_depth_head, half_camera_head = ours_driver.split_level(level)
     model = ours_driver.build_ours(args.weights_py, args.seed, backend=backend, policy=args.policy,
                                    scale_frames=args.scale_frames, window=args.window,
                                    camera_iterations=args.camera_iterations, dtype=dtype,
-                                   max_frames=args.frames + 100, half_depth_head=half_depth_head)
+                                   max_frames=args.frames + 100, half_depth_head=half_depth_head,
+                                   half_camera_head=half_camera_head)
     build_s = time.perf_counter() - t0
     label = f"ours {backend} {level}"
     print(f"[{label}] built and filled in {build_s:.1f}s", flush=True)

@@ -21,8 +21,18 @@ BACKENDS = ("contiguous", "dense", "paged_gather", "flashinfer", "flashinfer_fa3
 COMPILE_LEVELS = ("none", "compiled", "graphs", "compiled+graphs")
 """``compiled``: the model's own ``compile_regions`` (``model.compile: true``); ``graphs``: its steps
 replayed from CUDA graphs (``replay_steps``, ``model.cuda_graphs: true``); the node on CUDA with
-both on runs ``compiled+graphs``. A level may end in ``FP16_DEPTH_HEAD`` (``model.half_depth_head``)."""
+both on runs ``compiled+graphs``. A level may end in ``FP16_DEPTH_HEAD`` (``model.half_depth_head``),
+then in ``FP16_CAMERA_HEAD`` (``model.half_camera_head``): ``split_level``."""
 FP16_DEPTH_HEAD = "+fp16head"
+FP16_CAMERA_HEAD = "+fp16camera"
+
+
+def split_level(level: str) -> tuple[str, bool, bool]:
+    """``(compile level, half_depth_head, half_camera_head)`` of a level with its optional suffixes."""
+    half_camera_head = level.endswith(FP16_CAMERA_HEAD)
+    level = level.removesuffix(FP16_CAMERA_HEAD)
+    half_depth_head = level.endswith(FP16_DEPTH_HEAD)
+    return level.removesuffix(FP16_DEPTH_HEAD), half_depth_head, half_camera_head
 
 
 def build_cache(backend: str, policy: str, config: Any, dtype: torch.dtype, device: str = "cuda",
@@ -43,7 +53,8 @@ def build_cache(backend: str, policy: str, config: Any, dtype: torch.dtype, devi
 def build_ours(weights_py: str, seed: int, *, backend: str, policy: str, scale_frames: int,
                window: int, camera_iterations: int, dtype: torch.dtype, max_frames: int = 0,
                cache_max_frames: int = 1024, preset: str = "lingbot-map", device: str = "cuda",
-               budget: float | None = None, half_depth_head: bool = False) -> Any:
+               budget: float | None = None, half_depth_head: bool = False,
+               half_camera_head: bool = False) -> Any:
     """ViT-L ``lingbot-map`` preset with the shared deterministic weights, on CUDA, eval mode.
 
     Built on the meta device and materialised on the GPU (no 1.2 B-parameter CPU init), then
@@ -62,7 +73,7 @@ def build_ours(weights_py: str, seed: int, *, backend: str, policy: str, scale_f
         model = GCTModel(config, cache)
     model.materialize(device)
     if dtype != torch.float32:
-        model.to_inference_dtype(dtype, half_depth_head)
+        model.to_inference_dtype(dtype, half_depth_head, half_camera_head)
     # fill after the cast: each value is rounded once from float64, as for the reference
     fill_weights(model, weights_py, seed)
     return model.eval()
@@ -130,7 +141,7 @@ def cache_stats(model: Any) -> dict[str, Any]:
 
 def apply_compile(model: Any, level: str) -> dict[str, Any]:
     """Compile the model and/or replay its steps from CUDA graphs as the engine does."""
-    level = level.removesuffix(FP16_DEPTH_HEAD)
+    level = split_level(level)[0]
     if level not in COMPILE_LEVELS:
         raise ValueError(f"compile level {level!r} not in {COMPILE_LEVELS}")
     if "compiled" in level:

@@ -2,11 +2,15 @@
 
 Our model (shared deterministic random weights) streams the smooth panning input
 (``common.smooth_frames``) once with the sliding window (the yardstick, saved to ``--reference`` and
-reused by later processes) and once per policy and ``cache.budget``. Per run: ms per frame
-(median of the streaming steps, one sync per frame), and the deviation from the sliding window:
-camera-centre RMSE after a Sim(3) (Umeyama) alignment of the centres, relative to the length
-of the sliding window's trajectory, and the depth abs-rel ``mean |d - d_sw| / d_sw``. Run one
-policy per process for clean timings:
+reused by later processes) and once per policy and ``cache.budget``; with ``--same-tokens`` also
+with the sliding window shrunk to each budget's tokens (the plain cache a budget competes with:
+the policy's overhead is its time minus that one's). Per run: ms per frame (median of the
+streaming steps past the first quarter, one sync per frame), and the deviation from the sliding
+window: camera-centre RMSE after a Sim(3) (Umeyama) alignment of the centres, relative to the
+length of the sliding window's trajectory, and the depth abs-rel ``mean |d - d_sw| / d_sw``.
+
+One model is built (and compiled) per process; each run gives it a new cache (``use_cache``).
+Run one policy per process for clean timings:
 
     python benchmarks/policy_fidelity.py --weights-py .shared/parity/weights.py --reference out/sw.pt \\
         --policies evict3r --budgets 1,0.5,0.25 --frames 320 --compile --graphs
@@ -15,39 +19,62 @@ policy per process for clean timings:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ours_driver  # noqa: E402 - the script's folder is put on the path first
-from common import add_model_arguments, benchmark_parser, smooth_frames, write_json  # noqa: E402
+from common import (  # noqa: E402
+    add_model_arguments,
+    benchmark_parser,
+    same_token_window,
+    smooth_frames,
+    write_json,
+)
 
 
-def stream(policy: str, budget: float | None, frames: torch.Tensor, args: argparse.Namespace) -> dict:
-    """Camera centres ``[N, 3]``, depths ``[N, H, W]`` and per-frame milliseconds of one run."""
-    model = ours_driver.build_from_arguments(args, policy, budget)
-    level = "+".join(name for name, on in (("compiled", args.compile), ("graphs", args.graphs)) if on)
-    if level:
-        ours_driver.apply_compile(model, level)
-        ours_driver.warm(model, frames, args.scale_frames, passes=1)
-    model.reset()
-    cuda = frames.is_cuda
-    outputs = [ours_driver.step(model, frames[:args.scale_frames], args.scale_frames)]
-    milliseconds = []
-    for index in range(args.scale_frames, frames.shape[0]):
-        start = time.perf_counter()
-        outputs.append(ours_driver.step(model, frames[index:index + 1], args.scale_frames))
-        if cuda:
-            torch.cuda.synchronize()
-        milliseconds.append(1000.0 * (time.perf_counter() - start))
-    return {"centres": torch.cat([o.pose_enc[:, :3] for o in outputs]).double().cpu(),
-            "depth": torch.cat([o.depth for o in outputs]).float().cpu(),
-            "ms": statistics.median(milliseconds[len(milliseconds) // 4:])}
+class Streamer:
+    """One model for the whole process (built and compiled at the first run), a new cache per run."""
+
+    def __init__(self, args: argparse.Namespace, frames: torch.Tensor):
+        self.args = args
+        self.frames = frames
+        self.model: Any = None
+        levels = (("compiled", args.compile), ("graphs", args.graphs))
+        self.level = "+".join(name for name, on in levels if on)
+
+    def run(self, policy: str, budget: float | None, window: int | None = None) -> dict:
+        """Camera centres ``[N, 3]``, depths ``[N, H, W]`` and the median ms per frame of one stream."""
+        args, frames = self.args, self.frames
+        if self.model is None:
+            self.model = ours_driver.build_from_arguments(args, "sliding_window")
+            if self.level:
+                ours_driver.apply_compile(self.model, self.level)
+        model = self.model
+        config = model.config if window is None else dataclasses.replace(model.config, sliding_window=window)
+        dtype = getattr(torch, args.dtype)
+        model.use_cache(ours_driver.build_cache("auto", policy, config, dtype, args.device, budget))
+        if self.level:
+            ours_driver.warm(model, frames, args.scale_frames, passes=1)
+        model.reset()
+        outputs = [ours_driver.step(model, frames[:args.scale_frames], args.scale_frames)]
+        milliseconds = []
+        for index in range(args.scale_frames, frames.shape[0]):
+            start = time.perf_counter()
+            outputs.append(ours_driver.step(model, frames[index:index + 1], args.scale_frames))
+            if frames.is_cuda:
+                torch.cuda.synchronize()
+            milliseconds.append(1000.0 * (time.perf_counter() - start))
+        return {"centres": torch.cat([o.pose_enc[:, :3] for o in outputs]).double().cpu(),
+                "depth": torch.cat([o.depth for o in outputs]).float().cpu(),
+                "ms": statistics.median(milliseconds[len(milliseconds) // 4:])}
 
 
 def umeyama_rmse(source: np.ndarray, target: np.ndarray) -> float:
@@ -70,35 +97,45 @@ def main(argv: list[str] | None = None) -> int:
     add_model_arguments(parser)
     parser.add_argument("--reference", required=True,
                         help="the sliding window's outputs (.pt), made if absent")
-    parser.add_argument("--policies", default="evict3r,infinitevggt")
+    parser.add_argument("--policies", default="evict3r,infinitevggt", help="comma list; may be empty")
     parser.add_argument("--budgets", default="1,0.5,0.25", help="comma list of cache.budget fractions")
+    parser.add_argument("--same-tokens", action="store_true",
+                        help="also the sliding window shrunk to each budget's tokens (budgets below 1)")
     parser.add_argument("--frames", type=int, default=320, help="frames in all, scale frames included")
     parser.add_argument("--compile", action="store_true", help="model.compile: true (compile_regions)")
     parser.add_argument("--graphs", action="store_true",
                         help="model.cuda_graphs: true (steps replayed from CUDA graphs, as the node on CUDA)")
     args = parser.parse_args(argv)
     frames = smooth_frames(args.frames, args.height, args.width).to(args.device)
+    streamer = Streamer(args, frames)
     if os.path.exists(args.reference):
         reference = torch.load(args.reference)
     else:
-        reference = stream("sliding_window", None, frames, args)
+        reference = streamer.run("sliding_window", None)
         torch.save(reference, args.reference)
     centres = reference["centres"].numpy()
     length = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum())
     print(f"sliding window: {reference['ms']:.1f} ms/frame, trajectory length {length:.4g}\n")
-    print("| policy | budget | ms/frame | centre RMSE / length (Sim(3)) | depth abs-rel |", flush=True)
-    print("|---|---|---|---|---|", flush=True)
+    print("| policy | budget | window | ms/frame | centre RMSE / length (Sim(3)) | depth abs-rel |",
+          flush=True)
+    print("|---|---|---|---|---|---|", flush=True)
+    budgets = [float(b) for b in args.budgets.split(",")]
+    runs = [(policy, budget, None) for policy in filter(None, args.policies.split(",")) for budget in budgets]
+    if args.same_tokens:
+        runs += [("sliding_window", budget, same_token_window(budget, args.scale_frames, args.window))
+                 for budget in budgets if budget < 1]
     rows = []
-    for policy in args.policies.split(","):
-        for budget in (float(b) for b in args.budgets.split(",")):
-            run = stream(policy, budget, frames, args)
-            rmse = umeyama_rmse(run["centres"].numpy(), centres)
-            abs_rel = float(((run["depth"] - reference["depth"]).abs() / reference["depth"].abs()
-                             .clamp(min=1e-6)).mean())
-            relative = rmse / length if length > 0 else float("nan")
-            rows.append({"policy": policy, "budget": budget, "ms": run["ms"], "sw_ms": reference["ms"],
-                         "centre_rmse_rel": relative, "depth_abs_rel": abs_rel})
-            print(f"| {policy} | {budget:g} | {run['ms']:.1f} | {relative:.2e} | {abs_rel:.2e} |", flush=True)
+    for policy, budget, window in runs:
+        run = streamer.run(policy, None if policy == "sliding_window" else budget, window)
+        rmse = umeyama_rmse(run["centres"].numpy(), centres)
+        abs_rel = float(((run["depth"] - reference["depth"]).abs() / reference["depth"].abs()
+                         .clamp(min=1e-6)).mean())
+        relative = rmse / length if length > 0 else float("nan")
+        window = args.window if window is None else window
+        rows.append({"policy": policy, "budget": budget, "window": window, "ms": run["ms"],
+                     "sw_ms": reference["ms"], "centre_rmse_rel": relative, "depth_abs_rel": abs_rel})
+        print(f"| {policy} | {budget:g} | {window} | {run['ms']:.1f} | {relative:.2e} | {abs_rel:.2e} |",
+              flush=True)
     write_json(args.json, rows)
     return 0
 

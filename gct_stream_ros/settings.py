@@ -153,6 +153,9 @@ SETTINGS: tuple[Setting, ...] = (
             "torch.compile the model: faster GPU steps after minutes of compiling"),
     _engine("model.half_depth_head", "half_depth_head",
             "With a bf16/fp16 model.dtype, run the depth head in fp16 (faster; false: the reference's fp32)"),
+    _engine("model.half_camera_head", "half_camera_head",
+            "With a bf16/fp16 model.dtype, keep the camera head's linear layers in fp16 (faster; false: "
+            "the reference's fp32)"),
     _engine("model.cuda_graphs", "cuda_graphs",
             "On CUDA, replay single-frame steps from CUDA graphs (contiguous cache, budgeted steady steps)"),
     _engine("keyframes.mode", "keyframe_mode",

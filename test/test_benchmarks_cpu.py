@@ -47,13 +47,18 @@ TINY_MODEL = ["--weights-py", str(WEIGHTS_PY), "--preset", "tiny", "--device", "
 def test_policy_fidelity_compares_with_the_sliding_window(capsys, tmp_path):
     if not WEIGHTS_PY.exists():
         pytest.skip("the shared weights filler is not next to the checkout")
-    arguments = [*TINY_MODEL, "--reference", str(tmp_path / "sw.pt"), "--frames", "10", "--budgets", "0.5",
-                 "--camera-iterations", "1"]
+    arguments = [*TINY_MODEL, "--reference", str(tmp_path / "sw.pt"), "--frames", "10", "--budgets", "1,0.6",
+                 "--camera-iterations", "1", "--same-tokens"]
     assert _load("policy_fidelity").main(arguments) == 0
     assert (tmp_path / "sw.pt").exists()
-    rows = [line for line in capsys.readouterr().out.splitlines()
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ") and "budget" not in line]
-    assert [row.split(" | ")[:2] for row in rows] == [["| evict3r", "0.5"], ["| infinitevggt", "0.5"]]
+    # (2 scale + 3 window frames) at 0.6 of the tokens: the window of 0.6 * 5 - 2 = 1 frame
+    assert [row[:3] for row in rows] == [["| evict3r", "1", "3"], ["| evict3r", "0.6", "3"],
+                                        ["| infinitevggt", "1", "3"], ["| infinitevggt", "0.6", "3"],
+                                        ["| sliding_window", "0.6", "1"]]
+    deviations = [(float(row[4]), float(row[5].rstrip(" |"))) for row in rows]
+    assert all(0 < rmse < 1 and 0 < abs_rel < 1 for rmse, abs_rel in deviations)  # a fewer-frame window too
 
 
 def test_layer_budgets_reports_every_layer(capsys):
@@ -167,3 +172,11 @@ def test_the_offline_wheels_hold_every_ros_distribution_the_offline_tool_imports
     # rosidl_generator_py imports the code generator's modules when it can, for generating only
     optional = {"ros-rosidl-pycommon"}
     assert needed and not needed - listed - optional, sorted(needed - listed - optional)
+
+
+def test_a_compile_level_names_the_precision_of_each_head():
+    driver = _load("ours_driver")
+    assert driver.split_level("compiled+graphs+fp16head+fp16camera") == ("compiled+graphs", True, True)
+    assert driver.split_level("compiled+fp16head") == ("compiled", True, False)
+    assert driver.split_level("graphs+fp16camera") == ("graphs", False, True)
+    assert driver.split_level("none") == ("none", False, False)

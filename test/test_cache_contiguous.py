@@ -131,3 +131,22 @@ def test_backend_setting_is_checked():
         EngineConfig(cache_backend="triton").validate()
     with pytest.raises(ConfigError, match="sliding_window"):
         EngineConfig(cache_policy="evict3r", cache_backend="contiguous").validate()
+
+
+def test_compile_regions_routes_the_steady_merge_through_torch_compile_unchanged():
+    traced = []
+
+    def recording_backend(graph_module, example_inputs):
+        traced.append(graph_module)
+        return graph_module.forward
+
+    plain, compiled = (ContiguousKVCache(LAYERS, HEADS, DIM, SPECIALS, 2, 3, max_frames=9,
+                                         canonical_order=False) for _ in range(2))
+    torch._dynamo.reset()
+    compiled.compile_regions(backend=recording_backend, dynamic=False)
+    gen = torch.Generator().manual_seed(8)
+    for step in [Step("phase1", 2)] + [Step("store")] * 7:
+        tensors = step_tensors(gen, LAYERS, step.num_frames, TOKENS, HEADS, DIM)
+        for ours, reference in zip(run_step(compiled, step, tensors), run_step(plain, step, tensors)):
+            assert torch.equal(ours, reference), step
+    assert compiled.store.patch_stream_full and traced  # the window filled and the merge was compiled

@@ -128,3 +128,17 @@ def test_fixed_shape_steps_have_one_graph_key_per_buffer_size_and_grow_before_th
     step(prefix, [1, 2])
     prefix.begin_step(1, StepMode.STORE)
     assert prefix.graph_key() is None
+
+
+def test_fixed_shapes_attend_as_the_prefix_does_on_random_tokens():
+    prefix, fixed = CameraKVCache(2, 1, fixed_shape=False), CameraKVCache(2, 1, fixed_shape=True)
+    gen = torch.Generator().manual_seed(3)
+    for frames, mode in [(2, StepMode.STORE), (1, StepMode.STORE), (1, StepMode.SKIP), (1, StepMode.STORE)]:
+        q, k, v = torch.randn(3, frames, 4, 16, generator=gen).unbind(0)
+        outputs = []
+        for cache in (prefix, fixed):
+            cache.begin_step(frames, mode)
+            outputs.append([cache.attend(i, 0, q, k, v) for i in range(2)])
+            cache.end_step()
+        for ours, reference in zip(outputs[1], outputs[0]):
+            torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)

@@ -141,6 +141,54 @@ def test_half_depth_head_runs_the_dpt_heads_in_the_inference_dtype_only(tiny_mod
     assert not tiny_model().to_inference_dtype(torch.float32, half_depth_head=True).half_depth_head
 
 
+def test_half_camera_head_keeps_only_the_trunk_linear_layers_in_fp16(tiny_model, frames):
+    images = frames(3)
+    full = tiny_model()
+    full.to_inference_dtype(torch.bfloat16)
+    half = tiny_model()
+    half.to_inference_dtype(torch.bfloat16, half_camera_head=True)
+    linear = {f"trunk.{name}" for name, module in half.camera_head.trunk.named_modules()
+              if isinstance(module, torch.nn.Linear)}
+    for name, parameter in half.camera_head.named_parameters():
+        in_trunk_linear = name.rsplit(".", 1)[0] in linear
+        assert parameter.dtype == (torch.float16 if in_trunk_linear else torch.float32), name
+    assert list(half.state_dict()) == list(full.state_dict())
+    for step in (images[:2], images[2:]):  # the scale phase, then a frame through the camera cache
+        ours, reference = half.step(step), full.step(step)
+        assert ours.pose_enc.dtype == torch.float32
+        assert torch.equal(ours.depth, reference.depth)  # the depth path does not read the camera head
+        torch.testing.assert_close(ours.pose_enc_list, reference.pose_enc_list, atol=1e-5, rtol=1e-5)
+        assert not torch.equal(ours.pose_enc, reference.pose_enc)
+    assert {buffer.dtype for buffer in half.camera_cache._buffers[0][0]} == {torch.float32}
+    fp32 = tiny_model()
+    fp32.to_inference_dtype(torch.float32, half_camera_head=True)
+    assert fp32.camera_head.trunk_dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in fp32.camera_head.parameters())
+
+
+def test_compile_regions_hands_its_options_to_the_global_cache(tiny_model, monkeypatch):
+    model = tiny_model()
+    calls = []
+    monkeypatch.setattr(model.cache, "compile_regions", lambda **options: calls.append(options))
+    model.compile_regions(backend="eager")
+    assert calls == [{"mode": None, "backend": "eager", "dynamic": False}]
+
+
+def test_use_cache_starts_a_sequence_on_a_cache_compiled_like_the_regions(tiny_model, frames, monkeypatch):
+    images = frames(3)
+    model = tiny_model().compile_regions(backend="eager")
+    model.step(images[:2])
+    cache = tiny_model().cache
+    calls = []
+    monkeypatch.setattr(cache, "compile_regions", lambda **options: calls.append(options))
+    assert model.use_cache(cache) is model and model.cache is cache and model.frames_stored == 0
+    assert calls == [{"mode": None, "backend": "eager", "dynamic": False}]
+    fresh = tiny_model()
+    for step in (images[:2], images[2:]):
+        assert _equal_outputs(model.step(step), fresh.step(step))
+    assert model.camera_cache.frames_stored == 3
+
+
 def test_compiled_regions_equal_the_eager_model_and_keep_the_state_dict(tiny_model, frames):
     """Dynamo traces every region whole (no graph break); Inductor is left to the GPU benchmarks."""
     eager, compiled = tiny_model(enable_point=True), tiny_model(enable_point=True)

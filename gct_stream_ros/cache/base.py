@@ -126,6 +126,11 @@ class GlobalKVCache(abc.ABC):
         one are released (they would keep it allocated)."""
         return None
 
+    def compile_regions(self, **options: object) -> None:
+        """``torch.compile`` (with the model's ``options``) the cache's own fixed-shape device work, when
+        it has some worth compiling; the default has none. ``GCTModel.compile_regions`` calls it."""
+        del options
+
     @abc.abstractmethod
     def stats(self) -> CacheStats:
         """Counters and sizes for logs, diagnostics and the offline stats file."""

@@ -28,7 +28,7 @@ from gct_stream_ros.cache.attention import (
     cudnn_partial_attention,
     dense_attention,
     heads_first,
-    merge_partials,
+    merge_partials_tokens_first,
     partial_attention,
     range_attention,
 )
@@ -58,6 +58,7 @@ class ContiguousKVCache(PagedKVCache):
         self._graph_pool: tuple[int, int] | None = None
         self._step_values: StepValues | None = None
         self._write_index: torch.Tensor | None = None  # [P] storage token of each token of the step's frame
+        self._merge = merge_partials_tokens_first
         super().__init__(num_layers, num_heads, head_dim, num_special_tokens, scale_frames, sliding_window,
                          max_frames, device, dtype)
 
@@ -106,14 +107,17 @@ class ContiguousKVCache(PagedKVCache):
         store = self.store
         kv = store.kv[layer]
         query = q[0].to(self.dtype).contiguous()  # [P, H, D]
+        # in the storage's dtype: the output projection that follows casts to it anyway
         if not store.patch_stream_full:
             out, _ = range_attention(query, kv[0], kv[1], values[VISIBLE])
-        else:
-            _, split, stop = store.visible_range()
-            specials = range_attention(query, kv[0], kv[1], values[SPECIALS])
-            out = merge_partials(specials, self._patch_attention(layer, query, split, stop))
-        # in the storage's dtype: the output projection that follows casts to it anyway
-        return out.transpose(1, 2).reshape(q.shape)
+            return out.transpose(1, 2).reshape(q.shape)
+        _, split, stop = store.visible_range()
+        specials = range_attention(query, kv[0], kv[1], values[SPECIALS])
+        return self._merge(specials, self._patch_attention(layer, query, split, stop)).reshape(q.shape)
+
+    def compile_regions(self, **options: object) -> None:
+        """``torch.compile`` the steady state's merge of the two partial attentions (fixed shapes)."""
+        self._merge = torch.compile(merge_partials_tokens_first, **options)
 
     def _attend_visible(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         """The canonical-order path (a single-frame step in storage order is ``_attend``'s)."""

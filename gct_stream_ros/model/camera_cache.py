@@ -115,16 +115,13 @@ class CameraKVCache:
                 self._slots = bounds[0] + torch.arange(k.shape[0], device=k.device)
             keys.index_copy_(0, self._slots, k)
             values.index_copy_(0, self._slots, v)
-            visible, unused = (keys, values), self._unused
-        else:
-            keys[self._length:end] = k
-            values[self._length:end] = v
-            visible, unused = (keys[:end], values[:end]), None
+            return _attend_buffer(q, keys, values, self._unused)
+        keys[self._length:end] = k
+        values[self._length:end] = v
         # 3-D inputs: the unfused kernels, which are the fast ones for one query per frame (a batched
         # 4-D call picks the fused fp32 kernel, ~15x slower here: benchmarks/README.md)
         out = torch.nn.functional.scaled_dot_product_attention(
-            q.transpose(0, 1), visible[0].transpose(0, 1), visible[1].transpose(0, 1),
-            attn_mask=unused)  # [H, S, D]
+            q.transpose(0, 1), keys[:end].transpose(0, 1), values[:end].transpose(0, 1))  # [H, S, D]
         return out.transpose(0, 1)
 
     def end_step(self) -> None:
@@ -176,3 +173,15 @@ class CameraKVCache:
                     # the source overlaps the destination: copy it out first
                     buffer[head:end - excess] = buffer[head + excess:end].clone()
         self._length -= excess
+
+
+def _attend_buffer(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                   unused: torch.Tensor) -> torch.Tensor:
+    """Attention of q ``[S, H, D]`` over a whole buffer ``[capacity, H, D]`` whose unused rows
+    ``unused`` (additive, ``[1, capacity]``) hides: ``[S, H, D]``.
+
+    A plain softmax: a query always sees at least its own frame, so SDPA's guard against fully
+    masked rows (two more kernels a call, 16 calls a frame) is not needed.
+    """
+    scores = torch.baddbmm(unused, q.transpose(0, 1), keys.permute(1, 2, 0), alpha=q.shape[-1] ** -0.5)
+    return (scores.softmax(dim=-1) @ values.transpose(0, 1)).transpose(0, 1)  # [H, S, cap] -> [S, H, D]

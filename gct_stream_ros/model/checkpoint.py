@@ -109,9 +109,9 @@ def _listing(items: list[str]) -> str:
 
 def build_model(config: GCTConfig, checkpoint: str | None, device: torch.device | str = "cpu",
                 dtype: torch.dtype = torch.float32, cache: GlobalKVCache | None = None,
-                half_depth_head: bool = False) -> GCTModel:
+                half_depth_head: bool = False, half_camera_head: bool = False) -> GCTModel:
     """A ready ``GCTModel`` in eval mode on ``device``, aggregator in ``dtype`` (see ``to_inference_dtype``,
-    also for ``half_depth_head``).
+    also for ``half_depth_head`` and ``half_camera_head``).
 
     ``checkpoint``: a ``.pt``/``.pth``/``.safetensors`` path, ``hf``/``hf:NAME``, or ``None``/empty
     for random weights (only meaningful for tests with the tiny preset).
@@ -128,5 +128,5 @@ def build_model(config: GCTConfig, checkpoint: str | None, device: torch.device 
         model.aggregator.reset_constants()
     model = model.to(device=device, dtype=torch.float32).eval()
     if dtype != torch.float32:
-        model.to_inference_dtype(dtype, half_depth_head)
+        model.to_inference_dtype(dtype, half_depth_head, half_camera_head)
     return model

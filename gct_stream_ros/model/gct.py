@@ -4,8 +4,9 @@ State-dict keys and shapes equal the reference ``GCTStream``'s, so its checkpoin
 strictly. Precision: fp32 by default; ``to_inference_dtype(torch.bfloat16)`` reproduces the
 GPU recipe of the reference's demo: the aggregator's parameters and normalisation constants are
 cast, the aggregator runs under autocast, the heads run in fp32 on fp32 features;
-``half_depth_head`` runs the DPT heads under fp16 autocast instead (faster, not the reference's
-recipe; fp16, not bf16: ``benchmarks/README.md`` measures what each costs against the reference).
+``half_depth_head`` runs the DPT heads under fp16 autocast instead, ``half_camera_head`` the camera
+head's trunk with fp16 linear layers (faster, not the reference's recipe; fp16, not bf16:
+``benchmarks/README.md`` measures what each costs against the reference).
 
 A step is host bookkeeping (the caches' ``begin_step``/``end_step``, which also set the step's
 device-side numbers) around device work (``_forward``); with ``replay_steps`` the device work of
@@ -55,6 +56,7 @@ class GCTModel(nn.Module):
         self.camera_cache = CameraKVCache(config.camera_iterations, config.camera_depth, config.scale_frames,
                                           config.max_frames)
         self.compiled = False
+        self._compile_options: dict[str, object] | None = None  # torch.compile's, for a cache given later
         self.step_graphs: StepGraphs | None = None
         self._position: StepValues | None = None  # the first frame's temporal index, on the device
 
@@ -69,20 +71,25 @@ class GCTModel(nn.Module):
         self.aggregator.reset_constants()
         return self
 
-    def to_inference_dtype(self, dtype: torch.dtype, half_depth_head: bool = False) -> GCTModel:
+    def to_inference_dtype(self, dtype: torch.dtype, half_depth_head: bool = False,
+                           half_camera_head: bool = False) -> GCTModel:
         """Run the aggregator in ``dtype`` (bf16/fp16 on GPU); the heads and outputs stay fp32, except
-        the DPT heads' arithmetic under fp16 autocast with ``half_depth_head``."""
+        the DPT heads' arithmetic under fp16 autocast with ``half_depth_head`` and the camera head's
+        trunk linear layers in fp16 with ``half_camera_head`` (``CameraHead.half_trunk``)."""
         self.aggregator.to(dtype)
         self.inference_dtype = dtype
         self.half_depth_head = half_depth_head and dtype != torch.float32
+        if half_camera_head and dtype != torch.float32:
+            self.camera_head.half_trunk()
         if self._owns_cache:
             self.cache = self._default_cache(dtype)
         return self
 
     def compile_regions(self, mode: str | None = None, backend: str = "inductor") -> GCTModel:
         """``torch.compile`` the fixed-shape parts: the patch embedding, the aggregator's layer
-        segments and the camera head's (everything between two cache calls) and the DPT heads;
-        caches stay eager.
+        segments and the camera head's (everything between two cache calls), the DPT heads, and
+        what the global cache compiles of its own (``GlobalKVCache.compile_regions``); the caches'
+        bookkeeping stays eager.
 
         No CUDA graphs of torch.compile's own (``mode`` None): ``replay_steps`` captures whole steps,
         compiled regions included. Each new input shape (the scale phase, a new image size)
@@ -95,12 +102,27 @@ class GCTModel(nn.Module):
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
         options = {"mode": mode, "backend": backend, "dynamic": False}
+        self._compile_options = options
         self.aggregator.compile_regions(**options)
         self.camera_head.compile_regions(**options)
+        self.cache.compile_regions(**options)
         # compiled methods as instance attributes: the state dict keeps its keys
         for head in filter(None, (self.depth_head, self.point_head)):
             head._decode = torch.compile(head._decode, **options)
         self.compiled = True
+        return self
+
+    def use_cache(self, cache: GlobalKVCache) -> GCTModel:
+        """Attend through ``cache`` from now on, as a new sequence: compiled like the model's regions
+        when they are, with fresh step graphs when steps are replayed (the old ones read the old
+        storage). Lets one compiled model run several cache policies (``benchmarks/policy_fidelity.py``)."""
+        self.cache = cache
+        self._owns_cache = False
+        if self._compile_options is not None:
+            cache.compile_regions(**self._compile_options)
+        if self.step_graphs is not None:
+            self.replay_steps()
+        self.reset()
         return self
 
     def replay_steps(self, graphs: StepGraphs | None = None) -> GCTModel:

@@ -63,6 +63,12 @@ class EngineConfig:
     dtype is bf16/fp16: ~0.5 ms less per frame on an H200 and less memory, within the bf16 noise
     floor of the reference's outputs (``benchmarks/README.md``); false for the reference's recipe.
     No effect in fp32."""
+    half_camera_head: bool = True
+    """Keep the camera head's trunk linear layers in fp16 instead of fp32 (the reference's recipe)
+    when the inference dtype is bf16/fp16: they are matrix-vector products bound by reading their
+    weights, so ~0.5 ms less per frame on an H200 and 0.4 GB less memory, within the bf16 noise floor
+    of the reference's poses (``benchmarks/README.md``); false for the reference's recipe. No effect
+    in fp32."""
     cuda_graphs: bool = True
     """On CUDA, replay single-frame steps from CUDA graphs (``model/step_graphs.py``): the host
     launches one graph per step instead of ~1,500 kernels. Needs a cache that supports it

@@ -26,7 +26,7 @@ def build_network(config: EngineConfig, device: torch.device, dtype: torch.dtype
     cache = build_cache(config, architecture.depth, architecture.num_heads, architecture.head_dim,
                         device=device, dtype=dtype)
     model = build_model(architecture, config.weights, device, dtype, cache=cache,
-                        half_depth_head=config.half_depth_head)
+                        half_depth_head=config.half_depth_head, half_camera_head=config.half_camera_head)
     if config.compile:
         model.compile_regions()
     if config.cuda_graphs and device.type == "cuda":
