@@ -59,8 +59,8 @@ class SleepingNetwork:
 
     def __init__(self, truth: list[SyntheticFrame], step_s: float) -> None:
         self.step_s = step_s
-        self.starts: list[tuple[float, float, int]] = []
-        """``(start, main-thread CPU time at the start, frames)`` of every step."""
+        self.steps: list[tuple[float, float, float, int]] = []
+        """``(start, main-thread CPU time at the start and at the end, frames)`` of every step."""
         height, width = truth[0].depth.shape
         self._pose_enc = [encode_pose(torch.from_numpy(f.c2w), torch.from_numpy(f.intrinsics),
                                       (height, width)).float() for f in truth]
@@ -70,8 +70,7 @@ class SleepingNetwork:
 
     def step(self, images: torch.Tensor, mode: StepMode = StepMode.STORE,
              num_scale_frames: int | None = None) -> StepOutput:
-        start = time.perf_counter()
-        self.starts.append((start, time.thread_time(), len(images)))
+        start, cpu_start = time.perf_counter(), time.thread_time()
         frames = [(self._next + i) % len(self._depth) for i in range(len(images))]
         self._next += len(images)
         self._stored += len(images) if mode != StepMode.SKIP else 0
@@ -79,6 +78,7 @@ class SleepingNetwork:
         output = StepOutput(pose_enc=torch.stack([self._pose_enc[i] for i in frames]), depth=depth,
                             depth_conf=torch.full_like(depth, 2.0))
         time.sleep(max(0.0, start + self.step_s - time.perf_counter()))
+        self.steps.append((start, cpu_start, time.thread_time(), len(images)))
         return output
 
     def commit(self) -> None:
@@ -100,10 +100,10 @@ class SleepingNetwork:
     def gaps_ms(self) -> tuple[list[float], list[float]]:
         """Per streaming step after the warm ones: the time from the previous step's end to its start, and
         the main thread's CPU time in between (a sleeping step uses none)."""
-        streaming = [(start, cpu) for start, cpu, frames in self.starts if frames == 1][WARM_STEPS:]
+        streaming = [step for step in self.steps if step[3] == 1][WARM_STEPS:]
         pairs = list(zip(streaming, streaming[1:]))
         return ([(later[0] - earlier[0] - self.step_s) * 1e3 for earlier, later in pairs],
-                [(later[1] - earlier[1]) * 1e3 for earlier, later in pairs])
+                [(later[1] - earlier[2]) * 1e3 for earlier, later in pairs])
 
 
 def write_inputs(folder: Path, frames: list[SyntheticFrame], count: int) -> None:
