@@ -244,6 +244,8 @@ class OfflineMapper:
                              "or pass --overwrite")
         self._overwrite = overwrite
         self.session = open_session(functools.partial(StreamSession, network=network), self.options.engine)
+        # During a run only the main thread drives the session; the final estimates, the scale, the held
+        # results and what each frame's results need (camera frame, input size) are the results thread's.
         self.estimates = FinalEstimates(windowed=self.session.config.window_mode != "off")
         output = self.options.output
         # Every pose is kept: the trajectory file of a long recording holds all of them.
