@@ -62,9 +62,10 @@ class DeferredResult:
 
     ``StreamSession.push_prepared_deferred`` returns these so that the caller may assemble them on
     another thread while the session steps the next frame (the offline tool does: docs/architecture.md,
-    *Threads*). Everything ``assemble`` reads is held here and owned by it: CPU tensors copied out of the
-    step (``FrameEstimate.from_step``) or made by the window warp, the frame's own image, the window's
-    similarity as it was when the estimate was placed.
+    *Threads*). Everything ``assemble`` reads is held here and no later step changes it: the estimate's
+    CPU tensors (copied from the device by ``FrameEstimate.from_step``, or a CPU network's outputs of
+    that step, or made by the window warp), the frame's own image, the sequence, the window and its
+    similarity as they were when the estimate was placed.
     """
 
     frame: InputFrame
