@@ -78,6 +78,15 @@ def test_node_overhead_measures_every_stage(capsys):
         assert stage in out
 
 
+def test_offline_loop_times_the_gap_between_the_stand_in_steps(capsys):
+    pytest.importorskip("rclpy", reason="the offline tool builds ROS messages")
+    arguments = ["--frames", "14", "--distinct", "2", "--step-ms", "5", "--runs", "1"]
+    assert _load("offline_loop").main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "14 frames (14 keyframes" in out and "/points: 14 messages" in out
+    assert "median over 1 runs: gap between steps" in out and "main-thread cpu" in out
+
+
 def test_scale_sources_time_every_source_and_recover_the_scale(capsys):
     assert _load("scale_sources").main(["--frames", "2", "--width", "56", "--sensor", "64x48"]) == 0
     out = capsys.readouterr().out

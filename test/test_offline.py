@@ -7,6 +7,7 @@ checked against the truth; one test runs the command line with the tiny random m
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import cv2
@@ -22,11 +23,12 @@ from rosbags.interfaces import QosDurability, QosReliability  # noqa: E402
 from gct_stream_ros.mapping.ply import read_ply  # noqa: E402
 from gct_stream_ros.mapping.tum import read_tum  # noqa: E402
 from gct_stream_ros.ros.world_frame import OPTICAL_TO_BODY  # noqa: E402
+from gct_stream_ros.stream.frame_assembly import DeferredResult  # noqa: E402
 from gct_stream_ros.stream.synthetic import ROOM_MAX, ROOM_MIN, SyntheticScene  # noqa: E402
 from gct_stream_ros.tools import stage_times as stage  # noqa: E402
 from gct_stream_ros.tools.camera_bag import write_camera_bag  # noqa: E402
 from gct_stream_ros.tools.frame_source import TYPESTORE, open_frames  # noqa: E402
-from gct_stream_ros.tools.offline import OfflineMapper, load_parameters, main  # noqa: E402
+from gct_stream_ros.tools.offline import BagResultWriter, OfflineMapper, load_parameters, main  # noqa: E402
 
 WIDTH, HEIGHT = 56, 42
 FRAMES = 12
@@ -199,7 +201,7 @@ def test_video_file_runs_through_the_command_line_with_the_tiny_model(tmp_path, 
     assert main([str(video), "-o", str(tmp_path / "out"), "--stats", str(tmp_path / "stats.jsonl"),
                  "--start-time", "1700000000.000000001", *TINY_CLI]) == 0
     out = capsys.readouterr().out
-    assert f"{FRAMES} frames" in out and "frames/s" in out and "main-thread CPU besides the step" in out
+    assert f"{FRAMES} frames" in out and "frames/s" in out and "main thread besides the step" in out
     # one row per stage in the summary (docs/tools.md, "Time per stage")
     assert [line[4:15].strip() for line in out.splitlines() if line.startswith("    ")] == list(stage.STAGES)
     stamps, _ = read_tum(tmp_path / "out" / "trajectory.tum")
@@ -250,8 +252,61 @@ def test_summary_times_every_stage_of_every_frame(tmp_path, scene_frames):
     for name in (stage.OUTPUT_WAIT, stage.MESSAGES, stage.BAG_WRITE):
         assert len(samples[name]) == FRAMES, name
     assert len(summary.times.frame_periods_ms) == FRAMES - 4 + 1
+    # every push here ran the network (the last four each joined or ran the scale phase)
+    besides_step = np.subtract(summary.times.frame_periods_ms, samples[stage.STEP])
+    np.testing.assert_allclose(summary.times.between_steps_ms, besides_step)
+    assert summary.times.main_thread_ms() == pytest.approx(np.median(besides_step))
     for name in stage.STAGES:
         assert all(ms >= 0.0 for ms in samples[name]), name
     for name in (stage.DECODE, stage.PREPROCESS, stage.STEP, stage.RESULT, stage.MESSAGES, stage.BAG_WRITE):
         assert summary.times.per_frame_ms(name, FRAMES) > 0.0, name
 
+
+
+def _offline_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("gct_stream_offline")]
+
+
+def test_results_are_assembled_beside_the_step_in_push_order(tmp_path, scene_frames, monkeypatch):
+    assembled = []
+    assemble = DeferredResult.assemble
+
+    def recording(self):
+        assembled.append((threading.current_thread().name, self.frame.index, self.frame.revision))
+        return assemble(self)
+
+    monkeypatch.setattr(DeferredResult, "assemble", recording)
+    _, summary = _run(tmp_path, scene_frames, _bag(tmp_path / "input", scene_frames),
+                      ["window.mode:=online", "window.size:=6"], window_sim3_seed=3)
+    assert {name for name, _, _ in assembled} == {"gct_stream_offline results"}
+    assert [index for _, index, revision in assembled if not revision] == list(range(FRAMES))
+    assert summary.revisions == sum(revision for _, _, revision in assembled) > 0
+    assert not _offline_threads()
+
+
+@pytest.mark.parametrize("failing", ["assembly", "writer"])
+def test_an_error_beside_the_step_ends_the_run_with_it_and_stops_every_thread(tmp_path, scene_frames,
+                                                                             monkeypatch, failing):
+    """An error on the results thread, or on the writer (raised on the results thread at its next hand-over),
+    reaches the main thread as itself; the frames before it are in the bag, which is closed."""
+    assemble, write = DeferredResult.assemble, BagResultWriter.write
+
+    def failing_assemble(self):
+        if self.frame.index == 6:
+            raise RuntimeError("assembly failed at frame 6")
+        return assemble(self)
+
+    def failing_write(self, result, camera_frame):
+        if result.index == 6:
+            raise RuntimeError("writer failed at frame 6")
+        write(self, result, camera_frame)
+
+    if failing == "assembly":
+        monkeypatch.setattr(DeferredResult, "assemble", failing_assemble)
+    else:
+        monkeypatch.setattr(BagResultWriter, "write", failing_write)
+    with pytest.raises(RuntimeError, match=f"^{failing} failed at frame 6$"):
+        _run(tmp_path, scene_frames, _bag(tmp_path / "input", scene_frames))
+    assert not _offline_threads()
+    written = [recorded for recorded, _ in _read_bag(tmp_path / "out" / "bag")["/tf"]]
+    assert written == _stamps(scene_frames)[:6]

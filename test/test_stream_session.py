@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -12,6 +13,7 @@ from test_stream_support import WIDTH, oracle_session, push_all, relative_poses,
 
 from gct_stream_ros.model.preprocess import preprocess_image, resize_image
 from gct_stream_ros.stream.config import EngineConfig
+from gct_stream_ros.stream.frame_assembly import DeferredResult
 from gct_stream_ros.stream.result import FrameType
 from gct_stream_ros.stream.session import StreamSession
 from gct_stream_ros.stream.synthetic import SyntheticScene
@@ -231,3 +233,37 @@ def test_step_time_includes_the_copy_of_the_outputs_to_the_host(monkeypatch):
     assert [r.timings_ms["step"] for r in results] == pytest.approx([50.0, 50.0, 25.0, 25.0])
     times = session.step_times
     assert times.count == 3 and times.total_ms == pytest.approx(100.0)
+
+
+def _assert_same_results(results, expected):
+    assert [(r.index, r.stamp_ns, r.revision, r.window, r.sequence, r.frame_type) for r in results] == [
+        (r.index, r.stamp_ns, r.revision, r.window, r.sequence, r.frame_type) for r in expected]
+    for result, truth in zip(results, expected):
+        assert result.window_scale == truth.window_scale
+        for name in ("pose_c2w", "intrinsics_input", "depth", "depth_conf", "world_points", "image",
+                     "window_transform"):
+            np.testing.assert_array_equal(getattr(result, name), getattr(truth, name), err_msg=name)
+
+
+def test_deferred_results_assembled_later_on_another_thread_equal_those_of_push(monkeypatch):
+    """Windows (revisions, a new similarity per window) and a size change (a flush inside a push) move the
+    session's state on after each push: a deferred result must hold all it needs when it was placed."""
+    frames = render(14) + render(1, height=42, seed=1)
+    settings = {"window_mode": "online", "window_size": 5, "window_overlap": 2, "oracle_window_sim3_seed": 7}
+    reference, _ = oracle_session(frames, **settings)
+    expected = [r for rs in push_all(reference, frames) for r in rs] + reference.flush()
+    session, _ = oracle_session(frames, **settings)
+    assembled_on = []
+    assemble = DeferredResult.assemble
+    monkeypatch.setattr(DeferredResult, "assemble",
+                        lambda self: assembled_on.append(threading.current_thread()) or assemble(self))
+    deferred = [d for frame in frames
+                for d in session.push_prepared_deferred(session.prepare(frame.image), frame.stamp_ns)]
+    deferred += session.flush_deferred()
+    assert not assembled_on  # nothing assembled by the session itself
+    with ThreadPoolExecutor(max_workers=1) as assembler:
+        results = list(assembler.map(DeferredResult.assemble, deferred))
+    assert threading.main_thread() not in assembled_on and len(assembled_on) == len(expected)
+    _assert_same_results(results, expected)
+    assert any(r.revision for r in results) and results[-1].sequence == 1
+    assert all(r.timings_ms["result"] > 0 for r in results)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -51,3 +54,33 @@ def assemble_frame(frame: InputFrame, estimate: FrameEstimate, *, sequence: int,
         world_points=world_points, world_points_conf=world_points_conf, flow=estimate.flow,
         pose_enc=estimate.pose_enc.numpy(),
         timings_ms={"preprocess": frame.preprocess_ms, "step": estimate.step_ms})
+
+
+@dataclass(frozen=True)
+class DeferredResult:
+    """A frame's estimate, placed in its window, whose ``FrameResult`` is not assembled yet.
+
+    ``StreamSession.push_prepared_deferred`` returns these so that the caller may assemble them on
+    another thread while the session steps the next frame (the offline tool does: docs/architecture.md,
+    *Threads*). Everything ``assemble`` reads is held here and no later step changes it: the estimate's
+    CPU tensors (copied from the device by ``FrameEstimate.from_step``, or a CPU network's outputs of
+    that step, or made by the window warp), the frame's own image, the sequence, the window and its
+    similarity as they were when the estimate was placed.
+    """
+
+    frame: InputFrame
+    estimate: FrameEstimate
+    sequence: int
+    window: int
+    window_scale: float = 1.0
+    window_transform: np.ndarray | None = None
+    compute_points: bool = True
+
+    def assemble(self) -> FrameResult:
+        """The ``FrameResult``; its ``timings_ms["result"]`` is the time this took."""
+        start = time.perf_counter()
+        result = assemble_frame(self.frame, self.estimate, sequence=self.sequence, window=self.window,
+                                window_scale=self.window_scale, window_transform=self.window_transform,
+                                compute_points=self.compute_points)
+        result.timings_ms["result"] = (time.perf_counter() - start) * 1e3
+        return result

@@ -1,12 +1,13 @@
 """Run calls on one background thread, in the order they were submitted, at most ``depth`` waiting.
 
-The offline tool writes each final estimate (its ROS messages, the fused map, the bag) here while
-its main thread runs the next network step; the node publishes each frame's messages here while its
-worker steps the next frame (docs/architecture.md, *Threads*). Most of that work is NumPy,
-serialisation and I/O, which release the GIL. Unlike a ``ThreadPoolExecutor``, the queue is bounded
-(each waiting result holds a few MB). Without ``on_error`` the first error stops the worker and is
-raised in the submitting thread, at its next ``submit`` or at ``close``; with it, each failed call is
-handed to ``on_error`` on the worker's thread and the next call runs (a live node goes on).
+The offline tool assembles each push's results on one and writes each final estimate (its ROS
+messages, the fused map, the bag) on another while its main thread runs the next network step; the
+node publishes each frame's messages here while its worker steps the next frame
+(docs/architecture.md, *Threads*). Most of that work is NumPy, serialisation and I/O, which release
+the GIL. Unlike a ``ThreadPoolExecutor``, the queue is bounded (each waiting result holds a few MB).
+Without ``on_error`` the first error stops the worker and is raised in the submitting thread, at its
+next ``submit`` or at ``close``; with it, each failed call is handed to ``on_error`` on the worker's
+thread and the next call runs (a live node goes on).
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ size differs from the current sequence's ends that sequence (its waiting frames 
 starts a new one with a new world frame (``FrameResult.sequence`` increments; logged as a
 warning). ``reset`` without a ``flush`` drops the waiting frames: each is counted
 (``SessionStats.frames_dropped``) and the drop is logged, so no accepted frame vanishes silently.
+
+``push_prepared_deferred`` and ``flush_deferred`` return the same results, in the same order, as
+``DeferredResult`` s still to be assembled (``assemble``), so that a caller may assemble them on another
+thread while the session steps the next frame; the other calls assemble them before returning.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from gct_stream_ros.model.preprocess import ImageGeometry, resize_image, to_mode
 from gct_stream_ros.stream.config import EngineConfig
 from gct_stream_ros.stream.device import resolve_device, resolve_dtype, resolve_resize
 from gct_stream_ros.stream.estimate import FrameEstimate
-from gct_stream_ros.stream.frame_assembly import assemble_frame
+from gct_stream_ros.stream.frame_assembly import DeferredResult
 from gct_stream_ros.stream.input_frame import InputFrame, PreparedImage
 from gct_stream_ros.stream.keyframes import keyframe_selector
 from gct_stream_ros.stream.network_builder import build_network
@@ -85,6 +89,10 @@ class StreamSession:
 
     def push_prepared(self, prepared: PreparedImage, stamp_ns: int) -> list[FrameResult]:
         """``push`` of an image that ``prepare`` already preprocessed."""
+        return _assembled(self.push_prepared_deferred(prepared, stamp_ns))
+
+    def push_prepared_deferred(self, prepared: PreparedImage, stamp_ns: int) -> list[DeferredResult]:
+        """``push_prepared`` up to the assembly: the network has run, the results are not assembled yet."""
         return self._accept(InputFrame(index=self._next_index, stamp_ns=stamp_ns, image=prepared.image,
                                        geometry=prepared.geometry, rgb=prepared.rgb,
                                        preprocess_ms=prepared.preprocess_ms))
@@ -96,16 +104,16 @@ class StreamSession:
         ``geometry`` (the preprocessing's ``ImageGeometry``) maps intrinsics to the input image;
         without it ``intrinsics_input`` equals ``intrinsics``.
         """
-        return self._accept(InputFrame(index=self._next_index, stamp_ns=stamp_ns,
-                                       image=image.detach().float().cpu(), geometry=geometry))
+        return _assembled(self._accept(InputFrame(index=self._next_index, stamp_ns=stamp_ns,
+                                                  image=image.detach().float().cpu(), geometry=geometry)))
 
-    def _accept(self, frame: InputFrame) -> list[FrameResult]:
+    def _accept(self, frame: InputFrame) -> list[DeferredResult]:
         self._next_index += 1
         results = []
         if self._model_hw is not None and frame.model_hw != self._model_hw:
             logger.warning("input size changed from %s to %s (model resolution): starting sequence %d",
                            self._model_hw, frame.model_hw, self._sequence + 1)
-            results += self.flush()
+            results += self.flush_deferred()
             self._sequence += 1
             self._begin_sequence()
         self._model_hw = frame.model_hw
@@ -114,6 +122,10 @@ class StreamSession:
 
     def flush(self) -> list[FrameResult]:
         """Run whatever waits for a scale phase now, with fewer scale frames (end of stream)."""
+        return _assembled(self.flush_deferred())
+
+    def flush_deferred(self) -> list[DeferredResult]:
+        """``flush`` up to the assembly (see ``push_prepared_deferred``)."""
         return self._drain(final=True)
 
     def reset(self) -> None:
@@ -154,8 +166,8 @@ class StreamSession:
         self._windows = WindowTracker(self.config.window_mode == "online", self.config.window_size,
                                       self.config.window_overlap)
 
-    def _drain(self, final: bool) -> list[FrameResult]:
-        results: list[FrameResult] = []
+    def _drain(self, final: bool) -> list[DeferredResult]:
+        results: list[DeferredResult] = []
         while self._pending:
             if not self._scale_count:
                 if len(self._pending) < self.config.num_scale_frames and not final:
@@ -171,7 +183,7 @@ class StreamSession:
                 results += self._run_streaming(self._pending.pop(0))
         return results
 
-    def _run_scale_phase(self, batch: list[InputFrame]) -> list[FrameResult]:
+    def _run_scale_phase(self, batch: list[InputFrame]) -> list[DeferredResult]:
         start = time.perf_counter()
         images = torch.stack([frame.image for frame in batch]).to(self.device)
         output = self.network.step(images, StepMode.STORE, num_scale_frames=len(batch))
@@ -182,7 +194,7 @@ class StreamSession:
         self._windows.stored = len(batch)
         return self._emit(batch, [replace(estimate, step_ms=step_ms) for estimate in estimates])
 
-    def _run_streaming(self, frame: InputFrame) -> list[FrameResult]:
+    def _run_streaming(self, frame: InputFrame) -> list[DeferredResult]:
         start = time.perf_counter()
         mode = self._selector.step_mode()
         image = frame.image[None].to(self.device)  # [1, 3, H, W]
@@ -207,18 +219,19 @@ class StreamSession:
         self._step_times.record(step_ms)
         return step_ms
 
-    def _emit(self, frames: list[InputFrame], estimates: list[FrameEstimate]) -> list[FrameResult]:
+    def _emit(self, frames: list[InputFrame], estimates: list[FrameEstimate]) -> list[DeferredResult]:
         windowed = self._windows.enabled
         results = []
         for frame, estimate in self._windows.place(frames, estimates):
-            start = time.perf_counter()
-            result = assemble_frame(
+            results.append(DeferredResult(
                 frame, estimate, sequence=self._sequence, window=self._windows.index,
                 window_scale=self._windows.scale if windowed else 1.0,
                 window_transform=self._windows.transform if windowed else None,
-                compute_points=self.config.compute_points)
-            result.timings_ms["result"] = _milliseconds_since(start)
-            results.append(result)
+                compute_points=self.config.compute_points))
             self._revisions += frame.revision
             self._emitted += not frame.revision
         return results
+
+
+def _assembled(results: list[DeferredResult]) -> list[FrameResult]:
+    return [result.assemble() for result in results]

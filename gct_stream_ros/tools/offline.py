@@ -13,8 +13,9 @@ Writes into OUTPUT_DIR:
   (the one odometry follows) in the world frame, as the node's ``save_map`` writes them.
 
 The summary gives frames/s and the time of each stage (decode, preprocess, step, result, messages,
-bag write; docs/tools.md, *Time per stage*); decoding and preprocessing run on a reader thread,
-messages and the bag on a writer thread, beside the network step. Parameters are the node's (same
+bag write; docs/tools.md, *Time per stage*); decoding and preprocessing run on a reader thread, the
+results' assembly on a results thread, messages and the bag on a writer thread, beside the network
+step, so that the main thread starts the next step as soon as one ends. Parameters are the node's (same
 names, same YAML). Window-overlap revisions are applied: each frame is written once, with its latest
 estimate, as soon as no later window can revise it.
 Input frames that cannot be decoded are skipped and counted (a warning each), as the node does.
@@ -46,6 +47,7 @@ from rclpy.serialization import serialize_message
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from tqdm import tqdm
 
+from gct_stream_ros.cache.base import CacheStats
 from gct_stream_ros.model.network import StreamingNetwork
 from gct_stream_ros.ros import topics
 from gct_stream_ros.ros.frame_messages import frame_messages, load_message_type_support, map_message
@@ -66,6 +68,7 @@ from gct_stream_ros.settings import (
 )
 from gct_stream_ros.stamps import NS_PER_S, split_stamp
 from gct_stream_ros.stream.config import ConfigError
+from gct_stream_ros.stream.frame_assembly import DeferredResult
 from gct_stream_ros.stream.ordered_worker import OrderedWorker
 from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.scale.apply import scale_result
@@ -171,10 +174,19 @@ class BackgroundResultWriter:
         self._worker = worker
 
     def write(self, result: FrameResult, camera_frame: str) -> None:
-        self._writer.times.add(OUTPUT_WAIT, self._worker.submit(self._writer.write, result, camera_frame))
+        self._worker.submit(self._writer.write, result, camera_frame)
 
     def restart_map(self) -> None:
         self._worker.submit(self._writer.map_state.restart)
+
+
+@dataclass(frozen=True)
+class PushedFrame:
+    """What the results thread needs of an input frame besides its estimate."""
+
+    index: int
+    camera_frame: str
+    input_hw: tuple[int, int]
 
 
 @dataclass
@@ -232,6 +244,8 @@ class OfflineMapper:
                              "or pass --overwrite")
         self._overwrite = overwrite
         self.session = open_session(functools.partial(StreamSession, network=network), self.options.engine)
+        # During a run only the main thread drives the session; the final estimates, the scale, the held
+        # results and what each frame's results need (camera frame, input size) are the results thread's.
         self.estimates = FinalEstimates(windowed=self.session.config.window_mode != "off")
         output = self.options.output
         # Every pose is kept: the trajectory file of a long recording holds all of them.
@@ -254,10 +268,13 @@ class OfflineMapper:
             stats = open_files.enter_context(self._stats_path.open("w")) if self._stats_path else None
             with OutputBag(self.bag_path) as bag, FrameReader(source, self.session.prepare) as reader:
                 bag_writer = BagResultWriter(bag, self.options, self.map_state, self.summary.times)
-                with OrderedWorker(name=f"{PROGRAM} writer") as worker:
+                # closed in reverse: the results thread hands its last results to the writer, then stops
+                with (OrderedWorker(name=f"{PROGRAM} writer") as writer_thread,
+                      OrderedWorker(name=f"{PROGRAM} results") as results_thread):
                     frames = tqdm(reader, total=len(source), unit="frame", desc=PROGRAM, disable=not progress,
                                   dynamic_ncols=True)
-                    self._feed(frames, source, BackgroundResultWriter(bag_writer, worker), stats)
+                    writer = BackgroundResultWriter(bag_writer, writer_thread)
+                    self._feed(frames, source, results_thread, writer, stats)
                 bag_writer.write_map()
                 self.summary.topic_counts = dict(bag.counts)
         self._write_map_and_trajectory()
@@ -266,10 +283,11 @@ class OfflineMapper:
         self.summary.seconds = time.perf_counter() - start
         return self.summary
 
-    def _feed(self, frames: Iterable[ReadFrame], source: FrameSource, writer: BackgroundResultWriter,
-              stats: TextIO | None) -> None:
-        """Every input frame through the session, in order, its results written as they become final, then
-        what the end of the input makes final."""
+    def _feed(self, frames: Iterable[ReadFrame], source: FrameSource, results_thread: OrderedWorker,
+              writer: BackgroundResultWriter, stats: TextIO | None) -> None:
+        """Every input frame through the session, in order; each push's results go to the results thread,
+        which assembles them and writes them as they become final (``_take``), while this thread steps the
+        next frame; then what the end of the input makes final."""
         times = self.summary.times
         waiting = time.perf_counter()
         for read in frames:
@@ -279,20 +297,24 @@ class OfflineMapper:
             times.add(PREPROCESS, read.prepared.preprocess_ms)
             self._report_skipped(source, frames)
             frame = read.frame
-            self._camera_frames[self.summary.frames] = (self.options.frames.camera_override
-                                                        or frame.frame_id or DEFAULT_CAMERA_FRAME)
-            self._input_hw[self.summary.frames] = frame.image.shape[:2]
+            camera_frame = self.options.frames.camera_override or frame.frame_id or DEFAULT_CAMERA_FRAME
+            pushed_frame = PushedFrame(self.summary.frames, camera_frame, frame.image.shape[:2])
             self.summary.frames += 1
-            stepped = self._take(self.session.push_prepared(read.prepared, frame.stamp_ns), writer, stats)
+            deferred = self.session.push_prepared_deferred(read.prepared, frame.stamp_ns)
+            step_ms = self._step_ms()
+            times.add(OUTPUT_WAIT, results_thread.submit(self._take, pushed_frame, deferred,
+                                                         self._cache_stats(deferred, stats), writer, stats))
             waiting = time.perf_counter()
-            if stepped:  # a frame that waits for the scale phase costs nothing yet
-                times.frame_periods_ms.append((waiting - pushed) * 1e3)
+            if step_ms is not None:  # a frame that waits for the scale phase costs nothing yet
+                times.add_period((waiting - pushed) * 1e3, step_ms)
         self._report_skipped(source, frames)
         if not self.summary.frames:
             skipped = f" that could be decoded ({len(source.skipped)} skipped)" if source.skipped else ""
             raise InputError(f"{source.description}: no frames{skipped}")
-        self._take(self.session.flush(), writer, stats)
-        self._finalize(self.estimates.finish(), writer, end=True)
+        deferred = self.session.flush_deferred()
+        self._step_ms()
+        results_thread.submit(self._take, None, deferred, self._cache_stats(deferred, stats), writer, stats)
+        results_thread.submit(self._finish, writer)
 
     def _prepare_output(self) -> None:
         """Create the output folders (an old bag goes with ``overwrite``); ``InputError`` when impossible."""
@@ -315,23 +337,41 @@ class OfflineMapper:
             progress.write(f"{PROGRAM}: warning: skipped an input frame: {reason}", file=sys.stderr)
         self.summary.skipped = len(source.skipped)
 
-    def _take(self, results: list[FrameResult], writer: BackgroundResultWriter, stats: TextIO | None) -> bool:
-        """Write what became final; True when the network ran for these results."""
+    def _step_ms(self) -> float | None:
+        """The time of the network steps of the last push (its ``STEP`` sample); None when it ran none."""
         steps = self.session.step_times
-        stepped = steps.count > self._steps_seen.count
-        if stepped:  # one sample per push that ran the network
-            self.summary.times.add(STEP, steps.total_ms - self._steps_seen.total_ms)
-            self._steps_seen = steps
-        cache = self.session.network.cache_stats()
+        if steps.count == self._steps_seen.count:
+            return None
+        step_ms = steps.total_ms - self._steps_seen.total_ms
+        self.summary.times.add(STEP, step_ms)  # one sample per push that ran the network
+        self._steps_seen = steps
+        return step_ms
+
+    def _cache_stats(self, deferred: list[DeferredResult], stats: TextIO | None) -> CacheStats | None:
+        """The cache after the last push, for the stats file (read on the main thread, which alone drives
+        the network)."""
+        return self.session.network.cache_stats() if stats and deferred else None
+
+    def _take(self, pushed: PushedFrame | None, deferred: list[DeferredResult], cache: CacheStats | None,
+              writer: BackgroundResultWriter, stats: TextIO | None) -> None:
+        """Results thread: assemble a push's results, feed the stats file and the scale source, write what
+        became final. ``pushed`` is the frame that push added (None for the final flush)."""
+        if pushed is not None:
+            self._camera_frames[pushed.index] = pushed.camera_frame
+            self._input_hw[pushed.index] = pushed.input_hw
+        results = [result.assemble() for result in deferred]
         for result in results:
-            self.summary.times.add(RESULT, result.timings_ms.get(RESULT, 0.0))
+            self.summary.times.add(RESULT, result.timings_ms[RESULT])
             if not result.revision:
                 self.summary.keyframes += result.keyframe
                 if stats:
                     append_record(stats, stats_record(result, cache, result.timings_ms.get("step", 0.0)))
             self._measure_scale(result)
         self._finalize(self.estimates.add(results), writer)
-        return stepped
+
+    def _finish(self, writer: BackgroundResultWriter) -> None:
+        """Results thread, after the last ``_take``: what the end of the input makes final."""
+        self._finalize(self.estimates.finish(), writer, end=True)
 
     def _measure_scale(self, result: FrameResult) -> None:
         """Feed the scale source in the engine's order (revisions add no samples)."""
