@@ -46,3 +46,13 @@ def test_the_compile_setting_compiles_the_network(monkeypatch, compile_model):
     assert calls == ([{}] if compile_model else [])
     # CUDA graphs are on by default, but only for CUDA devices
     assert config.cuda_graphs and session.network.step_graphs is None
+
+
+@pytest.mark.parametrize(("dtype", "half"), [("bfloat16", True), ("bfloat16", False), ("float32", True)])
+def test_the_half_head_settings_reach_the_network(dtype, half):
+    config = EngineConfig(preset="tiny", device="cpu", image_width=56, dtype=dtype, half_depth_head=half,
+                          half_camera_head=half)
+    network = StreamSession(config).network
+    in_half = half and dtype != "float32"
+    assert network.half_depth_head == in_half
+    assert network.camera_head.trunk_dtype == (torch.float16 if in_half else torch.float32)
