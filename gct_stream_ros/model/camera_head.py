@@ -114,7 +114,7 @@ class CameraHead(nn.Module):
         """Keep the trunk's linear layers in fp16 and run them under fp16 autocast.
 
         One camera token per frame makes each of them a matrix-vector product, bound by reading its
-        fp32 weights (~0.8 GB a frame for 4 iterations x 4 blocks); fp16 halves that (~0.5 ms a
+        fp32 weights (~0.8 GB a frame for 4 iterations x 4 blocks); fp16 halves that (~0.4 ms a
         frame on an H200, ``benchmarks/README.md``). Norms, LayerScale, the residual stream, the
         camera cache and its attention, the pose branch and the returned poses stay fp32.
         """

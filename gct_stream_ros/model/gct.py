@@ -55,7 +55,6 @@ class GCTModel(nn.Module):
         self.cache = cache if cache is not None else self._default_cache(torch.float32)
         self.camera_cache = CameraKVCache(config.camera_iterations, config.camera_depth, config.scale_frames,
                                           config.max_frames)
-        self.compiled = False
         self._compile_options: dict[str, object] | None = None  # torch.compile's, for a cache given later
         self.step_graphs: StepGraphs | None = None
         self._position: StepValues | None = None  # the first frame's temporal index, on the device
@@ -109,8 +108,12 @@ class GCTModel(nn.Module):
         # compiled methods as instance attributes: the state dict keeps its keys
         for head in filter(None, (self.depth_head, self.point_head)):
             head._decode = torch.compile(head._decode, **options)
-        self.compiled = True
         return self
+
+    @property
+    def compiled(self) -> bool:
+        """Whether ``compile_regions`` ran."""
+        return self._compile_options is not None
 
     def use_cache(self, cache: GlobalKVCache) -> GCTModel:
         """Attend through ``cache`` from now on, as a new sequence: compiled like the model's regions

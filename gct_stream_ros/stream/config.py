@@ -66,7 +66,7 @@ class EngineConfig:
     half_camera_head: bool = True
     """Keep the camera head's trunk linear layers in fp16 instead of fp32 (the reference's recipe)
     when the inference dtype is bf16/fp16: they are matrix-vector products bound by reading their
-    weights, so ~0.5 ms less per frame on an H200 and 0.4 GB less memory, within the bf16 noise floor
+    weights, so ~0.4 ms less per frame on an H200 and 0.4 GB less memory, within the bf16 noise floor
     of the reference's poses (``benchmarks/README.md``); false for the reference's recipe. No effect
     in fp32."""
     cuda_graphs: bool = True
