@@ -7,6 +7,9 @@ Stages, each timed separately over ``--frames`` frames (median and mean, ms):
   ``model.resize`` methods (``pil``: the reference's, exact; ``torch``: the same filter, faster);
 * ``result``: a step output on the CPU -> ``FrameResult`` (pose decoding, world points from depth);
 * ``messages``: depth and confidence images, camera info, the cloud's points and its PointCloud2;
+* ``map``: a keyframe's cloud (the node's decimation and confidence threshold) fused into a full map of
+  the node's default size (``output.map.*``), the camera moving 10 cm a frame, so that every keyframe
+  adds voxels and evicts as many (``mapping/fused_map.py``, on the publisher thread);
 * ``publish``: handing those messages to rclpy publishers (serialisation, no subscriber).
 
 The totals add the rgb8 decode and every later stage, once per resize method. The node runs them on
@@ -33,6 +36,8 @@ import torch
 from PIL import Image as PILImage
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from gct_stream_ros import settings
+from gct_stream_ros.mapping.fused_map import FusedMap
 from gct_stream_ros.model.network import StepOutput
 from gct_stream_ros.model.preprocess import RESIZE_METHODS, resize_image, to_model_input
 from gct_stream_ros.ros import messages
@@ -118,9 +123,29 @@ def measure(frames: int, input_wh: tuple[int, int], width: int) -> list[tuple[st
     rows.append((f"cloud points ({len(xyz)} pts, decimation 1)", "cloud", times))
     times, cloud = _timed(lambda: messages.point_cloud(xyz, colours, 123, "map"), frames)
     rows.append(("PointCloud2 packing", "pack", times))
+    rows.append(_fused_map_row(frames, res))
     rows.append(("publish depth, confidence, camera_info, cloud", "publish",
                  _publish_times(frames, (*images, cloud))))
     return rows
+
+
+def _fused_map_row(frames: int, result: Any) -> tuple[str, str, list[float]]:
+    values = settings.defaults()
+    fused = FusedMap(values["output.map.voxel_size"], values["output.map.max_points"])
+    rng = np.random.default_rng(1)
+    while len(fused) < fused.max_points:  # filled far from the camera: these voxels are the oldest
+        fused.add(rng.uniform(-30.0, 30.0, (100_000, 3)) + (200.0, 0.0, 0.0),
+                  rng.integers(0, 256, (100_000, 3), dtype=np.uint8))
+    moved = np.eye(4)
+    clouds = []
+    for _ in range(frames + 1):
+        moved[0, 3] += 0.1
+        clouds.append(messages.cloud_points(result, moved, values["output.points.decimation"],
+                                            values["output.points.min_confidence"]))
+    keyframes = iter(clouds)
+    times, _ = _timed(lambda: fused.add(*next(keyframes)), frames)
+    return (f"fused map: add a keyframe ({len(clouds[0][0])} pts) to a full map ({fused.max_points} voxels)",
+            "map", times)
 
 
 def _publish_times(frames: int, outgoing: tuple[Any, ...]) -> list[float]:
@@ -162,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, key, times in rows:
         medians[key] = statistics.median(times)
         print(f"| {name} | {medians[key]:.2f} | {statistics.fmean(times):.2f} |")
-    shared = sum(medians[k] for k in ("decode", "to_input", "result", "images", "cloud", "pack", "publish"))
+    shared = sum(medians[k] for k in ("decode", "to_input", "result", "images", "cloud", "pack", "map",
+                                      "publish"))
     for method in RESIZE_METHODS:
         total = shared + medians[f"resize_{method}"]
         print(f"| **total, rgb8 input, model.resize {method}** | **{total:.2f}** | |")

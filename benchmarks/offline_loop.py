@@ -13,7 +13,9 @@ between two steps while the main thread does anything else, so the figure of mer
 * ``cpu``: the main thread's own CPU time over the same gap (``time.thread_time``: without the waits for
   the GIL or for a core, so it tells the work left on the main thread apart from the contention, which
   on a loaded machine inflates ``gap``);
-* ``period - step``: the median frame period of the tool's summary minus ``--step-ms``.
+* ``period - step``: the median frame period of the tool's summary minus ``--step-ms``;
+* ``writer``: the writer thread's ``messages`` and ``bag write`` (median ms per frame): it keeps up with
+  the step only while their sum stays below the frame period.
 
 Each run prints the tool's stage table; the last lines give the medians over ``--runs`` runs.
 
@@ -40,6 +42,7 @@ from gct_stream_ros.stamps import NS_PER_S
 from gct_stream_ros.stream.synthetic import SyntheticFrame, SyntheticScene
 from gct_stream_ros.tools.frame_source import open_frames
 from gct_stream_ros.tools.offline import OfflineMapper, load_parameters
+from gct_stream_ros.tools.stage_times import BAG_WRITE, MESSAGES
 
 PARAMS_FILE = Path(__file__).with_name("offline_h200.yaml")
 CPU_OVERRIDES = ["model.preset:=tiny", "model.checkpoint:=", "model.device:=cpu", "model.dtype:=float32",
@@ -115,8 +118,9 @@ def write_inputs(folder: Path, frames: list[SyntheticFrame], count: int) -> None
 
 
 def run_once(inputs: Path, output: Path, truth: list[SyntheticFrame],
-             step_ms: float) -> tuple[float, float, float]:
-    """One offline run; prints its summary, returns the medians of gap, cpu and period - step in ms."""
+             step_ms: float) -> tuple[float, float, float, float, float]:
+    """One offline run; prints its summary, returns the medians of gap, cpu, period - step, messages and bag
+    write in ms."""
     network = SleepingNetwork(truth, step_ms / 1e3)
     values = load_parameters(PARAMS_FILE, CPU_OVERRIDES)
     mapper = OfflineMapper(values, output, network=network, overwrite=True)
@@ -127,7 +131,8 @@ def run_once(inputs: Path, output: Path, truth: list[SyntheticFrame],
     spread = f"mean {statistics.fmean(gaps):.2f}, p90 {np.percentile(gaps, 90):.2f}, max {max(gaps):.2f}"
     print(f"  gap between steps (ms): median {statistics.median(gaps):.2f}, {spread}; main-thread cpu "
           f"{statistics.median(cpu):.2f}; frame period - step {period - step_ms:.2f}")
-    return statistics.median(gaps), statistics.median(cpu), period - step_ms
+    writer = (statistics.median(summary.times.samples[stage]) for stage in (MESSAGES, BAG_WRITE))
+    return statistics.median(gaps), statistics.median(cpu), period - step_ms, *writer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(args.runs):
             print(f"--- run {run + 1} of {args.runs}")
             results.append(run_once(inputs, Path(scratch) / "out", truth, args.step_ms))
-    gap, cpu, excess = (statistics.median(values) for values in zip(*results))
+    gap, cpu, excess, built, written = (statistics.median(values) for values in zip(*results))
     print(f"{args.frames} frames, step {args.step_ms:.1f} ms, median over {args.runs} runs: gap between "
-          f"steps {gap:.2f} ms, main-thread cpu {cpu:.2f} ms, frame period - step {excess:.2f} ms")
+          f"steps {gap:.2f} ms, main-thread cpu {cpu:.2f} ms, frame period - step {excess:.2f} ms; writer "
+          f"thread: messages {built:.2f} + bag write {written:.2f} = {built + written:.2f} ms")
     return 0
 
 

@@ -74,7 +74,7 @@ def test_node_overhead_measures_every_stage(capsys):
     assert _load("node_overhead").main(["--frames", "2", "--input", "64x48", "--width", "56"]) == 0
     out = capsys.readouterr().out
     for stage in ("decode Image rgb8", "resize (pil)", "resize (torch)", "FrameResult", "PointCloud2 packing",
-                  "publish", "total, rgb8 input, model.resize torch"):
+                  "fused map", "publish", "total, rgb8 input, model.resize torch"):
         assert stage in out
 
 
@@ -85,6 +85,7 @@ def test_offline_loop_times_the_gap_between_the_stand_in_steps(capsys):
     out = capsys.readouterr().out
     assert "14 frames (14 keyframes" in out and "/points: 14 messages" in out
     assert "median over 1 runs: gap between steps" in out and "main-thread cpu" in out
+    assert "writer thread: messages" in out
 
 
 def test_scale_sources_time_every_source_and_recover_the_scale(capsys):

@@ -102,8 +102,23 @@ def session_points(result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
 
 def cloud_points(result: FrameResult, output_from_session: np.ndarray, decimation: int = 1,
                  min_confidence: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """``(xyz [N, 3] float32, rgb [N, 3] uint8)``: every ``decimation``-th pixel in both directions whose
-    point is finite and confidence >= ``min_confidence``, transformed by ``output_from_session`` (4x4)."""
+    """``(xyz [N, 3] float32, rgb [N, 3] uint8)``: the ``selected_points``, transformed by
+    ``output_from_session`` (4x4)."""
+    return transformed(selected_points(result, decimation, min_confidence), output_from_session)
+
+
+def transformed(selected: tuple[np.ndarray, np.ndarray],
+                output_from_session: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``selected_points`` -> ``cloud_points`` in the frame of ``output_from_session``."""
+    xyz, rgb = selected
+    # float32 like the message: world coordinates of a map need no more than its 7 digits
+    return transform_points(xyz, output_from_session, np.float32), rgb
+
+
+def selected_points(result: FrameResult, decimation: int = 1,
+                    min_confidence: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(xyz [N, 3] in the session world, rgb [N, 3] uint8)``: every ``decimation``-th pixel in both
+    directions whose point is finite and confidence >= ``min_confidence``."""
     points, confidence = session_points(result)
     rows = slice(None, None, max(1, int(decimation)))
     xyz = points[rows, rows].reshape(-1, 3)
@@ -114,8 +129,7 @@ def cloud_points(result: FrameResult, output_from_session: np.ndarray, decimatio
         keep &= finite.all(axis=1)
     if not keep.all():  # boolean indexing copies every point: skip it in the usual all-valid case
         xyz, rgb = xyz[keep], rgb[keep]
-    # float32 like the message: world coordinates of a map need no more than its 7 digits
-    return transform_points(xyz, output_from_session, np.float32), np.ascontiguousarray(rgb, dtype=np.uint8)
+    return xyz, np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
 def point_cloud(xyz: np.ndarray, rgb: np.ndarray, stamp_ns: int, frame_id: str) -> PointCloud2:
