@@ -84,3 +84,8 @@ class DeferredResult:
                                 compute_points=self.compute_points)
         result.timings_ms["result"] = (time.perf_counter() - start) * 1e3
         return result
+
+
+def assemble_all(results: list[DeferredResult]) -> list[FrameResult]:
+    """``assemble`` each, in order."""
+    return [result.assemble() for result in results]

@@ -37,7 +37,7 @@ from gct_stream_ros.model.preprocess import ImageGeometry, resize_image, to_mode
 from gct_stream_ros.stream.config import EngineConfig
 from gct_stream_ros.stream.device import resolve_device, resolve_dtype, resolve_resize
 from gct_stream_ros.stream.estimate import FrameEstimate
-from gct_stream_ros.stream.frame_assembly import DeferredResult
+from gct_stream_ros.stream.frame_assembly import DeferredResult, assemble_all
 from gct_stream_ros.stream.input_frame import InputFrame, PreparedImage
 from gct_stream_ros.stream.keyframes import keyframe_selector
 from gct_stream_ros.stream.network_builder import build_network
@@ -89,7 +89,7 @@ class StreamSession:
 
     def push_prepared(self, prepared: PreparedImage, stamp_ns: int) -> list[FrameResult]:
         """``push`` of an image that ``prepare`` already preprocessed."""
-        return _assembled(self.push_prepared_deferred(prepared, stamp_ns))
+        return assemble_all(self.push_prepared_deferred(prepared, stamp_ns))
 
     def push_prepared_deferred(self, prepared: PreparedImage, stamp_ns: int) -> list[DeferredResult]:
         """``push_prepared`` up to the assembly: the network has run, the results are not assembled yet."""
@@ -104,7 +104,7 @@ class StreamSession:
         ``geometry`` (the preprocessing's ``ImageGeometry``) maps intrinsics to the input image;
         without it ``intrinsics_input`` equals ``intrinsics``.
         """
-        return _assembled(self._accept(InputFrame(index=self._next_index, stamp_ns=stamp_ns,
+        return assemble_all(self._accept(InputFrame(index=self._next_index, stamp_ns=stamp_ns,
                                                   image=image.detach().float().cpu(), geometry=geometry)))
 
     def _accept(self, frame: InputFrame) -> list[DeferredResult]:
@@ -122,7 +122,7 @@ class StreamSession:
 
     def flush(self) -> list[FrameResult]:
         """Run whatever waits for a scale phase now, with fewer scale frames (end of stream)."""
-        return _assembled(self.flush_deferred())
+        return assemble_all(self.flush_deferred())
 
     def flush_deferred(self) -> list[DeferredResult]:
         """``flush`` up to the assembly (see ``push_prepared_deferred``)."""
@@ -232,6 +232,3 @@ class StreamSession:
             self._emitted += not frame.revision
         return results
 
-
-def _assembled(results: list[DeferredResult]) -> list[FrameResult]:
-    return [result.assemble() for result in results]

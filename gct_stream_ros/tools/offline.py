@@ -68,7 +68,7 @@ from gct_stream_ros.settings import (
 )
 from gct_stream_ros.stamps import NS_PER_S, split_stamp
 from gct_stream_ros.stream.config import ConfigError
-from gct_stream_ros.stream.frame_assembly import DeferredResult
+from gct_stream_ros.stream.frame_assembly import DeferredResult, assemble_all
 from gct_stream_ros.stream.ordered_worker import OrderedWorker
 from gct_stream_ros.stream.result import FrameResult
 from gct_stream_ros.stream.scale.apply import scale_result
@@ -359,7 +359,7 @@ class OfflineMapper:
         if pushed is not None:
             self._camera_frames[pushed.index] = pushed.camera_frame
             self._input_hw[pushed.index] = pushed.input_hw
-        results = [result.assemble() for result in deferred]
+        results = assemble_all(deferred)
         for result in results:
             self.summary.times.add(RESULT, result.timings_ms[RESULT])
             if not result.revision:
