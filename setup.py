@@ -52,7 +52,8 @@ setup(
             "ros-visualization-msgs",
         ],
         "gpu": ["flashinfer-python"],
-        "dev": ["pytest", "pytest-timeout", "ruff", "colcon-core", "colcon-ros"],
+        # triton: the CPU tests run the fused CUDA kernels through its interpreter (test/conftest.py)
+        "dev": ["pytest", "pytest-timeout", "ruff", "colcon-core", "colcon-ros", "triton==3.5.0"],
     },
     tests_require=["pytest"],
     zip_safe=True,

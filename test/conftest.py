@@ -1,9 +1,20 @@
-"""Shared fixtures: tiny random GCT models and deterministic frames."""
+"""Shared fixtures: tiny random GCT models and deterministic frames.
+
+Without a CUDA device, Triton (where installed) runs its kernels in its interpreter on CPU
+tensors, so that the fused kernels of ``cache/policies`` are tested on every machine. The switch
+is read when a kernel is defined, so it is set here, before the package is imported.
+"""
 
 from __future__ import annotations
 
-import pytest
+import os
+
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402 - after the interpreter switch, as the package imports below
 
 from gct_stream_ros.model.config import GCTConfig
 from gct_stream_ros.model.gct import GCTModel
