@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared step 
 from cache_steps import (  # noqa: E402
     SPECIALS,
     count_prefix_captures,
+    fill_randomly,
     random_schedule,
     run_step,
     step_tensors,
@@ -163,6 +164,32 @@ def test_fused_device_addressed_writes_and_removal_match_the_host_addressed_torc
     cuda.remove(slots.cuda(), torch.tensor([2 * TOKENS, 2 * TOKENS - 30], dtype=torch.int32, device="cuda"))
     for expected, fused in zip(cpu.fields(), cuda.fields(), strict=True):
         assert torch.equal(fused[:cpu.length].cpu(), expected[:cpu.length])
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_fused_removals_of_a_frame_and_more_match_the_torch_removals(shared):
+    """A frame's worth of slots (978), then more than one ``fused_moves.PAIR_BLOCK``, removed from a pool
+    larger than its length with the lengths on the device: what the torch removal gives, the marks
+    left cleared for the next removal."""
+    gen = torch.Generator().manual_seed(8)
+    cpu = TokenPool(6000, HEADS, DIM, torch.bfloat16, torch.device("cpu"))
+    cuda = TokenPool(6000, HEADS, DIM, torch.bfloat16, torch.device("cuda"))
+    fill_randomly(cpu, gen)
+    for source, target in zip(cpu.fields(), cuda.fields(), strict=True):
+        target.copy_(source)
+    cpu.length = cuda.length = 5000
+    for count in (978, 1500):
+        if shared:
+            slots = torch.randperm(cpu.length, generator=gen)[:count].unsqueeze(1).expand(count, HEADS)
+        else:
+            slots = torch.stack([torch.randperm(cpu.length, generator=gen)[:count] for _ in range(HEADS)], 1)
+        lengths = torch.tensor([cpu.length, cpu.length - count], dtype=torch.int32, device="cuda")
+        cpu.remove(slots)
+        cuda.remove(slots.cuda(), lengths)
+        cuda.length = cpu.length
+        for expected, fused in zip(cpu.fields(), cuda.fields(), strict=True):
+            assert torch.equal(fused[:cpu.length].cpu(), expected[:cpu.length])
+        assert not cuda._marks.any()
 
 
 def test_fused_attention_mass_over_a_device_count_matches_the_mass_over_the_prefix():

@@ -53,7 +53,8 @@ class TokenPool:
         self.state = torch.zeros(capacity, num_heads, dtype=torch.uint8, device=device)
         self.mass = torch.zeros(capacity, num_heads, dtype=torch.float32, device=device)
         self.exposure = torch.zeros_like(self.mass)
-        # scratch of the fused removal (``fused_moves.remove``), where it runs
+        # scratch of the fused removal (``fused_moves.remove``), where it runs: zero between removals
+        # (each clears what it marks), so allocated zeroed, here and in ``_grow``
         self._marks = self.state.new_zeros(self.state.shape) if fused_moves.available(self.keys) else None
         self.slots = torch.arange(capacity, dtype=torch.int32, device=device).unsqueeze(1)  # [C, 1]
         self.length = 0
