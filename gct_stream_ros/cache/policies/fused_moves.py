@@ -1,4 +1,4 @@
-"""The token pool's writes and moves as one CUDA kernel each (Triton), instead of one torch op per field.
+"""The token pool's writes and moves as fused CUDA kernels (Triton), instead of one torch op per field.
 
 A pool has six per-slot fields (``token_pool.py``); written with torch ops, appending a frame
 is a dozen small kernels and an eviction's moves another dozen. Each costs ~5 us of GPU time and
