@@ -281,6 +281,8 @@ def _launch_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Tensor
     the pointers a launch does not use point at ``keys`` and are never read."""
     num_heads, head_dim = keys.shape[1:]
     queries = queries.to(keys.dtype)
+    if queries.stride(-1) != 1:  # the kernel reads each query's dims contiguously
+        queries = queries.contiguous()
     num_queries = queries.shape[0] if rows is None else rows.shape[0]
     accumulate = pool_mass is not None
     cells = pool_mass if accumulate else keys
