@@ -52,7 +52,6 @@ MASS_BLOCK_KEYS = 128
 DIVERSITY_CHUNK_KEYS = 256
 """Keys per program of the diversity passes (more programs: each key costs them more)."""
 BLOCK_KEYS = 64
-BLOCK_QUERIES = 64
 ROTATED_PAIRS = 16
 """Dim pairs that go through the rotation: the temporal band's 10, padded to a power of two."""
 FP32_LOWEST = torch.finfo(torch.float32).min
@@ -116,8 +115,8 @@ if TRITON:
                     # padded queries: weight 0 and a finite log-sum-exp, so they add 0 (not nan)
                     lse = tl.load(lse_ptr + head * lse_stride_h + row * lse_stride_q, mask=q_valid, other=0.0)
                     weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)
-                    logits = tl.dot(q, tl.trans(k)) * scale  # [block_q, block_k] fp32
-                    total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
+                    logits = tl.dot(k, tl.trans(q)) * scale  # [block_k, block_q] fp32: keys fill the rows
+                    total += tl.sum(tl.exp(logits - lse[None, :]) * weight[None, :], axis=1)
         mass = tl.where(k_valid, total / num_heads, 0.0)
         if accumulate:  # the fixed-shape step's ``pool.mass += mass * in_use``, ``exposure += slot < in_use``
             heads = tl.arange(0, heads_block)
@@ -272,6 +271,12 @@ def accumulate_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Ten
     return ranking
 
 
+def _query_block(num_queries: int) -> int:
+    """The queries per tile of ``_mass`` that pad ``num_queries`` least (the larger on a tie): every padded
+    query costs each key an exponential, the kernel's other bound besides reading the keys."""
+    return min((16, 32, 64), key=lambda block: (triton.cdiv(num_queries, block) * block, -block))
+
+
 def _launch_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
                  num_keys: torch.Tensor | None, rows: torch.Tensor | None, mass: torch.Tensor | None = None,
                  pool_mass: torch.Tensor | None = None, exposure: torch.Tensor | None = None,
@@ -292,10 +297,10 @@ def _launch_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Tensor
         keys if ranking is None else ranking, keys if partials is None else partials,
         keys if num_keys is None else num_keys, keys.shape[0], head_dim**-0.5, queries.stride(0),
         queries.stride(1), lse.stride(0), lse.stride(1), keys.stride(0), keys.stride(1), cells.stride(0),
-        num_queries=num_queries, num_heads=num_heads, block_q=BLOCK_QUERIES, block_k=MASS_BLOCK_KEYS,
-        head_dim=head_dim, heads_block=triton.next_power_of_2(num_heads), gather=rows is not None,
-        on_device=num_keys is not None, accumulate=accumulate, rank=ranking is not None,
-        upcast=not keys.is_cuda)
+        num_queries=num_queries, num_heads=num_heads, block_q=_query_block(num_queries),
+        block_k=MASS_BLOCK_KEYS, head_dim=head_dim, heads_block=triton.next_power_of_2(num_heads),
+        gather=rows is not None, on_device=num_keys is not None, accumulate=accumulate,
+        rank=ranking is not None, upcast=not keys.is_cuda)
 
 
 def mass_ranking(mass: torch.Tensor, exposure: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
