@@ -31,6 +31,7 @@ fixed-shape step (``budgeted_cache.py``) passes its whole storage and reads the 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import torch
 
@@ -87,30 +88,36 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
     CUDA half-precision keys go through the fused kernel (``fused_scores.py``; ``chunk_elements``
     does not apply there).
     """
+    if lse is None:
+        lse = torch.full(queries.shape[1::-1], float("-inf"), device=keys.device)  # [H, Q]
+        for _, logits in _chunk_logits(queries, keys, chunk_elements, num_keys):
+            lse = torch.logaddexp(lse, logits.logsumexp(dim=-1))
+    if fused_scores.available(keys):
+        return fused_scores.attention_mass(queries, weights, lse, keys, num_keys)
+    num_heads = queries.shape[1]
+    per_query = (weights.float() / num_heads).expand(num_heads, -1).unsqueeze(1)  # [H, 1, Q]
+    mass = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
+    for start, logits in _chunk_logits(queries, keys, chunk_elements, num_keys):
+        probabilities = logits.sub_(lse.unsqueeze(-1)).exp_()  # [H, Q, c]
+        received = torch.bmm(per_query, probabilities).sum(dim=0).squeeze(0)  # [c]
+        mass[start:start + received.shape[0]] = received
+    return mass
+
+
+def _chunk_logits(queries: torch.Tensor, keys: torch.Tensor, chunk_elements: int,
+                  num_keys: torch.Tensor | None) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first key, scaled logits ``[H, Q, c]`` fp32) of consecutive chunks of ``keys``; ``-inf`` from the
+    ``num_keys``-th key on (a 0-d device tensor) where given."""
     num_queries, num_heads, head_dim = queries.shape
     outside = None if num_keys is None else torch.arange(keys.shape[0], device=keys.device) >= num_keys
     chunk = max(1, chunk_elements // (num_heads * num_queries))
     # in the keys' dtype (1/sqrt(64) is exact), so that the matmul reads the keys as stored
     scaled = (queries.float() * head_dim**-0.5).to(keys.dtype).permute(1, 0, 2)  # [H, Q, D]
-
-    def logits(start: int) -> torch.Tensor:
-        chunk_logits = bmm_fp32(scaled, keys[start:start + chunk].permute(1, 2, 0))  # [H, Q, c]
-        if outside is None:
-            return chunk_logits
-        return chunk_logits.masked_fill_(outside[start:start + chunk], float("-inf"))
-
-    if lse is None:
-        lse = torch.full((num_heads, num_queries), float("-inf"), device=keys.device)
-        for start in range(0, keys.shape[0], chunk):
-            lse = torch.logaddexp(lse, logits(start).logsumexp(dim=-1))
-    if fused_scores.available(keys):
-        return fused_scores.attention_mass(queries, weights, lse, keys, num_keys)
-    per_query = (weights.float() / num_heads).expand(num_heads, num_queries).unsqueeze(1)  # [H, 1, Q]
-    mass = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
     for start in range(0, keys.shape[0], chunk):
-        probabilities = logits(start).sub_(lse.unsqueeze(-1)).exp_()  # [H, Q, c]
-        mass[start:start + chunk] = torch.bmm(per_query, probabilities).sum(dim=0).squeeze(0)
-    return mass
+        logits = bmm_fp32(scaled, keys[start:start + chunk].permute(1, 2, 0))  # [H, Q, c]
+        if outside is not None:
+            logits.masked_fill_(outside[start:start + chunk], float("-inf"))
+        yield start, logits
 
 
 def concentration(mass: torch.Tensor, num_keys: torch.Tensor | None = None) -> torch.Tensor:

@@ -179,7 +179,7 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             rows, weights = stand_in_rows(q.shape[1], specials, self.policy.mass_queries, q.device)
             queries = stand_in_queries(q[0], specials, self.policy.mass_queries)[0]
             self._pending_mass[layer] = attention_mass(queries, weights, pool.keys[:pool.length],
-                                                       lse=None if lse is None else lse[:, rows])
+                                                       lse=None if lse is None else lse.index_select(1, rows))
             if mode is StepMode.STORE:
                 self._apply_mass(layer, statistic=self._snapshot_at_end)
         if mode is StepMode.STORE and self.policy.timing == "after":
