@@ -10,6 +10,7 @@ import pytest
 import torch
 from cache_steps import SPECIALS, Step, run_step, step_mode, step_tensors
 
+from gct_stream_ros.cache.attention import heads_first, partial_attention
 from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.cache.policies import budgeted_cache
 from gct_stream_ros.cache.policies.attention_mass import attention_mass, concentration, stand_in_queries
@@ -239,7 +240,13 @@ def test_pool_attention_over_a_device_range_equals_dense_attention_over_the_pref
     attention = PoolAttention()
     for prefix, end in ((0, 37), (24, 37), (24, 60)):
         bounds = torch.tensor([prefix, end], dtype=torch.int32)
-        out = attention.attend_range(0, q, keys, values, prefix, bounds)
-        reference = torch.softmax(torch.einsum("phd,khd->hpk", q, keys[:end]) * DIM**-0.5, dim=-1)
-        torch.testing.assert_close(out[0], torch.einsum("hpk,khd->hpd", reference, values[:end]),
-                                   rtol=1e-5, atol=1e-6)
+        out, lse = attention.attend_range(0, q, keys, values, prefix, bounds, with_lse=True)
+        whole, whole_lse = partial_attention(*(heads_first(x) for x in (q, keys[:end], values[:end])))
+        torch.testing.assert_close(out, whole, rtol=1e-5, atol=1e-6)
+        # the union's log-sum-exp, that of the attention over all the keys
+        torch.testing.assert_close(lse, whole_lse[0, :, :, 0], rtol=1e-6, atol=1e-6)
+        assert attention.attend_range(0, q, keys, values, prefix, bounds)[1] is None
+    out, lse = attention(0, q, keys, values, 37, 10, 100, with_lse=True)  # below a quantum: one part
+    whole, whole_lse = partial_attention(heads_first(q), heads_first(keys[:37]), heads_first(values[:37]))
+    torch.testing.assert_close(out, whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lse, whole_lse[0, :, :, 0], rtol=1e-6, atol=1e-6)

@@ -4,7 +4,7 @@ Every CPU/fp32 cache path funnels through ``dense_attention`` so that caches hol
 keys in the same (canonical) order give bit-identical outputs. The contiguous cache's GPU path
 attends over key ranges of its storage (``range_attention``: the range is read from the device,
 so a CUDA graph can replay it for another step's range; ``cudnn_partial_attention`` over a fixed
-range) and merges two of them by their log-sum-exps (``merge_partials``).
+range) and merges two of them by their log-sum-exps (``merge_partials``; ``merged_lse`` is the union's).
 """
 
 from __future__ import annotations
@@ -94,6 +94,13 @@ def merge_partials(first: tuple[torch.Tensor, torch.Tensor],
     (out_a, lse_a), (out_b, lse_b) = first, second
     share = torch.sigmoid(lse_b - lse_a)  # [1, H, Q, 1]
     return torch.lerp(out_a.float(), out_b.float(), share).to(out_a.dtype)
+
+
+def merged_lse(first: tuple[torch.Tensor, torch.Tensor],
+               second: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The log-sum-exp ``[H, Q]`` fp32 of the union of two single-batch ``partial_attention`` parts (what
+    the attention mass needs to turn a query's logits into probabilities, ``attention_mass.py``)."""
+    return torch.logaddexp(first[1], second[1])[0, :, :, 0]
 
 
 def merge_partials_tokens_first(first: tuple[torch.Tensor, torch.Tensor],

@@ -1,4 +1,5 @@
-"""Budgeted caches on CUDA: the attention mass of bf16 keys, and steps that never wait for the device.
+"""Budgeted caches on CUDA: the attention mass of bf16 keys (from the attention's log-sum-exp, fused with
+the fixed-shape step's accumulation and ranking), and steps that never wait for the device.
 
 Run on a GPU machine: ``pytest -q test/gpu/test_cache_policies_gpu.py``.
 """
@@ -24,12 +25,17 @@ from cache_steps import (  # noqa: E402
 
 from gct_stream_ros.cache.attention import dense_attention  # noqa: E402
 from gct_stream_ros.cache.policies import budgeted_cache, fused_scores, pool_attention  # noqa: E402
-from gct_stream_ros.cache.policies.attention_mass import attention_mass, stand_in_queries  # noqa: E402
+from gct_stream_ros.cache.policies.attention_mass import (  # noqa: E402
+    attention_mass,
+    concentration,
+    stand_in_queries,
+    stand_in_rows,
+)
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache  # noqa: E402
 from gct_stream_ros.cache.policies.policy import policy_preset  # noqa: E402
 from gct_stream_ros.cache.policies.scorers import diversity_scores, mass_scores  # noqa: E402
 from gct_stream_ros.cache.policies.temporal_rope import rotate_temporal  # noqa: E402
-from gct_stream_ros.cache.policies.token_pool import PATCH, SPECIAL, TokenPool, state_scores  # noqa: E402
+from gct_stream_ros.cache.policies.token_pool import FREE, PATCH, SPECIAL, TokenPool, state_scores  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -113,9 +119,63 @@ def test_pool_attention_equals_dense_attention_over_the_prefix():
     # flash only (fewer keys than the prefix), captured + rest, the same graph, a recapture, no prefix
     for length, budget in ((300, 500), (700, 500), (900, 560), (1500, 1400), (1500, 100)):
         q = torch.randn(TOKENS, HEADS, DIM, generator=gen).bfloat16().cuda()
-        out = attention(0, q, keys, values, length, budget, quantum)  # [1, H, P, D]
+        out, lse = attention(0, q, keys, values, length, budget, quantum, with_lse=True)
         reference = dense_attention(q.float().unsqueeze(0), keys[:length].float(), values[:length].float())
         torch.testing.assert_close(out.transpose(1, 2).float(), reference, rtol=2e-2, atol=1e-2)
+        logits = torch.einsum("phd,khd->hpk", q.double(), keys[:length].double()) * DIM**-0.5
+        torch.testing.assert_close(lse.double(), logits.logsumexp(dim=-1), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("prefix", [0, 1600])
+def test_fused_mass_from_the_attention_log_sum_exp_matches_the_float64_reference(prefix):
+    """The fixed-shape step's chain: the attention over a device range returns its log-sum-exp, and the
+    one-pass kernel turns it into the mass of exactly those keys (0 past them)."""
+    gen = torch.Generator().manual_seed(8)
+    keys, values = (torch.randn(5000, HEADS, DIM, generator=gen).bfloat16() for _ in range(2))
+    q = torch.randn(TOKENS, HEADS, DIM, generator=gen).bfloat16()
+    end = 3123
+    bounds = torch.tensor([prefix, end], dtype=torch.int32, device="cuda")
+    attention = pool_attention.PoolAttention()
+    _, lse = attention.attend_range(0, q.cuda(), keys.cuda(), values.cuda(), prefix, bounds, with_lse=True)
+    rows, weights = stand_in_rows(TOKENS, SPECIALS, "sampled", torch.device("cuda"))
+    mass = fused_scores.attention_mass(q.cuda(), weights, lse, keys.cuda(), bounds[1], rows)
+    logits = torch.einsum("qhd,khd->hqk", q[rows.cpu()].double(), keys[:end].double()) * DIM**-0.5
+    reference = (logits.softmax(dim=-1) * weights.cpu().double().view(1, -1, 1)).sum(dim=1).mean(dim=0)
+    torch.testing.assert_close(mass[:end].cpu().double(), reference, rtol=5e-3, atol=1e-6)
+    assert not mass[end:].any()
+
+
+@pytest.mark.parametrize("ranks", [True, False])
+def test_fused_accumulation_ranking_and_statistic_on_cuda_match_the_torch_ops(ranks):
+    gen = torch.Generator().manual_seed(9)
+    q = torch.randn(TOKENS, HEADS, DIM, generator=gen).bfloat16().cuda()
+    keys = torch.randn(5000, HEADS, DIM, generator=gen).bfloat16().cuda()
+    count = torch.tensor(3333, dtype=torch.int32, device="cuda")
+    rows, weights = stand_in_rows(TOKENS, SPECIALS, "sampled", q.device)
+    logits = torch.einsum("phd,khd->hpk", q.float(), keys[:3333].float()) * DIM**-0.5
+    lse = logits.logsumexp(dim=-1)
+    pool_mass = torch.rand(5000, HEADS, generator=gen).cuda()
+    exposure = torch.randint(0, 4, (5000, HEADS), generator=gen).float().cuda()
+    state = torch.randint(0, 5, (5000, HEADS), dtype=torch.uint8, generator=gen).cuda()
+    mass = fused_scores.attention_mass(q, weights, lse, keys, count, rows)
+    expected_mass = pool_mass + (mass * count).unsqueeze(1)
+    slots = torch.arange(5000, device="cuda").unsqueeze(1)
+    expected_exposure = exposure + (slots < count)
+    in_use = torch.where(slots < count, state, FREE)
+    expected_ranking = state_scores(mass_scores(expected_mass[:, :1], expected_exposure[:, :1]),
+                                    in_use[:, :1])
+    statistic = torch.zeros(1, device="cuda")
+    ranking = fused_scores.accumulate_mass(q, weights, lse, keys, count, rows, pool_mass, exposure, statistic,
+                                           state if ranks else None)
+    torch.testing.assert_close(pool_mass, expected_mass, rtol=1e-6, atol=1e-6)
+    assert torch.equal(exposure, expected_exposure)
+    torch.testing.assert_close(statistic[0], concentration(mass, count), rtol=1e-4, atol=1e-6)
+    if not ranks:
+        assert ranking is None
+        return
+    scored = torch.isfinite(expected_ranking) & (expected_ranking > torch.finfo(torch.float32).min)
+    torch.testing.assert_close(ranking[scored], expected_ranking[scored], rtol=1e-6, atol=1e-6)
+    assert torch.equal(ranking[~scored], expected_ranking[~scored])
 
 
 def test_fused_pool_writes_and_moves_match_the_torch_ops():

@@ -8,13 +8,21 @@ costs the host its launch. Here each pass reads the keys once, as stored, and ac
 fp32 in registers:
 
 * ``attention_mass``: the same quantity as ``attention_mass.attention_mass`` (its module
-  docstring): pass 1 writes each query's log-sum-exp over chunks of keys (``[H, chunks, Q]``),
-  pass 2 combines them and sums ``weight_q x exp(s - lse)`` over queries per key and head
-  (``[H, K]``), and a mean over heads ends it.
-  Logits are ``tl.dot`` products of the stored keys with the queries (fp32 accumulation).
-  Given ``num_keys`` on the device (a fixed-shape step, ``budgeted_cache.py``), both passes run
-  over the whole storage and skip the blocks past that count, whose mass is 0.
-* ``mass_ranking``: evict3r's ranking, ``state_scores(mass_scores(...))`` of head 0, in one kernel.
+  docstring) in one pass over the keys, given each query's log-sum-exp (the attention's own,
+  ``pool_attention.py``): one program per block of keys loops over the heads and the queries
+  and sums ``weight_q x exp(s - lse)`` in fp32, so the head-mean mass is written directly (no
+  ``[H, K]`` intermediate). Logits are ``tl.dot`` products of the stored keys with the queries
+  (bf16/fp16 operands, fp32 accumulation; Triton's interpreter, which runs the CPU tests, gets
+  fp32 operands). The queries may be chosen by ``rows`` (the sampled ones) without a gather
+  before. Given ``num_keys`` on the device (a fixed-shape step, ``budgeted_cache.py``), blocks
+  past that count read nothing and get 0.
+* ``accumulate_mass``: the same kernel finishing a fixed-shape step's scoring in its programs:
+  the pool's mass and exposure updated for every head, evict3r's ranking of head 0 (as
+  ``mass_ranking``, the slots past the count FREE) and each block's sums of mass and mass^2,
+  which one more single-program kernel turns into the layer statistic (``concentration``):
+  deterministic, no atomics.
+* ``mass_ranking``: evict3r's ranking, ``state_scores(mass_scores(...))`` of head 0, in one kernel
+  (the host-addressed steps').
 * ``diversity_ranking``: ``scorers.diversity_scores`` followed by ``token_pool.state_scores``,
   transposed: pass 1 sums the un-rotated, normalised candidate keys per head (partials per
   chunk), pass 2 scores every key against its head's mean and writes the eviction ranking
@@ -23,7 +31,8 @@ fp32 in registers:
   pairs 0..9); the kernels are written for the model's head dim, 64.
 
 Used only where ``available(keys)``; every other device/dtype runs the torch code, which the
-CPU tests pin. The CUDA tests (``test/gpu/test_cache_policies_gpu.py``) check these kernels
+CPU tests pin; they also run the mass kernels through Triton's interpreter (``test/test_fused_mass.py``).
+The CUDA tests (``test/gpu/test_cache_policies_gpu.py``) check these kernels
 against the torch and float64 reference computations.
 """
 
@@ -35,15 +44,14 @@ import torch
 
 from gct_stream_ros.cache.policies.fused_moves import TRITON
 from gct_stream_ros.cache.policies.temporal_rope import TEMPORAL_PAIRS, rope_frequencies
-from gct_stream_ros.cache.policies.token_pool import EXPIRED_PATCH, EXPIRED_SPECIAL, PATCH
+from gct_stream_ros.cache.policies.token_pool import EXPIRED_PATCH, EXPIRED_SPECIAL, FREE, PATCH
 
 HEAD_DIM = 64
-CHUNK_KEYS = 1024
-"""Keys per program of the log-sum-exp pass (partials combined afterwards)."""
+MASS_BLOCK_KEYS = 128
+"""Keys per program of the attention mass (each loops over the heads and the queries)."""
 DIVERSITY_CHUNK_KEYS = 256
 """Keys per program of the diversity passes (more programs: each key costs them more)."""
 BLOCK_KEYS = 64
-BLOCK_QUERIES = 64
 ROTATED_PAIRS = 16
 """Dim pairs that go through the rotation: the temporal band's 10, padded to a power of two."""
 FP32_LOWEST = torch.finfo(torch.float32).min
@@ -62,6 +70,7 @@ if TRITON:
     _PATCH, _EXPIRED_PATCH, _EXPIRED_SPECIAL = (tl.constexpr(state) for state in (PATCH, EXPIRED_PATCH,
                                                                                    EXPIRED_SPECIAL))
     _FP32_LOWEST = tl.constexpr(FP32_LOWEST)
+    _FREE = tl.constexpr(FREE)
     _PAIRS = tl.constexpr(ROTATED_PAIRS)
 
     @triton.jit
@@ -72,74 +81,79 @@ if TRITON:
         return tl.where(state == _EXPIRED_SPECIAL, float("-inf"), ranking)
 
     @triton.jit
-    def _lse_partials(q_ptr, k_ptr, out_ptr, num_queries, num_keys, num_parts, scale,
-                      q_stride_n, q_stride_h, k_stride_n, k_stride_h, count_ptr,
-                      chunk: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
-                      head_dim: tl.constexpr, on_device: tl.constexpr):
-        # the keys in use: on_device, read from the device (the rest of the storage is masked)
+    def _mass(q_ptr, lse_ptr, row_ptr, weight_ptr, k_ptr, mass_ptr, pool_mass_ptr, exposure_ptr, state_ptr,
+              ranking_ptr, partial_ptr, count_ptr, num_keys, scale, q_stride_n, q_stride_h, lse_stride_h,
+              lse_stride_q, k_stride_n, k_stride_h, cell_stride, num_queries: tl.constexpr,
+              num_heads: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr,
+              heads_block: tl.constexpr,
+              gather: tl.constexpr, on_device: tl.constexpr, accumulate: tl.constexpr, rank: tl.constexpr,
+              upcast: tl.constexpr):
+        """The head-mean mass of a block of keys; stored (``mass_ptr``), or (``accumulate``) added to the
+        pool's mass x the keys in use, with the exposure, head 0's ranking (``rank``) and the block's
+        sums of mass and mass^2 (``partial_ptr``)."""
+        k_block = tl.program_id(0)
         in_use = tl.load(count_ptr) if on_device else num_keys
-        head, part, q_block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        dims = tl.arange(0, head_dim)
-        q_index = q_block * block_q + tl.arange(0, block_q)
-        q_valid = q_index < num_queries
-        q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
-                    mask=q_valid[:, None], other=0.0)
-        running_max = tl.full([block_q], float("-inf"), tl.float32)
-        running_sum = tl.zeros([block_q], tl.float32)
-        # a block runs only when its first key is in use (so its max is finite); a chunk past the keys
-        # in use runs none and its log-sum-exp comes out -inf, which the combination ignores
-        for offset in range(0, chunk, block_k):
-            if part * chunk + offset < in_use:
-                k_index = part * chunk + offset + tl.arange(0, block_k)
-                k_valid = k_index < in_use
-                k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
-                            mask=k_valid[:, None], other=0.0)
-                logits = tl.where(k_valid[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
-                new_max = tl.maximum(running_max, tl.max(logits, axis=1))
-                running_sum = (running_sum * tl.exp(running_max - new_max)
-                               + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
-                running_max = new_max
-        tl.store(out_ptr + (head * num_parts + part) * num_queries + q_index,
-                 running_max + tl.log(running_sum), mask=q_valid)
-
-    @triton.jit
-    def _combined_lse(partials_ptr, head, q_index, q_valid, num_queries, num_parts,
-                      parts_block: tl.constexpr):
-        """The log-sum-exp ``[block_q]`` of queries ``q_index`` over all keys, from the chunks' partials."""
-        parts = tl.arange(0, parts_block)
-        partial = tl.load(partials_ptr + (head * num_parts + parts[None, :]) * num_queries + q_index[:, None],
-                          mask=q_valid[:, None] & (parts[None, :] < num_parts), other=float("-inf"))
-        most = tl.maximum(tl.max(partial, axis=1), -1e30)  # finite for padded queries too
-        lse = most + tl.log(tl.sum(tl.exp(partial - most[:, None]), axis=1))
-        return tl.where(q_valid, lse, 0.0)  # padded queries: -inf, and exp(s - lse) * 0 would be nan
-
-    @triton.jit
-    def _mass(q_ptr, k_ptr, partials_ptr, weight_ptr, mass_ptr, num_keys, num_parts, scale,
-              q_stride_n, q_stride_h, k_stride_n, k_stride_h, count_ptr, num_queries: tl.constexpr,
-              parts_block: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
-              head_dim: tl.constexpr, on_device: tl.constexpr):
-        """Each head's share ``[H, K]``: ``sum_q weight_q exp(s - lse)`` (summed over heads afterwards);
-        0 for the keys past those in use (``on_device``: their count read from the device)."""
-        k_block, head = tl.program_id(0), tl.program_id(1)
-        dims = tl.arange(0, head_dim)
         k_index = k_block * block_k + tl.arange(0, block_k)
         k_stored = k_index < num_keys
-        in_use = tl.load(count_ptr) if on_device else num_keys
         k_valid = k_index < in_use
-        k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
-                    mask=k_valid[:, None], other=0.0)
+        dims = tl.arange(0, head_dim)
         total = tl.zeros([block_k], tl.float32)
-        for q_start in range(0, num_queries, block_q):
-            if k_block * block_k < in_use:  # a block past the keys in use stays 0
-                q_index = q_start + tl.arange(0, block_q)
-                q_valid = q_index < num_queries
-                q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
-                            mask=q_valid[:, None], other=0.0)
-                lse = _combined_lse(partials_ptr, head, q_index, q_valid, num_queries, num_parts, parts_block)
-                weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
-                logits = tl.dot(q, tl.trans(k)) * scale
-                total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
-        tl.store(mass_ptr + head * num_keys + k_index, tl.where(k_valid, total, 0.0), mask=k_stored)
+        if k_block * block_k < in_use:  # a block past the keys in use reads nothing and stays 0
+            for head in range(0, num_heads):
+                k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
+                            mask=k_valid[:, None], other=0.0)
+                if upcast:  # Triton's interpreter (CPU tests): its half-precision dot is not to be trusted
+                    k = k.to(tl.float32)
+                for q_start in range(0, num_queries, block_q):
+                    q_index = q_start + tl.arange(0, block_q)
+                    q_valid = q_index < num_queries
+                    row = tl.load(row_ptr + q_index, mask=q_valid, other=0) if gather else q_index
+                    q = tl.load(q_ptr + row[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
+                                mask=q_valid[:, None], other=0.0)
+                    if upcast:
+                        q = q.to(tl.float32)
+                    # padded queries: weight 0 and a finite log-sum-exp, so they add 0 (not nan)
+                    lse = tl.load(lse_ptr + head * lse_stride_h + row * lse_stride_q, mask=q_valid, other=0.0)
+                    weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)
+                    logits = tl.dot(k, tl.trans(q)) * scale  # [block_k, block_q] fp32: keys fill the rows
+                    total += tl.sum(tl.exp(logits - lse[None, :]) * weight[None, :], axis=1)
+        mass = tl.where(k_valid, total / num_heads, 0.0)
+        if accumulate:  # the fixed-shape step's ``pool.mass += mass * in_use``, ``exposure += slot < in_use``
+            heads = tl.arange(0, heads_block)
+            cells = k_index[:, None] * cell_stride + heads[None, :]
+            cell_valid = k_valid[:, None] & (heads[None, :] < num_heads)
+            pool_mass = (tl.load(pool_mass_ptr + cells, mask=cell_valid, other=0.0)
+                         + (mass * in_use.to(tl.float32))[:, None])
+            exposure = tl.load(exposure_ptr + cells, mask=cell_valid, other=0.0) + 1.0
+            tl.store(pool_mass_ptr + cells, pool_mass, mask=cell_valid)
+            tl.store(exposure_ptr + cells, exposure, mask=cell_valid)
+            tl.store(partial_ptr + 2 * k_block, tl.sum(mass, axis=0))
+            tl.store(partial_ptr + 2 * k_block + 1, tl.sum(mass * mass, axis=0))
+            if rank:  # ``mass_ranking`` of head 0 over ``TokenPool.in_use``: FREE past the keys in use
+                first_head = heads[None, :] == 0
+                state = tl.load(state_ptr + k_index * cell_stride, mask=k_valid, other=_FREE)
+                scores = tl.math.div_rn(tl.sum(tl.where(first_head, pool_mass, 0.0), axis=1),
+                                        tl.maximum(tl.sum(tl.where(first_head, exposure, 0.0), axis=1), 1.0))
+                tl.store(ranking_ptr + k_index, _ranked(scores, state), mask=k_stored)
+        else:
+            tl.store(mass_ptr + k_index, mass, mask=k_stored)
+
+    @triton.jit
+    def _concentration(partial_ptr, count_ptr, out_ptr, num_blocks: tl.constexpr, block: tl.constexpr):
+        """``attention_mass.concentration`` from the blocks' sums: ``log(1 + S2 K / S1^2 - 1)``, one program,
+        the sums in fp64 (the difference cancels)."""
+        total = tl.zeros([block], tl.float64)
+        squares = tl.zeros([block], tl.float64)
+        for start in range(0, num_blocks, block):
+            index = start + tl.arange(0, block)
+            valid = index < num_blocks
+            total += tl.load(partial_ptr + 2 * index, mask=valid, other=0.0).to(tl.float64)
+            squares += tl.load(partial_ptr + 2 * index + 1, mask=valid, other=0.0).to(tl.float64)
+        mass, square = tl.sum(total, axis=0), tl.sum(squares, axis=0)
+        count = tl.load(count_ptr).to(tl.float64)
+        variance = tl.maximum(square * count / (mass * mass) - 1.0, 0.0).to(tl.float32)
+        grown = 1.0 + variance  # log1p(variance) without its rounding: log(u) * variance / (u - 1)
+        tl.store(out_ptr, tl.where(grown == 1.0, variance, tl.log(grown) * (variance / (grown - 1.0))))
 
     @triton.jit
     def _mass_ranking(mass_ptr, exposure_ptr, state_ptr, ranking_ptr, num_keys, stride, block: tl.constexpr):
@@ -227,29 +241,66 @@ def _pair_frequencies(device: torch.device) -> torch.Tensor:
     return frequency
 
 
-def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
-                   num_keys: torch.Tensor | None = None) -> torch.Tensor:
-    """``attention_mass.attention_mass`` fused: queries ``[Q, H, D]``, weights ``[Q]``, keys ``[K, H, D]``;
-    ``num_keys`` (a 0-d int32 device tensor): only the first keys count, as there."""
-    num_queries, num_heads, head_dim = queries.shape
-    on_device = num_keys is not None
-    count = num_keys if on_device else keys  # unread unless on_device
-    num_keys = keys.shape[0]
-    queries = queries.to(keys.dtype)
-    num_parts = triton.cdiv(num_keys, CHUNK_KEYS)
-    partials = torch.empty(num_heads, num_parts, num_queries, dtype=torch.float32, device=keys.device)
-    strides = (queries.stride(0), queries.stride(1), keys.stride(0), keys.stride(1))
-    scale = head_dim**-0.5
-    _lse_partials[(num_heads, num_parts, triton.cdiv(num_queries, BLOCK_QUERIES))](
-        queries, keys, partials, num_queries, num_keys, num_parts, scale, *strides, count,
-        chunk=CHUNK_KEYS, block_q=BLOCK_QUERIES, block_k=BLOCK_KEYS, head_dim=head_dim, on_device=on_device)
-    by_head = torch.empty(num_heads, num_keys, dtype=torch.float32, device=keys.device)
-    _mass[(triton.cdiv(num_keys, 2 * BLOCK_KEYS), num_heads)](
-        queries, keys, partials, weights.float(), by_head, num_keys, num_parts, scale, *strides, count,
-        num_queries=num_queries, parts_block=triton.next_power_of_2(num_parts), block_q=BLOCK_QUERIES,
-        block_k=2 * BLOCK_KEYS, head_dim=head_dim, on_device=on_device)
-    mass = by_head.mean(dim=0)
+def attention_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
+                   num_keys: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``attention_mass.attention_mass`` fused, given the log-sum-exp: queries ``[P, H, D]`` and their
+    log-sum-exp ``[H, P]`` fp32 over the (first ``num_keys``, a 0-d int32 device tensor) keys
+    ``[K, H, D]``; ``rows`` ``[Q]``: the queries that count (all where None), weighted by ``weights`` ``[Q]``.
+    Returns ``[K]`` fp32, 0 past ``num_keys``."""
+    mass = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
+    _launch_mass(queries, weights, lse, keys, num_keys, rows, mass=mass)
     return mass
+
+
+def accumulate_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
+                    num_keys: torch.Tensor, rows: torch.Tensor | None, pool_mass: torch.Tensor,
+                    exposure: torch.Tensor, statistic: torch.Tensor,
+                    state: torch.Tensor | None = None) -> torch.Tensor | None:
+    """A fixed-shape step's scoring in two kernels: ``mass = attention_mass(...)`` (arguments as there), then
+    ``pool_mass += mass * num_keys`` and ``exposure += slot < num_keys`` (``[C, H]``, every head),
+    ``statistic`` (a 1-element view) ``= concentration(mass, num_keys)``, and where ``state`` ``[C, H]``
+    is given the ranking ``[C, 1]`` ``mass_ranking(pool_mass, exposure, in_use(num_keys))`` of the
+    updated mass: the slots past ``num_keys`` are FREE (``token_pool.py``), never evicted."""
+    num_blocks = triton.cdiv(keys.shape[0], MASS_BLOCK_KEYS)
+    partials = torch.empty(num_blocks, 2, dtype=torch.float32, device=keys.device)
+    ranking = None if state is None else torch.empty(keys.shape[0], 1, dtype=torch.float32,
+                                                     device=keys.device)
+    _launch_mass(queries, weights, lse, keys, num_keys, rows, pool_mass=pool_mass, exposure=exposure,
+                 state=state, ranking=ranking, partials=partials)
+    _concentration[(1,)](partials, num_keys, statistic, num_blocks=num_blocks, block=1024)
+    return ranking
+
+
+def _query_block(num_queries: int) -> int:
+    """The queries per tile of ``_mass`` that pad ``num_queries`` least (the larger on a tie): every padded
+    query costs each key an exponential, the kernel's other bound besides reading the keys."""
+    return min((16, 32, 64), key=lambda block: (triton.cdiv(num_queries, block) * block, -block))
+
+
+def _launch_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
+                 num_keys: torch.Tensor | None, rows: torch.Tensor | None, mass: torch.Tensor | None = None,
+                 pool_mass: torch.Tensor | None = None, exposure: torch.Tensor | None = None,
+                 state: torch.Tensor | None = None, ranking: torch.Tensor | None = None,
+                 partials: torch.Tensor | None = None) -> None:
+    """One launch of ``_mass``: storing ``mass``, or accumulating into ``pool_mass`` (see its docstring);
+    the pointers a launch does not use point at ``keys`` and are never read."""
+    num_heads, head_dim = keys.shape[1:]
+    queries = queries.to(keys.dtype)
+    if queries.stride(-1) != 1:  # the kernel reads each query's dims contiguously
+        queries = queries.contiguous()
+    num_queries = queries.shape[0] if rows is None else rows.shape[0]
+    accumulate = pool_mass is not None
+    cells = pool_mass if accumulate else keys
+    _mass[(triton.cdiv(keys.shape[0], MASS_BLOCK_KEYS),)](
+        queries, lse, keys if rows is None else rows, weights.float(), keys, keys if mass is None else mass,
+        cells, keys if exposure is None else exposure, keys if state is None else state,
+        keys if ranking is None else ranking, keys if partials is None else partials,
+        keys if num_keys is None else num_keys, keys.shape[0], head_dim**-0.5, queries.stride(0),
+        queries.stride(1), lse.stride(0), lse.stride(1), keys.stride(0), keys.stride(1), cells.stride(0),
+        num_queries=num_queries, num_heads=num_heads, block_q=_query_block(num_queries),
+        block_k=MASS_BLOCK_KEYS, head_dim=head_dim, heads_block=triton.next_power_of_2(num_heads),
+        gather=rows is not None, on_device=num_keys is not None, accumulate=accumulate,
+        rank=ranking is not None, upcast=not keys.is_cuda)
 
 
 def mass_ranking(mass: torch.Tensor, exposure: torch.Tensor, state: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,10 @@ attention itself. Instead the prefix is attended in two parts, merged by their l
   kernel, which needs no per-shape set-up.
 
 While a layer holds fewer than ``F`` tokens (the first frames), the whole prefix goes through the
-flash kernel. Nothing here reads the device; a (re)capture waits for the device once.
+flash kernel. Either form can return the log-sum-exp of every query over all the keys it attended
+(``with_lse``: the parts' merged, ``attention.merged_lse``), from which the attention mass of those
+keys follows in one pass (``attention_mass.py``). Nothing here reads the device; a (re)capture
+waits for the device once.
 
 ``attend_range`` is the form of the budgeted cache's fixed-shape steps: ``F`` chosen when the step
 begins (``prefix``), the rest's end read from the device by the flash kernel's variable-length
@@ -34,6 +37,7 @@ from gct_stream_ros.cache.attention import (
     cudnn_partial_attention,
     heads_first,
     merge_partials,
+    merged_lse,
     partial_attention,
     range_attention,
 )
@@ -62,27 +66,33 @@ class PoolAttention:
         self._captured.clear()
 
     def __call__(self, layer: int, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, length: int,
-                 steady: int, quantum: int) -> torch.Tensor:
-        """q ``[P, H, D]`` over ``keys``/``values[:length]`` (``[C, H, D]`` storage) -> ``[1, H, P, D]``;
-        ``steady``: the patches the layer holds once full (see the module docstring)."""
+                 steady: int, quantum: int,
+                 with_lse: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """q ``[P, H, D]`` over ``keys``/``values[:length]`` (``[C, H, D]`` storage) -> (``[1, H, P, D]``, the
+        log-sum-exp ``[H, P]`` fp32 over those keys where ``with_lse``, else None); ``steady``: the
+        patches the layer holds once full (see the module docstring)."""
         prefix = self.prefix(layer, steady, quantum)
         if prefix == 0 or length <= prefix:
-            return partial_attention(heads_first(q.to(keys.dtype)), heads_first(keys[:length]),
-                                     heads_first(values[:length]))[0]
+            whole = partial_attention(heads_first(q.to(keys.dtype)), heads_first(keys[:length]),
+                                      heads_first(values[:length]))
+            return whole[0], whole[1][0, :, :, 0] if with_lse else None
         captured = self._captured_for(layer, q.shape[0], keys, values, prefix)
         query = captured.load(q)
         rest = partial_attention(query, heads_first(keys[prefix:length]), heads_first(values[prefix:length]))
-        return merge_partials(captured.run(), rest)
+        first = captured.run()
+        return merge_partials(first, rest), merged_lse(first, rest) if with_lse else None
 
     def attend_range(self, layer: int, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, prefix: int,
-                     bounds: torch.Tensor) -> torch.Tensor:
+                     bounds: torch.Tensor,
+                     with_lse: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """q ``[P, H, D]`` over ``keys``/``values`` ``[C, H, D]``: the slots ``[0, prefix)`` and
         ``[bounds[0], bounds[1])`` (int32 ``[2]`` on the device; ``bounds[0]`` is ``prefix``) ->
-        ``[1, H, P, D]`` (see the module docstring)."""
+        (``[1, H, P, D]``, the log-sum-exp ``[H, P]`` fp32 over those slots where ``with_lse``, else
+        None); see the module docstring."""
         query = q.to(keys.dtype).contiguous()
         out, lse = range_attention(query, keys, values, bounds)
         if prefix == 0:
-            return out
+            return out, lse[0, :, :, 0] if with_lse else None
         key, value = heads_first(keys[:prefix]), heads_first(values[:prefix])
         if not (keys.is_cuda and keys.dtype in HALF_DTYPES):
             first = partial_attention(heads_first(query), key, value)
@@ -92,7 +102,7 @@ class PoolAttention:
             captured = self._captured_for(layer, query.shape[0], keys, values, prefix)
             captured.load(query)
             first = captured.run()
-        return merge_partials(first, (out, lse))
+        return merge_partials(first, (out, lse)), merged_lse(first, (out, lse)) if with_lse else None
 
     def prefix(self, layer: int, steady: int, quantum: int) -> int:
         """The keys ``layer``, holding ``steady`` patches once full, attends through its captured graph."""
