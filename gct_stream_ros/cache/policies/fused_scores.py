@@ -246,27 +246,28 @@ if TRITON:
         their count ``[heads]``; a program takes every ``num_programs``-th tile of the slots in use."""
         program, programs = tl.program_id(0), tl.num_programs(0)
         in_use = _slots_in_use(count_ptr, num_slots, on_device)
-        total_x = tl.zeros([heads, _PAIRS], tl.float32)
-        total_y = tl.zeros([heads, _PAIRS], tl.float32)
-        total_rest = tl.zeros([heads, head_dim - 2 * _PAIRS], tl.float32)
-        patches = tl.zeros([heads], tl.float32)
+        # summed over the tile's slots once, at the end (not across warps at every tile)
+        total_x = tl.zeros([block, heads, _PAIRS], tl.float32)
+        total_y = tl.zeros([block, heads, _PAIRS], tl.float32)
+        total_rest = tl.zeros([block, heads, head_dim - 2 * _PAIRS], tl.float32)
+        patches = tl.zeros([block, heads], tl.float32)
         first = program * block
         while first < in_use:  # (a while loop: Triton's interpreter takes only plain ints as range bounds)
             x, y, rest, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr, first, in_use,
                                                 num_heads, k_stride_n, k_stride_h, frame_stride, state_stride,
                                                 block, heads, head_dim)
             weight = tl.where(state == _PATCH, 1.0 / norm, 0.0)[:, :, None]
-            total_x += tl.sum(x * weight, axis=0)
-            total_y += tl.sum(y * weight, axis=0)
-            total_rest += tl.sum(rest * weight, axis=0)
-            patches += tl.sum(tl.where(state == _PATCH, 1.0, 0.0), axis=0)
+            total_x += x * weight
+            total_y += y * weight
+            total_rest += rest * weight
+            patches += tl.where(state == _PATCH, 1.0, 0.0)
             first += programs * block
         head = tl.arange(0, heads)
         row = sum_ptr + (program * heads + head[:, None]) * head_dim  # laid out as (x, y, rest)
-        tl.store(row + tl.arange(0, _PAIRS)[None, :], total_x)
-        tl.store(row + _PAIRS + tl.arange(0, _PAIRS)[None, :], total_y)
-        tl.store(row + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS)[None, :], total_rest)
-        tl.store(patches_ptr + program * heads + head, patches)
+        tl.store(row + tl.arange(0, _PAIRS)[None, :], tl.sum(total_x, axis=0))
+        tl.store(row + _PAIRS + tl.arange(0, _PAIRS)[None, :], tl.sum(total_y, axis=0))
+        tl.store(row + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS)[None, :], tl.sum(total_rest, axis=0))
+        tl.store(patches_ptr + program * heads + head, tl.sum(patches, axis=0))
 
     @triton.jit
     def _diversity_mean(sum_ptr, patches_ptr, mean_ptr, patch_count_ptr, num_programs: tl.constexpr,
