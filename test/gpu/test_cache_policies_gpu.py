@@ -92,17 +92,24 @@ def test_budgeted_steps_never_synchronize(policy, reallocate, monkeypatch):
     assert all(cache.patch_tokens(layer) <= budget for layer, budget in enumerate(budgets))
 
 
-def test_fused_diversity_ranking_matches_the_torch_scorer():
+@pytest.mark.parametrize("in_use", [None, 2345])
+def test_fused_diversity_ranking_matches_the_torch_scorer(in_use):
+    """With ``in_use`` (a fixed-shape step's count on the device) the slots from it on rank as ``FREE``."""
     gen = torch.Generator().manual_seed(2)
     count = 3000
     frames = torch.randint(0, 2000, (count, 1), generator=gen).expand(count, HEADS).int()
     content = torch.randn(1, HEADS, DIM, generator=gen) + 0.5 * torch.randn(count, HEADS, DIM, generator=gen)
     keys = rotate_temporal(content, frames).bfloat16()
-    state = torch.randint(0, 5, (count, HEADS), dtype=torch.uint8, generator=gen)
-    state[:2000] = PATCH
+    stored = torch.randint(0, 5, (count, HEADS), dtype=torch.uint8, generator=gen)
+    stored[:2000] = PATCH
+    pool = TokenPool(count, HEADS, DIM, torch.bfloat16, torch.device("cpu"))
+    pool.state.copy_(stored)
+    state = stored if in_use is None else pool.in_use(torch.tensor(in_use))
     scores, diversity = diversity_scores(keys.float(), frames, state == PATCH)
     reference = state_scores(scores, state).t()
-    ranking, fused_diversity = fused_scores.diversity_ranking(keys.cuda(), frames.cuda(), state.cuda())
+    num_keys = None if in_use is None else torch.tensor(in_use, dtype=torch.int32, device="cuda")
+    ranking, fused_diversity = fused_scores.diversity_ranking(keys.cuda(), frames.cuda(), stored.cuda(),
+                                                              num_keys=num_keys)
     ranking = ranking.cpu()
     assert ranking.is_contiguous() and ranking.shape == (HEADS, count)
     scored = torch.isfinite(reference) & (reference > torch.finfo(torch.float32).min)

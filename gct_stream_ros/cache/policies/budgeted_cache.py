@@ -394,7 +394,7 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             return
         pool = self._pools[layer]
         used = slice(0, pool.length)
-        ranking = self._ranking(layer, used, pool.state[used])
+        ranking = self._ranking(layer, used)
         pool.remove(evicted_slots(ranking, count, self.policy.granularity, self.policy.per_head,
                                   pool.frames[used]))
         self._patches[layer] -= excess
@@ -410,14 +410,20 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             return
         pool = self._pools[layer]
         if ranking is None:
-            ranking = self._ranking(layer, slice(None), pool.in_use(appended))
+            ranking = self._ranking(layer, slice(None), appended)
         pool.remove(evicted_slots(ranking, count, "token", self.policy.per_head, pool.frames), lengths)
 
-    def _ranking(self, layer: int, used: slice, state: torch.Tensor) -> torch.Tensor:
-        """The eviction ranking (lowest first) of ``layer``'s slots ``used``, whose states are ``state``:
-        ``[N, H]``, or ``[N, 1]`` for a head-shared scorer; the diversity scorers set the statistic."""
+    def _ranking(self, layer: int, used: slice, length: torch.Tensor | None = None) -> torch.Tensor:
+        """The eviction ranking (lowest first) of ``layer``'s slots ``used``: ``[N, H]``, or ``[N, 1]`` for a
+        head-shared scorer; the diversity scorers set the statistic. ``length`` (a 0-d device tensor, the
+        whole pool ``used``): the slots from it on are not in use (``TokenPool.in_use``)."""
         pool = self._pools[layer]
         keys, frames = pool.keys[used], pool.frames[used]
+        if self.policy.scorer == "key_diversity" and fused_scores.available(keys):  # masks past ``length``
+            by_head, self._statistics[layer] = fused_scores.diversity_ranking(keys, frames, pool.state[used],
+                                                                              num_keys=length)
+            return by_head.t()
+        state = pool.state[used] if length is None else pool.in_use(length)
         # head-shared scorers rank by head 0 alone (every head holds the same tokens and scores)
         if self.policy.scorer == "recency":
             return state_scores(recency_scores(frames[:, :1]), state[:, :1])
@@ -425,9 +431,6 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             return fused_scores.mass_ranking(pool.mass[used], pool.exposure[used], state)
         if self.policy.scorer == "attention_mass":
             return state_scores(mass_scores(pool.mass[used, :1], pool.exposure[used, :1]), state[:, :1])
-        if fused_scores.available(keys):
-            by_head, self._statistics[layer] = fused_scores.diversity_ranking(keys, frames, state)
-            return by_head.t()
         scores, self._statistics[layer] = diversity_scores(keys, frames, state == PATCH)
         return state_scores(scores, state)
 

@@ -24,11 +24,33 @@ fp32 in registers:
 * ``mass_ranking``: evict3r's ranking, ``state_scores(mass_scores(...))`` of head 0, in one kernel
   (the host-addressed steps').
 * ``diversity_ranking``: ``scorers.diversity_scores`` followed by ``token_pool.state_scores``,
-  transposed: pass 1 sums the un-rotated, normalised candidate keys per head (partials per
-  chunk), pass 2 scores every key against its head's mean and writes the eviction ranking
-  ``[H, N]`` contiguous (protected +inf, expired first), so that the per-head top-k reads
-  contiguous rows. Only the first 16 dim pairs go through the rotation (the temporal band is
-  pairs 0..9); the kernels are written for the model's head dim, 64.
+  transposed. Pass 1 sums the un-rotated, normalised candidate keys per head, pass 2 scores
+  every key against its head's mean and writes the eviction ranking ``[H, N]`` contiguous
+  (protected +inf, expired first), so that the per-head top-k reads contiguous rows; two
+  one-program kernels combine the partial sums (the mean; then the layer statistic, 1 - mean
+  similarity), in a fixed order (no atomics). Both passes are meant to be bound by reading the
+  keys once (the code before took 383 + 283 us per layer on the H200 at ~71k keys in use of
+  ~108k slots, 16 heads, reading all slots, per head, the even and odd dims with a stride of 2):
+
+  - a tile is ``[16 slots, H, 64]``: every head of a slot, so that keys, frames and states are
+    read contiguously (per-head tiles read frames and states at a stride of ``H``); a key's
+    first 32 dims and its last 32 are two vector loads from the same 128-byte line, the even
+    and odd dims of the rotated pairs are split in registers (``tl.reshape`` + ``tl.split``),
+    not loaded with a stride of 2;
+  - only candidates' keys are loaded (``state == PATCH``; the others' ranking does not depend
+    on their key: scale patches and specials are not read);
+  - given ``num_keys`` on the device (a fixed-shape step, ``budgeted_cache.py``) the slots from
+    it on are ``FREE`` (+inf), as ``TokenPool.in_use`` would mark them, and are not read: the
+    caller builds no masked state;
+  - the grid is a fixed number of programs per SM, each taking every n-th tile (the slots in
+    use spread evenly, whatever their count; partial sums ``[programs, H, 64]``);
+  - each key's angle per pair is computed once per pass, and its cos and sin share one range
+    reduction (``_cos_sin``; ``tl.cos``/``tl.sin`` are two libdevice calls that each reduce).
+
+  Only the first 16 dim pairs go through the rotation (the temporal band is pairs 0..9); the
+  kernels are written for the model's head dim, 64. Bytes per pass at 71k slots in use, 16 heads
+  (bf16): ~145 MB of keys at most (less the protected ones), 4.5 MB of frames, 1.1 MB of states;
+  pass 2 writes the ranking of every slot, 4 bytes x H x N.
 
 Used only where ``available(keys)``; every other device/dtype runs the torch code, which the
 CPU tests pin; they also run the mass kernels through Triton's interpreter (``test/test_fused_mass.py``).
@@ -49,8 +71,13 @@ from gct_stream_ros.cache.policies.token_pool import EXPIRED_PATCH, EXPIRED_SPEC
 HEAD_DIM = 64
 MASS_BLOCK_KEYS = 128
 """Keys per program of the attention mass (each loops over the heads and the queries)."""
-DIVERSITY_CHUNK_KEYS = 256
-"""Keys per program of the diversity passes (more programs: each key costs them more)."""
+DIVERSITY_BLOCK_SLOTS = 16
+"""Slots per tile of the diversity passes, every head: ``[16, H, 64]`` (32 KiB of bf16 at 16 heads)."""
+DIVERSITY_WARPS = 8
+DIVERSITY_PROGRAMS_PER_SM = 4
+INTERPRETED_PROGRAMS = 3
+"""Programs of the diversity passes in Triton's interpreter (CPU tensors): few, each takes several tiles."""
+PARTIALS_BLOCK = 64
 BLOCK_KEYS = 64
 ROTATED_PAIRS = 16
 """Dim pairs that go through the rotation: the temporal band's 10, padded to a power of two."""
@@ -69,6 +96,7 @@ if TRITON:
 
     _PATCH, _EXPIRED_PATCH, _EXPIRED_SPECIAL = (tl.constexpr(state) for state in (PATCH, EXPIRED_PATCH,
                                                                                    EXPIRED_SPECIAL))
+    _FREE = tl.constexpr(FREE)
     _FP32_LOWEST = tl.constexpr(FP32_LOWEST)
     _FREE = tl.constexpr(FREE)
     _PAIRS = tl.constexpr(ROTATED_PAIRS)
@@ -166,71 +194,168 @@ if TRITON:
         tl.store(ranking_ptr + index, _ranked(scores, state), mask=valid)
 
     @triton.jit
-    def _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr, first, num_keys, head, num_heads, k_stride_n,
-                  k_stride_h, block_k: tl.constexpr, head_dim: tl.constexpr):
-        """Keys ``[first, first + block_k)`` of ``head`` as (valid, index, x, y, rest, norm, state): the
-        first 16 dim pairs ``[block_k, 16]`` each with their temporal rotation removed, the dims from
-        32 on ``[block_k, D - 32]`` as stored, all fp32, the norms and the slot states."""
-        k_index = first + tl.arange(0, block_k)
-        k_valid = k_index < num_keys
-        pairs = tl.arange(0, _PAIRS)
-        rows = k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h
-        x = tl.load(rows + 2 * pairs[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
-        y = tl.load(rows + 2 * pairs[None, :] + 1, mask=k_valid[:, None], other=0.0).to(tl.float32)
+    def _cos_sin(angle):
+        """cos and sin of fp32 ``angle`` with one shared reduction to ``r`` in [-pi/4, pi/4] (quarter turns,
+        pi/2 split in three so that the products stay exact: accurate to |angle| ~ 1e4 in plain fp32,
+        beyond with fused multiply-adds) and minimax polynomials of r (~1 ulp): a fraction of the
+        instructions of two libdevice calls, which reduce the angle twice."""
+        quarter = tl.floor(angle * 0.636619772367581343 + 0.5)  # angle * 2/pi, rounded
+        r = angle - quarter * 1.5703125
+        r = r - quarter * 4.837512969970703125e-4
+        r = r - quarter * 7.54978995489188216e-8
+        z = r * r
+        sin = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r
+        cos = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z
+        cos = (cos - 0.5) * z + 1.0
+        turn = quarter.to(tl.int32) & 3  # the quadrant: (cos, sin) -> (-sin, cos) per quarter turn
+        odd = (turn & 1) != 0
+        cos_turned = tl.where(odd, sin, cos)
+        sin_turned = tl.where(odd, cos, sin)
+        cos_turned = tl.where(((turn + 1) & 2) != 0, -cos_turned, cos_turned)
+        sin_turned = tl.where((turn & 2) != 0, -sin_turned, sin_turned)
+        return cos_turned, sin_turned
+
+    @triton.jit
+    def _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr, first, in_use, num_heads, k_stride_n,
+                  k_stride_h, frame_stride, state_stride, block: tl.constexpr, heads: tl.constexpr,
+                  head_dim: tl.constexpr):
+        """Slots ``[first, first + block)`` of every head as (x, y, rest, norm, state), each ``[block, heads,
+        ...]``: the first 16 dim pairs ``[.., 16]`` with their temporal rotation removed, the dims from 32
+        on ``[.., D - 32]`` as stored, all fp32, the norms and the slot states (``FREE`` from ``in_use``).
+        Only candidates (``PATCH``) are read: the others' ranking does not depend on their key (x, y,
+        rest 0, norm 1e-12)."""
+        slot = first + tl.arange(0, block)
+        head = tl.arange(0, heads)
+        used = (slot < in_use)[:, None] & (head < num_heads)[None, :]  # [block, heads]
+        state = tl.load(state_ptr + slot[:, None] * state_stride + head[None, :], mask=used, other=_FREE)
+        candidate = state == _PATCH
+        rows = (k_ptr + slot[:, None] * k_stride_n + head[None, :] * k_stride_h)[:, :, None]
+        # a key's 128 bytes in two contiguous loads (the same cache line); even/odd dims split in registers
+        band = tl.load(rows + tl.arange(0, 2 * _PAIRS)[None, None, :], mask=candidate[:, :, None], other=0.0)
+        x, y = tl.split(tl.reshape(band, [block, heads, _PAIRS, 2]))
+        x, y = x.to(tl.float32), y.to(tl.float32)
         rest_dims = 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS)
-        rest = tl.load(rows + rest_dims[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
-        frame = tl.load(frame_ptr + k_index * num_heads + head, mask=k_valid, other=0).to(tl.float32)
-        angle = -frame[:, None] * tl.load(frequency_ptr + pairs)[None, :]  # 0 past the temporal band
-        cos, sin = tl.cos(angle), tl.sin(angle)
-        norm = tl.maximum(tl.sqrt(tl.sum(x * x + y * y, axis=1) + tl.sum(rest * rest, axis=1)), 1e-12)
-        state = tl.load(state_ptr + k_index * num_heads + head, mask=k_valid, other=255)
-        return k_valid, k_index, x * cos - y * sin, x * sin + y * cos, rest, norm, state
+        rest = tl.load(rows + rest_dims[None, None, :], mask=candidate[:, :, None], other=0.0).to(tl.float32)
+        norm = tl.maximum(tl.sqrt(tl.sum(x * x + y * y, axis=2) + tl.sum(rest * rest, axis=2)), 1e-12)
+        frame = tl.load(frame_ptr + slot[:, None] * frame_stride + head[None, :], mask=candidate, other=0)
+        # one angle per key and pair, 0 past the temporal band
+        frequency = tl.load(frequency_ptr + tl.arange(0, _PAIRS))
+        angle = -frame.to(tl.float32)[:, :, None] * frequency[None, None, :]
+        cos, sin = _cos_sin(angle)
+        return x * cos - y * sin, x * sin + y * cos, rest, norm, state
 
     @triton.jit
-    def _diversity_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, sum_ptr, count_ptr, num_keys, num_heads,
-                        num_parts, k_stride_n, k_stride_h,
-                        chunk: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
-        head, part = tl.program_id(0), tl.program_id(1)
-        total_x = tl.zeros([_PAIRS], tl.float32)
-        total_y = tl.zeros([_PAIRS], tl.float32)
-        total_rest = tl.zeros([head_dim - 2 * _PAIRS], tl.float32)
-        count = tl.zeros([block_k], tl.float32)
-        for offset in range(0, chunk, block_k):
-            _, _, x, y, rest, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr,
-                                                      part * chunk + offset, num_keys, head, num_heads,
-                                                      k_stride_n, k_stride_h, block_k, head_dim)
-            weight = tl.where(state == _PATCH, 1.0 / norm, 0.0)[:, None]
-            total_x += tl.sum(x * weight, axis=0)
-            total_y += tl.sum(y * weight, axis=0)
-            total_rest += tl.sum(rest * weight, axis=0)
-            count += tl.where(state == _PATCH, 1.0, 0.0)
-        row = sum_ptr + (head * num_parts + part) * head_dim  # laid out as (x, y, rest)
-        tl.store(row + tl.arange(0, _PAIRS), total_x)
-        tl.store(row + _PAIRS + tl.arange(0, _PAIRS), total_y)
-        tl.store(row + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS), total_rest)
-        tl.store(count_ptr + head * num_parts + part, tl.sum(count, axis=0))
+    def _slots_in_use(count_ptr, num_slots, on_device: tl.constexpr):
+        """The slots in use: read from the device (a fixed-shape step), or all of them."""
+        if on_device:
+            return tl.minimum(tl.load(count_ptr), num_slots)
+        return num_slots
 
     @triton.jit
-    def _diversity_ranking(k_ptr, frame_ptr, state_ptr, frequency_ptr, mean_ptr, ranking_ptr, similarity_ptr,
-                           num_keys, num_heads, num_parts, k_stride_n, k_stride_h,
-                           chunk: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
-        head, part = tl.program_id(0), tl.program_id(1)
-        mean = mean_ptr + head * head_dim  # laid out as (x, y, rest)
-        mean_x = tl.load(mean + tl.arange(0, _PAIRS))
-        mean_y = tl.load(mean + _PAIRS + tl.arange(0, _PAIRS))
-        mean_rest = tl.load(mean + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS))
-        total = tl.zeros([block_k], tl.float32)
-        for offset in range(0, chunk, block_k):
-            k_valid, k_index, x, y, rest, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr,
-                                                                  part * chunk + offset, num_keys, head,
-                                                                  num_heads, k_stride_n, k_stride_h, block_k,
-                                                                  head_dim)
-            dot = (tl.sum(x * mean_x[None, :], axis=1) + tl.sum(y * mean_y[None, :], axis=1)
-                   + tl.sum(rest * mean_rest[None, :], axis=1))
-            similarity = dot / norm
-            tl.store(ranking_ptr + head * num_keys + k_index, _ranked(-similarity, state), mask=k_valid)
-            total += tl.where(state == _PATCH, similarity, 0.0)
-        tl.store(similarity_ptr + head * num_parts + part, tl.sum(total, axis=0))
+    def _diversity_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, count_ptr, sum_ptr, patches_ptr,
+                        num_slots, num_heads, k_stride_n, k_stride_h, frame_stride, state_stride,
+                        block: tl.constexpr, heads: tl.constexpr, head_dim: tl.constexpr,
+                        on_device: tl.constexpr):
+        """Per program, the sums of its tiles' normalised candidate keys ``[heads, D]`` (as x, y, rest) and
+        their count ``[heads]``; a program takes every ``num_programs``-th tile of the slots in use."""
+        program, programs = tl.program_id(0), tl.num_programs(0)
+        in_use = _slots_in_use(count_ptr, num_slots, on_device)
+        # summed over the tile's slots once, at the end (not across warps at every tile)
+        total_x = tl.zeros([block, heads, _PAIRS], tl.float32)
+        total_y = tl.zeros([block, heads, _PAIRS], tl.float32)
+        total_rest = tl.zeros([block, heads, head_dim - 2 * _PAIRS], tl.float32)
+        patches = tl.zeros([block, heads], tl.float32)
+        first = program * block
+        while first < in_use:  # (a while loop: Triton's interpreter takes only plain ints as range bounds)
+            x, y, rest, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr, first, in_use,
+                                                num_heads, k_stride_n, k_stride_h, frame_stride, state_stride,
+                                                block, heads, head_dim)
+            weight = tl.where(state == _PATCH, 1.0 / norm, 0.0)[:, :, None]
+            total_x += x * weight
+            total_y += y * weight
+            total_rest += rest * weight
+            patches += tl.where(state == _PATCH, 1.0, 0.0)
+            first += programs * block
+        head = tl.arange(0, heads)
+        row = sum_ptr + (program * heads + head[:, None]) * head_dim  # laid out as (x, y, rest)
+        tl.store(row + tl.arange(0, _PAIRS)[None, :], tl.sum(total_x, axis=0))
+        tl.store(row + _PAIRS + tl.arange(0, _PAIRS)[None, :], tl.sum(total_y, axis=0))
+        tl.store(row + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS)[None, :], tl.sum(total_rest, axis=0))
+        tl.store(patches_ptr + program * heads + head, tl.sum(patches, axis=0))
+
+    @triton.jit
+    def _diversity_mean(sum_ptr, patches_ptr, mean_ptr, patch_count_ptr, num_programs: tl.constexpr,
+                        heads: tl.constexpr, head_dim: tl.constexpr, block_parts: tl.constexpr):
+        """One head's mean normalised candidate key ``[D]`` and candidate count (at least 1), from the
+        programs' sums in a fixed order."""
+        head = tl.program_id(0)
+        dims = tl.arange(0, head_dim)
+        total = tl.zeros([block_parts, head_dim], tl.float32)
+        patches = tl.zeros([block_parts], tl.float32)
+        for first in range(0, num_programs, block_parts):
+            part = first + tl.arange(0, block_parts)
+            valid = part < num_programs
+            total += tl.load(sum_ptr + (part[:, None] * heads + head) * head_dim + dims[None, :],
+                             mask=valid[:, None], other=0.0)
+            patches += tl.load(patches_ptr + part * heads + head, mask=valid, other=0.0)
+        count = tl.maximum(tl.sum(patches, axis=0), 1.0)
+        tl.store(mean_ptr + head * head_dim + dims, tl.sum(total, axis=0) / count)
+        tl.store(patch_count_ptr + head, count)
+
+    @triton.jit
+    def _diversity_ranking(k_ptr, frame_ptr, state_ptr, frequency_ptr, count_ptr, mean_ptr, ranking_ptr,
+                           similarity_ptr, num_slots, num_heads, k_stride_n, k_stride_h, frame_stride,
+                           state_stride, block: tl.constexpr, heads: tl.constexpr,
+                           head_dim: tl.constexpr, on_device: tl.constexpr):
+        """The ranking ``[H, N]`` of every slot (+inf past the slots in use, whose keys are not read) and,
+        per program, the sum of its candidates' similarities ``[heads]``."""
+        program, programs = tl.program_id(0), tl.num_programs(0)
+        in_use = _slots_in_use(count_ptr, num_slots, on_device)
+        head = tl.arange(0, heads)
+        mean = mean_ptr + head[:, None] * head_dim  # laid out as (x, y, rest)
+        mean_x = tl.load(mean + tl.arange(0, _PAIRS)[None, :])[None, :, :]
+        mean_y = tl.load(mean + _PAIRS + tl.arange(0, _PAIRS)[None, :])[None, :, :]
+        mean_rest = tl.load(mean + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS)[None, :])[None, :, :]
+        total = tl.zeros([block, heads], tl.float32)
+        first = program * block
+        while first < num_slots:
+            slot = first + tl.arange(0, block)
+            ranking = tl.full([block, heads], float("inf"), tl.float32)
+            if first < in_use:
+                x, y, rest, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr, first, in_use,
+                                                    num_heads, k_stride_n, k_stride_h, frame_stride,
+                                                    state_stride, block, heads, head_dim)
+                dot = (tl.sum(x * mean_x, axis=2) + tl.sum(y * mean_y, axis=2)
+                       + tl.sum(rest * mean_rest, axis=2))
+                similarity = dot / norm
+                ranking = _ranked(-similarity, state)
+                total += tl.where(state == _PATCH, similarity, 0.0)
+            stored = (slot < num_slots)[:, None] & (head < num_heads)[None, :]
+            tl.store(ranking_ptr + head[None, :] * num_slots + slot[:, None], ranking, mask=stored)
+            first += programs * block
+        tl.store(similarity_ptr + program * heads + head, tl.sum(total, axis=0))
+
+    @triton.jit
+    def _diversity_statistic(similarity_ptr, patch_count_ptr, diversity_ptr, num_heads,
+                             num_programs: tl.constexpr, heads: tl.constexpr, block_parts: tl.constexpr):
+        """The layer's diversity: 1 - the mean over heads of the candidates' mean similarity."""
+        head = tl.arange(0, heads)
+        total = tl.zeros([block_parts, heads], tl.float32)
+        for first in range(0, num_programs, block_parts):
+            part = first + tl.arange(0, block_parts)
+            total += tl.load(similarity_ptr + part[:, None] * heads + head[None, :],
+                             mask=(part < num_programs)[:, None], other=0.0)
+        by_head = tl.where(head < num_heads, tl.sum(total, axis=0) / tl.load(patch_count_ptr + head), 0.0)
+        tl.store(diversity_ptr, 1.0 - tl.sum(by_head, axis=0) / num_heads)
+
+
+@functools.cache
+def _diversity_programs(device: torch.device) -> int:
+    """Programs of each diversity pass: a fixed number per SM, each taking every n-th tile of slots, so
+    that the work is spread evenly whatever the slots in use, and the partial sums are few."""
+    if device.type != "cuda":
+        return INTERPRETED_PROGRAMS
+    return DIVERSITY_PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 @functools.cache
@@ -313,26 +438,35 @@ def mass_ranking(mass: torch.Tensor, exposure: torch.Tensor, state: torch.Tensor
     return ranking
 
 
-def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor,
-                      state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor, state: torch.Tensor,
+                      num_keys: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys ``[N, H, D]`` of frames and states ``[N, H]`` -> (ranking ``[H, N]``, diversity ``[]``).
 
     ``ranking`` is ``state_scores(diversity_scores(keys, frames, state == PATCH)[0], state).t()``,
-    contiguous; ``diversity`` the layer statistic (see the module docstring).
+    contiguous; ``diversity`` the layer statistic (see the module docstring). ``num_keys`` (a 0-d
+    int32 device tensor, a fixed-shape step): only the first slots are in use, the others rank as
+    ``FREE`` (+inf), as if ``state`` were ``TokenPool.in_use(num_keys)``, and their keys are not read.
     """
-    num_keys, num_heads, head_dim = keys.shape
+    num_slots, num_heads, head_dim = keys.shape
+    heads = triton.next_power_of_2(num_heads)
+    programs = _diversity_programs(keys.device)
+    on_device = num_keys is not None
+    count = num_keys if on_device else keys  # unread unless on_device
     frequency = _pair_frequencies(keys.device)
-    num_parts = triton.cdiv(num_keys, DIVERSITY_CHUNK_KEYS)
-    sums = torch.empty(num_heads, num_parts, head_dim, dtype=torch.float32, device=keys.device)
-    counts = torch.empty(num_heads, num_parts, dtype=torch.float32, device=keys.device)
-    common = dict(chunk=DIVERSITY_CHUNK_KEYS, block_k=BLOCK_KEYS, head_dim=head_dim)
-    _diversity_sums[(num_heads, num_parts)](keys, frames, state, frequency, sums, counts, num_keys, num_heads,
-                                            num_parts, keys.stride(0), keys.stride(1), **common)
-    count = counts.sum(dim=1).clamp(min=1.0)  # [H]
-    mean = sums.sum(dim=1) / count.unsqueeze(-1)  # [H, D] as (x, y, rest)
-    ranking = torch.empty(num_heads, num_keys, dtype=torch.float32, device=keys.device)
-    similarity = torch.empty(num_heads, num_parts, dtype=torch.float32, device=keys.device)
-    _diversity_ranking[(num_heads, num_parts)](keys, frames, state, frequency, mean, ranking, similarity,
-                                               num_keys, num_heads, num_parts, keys.stride(0), keys.stride(1),
-                                               **common)
-    return ranking, 1.0 - (similarity.sum(dim=1) / count).mean()
+    scratch = dict(dtype=torch.float32, device=keys.device)
+    sums, patches = torch.empty(programs, heads, head_dim, **scratch), torch.empty(programs, heads, **scratch)
+    tiles = (keys, frames, state, frequency, count)
+    shapes = (num_slots, num_heads, keys.stride(0), keys.stride(1), frames.stride(0), state.stride(0))
+    tiling = dict(block=DIVERSITY_BLOCK_SLOTS, heads=heads, head_dim=head_dim, on_device=on_device,
+                  num_warps=DIVERSITY_WARPS)
+    _diversity_sums[(programs,)](*tiles, sums, patches, *shapes, **tiling)
+    mean, patch_count = torch.empty(heads, head_dim, **scratch), torch.empty(heads, **scratch)
+    _diversity_mean[(heads,)](sums, patches, mean, patch_count, num_programs=programs, heads=heads,
+                              head_dim=head_dim, block_parts=PARTIALS_BLOCK)
+    ranking = torch.empty(num_heads, num_slots, **scratch)
+    similarity = torch.empty(programs, heads, **scratch)
+    _diversity_ranking[(programs,)](*tiles, mean, ranking, similarity, *shapes, **tiling)
+    diversity = torch.empty((), **scratch)
+    _diversity_statistic[(1,)](similarity, patch_count, diversity, num_heads, num_programs=programs,
+                               heads=heads, block_parts=PARTIALS_BLOCK)
+    return ranking, diversity
