@@ -43,8 +43,10 @@ def test_exact_ties_go_to_the_lowest_indices_across_blocks():
 
 
 def special_rows() -> torch.Tensor:
-    """Expired specials (-inf), expired patches (lowest), protected slots (+inf) and ties."""
+    """Expired specials (-inf), expired patches (lowest), protected slots (+inf), ties and subnormals."""
     rows = torch.randint(-2, 3, (2, SLOTS), generator=torch.Generator().manual_seed(2)).float()
+    rows[:, 1::13] = -1e-40
+    rows[:, 4::17] = 1e-40
     rows[0, ::7] = float("-inf")
     rows[1, 3::11] = float("-inf")
     rows[:, 2::5] = LOWEST

@@ -186,8 +186,10 @@ def test_fused_selection_on_a_pool_of_108k_slots_matches_a_stable_argsort_and_re
     gen = torch.Generator().manual_seed(8)
     heads, slots, count = 16, 108_000, 978
 
-    def ranking() -> torch.Tensor:  # [H, N]: ~1,400 exact ties per value, expired and protected slots
+    def ranking() -> torch.Tensor:  # [H, N]: ~1,400 exact ties per value, subnormals, expired, protected
         rows = torch.randint(0, 50, (heads, slots), generator=gen).float() / 7
+        rows[:, 3::1009] = -1e-40  # all chosen, before the ties at 0.0
+        rows[:, 4::1013] = 1e-40
         rows[:, ::997] = float("-inf")
         rows[:, 5::991] = torch.finfo(torch.float32).min
         rows[:, 70_000:] = float("inf")

@@ -39,9 +39,11 @@ if TRITON:
 
     @triton.jit
     def _key(values):
-        """fp32 -> uint32 of the same order (-0.0 and +0.0 alike)."""
+        """fp32 -> uint32 of the same order (-0.0 and +0.0 alike); integer ops alone, so that no flush of
+        subnormals to zero can reorder them."""
         bits = values.to(tl.uint32, bitcast=True)
-        return tl.where(values < 0.0, bits ^ 0xFFFFFFFF, bits | 0x80000000)
+        bits = tl.where(bits == 0x80000000, 0, bits)
+        return tl.where((bits >> 31) != 0, bits ^ 0xFFFFFFFF, bits | 0x80000000)
 
     @triton.jit
     def _threshold(histograms_ptr, row, count, num_rows, passes: tl.constexpr):
@@ -68,14 +70,15 @@ if TRITON:
         key = _key(tl.load(scores_ptr + row * row_stride + columns * column_stride, mask=counted, other=0.0))
         if byte > 0:
             counted = counted & ((key >> (32 - 8 * byte)) == prefix)
-        digit = ((key >> (24 - 8 * byte)) & 0xFF).to(tl.int32)
-        # (Triton 3.5's interpreter returns int64 data typed int32: the round trip makes it int32 there)
-        counts = tl.histogram(digit, 256, mask=counted).to(tl.int64).to(tl.int32)
-        bins = tl.arange(0, 256)
-        tl.atomic_add(histograms_ptr + (byte * num_rows + row) * 256 + bins, counts, mask=counts > 0,
-                      sem="relaxed")
-        if byte == 3:
-            tl.store(block_counts_ptr + (row * num_blocks + block_index) * 256 + bins, counts)
+        if tl.max(counted.to(tl.int32), axis=0) > 0:  # past pass 2, most blocks hold no key of the prefix
+            digit = ((key >> (24 - 8 * byte)) & 0xFF).to(tl.int32)
+            # (Triton 3.5's interpreter returns int64 data typed int32: the round trip makes it int32 there)
+            counts = tl.histogram(digit, 256, mask=counted).to(tl.int64).to(tl.int32)
+            bins = tl.arange(0, 256)
+            tl.atomic_add(histograms_ptr + (byte * num_rows + row) * 256 + bins, counts, mask=counts > 0,
+                          sem="relaxed")
+            if byte == 3:
+                tl.store(block_counts_ptr + (row * num_blocks + block_index) * 256 + bins, counts)
 
     @triton.jit(do_not_specialize=["count", "length"])
     def _choose(scores_ptr, histograms_ptr, block_counts_ptr, taken_ptr, chosen_ptr, count, length,
@@ -110,9 +113,10 @@ def smallest(rows: torch.Tensor, count: int, block: int = BLOCK) -> torch.Tensor
     if count == 0:
         return chosen
     num_blocks = triton.cdiv(length, block)
-    histograms = torch.zeros(BYTES * num_rows * BINS + num_rows, dtype=torch.int32, device=rows.device)
-    taken = histograms[BYTES * num_rows * BINS:]  # per row: values below the threshold placed so far
-    block_counts = torch.empty(num_rows * num_blocks * BINS, dtype=torch.int32, device=rows.device)
+    # histograms [4, R, 256], values placed [R] and the last pass's histograms per block [R, blocks, 256]
+    sizes = [BYTES * num_rows * BINS, num_rows, num_rows * num_blocks * BINS]
+    scratch = torch.zeros(sum(sizes), dtype=torch.int32, device=rows.device)  # the one fill
+    histograms, taken, block_counts = scratch.split(sizes)
     shape = (count, length, rows.stride(0), rows.stride(1), num_rows, num_blocks)
     grid = (num_blocks, num_rows)
     for byte in range(BYTES):
