@@ -34,6 +34,7 @@ from gct_stream_ros.cache.policies.attention_mass import (  # noqa: E402
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache  # noqa: E402
 from gct_stream_ros.cache.policies.policy import policy_preset  # noqa: E402
 from gct_stream_ros.cache.policies.scorers import diversity_scores, mass_scores  # noqa: E402
+from gct_stream_ros.cache.policies.selection import evicted_slots  # noqa: E402
 from gct_stream_ros.cache.policies.temporal_rope import rotate_temporal  # noqa: E402
 from gct_stream_ros.cache.policies.token_pool import FREE, PATCH, SPECIAL, TokenPool, state_scores  # noqa: E402
 
@@ -270,3 +271,50 @@ def test_fused_attention_mass_over_a_device_count_matches_the_mass_over_the_pref
         assert mass.shape == (5000,) and not mass[count:].any()
         torch.testing.assert_close(mass[:count], attention_mass(queries, weights, keys[:count]),
                                    rtol=1e-5, atol=1e-7)
+
+
+def test_fused_selection_on_a_pool_of_108k_slots_matches_a_stable_argsort_and_replays_in_a_graph():
+    """``evicted_slots`` on CUDA (``fused_select.py``) at the pool's size: per head, over ``[H, N].t()``
+    (contiguous rows) and over ``[N, H]`` (strided rows), and head-shared, the chosen sets are a stable
+    argsort's (ties by the lowest slot); captured in a CUDA graph, a replay chooses from new scores."""
+    gen = torch.Generator().manual_seed(8)
+    heads, slots, count = 16, 108_000, 978
+
+    def ranking() -> torch.Tensor:  # [H, N]: ~1,400 exact ties per value, subnormals, expired, protected
+        rows = torch.randint(0, 50, (heads, slots), generator=gen).float() / 7
+        rows[:, 3::1009] = -1e-40  # all chosen, before the ties at 0.0
+        rows[:, 4::1013] = 1e-40
+        rows[:, ::997] = float("-inf")
+        rows[:, 5::991] = torch.finfo(torch.float32).min
+        rows[:, 70_000:] = float("inf")
+        return rows
+
+    def expected(rows: torch.Tensor) -> list[set[int]]:
+        return [set(torch.argsort(row, stable=True)[:count].tolist()) for row in rows]
+
+    def chosen(slots_by_head: torch.Tensor) -> list[set[int]]:
+        return [set(column.tolist()) for column in slots_by_head.t().cpu()]
+
+    frames = torch.zeros(slots, heads, dtype=torch.int32, device="cuda")
+    by_head = ranking()
+    scores = by_head.cuda().t()  # [N, H] view of [H, N], as fused_scores.diversity_ranking gives it
+    assert chosen(evicted_slots(scores, count, "token", True, frames)) == expected(by_head)
+    assert chosen(evicted_slots(scores.contiguous(), count, "token", True, frames)) == expected(by_head)
+    shared = evicted_slots(scores[:, :1].contiguous(), count, "token", False, frames)
+    assert shared.shape == (count, heads) and chosen(shared) == expected(by_head[:1]) * heads
+    distinct = torch.rand(heads, slots, generator=gen)
+    assert chosen(evicted_slots(distinct.cuda().t(), count, "token", True, frames)) == expected(distinct)
+
+    static = scores.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        evicted_slots(static, count, "token", True, frames)  # compiled before the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = evicted_slots(static, count, "token", True, frames)
+    fresh = ranking()
+    static.copy_(fresh.t())
+    graph.replay()
+    assert chosen(captured) == expected(fresh)

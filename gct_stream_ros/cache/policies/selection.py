@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from gct_stream_ros.cache.policies import fused_moves, fused_select
+
 
 def evicted_slots(scores: torch.Tensor, count: int, granularity: str, per_head: bool,
                   frames: torch.Tensor) -> torch.Tensor:
@@ -15,12 +17,19 @@ def evicted_slots(scores: torch.Tensor, count: int, granularity: str, per_head: 
     its slots and frees whole frames: the caller's ``count`` is then a whole number of frames'
     patches (+ expired specials), and sorting by frame before ranking keeps a frame's slots
     together. ``count`` is known on the host, so token granularity never reads the device; frame
-    granularity (not used by a preset) reads it once to number the frames.
+    granularity (not used by a preset) reads it once to number the frames. On CUDA, token
+    granularity is ``fused_select.smallest`` (ties by the lowest slot); elsewhere ``torch.topk``.
     """
     if granularity == "token":
-        if per_head:  # along the rows of [H, N]: contiguous when the scores come as ``[H, N].t()``
-            return torch.topk(scores.t(), count, dim=-1, largest=False, sorted=False).indices.t()
-        chosen = torch.topk(scores[:, 0], count, largest=False, sorted=False).indices
+        # rows [H, N] (contiguous when the scores come as ``[H, N].t()``) or head 0's [1, N]
+        rows = scores.t() if per_head else scores[:, :1].t()
+        if fused_moves.available(scores):
+            chosen = fused_select.smallest(rows, count)
+        else:
+            chosen = torch.topk(rows, count, dim=-1, largest=False, sorted=False).indices.t()
+        if per_head:
+            return chosen
+        chosen = chosen[:, 0]
     elif granularity == "frame":
         shared, frame = scores[:, 0].double(), frames[:, 0].long()
         evictable = torch.isfinite(shared) & (shared > torch.finfo(scores.dtype).min)  # live patch slots
