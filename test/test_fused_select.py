@@ -38,7 +38,8 @@ def test_random_rows_choose_their_smallest_values():
 def test_exact_ties_go_to_the_lowest_indices_across_blocks():
     rows = torch.randint(0, 3, (2, SLOTS), generator=torch.Generator().manual_seed(1)).float()
     rows[0, 1::4] = -0.0  # the same value as 0.0: not chosen before the 0.0 of lower index
-    assert (rows == 0).sum(dim=1).min() > 40
+    rows[1] = 1.0 + rows[1] * torch.finfo(torch.float32).eps  # keys that differ in the last byte alone
+    assert (rows == rows.min(dim=1, keepdim=True).values).sum(dim=1).min() > 40
     assert chosen_sets(smallest(rows, 40, block=BLOCK)) == expected(rows, 40)
 
 
@@ -50,11 +51,12 @@ def special_rows() -> torch.Tensor:
     rows[0, ::7] = float("-inf")
     rows[1, 3::11] = float("-inf")
     rows[:, 2::5] = LOWEST
-    rows[:, 40:100] = float("inf")
+    rows[:, 40:2 * BLOCK] = float("inf")  # a whole block, as the pool's unused slots
+    rows[1, 2 * BLOCK:] = LOWEST  # a whole block of one value below the threshold
     return rows
 
 
-@pytest.mark.parametrize("count", [1, 20, SLOTS - 60])
+@pytest.mark.parametrize("count", [1, 20, SLOTS - (2 * BLOCK - 40)])
 def test_expired_slots_go_first_and_protected_ones_never(count):
     rows = special_rows()
     chosen = smallest(rows, count, block=BLOCK)

@@ -10,8 +10,10 @@ for the rows ``[R, N]`` of a layer's eviction ranking:
 * 4 passes, one kernel each, over every row in blocks of ``block`` values: pass ``p`` histograms
   (256 bins) the ``p``-th byte, from the top, of the keys whose higher bytes equal the prefix
   found so far. Each program first finds that prefix, and how many values are still to choose,
-  from the earlier passes' histograms (``_threshold``). After pass 4 the prefix is the
-  ``count``-th smallest key, the threshold, of which ``ties`` values are to be chosen;
+  from the earlier passes' histograms (``_threshold``); a block whose keys of the prefix all fall
+  in one bin (most blocks from pass 3 on, and the pool's unused slots, +inf) adds their number to
+  it without a histogram. After pass 4 the prefix is the ``count``-th smallest key, the
+  threshold, of which ``ties`` values are to be chosen;
 * one kernel chooses every value below the threshold (output positions from one atomic counter
   per row: the order of the output is free) and the ``ties`` values equal to it of lowest index
   (pass 4 also keeps each block's histogram: a block counts the equal values before it).
@@ -70,15 +72,23 @@ if TRITON:
         key = _key(tl.load(scores_ptr + row * row_stride + columns * column_stride, mask=counted, other=0.0))
         if byte > 0:
             counted = counted & ((key >> (32 - 8 * byte)) == prefix)
-        if tl.max(counted.to(tl.int32), axis=0) > 0:  # past pass 2, most blocks hold no key of the prefix
-            digit = ((key >> (24 - 8 * byte)) & 0xFF).to(tl.int32)
+        histogram = histograms_ptr + (byte * num_rows + row) * 256
+        block_histogram = block_counts_ptr + (row * num_blocks + block_index) * 256
+        digit = ((key >> (24 - 8 * byte)) & 0xFF).to(tl.int32)
+        # the block's lowest digit (256: no key of the prefix) and its highest: one bin needs no histogram
+        first = tl.min(tl.where(counted, digit, 256), axis=0)
+        if first == tl.max(tl.where(counted, digit, -1), axis=0):
+            number = tl.sum(counted.to(tl.int32), axis=0)
+            tl.atomic_add(histogram + first, number, sem="relaxed")
+            if byte == 3:
+                tl.store(block_histogram + first, number)
+        elif first < 256:
             # (Triton 3.5's interpreter returns int64 data typed int32: the round trip makes it int32 there)
             counts = tl.histogram(digit, 256, mask=counted).to(tl.int64).to(tl.int32)
             bins = tl.arange(0, 256)
-            tl.atomic_add(histograms_ptr + (byte * num_rows + row) * 256 + bins, counts, mask=counts > 0,
-                          sem="relaxed")
+            tl.atomic_add(histogram + bins, counts, mask=counts > 0, sem="relaxed")
             if byte == 3:
-                tl.store(block_counts_ptr + (row * num_blocks + block_index) * 256 + bins, counts)
+                tl.store(block_histogram + bins, counts)
 
     @triton.jit(do_not_specialize=["count", "length"])
     def _choose(scores_ptr, histograms_ptr, block_counts_ptr, taken_ptr, chosen_ptr, count, length,
