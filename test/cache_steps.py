@@ -52,6 +52,14 @@ def fill_randomly(pool: TokenPool, gen: torch.Generator) -> None:
     pool.exposure.copy_(torch.rand(pool.exposure.shape, generator=gen))
 
 
+def ascending(slots: torch.Tensor) -> torch.Tensor:
+    """Freed slots ``[E, H]`` sorted per head, as ``selection.evicted_slots`` gives them to
+    ``TokenPool.remove`` (a head-shared column expanded over the heads stays so)."""
+    if slots.stride(1) == 0:
+        return slots[:, :1].sort(dim=0).values.expand(slots.shape)
+    return slots.sort(dim=0).values
+
+
 def step_mode(step: Step) -> StepMode:
     modes = {"phase1": StepMode.STORE, "store": StepMode.STORE, "skip": StepMode.SKIP}
     return modes.get(step.kind, StepMode.DEFER)

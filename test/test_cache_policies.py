@@ -210,7 +210,7 @@ def test_token_pool_removes_slots_per_head_by_moving_the_tail():
     keys[:, 1] += 100  # head 1 holds other values
     pool.append(keys, -keys, [(10, 5, PATCH)])
     storage = pool.keys.data_ptr()
-    slots = torch.tensor([[1, 9], [4, 0], [8, 5]])  # head 0 frees 1, 4, 8; head 1 frees 9, 0, 5
+    slots = torch.tensor([[1, 0], [4, 5], [8, 9]])  # head 0 frees 1, 4, 8; head 1 frees 0, 5, 9
     pool.remove(slots)
     assert pool.length == 7 and pool.keys.data_ptr() == storage
     head0 = sorted(pool.keys[:7, 0, 0].tolist())

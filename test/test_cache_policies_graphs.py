@@ -208,6 +208,7 @@ def test_device_addressed_pool_writes_expiry_and_removal_equal_the_host_addresse
     host.expire(5)
     device.expire(torch.tensor(5, dtype=torch.int32), torch.tensor(device.length, dtype=torch.int32))
     slots = torch.stack([torch.randperm(2 * TOKENS, generator=gen)[:9] for _ in range(HEADS)], dim=1)
+    slots = slots.sort(dim=0).values  # ascending per head, as ``evicted_slots`` gives them
     host.remove(slots)
     device.remove(slots, torch.tensor([device.length, device.length - 9], dtype=torch.int32))
     assert device.length == 2 * TOKENS  # the host length is the caller's

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cache_steps import fill_randomly
+from cache_steps import ascending, fill_randomly
 
 pytest.importorskip("triton")
 
@@ -40,7 +40,9 @@ def per_head(*columns: list[int]) -> torch.Tensor:
 
 def remove_both(pool: TokenPool, fields: tuple[torch.Tensor, ...], marks: torch.Tensor, slots: torch.Tensor,
                 on_device: bool = False) -> None:
-    """Remove ``slots`` from the torch pool and, fused, from its copy ``fields``."""
+    """Remove ``slots`` (ascending per head once sorted here) from the torch pool and, fused, from its copy
+    ``fields``."""
+    slots = ascending(slots)
     length = pool.length
     pool.remove(slots)
     lengths = torch.tensor([length, pool.length], dtype=torch.int32)

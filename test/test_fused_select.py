@@ -1,7 +1,7 @@
 """The fused exact selection (``cache/policies/fused_select.py``), run by Triton's interpreter on CPU tensors.
 
-Its chosen set must be a stable argsort's first ``count`` (ties by the lowest index), rows of
-several blocks (``BLOCK``) so that ties are counted across blocks.
+Its chosen set must be a stable argsort's first ``count`` (ties by the lowest index), written in
+index order, rows of several blocks (``BLOCK``) so that ties are counted across blocks.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def expected(rows: torch.Tensor, count: int) -> list[list[int]]:
 
 
 def chosen_sets(chosen: torch.Tensor) -> list[list[int]]:
-    return [sorted(column.tolist()) for column in chosen.t()]
+    """Each row's chosen indices as written: ``expected`` only if they come in index order, as
+    ``TokenPool.remove`` takes them."""
+    return [column.tolist() for column in chosen.t()]
 
 
 def test_random_rows_choose_their_smallest_values():

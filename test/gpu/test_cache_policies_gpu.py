@@ -16,6 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared step driver lives in test/
 from cache_steps import (  # noqa: E402
     SPECIALS,
+    ascending,
     count_prefix_captures,
     fill_randomly,
     random_schedule,
@@ -191,7 +192,7 @@ def test_fused_pool_writes_and_moves_match_the_torch_ops():
     pools = [TokenPool(200, HEADS, DIM, torch.bfloat16, torch.device(device)) for device in ("cpu", "cuda")]
     k, v = (torch.randn(2, TOKENS, HEADS, DIM, generator=gen).bfloat16() for _ in range(2))
     mass, exposure = (torch.rand(2 * TOKENS, HEADS, generator=gen) for _ in range(2))
-    slots = torch.stack([torch.randperm(2 * TOKENS, generator=gen)[:50] for _ in range(HEADS)], dim=1)
+    slots = ascending(torch.stack([torch.randperm(2 * TOKENS, generator=gen)[:50] for _ in range(HEADS)], 1))
     for pool in pools:
         device = pool.keys.device
         pool.append_frame(k[0].to(device), v[0].to(device), 3, SPECIALS, PATCH)  # one launch on CUDA
@@ -227,7 +228,7 @@ def test_fused_device_addressed_writes_and_removal_match_the_host_addressed_torc
         cuda.write_frame_at(k[frame].cuda(), v[frame].cuda(), at,
                             torch.tensor(7 + frame, dtype=torch.int32, device="cuda"), SPECIALS, PATCH)
         cuda.length += TOKENS
-    slots = torch.stack([torch.randperm(2 * TOKENS, generator=gen)[:30] for _ in range(HEADS)], dim=1)
+    slots = ascending(torch.stack([torch.randperm(2 * TOKENS, generator=gen)[:30] for _ in range(HEADS)], 1))
     cpu.remove(slots)
     cuda.remove(slots.cuda(), torch.tensor([2 * TOKENS, 2 * TOKENS - 30], dtype=torch.int32, device="cuda"))
     for expected, fused in zip(cpu.fields(), cuda.fields(), strict=True):
@@ -251,6 +252,7 @@ def test_fused_removals_of_a_frame_and_more_match_the_torch_removals(shared):
             slots = torch.randperm(cpu.length, generator=gen)[:count].unsqueeze(1).expand(count, HEADS)
         else:
             slots = torch.stack([torch.randperm(cpu.length, generator=gen)[:count] for _ in range(HEADS)], 1)
+        slots = ascending(slots)
         lengths = torch.tensor([cpu.length, cpu.length - count], dtype=torch.int32, device="cuda")
         cpu.remove(slots)
         cuda.remove(slots.cuda(), lengths)

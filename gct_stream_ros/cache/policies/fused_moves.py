@@ -9,9 +9,9 @@ more of host time (the budgeted step was host-bound at ~100 ops per layer on the
   keys, values, frame, state, and a zero mass and exposure; a frame's specials (first in the
   model's order, last in the pool's) and patches in one launch;
 * ``remove``: ``TokenPool.remove`` in O(E) work per head, never a pass over the capacity. The
-  freed slots are sorted (one torch sort; head-shared slots sort their one column): per head, the
-  first ``pairs`` of them are the holes below the new length, the rest the freed slots of the tail
-  ``[length - E, length)``. One program per head marks those tail slots in ``marks`` and numbers
+  freed slots come ascending per head (``selection.evicted_slots``): the first ``pairs`` of them
+  are the holes below the new length, the rest the freed slots of the tail ``[length - E, length)``.
+  One program per head marks those tail slots in ``marks`` and numbers
   the kept tail slots (a prefix sum over the E tail slots); a second kernel moves every field of
   the i-th kept slot into the i-th hole and clears the marks it set, so ``marks`` is all zero
   before and after every removal (``TokenPool`` allocates it zeroed) and needs no memset.
@@ -147,14 +147,12 @@ def write_run(fields: tuple[torch.Tensor, ...], keys: torch.Tensor, values: torc
 
 def remove(fields: tuple[torch.Tensor, ...], marks: torch.Tensor, slots: torch.Tensor,
            length: int | torch.Tensor) -> None:
-    """Free ``slots`` ``[E, H]`` of the first ``length``: move the kept slots from ``length - E`` on into the
-    freed ones below it, per head (``TokenPool.remove``). ``marks``: a ``[C, H]`` uint8 scratch, all zero
-    (and left so). ``length``: a number, or the lengths before and after on the device (int32 ``[2]``).
-    Head-shared slots may come as ``[E, 1]`` expanded to ``[E, H]``."""
+    """Free ``slots`` ``[E, H]`` (each column ascending) of the first ``length``: move the kept slots from
+    ``length - E`` on into the freed ones below it, per head (``TokenPool.remove``). ``marks``: a ``[C, H]``
+    uint8 scratch, all zero (and left so). ``length``: a number, or the lengths before and after on the
+    device (int32 ``[2]``). Head-shared slots may come as ``[E, 1]`` expanded to ``[E, H]``."""
     count, num_heads = slots.shape
-    shared = slots.stride(1) == 0
-    sorted_slots = (slots[:, :1] if shared else slots).sort(dim=0).values  # holes first, then the tail's
-    sorted_strides = sorted_slots.expand(count, num_heads).stride()  # a shared column: stride 0 over heads
+    sorted_slots, sorted_strides = slots, slots.stride()  # a shared column: stride 0 over heads
     sources = torch.empty(count, num_heads, dtype=torch.int32, device=slots.device)
     pairs = torch.empty(num_heads, dtype=torch.int32, device=slots.device)
     on_device = isinstance(length, torch.Tensor)

@@ -1,4 +1,4 @@
-"""The ``count`` lowest values of each row as six CUDA kernels (Triton): an exact radix select.
+"""The ``count`` lowest values of each row as seven CUDA kernels (Triton): an exact radix select.
 
 ``torch.topk`` of ~1k out of ~100k fp32 values runs a dozen small kernels of a multi-block radix
 select: 49 us for one row, 68 us for 16 rows on the H200, per layer and step (issue 13). Here,
@@ -14,11 +14,14 @@ for the rows ``[R, N]`` of a layer's eviction ranking:
   in one bin (most blocks from pass 3 on, and the pool's unused slots, +inf) adds their number to
   it without a histogram. After pass 4 the prefix is the ``count``-th smallest key, the
   threshold, of which ``ties`` values are to be chosen;
-* one kernel chooses every value below the threshold (output positions from one atomic counter
-  per row: the order of the output is free) and the ``ties`` values equal to it of lowest index
-  (pass 4 also keeps each block's histogram: a block counts the equal values before it).
+* one kernel counts each block's values below the threshold, and one chooses them and the
+  ``ties`` values equal to it of lowest index (pass 4 also keeps each block's histogram: a block
+  counts the equal values before it), each written at the number of values chosen before it: the
+  output is in index order. The removal that follows needs its slots ascending
+  (``TokenPool.remove``); sorting ~1k slots x 16 heads with torch took ~30 us on the H200, as
+  long as the whole select.
 
-With the zero fill of the histograms, six launches whatever R and N. The chosen set is
+With the zero fill of the histograms, seven launches whatever R and N. The chosen set is
 ``torch.argsort(row, stable=True)[:count]``'s: deterministic, ties by the lowest index. Nothing
 is read back on the host, and the output's shape depends on ``count`` alone, so a CUDA graph
 replays it.
@@ -91,31 +94,42 @@ if TRITON:
                 tl.store(block_histogram + bins, counts)
 
     @triton.jit(do_not_specialize=["count", "length"])
-    def _choose(scores_ptr, histograms_ptr, block_counts_ptr, taken_ptr, chosen_ptr, count, length,
-                row_stride, column_stride, num_rows, num_blocks, block: tl.constexpr, blocks: tl.constexpr):
+    def _count_below(scores_ptr, histograms_ptr, below_ptr, count, length, row_stride, column_stride,
+                     num_rows, num_blocks, block: tl.constexpr):
+        """How many values of each block are below the threshold (where ``_choose`` places them)."""
         block_index, row = tl.program_id(0), tl.program_id(1)
-        threshold, ties = _threshold(histograms_ptr, row, count, num_rows, 4)
-        earlier = tl.arange(0, blocks)
-        ties_before = tl.sum(tl.load(block_counts_ptr + (row * num_blocks + earlier) * 256
-                                     + (threshold & 0xFF).to(tl.int32), mask=earlier < block_index, other=0),
-                             axis=0)
+        threshold, _ = _threshold(histograms_ptr, row, count, num_rows, 4)
         columns = block_index * block + tl.arange(0, block)
         valid = columns < length
         key = _key(tl.load(scores_ptr + row * row_stride + columns * column_stride, mask=valid, other=0.0))
-        below = valid & (key < threshold)
+        tl.store(below_ptr + row * num_blocks + block_index, tl.sum((valid & (key < threshold)).to(tl.int32),
+                                                                    axis=0))
+
+    @triton.jit(do_not_specialize=["count", "length"])
+    def _choose(scores_ptr, histograms_ptr, block_counts_ptr, below_ptr, chosen_ptr, count, length,
+                row_stride, column_stride, num_rows, num_blocks, block: tl.constexpr, blocks: tl.constexpr):
+        """Every value below the threshold and the ``ties`` equal to it of lowest index, written in index
+        order: a value's position is the number chosen before it (earlier blocks', then its block's)."""
+        block_index, row = tl.program_id(0), tl.program_id(1)
+        threshold, ties = _threshold(histograms_ptr, row, count, num_rows, 4)
+        earlier = tl.arange(0, blocks)
+        before = earlier < block_index
+        ties_before = tl.sum(tl.load(block_counts_ptr + (row * num_blocks + earlier) * 256
+                                     + (threshold & 0xFF).to(tl.int32), mask=before, other=0), axis=0)
+        below_before = tl.sum(tl.load(below_ptr + row * num_blocks + earlier, mask=before, other=0), axis=0)
+        columns = block_index * block + tl.arange(0, block)
+        valid = columns < length
+        key = _key(tl.load(scores_ptr + row * row_stride + columns * column_stride, mask=valid, other=0.0))
         equal = valid & (key == threshold)
         tie_rank = ties_before + tl.cumsum(equal.to(tl.int32), axis=0) - 1
-        tl.store(chosen_ptr + (count - ties + tie_rank) * num_rows + row, columns.to(tl.int64),
-                 mask=equal & (tie_rank < ties))
-        below_count = tl.sum(below.to(tl.int32), axis=0)
-        first = tl.atomic_add(taken_ptr + row, below_count, mask=below_count > 0, sem="relaxed")
-        position = first + tl.cumsum(below.to(tl.int32), axis=0) - 1
-        tl.store(chosen_ptr + position * num_rows + row, columns.to(tl.int64), mask=below)
+        chosen = (valid & (key < threshold)) | (equal & (tie_rank < ties))
+        position = below_before + tl.minimum(ties_before, ties) + tl.cumsum(chosen.to(tl.int32), axis=0) - 1
+        tl.store(chosen_ptr + position * num_rows + row, columns.to(tl.int64), mask=chosen)
 
 
 def smallest(rows: torch.Tensor, count: int, block: int = BLOCK) -> torch.Tensor:
-    """Indices ``[count, R]`` (int64, any order) of the ``count`` smallest values of each row of the fp32
-    ``rows`` ``[R, N]`` (any strides), ties by the lowest index; ``block``: values per program."""
+    """Indices ``[count, R]`` (int64, each column ascending) of the ``count`` smallest values of each row of
+    the fp32 ``rows`` ``[R, N]`` (any strides), ties by the lowest index; ``block``: values per program."""
     num_rows, length = rows.shape
     if rows.dtype != torch.float32 or not 0 <= count <= length:
         raise ValueError(f"cannot choose {count} of {length} {rows.dtype} values (float32 only)")
@@ -123,14 +137,16 @@ def smallest(rows: torch.Tensor, count: int, block: int = BLOCK) -> torch.Tensor
     if count == 0:
         return chosen
     num_blocks = triton.cdiv(length, block)
-    # histograms [4, R, 256], values placed [R] and the last pass's histograms per block [R, blocks, 256]
-    sizes = [BYTES * num_rows * BINS, num_rows, num_rows * num_blocks * BINS]
+    # histograms [4, R, 256], the last pass's histograms per block [R, blocks, 256] and the values below
+    # the threshold per block [R, blocks]
+    sizes = [BYTES * num_rows * BINS, num_rows * num_blocks * BINS, num_rows * num_blocks]
     scratch = torch.zeros(sum(sizes), dtype=torch.int32, device=rows.device)  # the one fill
-    histograms, taken, block_counts = scratch.split(sizes)
+    histograms, block_counts, below = scratch.split(sizes)
     shape = (count, length, rows.stride(0), rows.stride(1), num_rows, num_blocks)
     grid = (num_blocks, num_rows)
     for byte in range(BYTES):
         _histogram[grid](rows, histograms, block_counts, *shape, byte=byte, block=block)
-    _choose[grid](rows, histograms, block_counts, taken, chosen, *shape, block=block,
+    _count_below[grid](rows, histograms, below, *shape, block=block)
+    _choose[grid](rows, histograms, block_counts, below, chosen, *shape, block=block,
                   blocks=triton.next_power_of_2(num_blocks))
     return chosen

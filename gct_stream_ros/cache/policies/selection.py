@@ -9,7 +9,8 @@ from gct_stream_ros.cache.policies import fused_moves, fused_select
 
 def evicted_slots(scores: torch.Tensor, count: int, granularity: str, per_head: bool,
                   frames: torch.Tensor) -> torch.Tensor:
-    """Slots ``[count, H]`` with the lowest ``scores`` ``[N, H]`` (protected slots score +inf, never chosen).
+    """Slots ``[count, H]``, each column ascending (as ``TokenPool.remove`` takes them), with the lowest
+    ``scores`` ``[N, H]`` (protected slots score +inf, never chosen).
 
     ``per_head``: every head frees its own ``count`` slots; otherwise head 0's choice is every
     head's (the scorer is head-shared; ``scores`` may then hold head 0 alone, ``[N, 1]``; ``H``
@@ -18,7 +19,8 @@ def evicted_slots(scores: torch.Tensor, count: int, granularity: str, per_head: 
     patches (+ expired specials), and sorting by frame before ranking keeps a frame's slots
     together. ``count`` is known on the host, so token granularity never reads the device; frame
     granularity (not used by a preset) reads it once to number the frames. On CUDA, token
-    granularity is ``fused_select.smallest`` (ties by the lowest slot); elsewhere ``torch.topk``.
+    granularity is ``fused_select.smallest`` (ties by the lowest slot, in slot order); elsewhere
+    ``torch.topk``, then sorted.
     """
     if granularity == "token":
         # rows [H, N] (contiguous when the scores come as ``[H, N].t()``) or head 0's [1, N]
@@ -27,6 +29,7 @@ def evicted_slots(scores: torch.Tensor, count: int, granularity: str, per_head: 
             chosen = fused_select.smallest(rows, count)
         else:
             chosen = torch.topk(rows, count, dim=-1, largest=False, sorted=False).indices.t()
+            chosen = chosen.sort(dim=0).values
         if per_head:
             return chosen
         chosen = chosen[:, 0]
@@ -40,7 +43,7 @@ def evicted_slots(scores: torch.Tensor, count: int, granularity: str, per_head: 
         size.index_add_(0, inverse, evictable.double())
         ranked = torch.where(evictable, (total / size.clamp(min=1.0))[inverse], shared)
         by_frame = torch.argsort(frame, stable=True)
-        chosen = by_frame[torch.argsort(ranked[by_frame], stable=True)][:count]
+        chosen = by_frame[torch.argsort(ranked[by_frame], stable=True)][:count].sort().values
     else:
         raise ValueError(f"unknown granularity {granularity!r}")
     return chosen.unsqueeze(1).expand(count, frames.shape[1])
