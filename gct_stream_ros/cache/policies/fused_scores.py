@@ -34,8 +34,8 @@ fp32 in registers:
   - given ``num_keys`` on the device (a fixed-shape step, ``budgeted_cache.py``) the slots from
     it on are ``FREE`` (+inf), as ``TokenPool.in_use`` would mark them, and are not read: the
     caller builds no masked state;
-  - the grid is a fixed number of programs per SM, each taking every n-th tile (the slots in
-    use spread evenly, whatever their count; partial sums ``[programs, H, 64]``);
+  - each pass runs as many programs as the SMs hold at once, each taking every n-th tile (the
+    slots in use spread evenly, whatever their count; partial sums ``[programs, H, 64]``);
   - each key's angle per pair is computed once per pass, and its cos and sin share one range
     reduction (``_cos_sin``; ``tl.cos``/``tl.sin`` are two libdevice calls that each reduce).
 
@@ -62,13 +62,18 @@ from gct_stream_ros.cache.policies.token_pool import EXPIRED_PATCH, EXPIRED_SPEC
 HEAD_DIM = 64
 CHUNK_KEYS = 1024
 """Keys per program of the log-sum-exp pass (partials combined afterwards)."""
-DIVERSITY_BLOCK_SLOTS = 16
-"""Slots per tile of the diversity passes, every head: ``[16, H, 64]`` (32 KiB of bf16 at 16 heads)."""
+DIVERSITY_BLOCK_SLOTS = 8
+"""Slots per tile of the diversity passes, every head: ``[8, H, 64]`` (16 KiB of bf16 at 16 heads)."""
 DIVERSITY_WARPS = 8
-DIVERSITY_PROGRAMS_PER_SM = 4
+SUMS_PROGRAMS_PER_SM = 2
+RANKING_PROGRAMS_PER_SM = 6
+"""Programs of each diversity pass per SM: a multiple of those one SM holds at once, so that they run in
+whole waves (ptxas for sm_90, Triton 3.5, 8 warps, 16 heads: pass 1 128 registers per thread, 2 programs
+of the SM's 65,536; pass 2 80, 3 programs, or 104 without ``num_keys``, 2)."""
 INTERPRETED_PROGRAMS = 3
 """Programs of the diversity passes in Triton's interpreter (CPU tensors): few, each takes several tiles."""
-PARTIALS_BLOCK = 64
+PARTIALS_TILE = 8192
+"""Elements of partial sums that the combining kernels read at a time."""
 BLOCK_KEYS = 64
 BLOCK_QUERIES = 64
 ROTATED_PAIRS = 16
@@ -336,12 +341,13 @@ if TRITON:
 
 
 @functools.cache
-def _diversity_programs(device: torch.device) -> int:
-    """Programs of each diversity pass: a fixed number per SM, each taking every n-th tile of slots, so
-    that the work is spread evenly whatever the slots in use, and the partial sums are few."""
+def _diversity_programs(device: torch.device) -> tuple[int, int]:
+    """Programs of the two diversity passes: a fixed number per SM, each taking every n-th tile of slots,
+    so that the work is spread evenly whatever the slots in use, and the partial sums are few."""
     if device.type != "cuda":
-        return INTERPRETED_PROGRAMS
-    return DIVERSITY_PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+        return INTERPRETED_PROGRAMS, INTERPRETED_PROGRAMS
+    processors = torch.cuda.get_device_properties(device).multi_processor_count
+    return SUMS_PROGRAMS_PER_SM * processors, RANKING_PROGRAMS_PER_SM * processors
 
 
 @functools.cache
@@ -398,24 +404,25 @@ def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor, state: torch.Ten
     """
     num_slots, num_heads, head_dim = keys.shape
     heads = triton.next_power_of_2(num_heads)
-    programs = _diversity_programs(keys.device)
+    sums_programs, ranking_programs = _diversity_programs(keys.device)
     on_device = num_keys is not None
     count = num_keys if on_device else keys  # unread unless on_device
     frequency = _pair_frequencies(keys.device)
     scratch = dict(dtype=torch.float32, device=keys.device)
-    sums, patches = torch.empty(programs, heads, head_dim, **scratch), torch.empty(programs, heads, **scratch)
+    sums = torch.empty(sums_programs, heads, head_dim, **scratch)
+    patches = torch.empty(sums_programs, heads, **scratch)
     tiles = (keys, frames, state, frequency, count)
     shapes = (num_slots, num_heads, keys.stride(0), keys.stride(1), frames.stride(0), state.stride(0))
     tiling = dict(block=DIVERSITY_BLOCK_SLOTS, heads=heads, head_dim=head_dim, on_device=on_device,
                   num_warps=DIVERSITY_WARPS)
-    _diversity_sums[(programs,)](*tiles, sums, patches, *shapes, **tiling)
+    _diversity_sums[(sums_programs,)](*tiles, sums, patches, *shapes, **tiling)
     mean, patch_count = torch.empty(heads, head_dim, **scratch), torch.empty(heads, **scratch)
-    _diversity_mean[(heads,)](sums, patches, mean, patch_count, num_programs=programs, heads=heads,
-                              head_dim=head_dim, block_parts=PARTIALS_BLOCK)
+    _diversity_mean[(heads,)](sums, patches, mean, patch_count, num_programs=sums_programs, heads=heads,
+                              head_dim=head_dim, block_parts=PARTIALS_TILE // head_dim)
     ranking = torch.empty(num_heads, num_slots, **scratch)
-    similarity = torch.empty(programs, heads, **scratch)
-    _diversity_ranking[(programs,)](*tiles, mean, ranking, similarity, *shapes, **tiling)
+    similarity = torch.empty(ranking_programs, heads, **scratch)
+    _diversity_ranking[(ranking_programs,)](*tiles, mean, ranking, similarity, *shapes, **tiling)
     diversity = torch.empty((), **scratch)
-    _diversity_statistic[(1,)](similarity, patch_count, diversity, num_heads, num_programs=programs,
-                               heads=heads, block_parts=PARTIALS_BLOCK)
+    _diversity_statistic[(1,)](similarity, patch_count, diversity, num_heads, num_programs=ranking_programs,
+                               heads=heads, block_parts=PARTIALS_TILE // heads)
     return ranking, diversity
