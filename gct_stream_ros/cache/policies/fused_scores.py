@@ -24,25 +24,31 @@ fp32 in registers:
   keys once (the code before took 383 + 283 us per layer on the H200 at ~71k keys in use of
   ~108k slots, 16 heads, reading all slots, per head, the even and odd dims with a stride of 2):
 
-  - a tile is ``[16 slots, H, 64]``: every head of a slot, so that keys, frames and states are
-    read contiguously (per-head tiles read frames and states at a stride of ``H``); a key's
-    first 32 dims and its last 32 are two vector loads from the same 128-byte line, the even
-    and odd dims of the rotated pairs are split in registers (``tl.reshape`` + ``tl.split``),
-    not loaded with a stride of 2;
+  - a tile is ``[8 slots, H, 64]``: every head of a slot, so that keys, frames and states are
+    read contiguously (per-head tiles read frames and states at a stride of ``H``); a key is two
+    16-byte-vector loads of 32 dims from the same 128-byte line, each split into its even and
+    odd dims in registers (``tl.reshape`` + ``tl.split``), not loaded with a stride of 2: four
+    ``[8, H, 16]`` fp32 tensors of one layout (rotated pairs x, y; the other dims u, v), so
+    that a key's norm and dot product are one reduction each, with no layout conversion;
   - only candidates' keys are loaded (``state == PATCH``; the others' ranking does not depend
     on their key: scale patches and specials are not read);
   - given ``num_keys`` on the device (a fixed-shape step, ``budgeted_cache.py``) the slots from
     it on are ``FREE`` (+inf), as ``TokenPool.in_use`` would mark them, and are not read: the
     caller builds no masked state;
-  - each pass runs as many programs as the SMs hold at once, each taking every n-th tile (the
-    slots in use spread evenly, whatever their count; partial sums ``[programs, H, 64]``);
+  - each pass runs a whole number of waves of programs per SM, each taking every n-th tile (the
+    slots in use spread evenly, whatever their count; partial sums ``[programs, H, 64]``); at
+    8 warps and 16 heads, no register spills (ptxas for sm_90);
   - each key's angle per pair is computed once per pass, and its cos and sin share one range
     reduction (``_cos_sin``; ``tl.cos``/``tl.sin`` are two libdevice calls that each reduce).
+    The rotation is about a third of a pass's instructions (~450 per thread and tile): the
+    passes are near both the bandwidth and the instruction-issue bound of the H200.
 
   Only the first 16 dim pairs go through the rotation (the temporal band is pairs 0..9); the
   kernels are written for the model's head dim, 64. Bytes per pass at 71k slots in use, 16 heads
-  (bf16): ~145 MB of keys at most (less the protected ones), 4.5 MB of frames, 1.1 MB of states;
-  pass 2 writes the ranking of every slot, 4 bytes x H x N.
+  (bf16): the candidates' keys and frames, at most 71k x 16 x (128 + 4) = 150 MB (133 MB at
+  the default budget, whose 8 scale frames' patches and the specials are not read) and the
+  states, 1.1 MB; pass 2 also writes the ranking of every slot, 4 x H x N bytes (6.9 MB at
+  108k slots). The code before read every slot's keys in both passes (221 MB at 108k).
 
 Used only where ``available(keys)``; every other device/dtype runs the torch code, which the
 CPU tests pin. The CUDA tests (``test/gpu/test_cache_policies_gpu.py``) check these kernels
@@ -208,32 +214,32 @@ if TRITON:
 
     @triton.jit
     def _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr, first, in_use, num_heads, k_stride_n,
-                  k_stride_h, frame_stride, state_stride, block: tl.constexpr, heads: tl.constexpr,
-                  head_dim: tl.constexpr):
-        """Slots ``[first, first + block)`` of every head as (x, y, rest, norm, state), each ``[block, heads,
-        ...]``: the first 16 dim pairs ``[.., 16]`` with their temporal rotation removed, the dims from 32
-        on ``[.., D - 32]`` as stored, all fp32, the norms and the slot states (``FREE`` from ``in_use``).
-        Only candidates (``PATCH``) are read: the others' ranking does not depend on their key (x, y,
-        rest 0, norm 1e-12)."""
+                  k_stride_h, frame_stride, state_stride, block: tl.constexpr, heads: tl.constexpr):
+        """Slots ``[first, first + block)`` of every head as (x, y, u, v, norm, state): the keys' first 16 dim
+        pairs (x, y) with their temporal rotation removed and the even and odd dims from 32 on (u, v) as
+        stored, each ``[block, heads, 16]`` fp32, the norms and the slot states ``[block, heads]`` (``FREE``
+        from ``in_use``). Only candidates (``PATCH``) are read: the others' ranking does not depend on
+        their key (all 0, norm 1e-12)."""
         slot = first + tl.arange(0, block)
         head = tl.arange(0, heads)
         used = (slot < in_use)[:, None] & (head < num_heads)[None, :]  # [block, heads]
         state = tl.load(state_ptr + slot[:, None] * state_stride + head[None, :], mask=used, other=_FREE)
         candidate = state == _PATCH
-        rows = (k_ptr + slot[:, None] * k_stride_n + head[None, :] * k_stride_h)[:, :, None]
-        # a key's 128 bytes in two contiguous loads (the same cache line); even/odd dims split in registers
-        band = tl.load(rows + tl.arange(0, 2 * _PAIRS)[None, None, :], mask=candidate[:, :, None], other=0.0)
-        x, y = tl.split(tl.reshape(band, [block, heads, _PAIRS, 2]))
-        x, y = x.to(tl.float32), y.to(tl.float32)
-        rest_dims = 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS)
-        rest = tl.load(rows + rest_dims[None, None, :], mask=candidate[:, :, None], other=0.0).to(tl.float32)
-        norm = tl.maximum(tl.sqrt(tl.sum(x * x + y * y, axis=2) + tl.sum(rest * rest, axis=2)), 1e-12)
+        # a key's 128 bytes as two contiguous halves (one cache line), even and odd dims split in registers
+        rows = k_ptr + slot[:, None] * k_stride_n + head[None, :] * k_stride_h
+        half = rows[:, :, None] + tl.arange(0, 2 * _PAIRS)[None, None, :]
+        first_half = tl.load(half, mask=candidate[:, :, None], other=0.0)
+        second_half = tl.load(half + 2 * _PAIRS, mask=candidate[:, :, None], other=0.0)
+        x, y = tl.split(tl.reshape(first_half, [block, heads, _PAIRS, 2]))
+        u, v = tl.split(tl.reshape(second_half, [block, heads, _PAIRS, 2]))
+        x, y, u, v = x.to(tl.float32), y.to(tl.float32), u.to(tl.float32), v.to(tl.float32)
+        norm = tl.maximum(tl.sqrt(tl.sum(x * x + y * y + u * u + v * v, axis=2)), 1e-12)
         frame = tl.load(frame_ptr + slot[:, None] * frame_stride + head[None, :], mask=candidate, other=0)
         # one angle per key and pair, 0 past the temporal band
         frequency = tl.load(frequency_ptr + tl.arange(0, _PAIRS))
         angle = -frame.to(tl.float32)[:, :, None] * frequency[None, None, :]
         cos, sin = _cos_sin(angle)
-        return x * cos - y * sin, x * sin + y * cos, rest, norm, state
+        return x * cos - y * sin, x * sin + y * cos, u, v, norm, state
 
     @triton.jit
     def _slots_in_use(count_ptr, num_slots, on_device: tl.constexpr):
@@ -245,33 +251,35 @@ if TRITON:
     @triton.jit
     def _diversity_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, count_ptr, sum_ptr, patches_ptr,
                         num_slots, num_heads, k_stride_n, k_stride_h, frame_stride, state_stride,
-                        block: tl.constexpr, heads: tl.constexpr, head_dim: tl.constexpr,
-                        on_device: tl.constexpr):
-        """Per program, the sums of its tiles' normalised candidate keys ``[heads, D]`` (as x, y, rest) and
+                        block: tl.constexpr, heads: tl.constexpr, on_device: tl.constexpr):
+        """Per program, the sums of its tiles' normalised candidate keys ``[heads, 64]`` (as x, y, u, v) and
         their count ``[heads]``; a program takes every ``num_programs``-th tile of the slots in use."""
         program, programs = tl.program_id(0), tl.num_programs(0)
         in_use = _slots_in_use(count_ptr, num_slots, on_device)
         # summed over the tile's slots once, at the end (not across warps at every tile)
         total_x = tl.zeros([block, heads, _PAIRS], tl.float32)
         total_y = tl.zeros([block, heads, _PAIRS], tl.float32)
-        total_rest = tl.zeros([block, heads, head_dim - 2 * _PAIRS], tl.float32)
+        total_u = tl.zeros([block, heads, _PAIRS], tl.float32)
+        total_v = tl.zeros([block, heads, _PAIRS], tl.float32)
         patches = tl.zeros([block, heads], tl.float32)
         first = program * block
         while first < in_use:  # (a while loop: Triton's interpreter takes only plain ints as range bounds)
-            x, y, rest, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr, first, in_use,
+            x, y, u, v, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr, first, in_use,
                                                 num_heads, k_stride_n, k_stride_h, frame_stride, state_stride,
-                                                block, heads, head_dim)
+                                                block, heads)
             weight = tl.where(state == _PATCH, 1.0 / norm, 0.0)[:, :, None]
             total_x += x * weight
             total_y += y * weight
-            total_rest += rest * weight
+            total_u += u * weight
+            total_v += v * weight
             patches += tl.where(state == _PATCH, 1.0, 0.0)
             first += programs * block
         head = tl.arange(0, heads)
-        row = sum_ptr + (program * heads + head[:, None]) * head_dim  # laid out as (x, y, rest)
-        tl.store(row + tl.arange(0, _PAIRS)[None, :], tl.sum(total_x, axis=0))
-        tl.store(row + _PAIRS + tl.arange(0, _PAIRS)[None, :], tl.sum(total_y, axis=0))
-        tl.store(row + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS)[None, :], tl.sum(total_rest, axis=0))
+        row = sum_ptr + (program * heads + head[:, None]) * 4 * _PAIRS + tl.arange(0, _PAIRS)[None, :]
+        tl.store(row, tl.sum(total_x, axis=0))
+        tl.store(row + _PAIRS, tl.sum(total_y, axis=0))
+        tl.store(row + 2 * _PAIRS, tl.sum(total_u, axis=0))
+        tl.store(row + 3 * _PAIRS, tl.sum(total_v, axis=0))
         tl.store(patches_ptr + program * heads + head, tl.sum(patches, axis=0))
 
     @triton.jit
@@ -296,29 +304,25 @@ if TRITON:
     @triton.jit
     def _diversity_ranking(k_ptr, frame_ptr, state_ptr, frequency_ptr, count_ptr, mean_ptr, ranking_ptr,
                            similarity_ptr, num_slots, num_heads, k_stride_n, k_stride_h, frame_stride,
-                           state_stride, block: tl.constexpr, heads: tl.constexpr,
-                           head_dim: tl.constexpr, on_device: tl.constexpr):
+                           state_stride, block: tl.constexpr, heads: tl.constexpr, on_device: tl.constexpr):
         """The ranking ``[H, N]`` of every slot (+inf past the slots in use, whose keys are not read) and,
         per program, the sum of its candidates' similarities ``[heads]``."""
         program, programs = tl.program_id(0), tl.num_programs(0)
         in_use = _slots_in_use(count_ptr, num_slots, on_device)
         head = tl.arange(0, heads)
-        mean = mean_ptr + head[:, None] * head_dim  # laid out as (x, y, rest)
-        mean_x = tl.load(mean + tl.arange(0, _PAIRS)[None, :])[None, :, :]
-        mean_y = tl.load(mean + _PAIRS + tl.arange(0, _PAIRS)[None, :])[None, :, :]
-        mean_rest = tl.load(mean + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS)[None, :])[None, :, :]
+        mean = mean_ptr + head[:, None] * 4 * _PAIRS + tl.arange(0, _PAIRS)[None, :]  # as (x, y, u, v)
+        mean_x, mean_y = tl.load(mean)[None, :, :], tl.load(mean + _PAIRS)[None, :, :]
+        mean_u, mean_v = tl.load(mean + 2 * _PAIRS)[None, :, :], tl.load(mean + 3 * _PAIRS)[None, :, :]
         total = tl.zeros([block, heads], tl.float32)
         first = program * block
         while first < num_slots:
             slot = first + tl.arange(0, block)
             ranking = tl.full([block, heads], float("inf"), tl.float32)
             if first < in_use:
-                x, y, rest, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr, first, in_use,
+                x, y, u, v, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr, first, in_use,
                                                     num_heads, k_stride_n, k_stride_h, frame_stride,
-                                                    state_stride, block, heads, head_dim)
-                dot = (tl.sum(x * mean_x, axis=2) + tl.sum(y * mean_y, axis=2)
-                       + tl.sum(rest * mean_rest, axis=2))
-                similarity = dot / norm
+                                                    state_stride, block, heads)
+                similarity = tl.sum(x * mean_x + y * mean_y + u * mean_u + v * mean_v, axis=2) / norm
                 ranking = _ranked(-similarity, state)
                 total += tl.where(state == _PATCH, similarity, 0.0)
             stored = (slot < num_slots)[:, None] & (head < num_heads)[None, :]
@@ -413,8 +417,7 @@ def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor, state: torch.Ten
     patches = torch.empty(sums_programs, heads, **scratch)
     tiles = (keys, frames, state, frequency, count)
     shapes = (num_slots, num_heads, keys.stride(0), keys.stride(1), frames.stride(0), state.stride(0))
-    tiling = dict(block=DIVERSITY_BLOCK_SLOTS, heads=heads, head_dim=head_dim, on_device=on_device,
-                  num_warps=DIVERSITY_WARPS)
+    tiling = dict(block=DIVERSITY_BLOCK_SLOTS, heads=heads, on_device=on_device, num_warps=DIVERSITY_WARPS)
     _diversity_sums[(sums_programs,)](*tiles, sums, patches, *shapes, **tiling)
     mean, patch_count = torch.empty(heads, head_dim, **scratch), torch.empty(heads, **scratch)
     _diversity_mean[(heads,)](sums, patches, mean, patch_count, num_programs=sums_programs, heads=heads,
