@@ -18,12 +18,14 @@ from gct_stream_ros.cache.policies.temporal_rope import rotate_temporal  # noqa:
 from gct_stream_ros.cache.policies.token_pool import PATCH, state_scores  # noqa: E402
 
 HEADS, DIM, SLOTS, IN_USE = 4, 64, 280, 203
+SCALE_SLOTS = 40
 EVICTED = 40
 
 
 def _layer(dtype: torch.dtype, heads: int = HEADS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keys ``[N, H, D]`` with their frames' temporal rotation (frames over the whole band's periods),
-    frames and mixed states ``[N, H]``: mostly patches, some of every other state, per head."""
+    frames and mixed states ``[N, H]``: scale patches first, then mostly patches and some of every other
+    state, per head."""
     gen = torch.Generator().manual_seed(5)
     frames = torch.randint(0, 3000, (SLOTS, heads), generator=gen, dtype=torch.int32)
     content = torch.randn(1, heads, DIM, generator=gen) + 0.7 * torch.randn(SLOTS, heads, DIM, generator=gen)
@@ -33,6 +35,7 @@ def _layer(dtype: torch.dtype, heads: int = HEADS) -> tuple[torch.Tensor, torch.
     others = torch.tensor(protected_or_expired, dtype=torch.uint8)
     state = others[torch.randint(0, 4, (SLOTS, heads), generator=gen)]
     state[torch.rand(SLOTS, heads, generator=gen) < 0.7] = PATCH
+    state[:SCALE_SLOTS] = token_pool.SCALE_PATCH  # whole tiles without a candidate, as the scale frames'
     return keys, frames, state
 
 
