@@ -18,27 +18,30 @@ from gct_stream_ros.cache.policies.temporal_rope import rotate_temporal  # noqa:
 from gct_stream_ros.cache.policies.token_pool import PATCH, state_scores  # noqa: E402
 
 HEADS, DIM, SLOTS, IN_USE = 4, 64, 280, 203
+SCALE_SLOTS = 40
 EVICTED = 40
 
 
-def _layer(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _layer(dtype: torch.dtype, heads: int = HEADS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keys ``[N, H, D]`` with their frames' temporal rotation (frames over the whole band's periods),
-    frames and mixed states ``[N, H]``: mostly patches, some of every other state, per head."""
+    frames and mixed states ``[N, H]``: scale patches first, then mostly patches and some of every other
+    state, per head."""
     gen = torch.Generator().manual_seed(5)
-    frames = torch.randint(0, 3000, (SLOTS, HEADS), generator=gen, dtype=torch.int32)
-    content = torch.randn(1, HEADS, DIM, generator=gen) + 0.7 * torch.randn(SLOTS, HEADS, DIM, generator=gen)
+    frames = torch.randint(0, 3000, (SLOTS, heads), generator=gen, dtype=torch.int32)
+    content = torch.randn(1, heads, DIM, generator=gen) + 0.7 * torch.randn(SLOTS, heads, DIM, generator=gen)
     keys = rotate_temporal(content, frames).to(dtype)
     protected_or_expired = (token_pool.SCALE_PATCH, token_pool.SPECIAL, token_pool.EXPIRED_PATCH,
                             token_pool.EXPIRED_SPECIAL)
     others = torch.tensor(protected_or_expired, dtype=torch.uint8)
-    state = others[torch.randint(0, 4, (SLOTS, HEADS), generator=gen)]
-    state[torch.rand(SLOTS, HEADS, generator=gen) < 0.7] = PATCH
+    state = others[torch.randint(0, 4, (SLOTS, heads), generator=gen)]
+    state[torch.rand(SLOTS, heads, generator=gen) < 0.7] = PATCH
+    state[:SCALE_SLOTS] = token_pool.SCALE_PATCH  # whole tiles without a candidate, as the scale frames'
     return keys, frames, state
 
 
 def _in_use(state: torch.Tensor, count: int) -> torch.Tensor:
     """``TokenPool.in_use``: the states with ``FREE`` from ``count`` on."""
-    pool = token_pool.TokenPool(SLOTS, HEADS, DIM, torch.float32, torch.device("cpu"))
+    pool = token_pool.TokenPool(SLOTS, state.shape[1], DIM, torch.float32, torch.device("cpu"))
     pool.state.copy_(state)
     return pool.in_use(torch.tensor(count))
 
@@ -52,13 +55,15 @@ def _assert_ranks_as(ranking: torch.Tensor, reference: torch.Tensor) -> None:
 
 def _evicted(ranking_by_head: torch.Tensor, frames: torch.Tensor) -> list[list[int]]:
     slots = evicted_slots(ranking_by_head.t(), EVICTED, "token", True, frames)  # [E, H]
-    return [sorted(slots[:, head].tolist()) for head in range(HEADS)]
+    return [sorted(slots[:, head].tolist()) for head in range(frames.shape[1])]
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize(("dtype", "heads"),
+                         [(torch.bfloat16, HEADS), (torch.float32, HEADS), (torch.bfloat16, 3)],
+                         ids=["bf16", "fp32", "bf16, 3 heads (padded to 4)"])
 @pytest.mark.parametrize("on_device", [False, True], ids=["all slots", "count on the device"])
-def test_fused_diversity_ranking_equals_the_torch_scorer(dtype, on_device):
-    keys, frames, state = _layer(dtype)
+def test_fused_diversity_ranking_equals_the_torch_scorer(dtype, heads, on_device):
+    keys, frames, state = _layer(dtype, heads)
     count = IN_USE if on_device else SLOTS
     in_use = _in_use(state, count)
     scores, diversity = diversity_scores(keys, frames, in_use == PATCH)
@@ -67,7 +72,7 @@ def test_fused_diversity_ranking_equals_the_torch_scorer(dtype, on_device):
     num_keys = torch.tensor(count, dtype=torch.int32) if on_device else None
     ranking, fused_diversity = fused_scores.diversity_ranking(keys, frames, state, num_keys=num_keys)
 
-    assert ranking.shape == (HEADS, SLOTS) and ranking.is_contiguous()
+    assert ranking.shape == (heads, SLOTS) and ranking.is_contiguous()
     _assert_ranks_as(ranking, reference)
     assert (ranking[:, count:] == float("inf")).all()  # never evicted
     torch.testing.assert_close(fused_diversity, diversity, rtol=1e-5, atol=1e-6)

@@ -94,17 +94,18 @@ def test_budgeted_steps_never_synchronize(policy, reallocate, monkeypatch):
     assert all(cache.patch_tokens(layer) <= budget for layer, budget in enumerate(budgets))
 
 
+@pytest.mark.parametrize("heads", [HEADS, 16])
 @pytest.mark.parametrize("in_use", [None, 2345])
-def test_fused_diversity_ranking_matches_the_torch_scorer(in_use):
+def test_fused_diversity_ranking_matches_the_torch_scorer(in_use, heads):
     """With ``in_use`` (a fixed-shape step's count on the device) the slots from it on rank as ``FREE``."""
     gen = torch.Generator().manual_seed(2)
     count = 3000
-    frames = torch.randint(0, 2000, (count, 1), generator=gen).expand(count, HEADS).int()
-    content = torch.randn(1, HEADS, DIM, generator=gen) + 0.5 * torch.randn(count, HEADS, DIM, generator=gen)
+    frames = torch.randint(0, 2000, (count, heads), generator=gen).int()
+    content = torch.randn(1, heads, DIM, generator=gen) + 0.5 * torch.randn(count, heads, DIM, generator=gen)
     keys = rotate_temporal(content, frames).bfloat16()
-    stored = torch.randint(0, 5, (count, HEADS), dtype=torch.uint8, generator=gen)
+    stored = torch.randint(0, 5, (count, heads), dtype=torch.uint8, generator=gen)
     stored[:2000] = PATCH
-    pool = TokenPool(count, HEADS, DIM, torch.bfloat16, torch.device("cpu"))
+    pool = TokenPool(count, heads, DIM, torch.bfloat16, torch.device("cpu"))
     pool.state.copy_(stored)
     state = stored if in_use is None else pool.in_use(torch.tensor(in_use))
     scores, diversity = diversity_scores(keys.float(), frames, state == PATCH)
@@ -113,7 +114,7 @@ def test_fused_diversity_ranking_matches_the_torch_scorer(in_use):
     ranking, fused_diversity = fused_scores.diversity_ranking(keys.cuda(), frames.cuda(), stored.cuda(),
                                                               num_keys=num_keys)
     ranking = ranking.cpu()
-    assert ranking.is_contiguous() and ranking.shape == (HEADS, count)
+    assert ranking.is_contiguous() and ranking.shape == (heads, count)
     scored = torch.isfinite(reference) & (reference > torch.finfo(torch.float32).min)
     torch.testing.assert_close(ranking[scored], reference[scored], rtol=1e-4, atol=1e-5)
     assert torch.equal(ranking[~scored], reference[~scored])
