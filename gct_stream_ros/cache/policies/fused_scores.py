@@ -91,7 +91,6 @@ INTERPRETED_PROGRAMS = 3
 """Programs of the diversity passes in Triton's interpreter (CPU tensors): few, each takes several tiles."""
 PARTIALS_TILE = 8192
 """Elements of partial sums that the combining kernels read at a time."""
-BLOCK_KEYS = 64
 ROTATED_PAIRS = 16
 """Dim pairs that go through the rotation: the temporal band's 10, padded to a power of two."""
 FP32_LOWEST = torch.finfo(torch.float32).min
