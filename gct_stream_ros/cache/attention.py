@@ -110,3 +110,12 @@ def merge_partials_tokens_first(first: tuple[torch.Tensor, torch.Tensor],
     (sigmoid, casts, blend, transpose copy): ~11 us less a global layer on an H200
     (``benchmarks/README.md``)."""
     return merge_partials(first, second)[0].transpose(0, 1).contiguous()
+
+
+def merge_partials_tokens_first_with_lse(first: tuple[torch.Tensor, torch.Tensor],
+                                         second: tuple[torch.Tensor, torch.Tensor]
+                                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``merge_partials_tokens_first`` and ``merged_lse`` of the same parts: what the budgeted cache's
+    fixed-shape steps read back (compiled by ``PoolAttention.compile_regions``: one kernel instead of
+    about eight eager ones, as the contiguous cache's merge)."""
+    return merge_partials_tokens_first(first, second), merged_lse(first, second)

@@ -146,7 +146,7 @@ def test_fused_mass_from_the_attention_log_sum_exp_matches_the_float64_reference
     end = 3123
     bounds = torch.tensor([prefix, end], dtype=torch.int32, device="cuda")
     attention = pool_attention.PoolAttention()
-    _, lse = attention.attend_range(0, q.cuda(), keys.cuda(), values.cuda(), prefix, bounds, with_lse=True)
+    _, lse = attention.attend_range(0, q.cuda(), keys.cuda(), values.cuda(), prefix, bounds)
     rows, weights = stand_in_rows(TOKENS, SPECIALS, "sampled", torch.device("cuda"))
     mass = fused_scores.attention_mass(q.cuda(), weights, lse, keys.cuda(), bounds[1], rows)
     logits = torch.einsum("qhd,khd->hqk", q[rows.cpu()].double(), keys[:end].double()) * DIM**-0.5

@@ -137,6 +137,11 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             self._snapshot_at_end = snapshot and self.policy.timing == "after"
         self._fixed = self._fixed_step(frames, mode)
 
+    def compile_regions(self, **options: object) -> None:
+        """``torch.compile`` the merge of the fixed-shape steps' two partial attentions
+        (``PoolAttention.compile_regions``)."""
+        self._pool_attention.compile_regions(**options)
+
     def graph_key(self) -> tuple[object, ...] | None:
         """A key for a fixed-shape step in the steady state (a SKIP step, or a STORE step at which every
         layer frees one frame of patches and the recycled frame's specials), None otherwise; see the
@@ -201,9 +206,10 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             pool.expire(values[RECYCLED], appended)
         if self.policy.timing == "before":
             self._evict_fixed(layer, appended, lengths)
-        out, lse = self._attend_range(layer, q, bounds, with_lse=self._mass_from_attention(pool))
+        out, lse = self._attend_range(layer, q, bounds)
         ranking = None
         if self.policy.scorer == "attention_mass":  # over exactly the keys just attended: [0, appended)
+            lse = lse if self._mass_from_attention(pool) else None
             ranking = self._score_fixed(layer, q[0], lse, appended)
         if self.policy.timing == "after":
             self._evict_fixed(layer, appended, lengths, ranking)
@@ -234,14 +240,13 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         run, so that elsewhere (CPU) the host-addressed and fixed-shape steps give the same bits."""
         return self.policy.scorer == "attention_mass" and fused_scores.available(pool.keys)
 
-    def _attend_range(self, layer: int, q: torch.Tensor, bounds: torch.Tensor,
-                      with_lse: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _attend_range(self, layer: int, q: torch.Tensor,
+                      bounds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One frame's queries ``[1, P, H, D]`` over the layer's captured prefix and the device range
-        ``bounds`` (``PoolAttention.attend_range``, also for ``with_lse``)."""
+        ``bounds``, and their log-sum-exp ``[H, P]`` (``PoolAttention.attend_range``)."""
         pool, prefix = self._pools[layer], self._fixed.prefixes[layer]
-        out, lse = self._pool_attention.attend_range(layer, q[0], pool.keys, pool.values, prefix, bounds,
-                                                     with_lse)
-        return out.transpose(1, 2).reshape(q.shape), lse  # in the storage's dtype, as the contiguous cache
+        out, lse = self._pool_attention.attend_range(layer, q[0], pool.keys, pool.values, prefix, bounds)
+        return out.reshape(q.shape), lse  # in the storage's dtype, as the contiguous cache
 
     def _patch_state(self, frame: int) -> int:
         return SCALE_PATCH if frame < self.scale_frames else PATCH

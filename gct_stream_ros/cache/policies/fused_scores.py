@@ -81,7 +81,11 @@ MASS_BLOCK_KEYS = 128
 """Keys per program of the attention mass (each loops over the queries of one head)."""
 DIVERSITY_BLOCK_SLOTS = 8
 """Slots per tile of the diversity passes, every head: ``[8, H, 64]`` (16 KiB of bf16 at 16 heads)."""
-DIVERSITY_WARPS = 8
+DIVERSITY_WARPS = 4
+"""Warps per program of the diversity passes. Swept on the H200 (108k slots, 71k in use, 16 heads; both
+passes and their combining kernels, replayed from a CUDA graph): 8-slot tiles with 4 warps 140 us, with
+8 warps 154 us; 16-slot tiles 163 / 184 us; 32-slot tiles 435 / 195 us. The programs per SM below
+changed nothing measurable (2/6, 4/4, 8/8, 16/16 within 0.5 us)."""
 SUMS_PROGRAMS_PER_SM = 2
 RANKING_PROGRAMS_PER_SM = 6
 """Programs of each diversity pass per SM: a multiple of those one SM holds at once, so that they run in

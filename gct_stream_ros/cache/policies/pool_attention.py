@@ -25,7 +25,9 @@ waits for the device once.
 begins (``prefix``), the rest's end read from the device by the flash kernel's variable-length
 form (``attention.range_attention``), so one CUDA graph of the whole step serves any pool length.
 While such a graph is being captured, cuDNN is issued directly (a graph cannot be replayed inside
-another's capture); elsewhere (CPU) the same split runs with torch ops.
+another's capture); elsewhere (CPU) the same split runs with torch ops. Its merge returns the
+tokens-first layout the model reads back, and ``compile_regions`` compiles it (as the contiguous
+cache's merge).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from gct_stream_ros.cache.attention import (
     cudnn_partial_attention,
     heads_first,
     merge_partials,
+    merge_partials_tokens_first_with_lse,
     merged_lse,
     partial_attention,
     range_attention,
@@ -61,6 +64,11 @@ class PoolAttention:
         # layer -> (prefix keys, key storage address, queries, captured attention over the prefix)
         self._captured: dict[int, tuple[int, int, int, CapturedPartialAttention]] = {}
         self._graph_pool: tuple[int, int] | None = None
+        self._merge = merge_partials_tokens_first_with_lse
+
+    def compile_regions(self, **options: object) -> None:
+        """``torch.compile`` the merge of ``attend_range``'s two parts (fixed shapes in the steady state)."""
+        self._merge = torch.compile(merge_partials_tokens_first_with_lse, **options)
 
     def clear(self) -> None:
         self._captured.clear()
@@ -83,16 +91,15 @@ class PoolAttention:
         return merge_partials(first, rest), merged_lse(first, rest) if with_lse else None
 
     def attend_range(self, layer: int, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, prefix: int,
-                     bounds: torch.Tensor,
-                     with_lse: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     bounds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q ``[P, H, D]`` over ``keys``/``values`` ``[C, H, D]``: the slots ``[0, prefix)`` and
         ``[bounds[0], bounds[1])`` (int32 ``[2]`` on the device; ``bounds[0]`` is ``prefix``) ->
-        (``[1, H, P, D]``, the log-sum-exp ``[H, P]`` fp32 over those slots where ``with_lse``, else
-        None); see the module docstring."""
+        (``[P, H, D]`` in the storage's dtype, the log-sum-exp ``[H, P]`` fp32 over those slots); see the
+        module docstring."""
         query = q.to(keys.dtype).contiguous()
         out, lse = range_attention(query, keys, values, bounds)
         if prefix == 0:
-            return out, lse[0, :, :, 0] if with_lse else None
+            return out[0].transpose(0, 1), lse[0, :, :, 0]
         key, value = heads_first(keys[:prefix]), heads_first(values[:prefix])
         if not (keys.is_cuda and keys.dtype in HALF_DTYPES):
             first = partial_attention(heads_first(query), key, value)
@@ -102,7 +109,7 @@ class PoolAttention:
             captured = self._captured_for(layer, query.shape[0], keys, values, prefix)
             captured.load(query)
             first = captured.run()
-        return merge_partials(first, (out, lse)), merged_lse(first, (out, lse)) if with_lse else None
+        return self._merge(first, (out, lse))
 
     def prefix(self, layer: int, steady: int, quantum: int) -> int:
         """The keys ``layer``, holding ``steady`` patches once full, attends through its captured graph."""
