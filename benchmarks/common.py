@@ -16,7 +16,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +200,22 @@ def memory_snapshot() -> dict[str, float]:
         "reserved": torch.cuda.memory_reserved() / MIB,
         "peak_allocated": torch.cuda.max_memory_allocated() / MIB,
     }
+
+
+def median_ms(fn: Callable[[int], Any], repeats: int, sets: int) -> float:
+    """Median CUDA-event time (ms) of ``fn(i)``, ``i`` rotating over ``sets`` input sets, after 3 warm-ups."""
+    for i in range(3):
+        fn(i % sets)
+    torch.cuda.synchronize()
+    times = []
+    for i in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(i % sets)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
 
 
 def device_info() -> dict[str, Any]:

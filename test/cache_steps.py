@@ -10,6 +10,7 @@ import torch
 
 from gct_stream_ros.cache.base import GlobalKVCache, StepMode
 from gct_stream_ros.cache.policies import pool_attention
+from gct_stream_ros.cache.policies.token_pool import TokenPool
 
 SPECIALS = 6
 
@@ -39,6 +40,24 @@ def step_tensors(gen: torch.Generator, num_layers: int, num_frames: int, tokens:
     """q, k, v ``[S, P, H, D]`` for every layer."""
     shape = (num_frames, tokens, heads, head_dim)
     return [tuple(torch.randn(shape, generator=gen).to(dtype) for _ in range(3)) for _ in range(num_layers)]
+
+
+def fill_randomly(pool: TokenPool, gen: torch.Generator) -> None:
+    """Random values in every field of every slot of ``pool`` (a removal's moves then show)."""
+    pool.keys.copy_(torch.randn(pool.keys.shape, generator=gen))
+    pool.values.copy_(torch.randn(pool.values.shape, generator=gen))
+    pool.frames.copy_(torch.randint(0, 1000, pool.frames.shape, generator=gen))
+    pool.state.copy_(torch.randint(0, 5, pool.state.shape, generator=gen))
+    pool.mass.copy_(torch.rand(pool.mass.shape, generator=gen))
+    pool.exposure.copy_(torch.rand(pool.exposure.shape, generator=gen))
+
+
+def ascending(slots: torch.Tensor) -> torch.Tensor:
+    """Freed slots ``[E, H]`` sorted per head, as ``selection.evicted_slots`` gives them to
+    ``TokenPool.remove`` (a head-shared column expanded over the heads stays so)."""
+    if slots.stride(1) == 0:
+        return slots[:, :1].sort(dim=0).values.expand(slots.shape)
+    return slots.sort(dim=0).values
 
 
 def step_mode(step: Step) -> StepMode:

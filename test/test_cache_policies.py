@@ -6,10 +6,16 @@ import pytest
 import torch
 from cache_steps import SPECIALS, Step, random_schedule, run_step, step_tensors
 
+from gct_stream_ros.cache.attention import heads_first, partial_attention
 from gct_stream_ros.cache.dense import DenseKVCache
 from gct_stream_ros.cache.policies import budgeted_cache
 from gct_stream_ros.cache.policies.allocators import layer_budgets, layer_ceiling
-from gct_stream_ros.cache.policies.attention_mass import attention_mass, concentration, stand_in_queries
+from gct_stream_ros.cache.policies.attention_mass import (
+    attention_mass,
+    concentration,
+    stand_in_queries,
+    stand_in_rows,
+)
 from gct_stream_ros.cache.policies.budget import check_budget
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
 from gct_stream_ros.cache.policies.policy import PRESETS, CachePolicy, policy_preset
@@ -204,7 +210,7 @@ def test_token_pool_removes_slots_per_head_by_moving_the_tail():
     keys[:, 1] += 100  # head 1 holds other values
     pool.append(keys, -keys, [(10, 5, PATCH)])
     storage = pool.keys.data_ptr()
-    slots = torch.tensor([[1, 9], [4, 0], [8, 5]])  # head 0 frees 1, 4, 8; head 1 frees 9, 0, 5
+    slots = torch.tensor([[1, 0], [4, 5], [8, 9]])  # head 0 frees 1, 4, 8; head 1 frees 0, 5, 9
     pool.remove(slots)
     assert pool.length == 7 and pool.keys.data_ptr() == storage
     head0 = sorted(pool.keys[:7, 0, 0].tolist())
@@ -297,22 +303,41 @@ def test_bf16_keys_accumulate_in_fp32():
     torch.testing.assert_close(mass.double(), _reference_mass(queries, weights, keys), rtol=1e-4, atol=1e-6)
 
 
-def test_sampled_queries_pool_patches_and_weigh_what_they_stand_for():
+def test_sampled_queries_are_real_rows_weighted_by_what_they_stand_for():
     gen = torch.Generator().manual_seed(17)
     q = torch.randn(SPECIALS + 37, HEADS, DIM, generator=gen)  # 37 patches: groups of 16, 16 and 5
     queries, weights = stand_in_queries(q, SPECIALS, "sampled")
-    assert queries.shape[0] == SPECIALS + 3
+    rows, same_weights = stand_in_rows(q.shape[0], SPECIALS, "sampled", q.device)
+    assert same_weights is weights
+    # the specials, then each group's middle patch (the partial group's too)
+    assert rows.tolist() == list(range(SPECIALS)) + [SPECIALS + 8, SPECIALS + 24, SPECIALS + 34]
     assert weights.tolist() == [1.0] * SPECIALS + [16.0, 16.0, 5.0]
-    assert torch.equal(queries[:SPECIALS], q[:SPECIALS])
-    torch.testing.assert_close(queries[SPECIALS + 1], q[SPECIALS + 16:SPECIALS + 32].mean(dim=0))
-    torch.testing.assert_close(queries[-1], q[SPECIALS + 32:].mean(dim=0))
+    assert weights.sum() == q.shape[0]
+    assert torch.equal(queries, q[rows])
     exact, ones = stand_in_queries(q, SPECIALS, "exact")
     assert exact is q and ones.sum() == q.shape[0]
+    assert torch.equal(stand_in_rows(q.shape[0], SPECIALS, "exact", q.device)[0], torch.arange(q.shape[0]))
     # both modes weigh the frame's queries alike: the total mass is the frame's token count
     keys = torch.randn(50, HEADS, DIM, generator=gen)
     for mode in ("sampled", "exact"):
         torch.testing.assert_close(attention_mass(*stand_in_queries(q, SPECIALS, mode), keys).sum(),
                                    torch.tensor(float(q.shape[0])))
+
+
+@pytest.mark.parametrize("mode", ["sampled", "exact"])
+def test_attention_mass_from_a_given_log_sum_exp_equals_the_mass_that_computes_its_own(mode):
+    gen = torch.Generator().manual_seed(19)
+    q = torch.randn(SPECIALS + 37, HEADS, DIM, generator=gen)
+    keys = torch.randn(60, HEADS, DIM, generator=gen)
+    queries, weights = stand_in_queries(q, SPECIALS, mode)
+    in_use = torch.tensor(45, dtype=torch.int32)
+    # the attention's log-sum-exp of every query over the first 45 keys, gathered at the rows
+    _, lse = partial_attention(heads_first(q), heads_first(keys[:45]), heads_first(keys[:45]))
+    rows = stand_in_rows(q.shape[0], SPECIALS, mode, q.device)[0]
+    given = attention_mass(queries, weights, keys, num_keys=in_use, lse=lse[0, :, rows, 0])
+    torch.testing.assert_close(given, attention_mass(queries, weights, keys, num_keys=in_use),
+                               rtol=1e-5, atol=1e-7)
+    assert not given[45:].any()
 
 
 def test_attention_mass_goes_to_the_matching_key_and_concentration_sees_it():

@@ -10,6 +10,7 @@ import pytest
 import torch
 from cache_steps import SPECIALS, Step, run_step, step_mode, step_tensors
 
+from gct_stream_ros.cache.attention import heads_first, partial_attention
 from gct_stream_ros.cache.base import StepMode
 from gct_stream_ros.cache.policies import budgeted_cache
 from gct_stream_ros.cache.policies.attention_mass import attention_mass, concentration, stand_in_queries
@@ -62,6 +63,26 @@ def test_fixed_shape_steps_keep_and_attend_what_the_host_addressed_steps_do(poli
     assert fixed.stats().specials_dropped > 0 and fixed.stats().frames_evicted > 0
     # every single-frame STORE or SKIP step, no DEFER step
     assert sum(in_fixed_shapes) == kinds.count("store") + kinds.count("skip")
+
+
+def test_compile_regions_routes_the_fixed_shape_merge_through_torch_compile_unchanged():
+    traced = []
+
+    def recording_backend(graph_module, example_inputs):
+        traced.append(graph_module)
+        return graph_module.forward
+
+    plain, compiled = (_budgeted(policy_preset("evict3r"), True) for _ in range(2))
+    torch._dynamo.reset()
+    compiled.compile_regions(backend=recording_backend, dynamic=False)
+    gen = torch.Generator().manual_seed(9)
+    for step in [Step("phase1", SCALE)] + [Step("store")] * 8:
+        tensors = step_tensors(gen, LAYERS, step.num_frames, TOKENS, HEADS, DIM)
+        expected = run_step(plain, step, tensors)
+        for ours, reference in zip(run_step(compiled, step, tensors), expected, strict=True):
+            assert torch.equal(ours, reference), step
+    assert traced  # a captured prefix was merged with the rest, through the compiled merge
+    assert _kept(compiled) == _kept(plain)
 
 
 def _store(cache: BudgetedKVCache, gen: torch.Generator, keys: list) -> list[torch.Tensor]:
@@ -207,6 +228,7 @@ def test_device_addressed_pool_writes_expiry_and_removal_equal_the_host_addresse
     host.expire(5)
     device.expire(torch.tensor(5, dtype=torch.int32), torch.tensor(device.length, dtype=torch.int32))
     slots = torch.stack([torch.randperm(2 * TOKENS, generator=gen)[:9] for _ in range(HEADS)], dim=1)
+    slots = slots.sort(dim=0).values  # ascending per head, as ``evicted_slots`` gives them
     host.remove(slots)
     device.remove(slots, torch.tensor([device.length, device.length - 9], dtype=torch.int32))
     assert device.length == 2 * TOKENS  # the host length is the caller's
@@ -239,7 +261,12 @@ def test_pool_attention_over_a_device_range_equals_dense_attention_over_the_pref
     attention = PoolAttention()
     for prefix, end in ((0, 37), (24, 37), (24, 60)):
         bounds = torch.tensor([prefix, end], dtype=torch.int32)
-        out = attention.attend_range(0, q, keys, values, prefix, bounds)
-        reference = torch.softmax(torch.einsum("phd,khd->hpk", q, keys[:end]) * DIM**-0.5, dim=-1)
-        torch.testing.assert_close(out[0], torch.einsum("hpk,khd->hpd", reference, values[:end]),
-                                   rtol=1e-5, atol=1e-6)
+        out, lse = attention.attend_range(0, q, keys, values, prefix, bounds)
+        whole, whole_lse = partial_attention(*(heads_first(x) for x in (q, keys[:end], values[:end])))
+        torch.testing.assert_close(out, whole[0].transpose(0, 1), rtol=1e-5, atol=1e-6)  # tokens first
+        # the union's log-sum-exp, that of the attention over all the keys
+        torch.testing.assert_close(lse, whole_lse[0, :, :, 0], rtol=1e-6, atol=1e-6)
+    out, lse = attention(0, q, keys, values, 37, 10, 100, with_lse=True)  # below a quantum: one part
+    whole, whole_lse = partial_attention(heads_first(q), heads_first(keys[:37]), heads_first(values[:37]))
+    torch.testing.assert_close(out, whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lse, whole_lse[0, :, :, 0], rtol=1e-6, atol=1e-6)

@@ -4,7 +4,7 @@ Every CPU/fp32 cache path funnels through ``dense_attention`` so that caches hol
 keys in the same (canonical) order give bit-identical outputs. The contiguous cache's GPU path
 attends over key ranges of its storage (``range_attention``: the range is read from the device,
 so a CUDA graph can replay it for another step's range; ``cudnn_partial_attention`` over a fixed
-range) and merges two of them by their log-sum-exps (``merge_partials``).
+range) and merges two of them by their log-sum-exps (``merge_partials``; ``merged_lse`` is the union's).
 """
 
 from __future__ import annotations
@@ -96,6 +96,13 @@ def merge_partials(first: tuple[torch.Tensor, torch.Tensor],
     return torch.lerp(out_a.float(), out_b.float(), share).to(out_a.dtype)
 
 
+def merged_lse(first: tuple[torch.Tensor, torch.Tensor],
+               second: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The log-sum-exp ``[H, Q]`` fp32 of the union of two single-batch ``partial_attention`` parts (what
+    the attention mass needs to turn a query's logits into probabilities, ``attention_mass.py``)."""
+    return torch.logaddexp(first[1], second[1])[0, :, :, 0]
+
+
 def merge_partials_tokens_first(first: tuple[torch.Tensor, torch.Tensor],
                                 second: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """``merge_partials`` of two single-batch parts, as contiguous tokens-first ``[Q, H, D]`` (the
@@ -103,3 +110,12 @@ def merge_partials_tokens_first(first: tuple[torch.Tensor, torch.Tensor],
     (sigmoid, casts, blend, transpose copy): ~11 us less a global layer on an H200
     (``benchmarks/README.md``)."""
     return merge_partials(first, second)[0].transpose(0, 1).contiguous()
+
+
+def merge_partials_tokens_first_with_lse(first: tuple[torch.Tensor, torch.Tensor],
+                                         second: tuple[torch.Tensor, torch.Tensor]
+                                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``merge_partials_tokens_first`` and ``merged_lse`` of the same parts: what the budgeted cache's
+    fixed-shape steps read back (compiled by ``PoolAttention.compile_regions``: one kernel instead of
+    about eight eager ones, as the contiguous cache's merge)."""
+    return merge_partials_tokens_first(first, second), merged_lse(first, second)

@@ -2,18 +2,25 @@
 
 Evict3R scores a key by the attention it receives: the head-mean of the softmax probabilities
 summed over the frame's queries. Materialising ``softmax(QK^T)`` costs ``H x Q x K`` floats per
-layer (GBs at the reference's cache length), so the mass is computed in two passes over the keys
-in chunks, accumulated in fp32: the first pass builds each query's log-sum-exp over all keys, the second
-turns each chunk's logits into probabilities with it (``exp(s - lse)``) and reduces them at once.
-Only ``H x Q x chunk`` logits exist at a time (``CHUNK_ELEMENTS``).
+layer (GBs at the reference's cache length), so the mass is reduced over the keys in chunks,
+accumulated in fp32, from each query's log-sum-exp over all keys: a chunk's logits turn into
+probabilities with it (``exp(s - lse)``) and are reduced at once. Only ``H x Q x chunk`` logits
+exist at a time (``CHUNK_ELEMENTS``).
+
+The log-sum-exp is the attention's own where the step attends over exactly the scored keys
+(``lse``: the flash/cuDNN kernels return it, ``pool_attention.py``), so the mass is one more
+read of the keys; without it a first pass over the keys computes it.
 
 Queries (``MASS_QUERIES``):
 
 * ``exact``: every query of the frame; the mass of the full probability matrix, as Evict3R.
-* ``sampled``: stand-ins: the frame's special tokens plus its patch queries mean-pooled in groups
-  of ``POOL_GROUP`` (XStreamVGGT's proxy), ~1/16 of the work. Each stand-in is weighted by the
-  number of queries it stands for (1 for a special, the group's size for a pooled group), so the
-  6 special tokens weigh their share of the frame and not ~15x more.
+* ``sampled``: a subset of the frame's real queries: its special tokens plus one patch query per
+  group of ``POOL_GROUP`` consecutive patches (the group's middle one, ``stand_in_rows``), ~1/16
+  of the work. XStreamVGGT's proxy mean-pools each group instead; a mean-pooled query is not
+  one the attention ran, so it has no log-sum-exp there, and one pass over the keys needs it.
+  Each query is weighted by the number of queries it stands for (1 for a special, the group's
+  size for a patch; the last group may be partial), so the 6 special tokens weigh their share
+  of the frame and not ~15x more.
 
 Either way the mass sums to the number of queries of the frame (every probability row sums to 1).
 
@@ -24,6 +31,7 @@ fixed-shape step (``budgeted_cache.py``) passes its whole storage and reads the 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import torch
 
@@ -33,77 +41,83 @@ from gct_stream_ros.cache.policies.fp32_matmul import bmm_fp32
 MASS_QUERIES = ("sampled", "exact")
 POOL_GROUP = 16
 CHUNK_ELEMENTS = 1 << 25
-"""Logits held at a time (128 MiB in fp32) in each pass."""
+"""Logits held at a time (128 MiB in fp32)."""
+
+
+@functools.cache
+def stand_in_rows(num_queries: int, num_special_tokens: int, mode: str,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows ``[Q]`` (int64) of a frame's ``num_queries`` queries that measure the mass in ``mode`` and
+    their weights ``[Q]`` fp32 (see the module docstring).
+
+    Built once per frame size and device: do not modify them.
+    """
+    if mode not in MASS_QUERIES:
+        raise ValueError(f"attention-mass queries {mode!r} are not one of {', '.join(MASS_QUERIES)}")
+    # made on the device by kernels, never copied from the host: a copy would synchronise (once
+    # per size, but at a step that may not be a capture)
+    if mode == "exact":
+        return (torch.arange(num_queries, device=device),
+                torch.ones(num_queries, dtype=torch.float32, device=device))
+    whole, rest = divmod(num_queries - num_special_tokens, POOL_GROUP)
+    groups = whole + (1 if rest else 0)
+    middles = num_special_tokens + POOL_GROUP // 2 + POOL_GROUP * torch.arange(groups, device=device)
+    weights = torch.ones(num_special_tokens + middles.shape[0], dtype=torch.float32, device=device)
+    weights[num_special_tokens:num_special_tokens + whole] = float(POOL_GROUP)
+    if rest:
+        middles[-1] = num_special_tokens + POOL_GROUP * whole + rest // 2
+        weights[-1] = float(rest)
+    return torch.cat([torch.arange(num_special_tokens, device=device), middles]), weights
 
 
 def stand_in_queries(q: torch.Tensor, num_special_tokens: int,
                      mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """One frame's queries ``[P, H, D]`` -> (queries ``[Q, H, D]``, weights ``[Q]`` fp32) for ``mode``.
-
-    The weights are built once per frame size and device (``_stand_in_weights``): do not modify them.
-    """
-    if mode not in MASS_QUERIES:
-        raise ValueError(f"attention-mass queries {mode!r} are not one of {', '.join(MASS_QUERIES)}")
-    weights = _stand_in_weights(num_special_tokens, q.shape[0] - num_special_tokens, mode, q.device)
-    if mode == "exact":
-        return q, weights
-    specials, patches = q[:num_special_tokens], q[num_special_tokens:]
-    whole = patches.shape[0] // POOL_GROUP * POOL_GROUP
-    parts = [specials, patches[:whole].unflatten(0, (-1, POOL_GROUP)).mean(dim=1)]  # [G, H, D]
-    if whole < patches.shape[0]:
-        parts.append(patches[whole:].mean(dim=0, keepdim=True))
-    return torch.cat(parts), weights
-
-
-@functools.cache
-def _stand_in_weights(num_special_tokens: int, num_patches: int, mode: str,
-                      device: torch.device) -> torch.Tensor:
-    """How many of the frame's queries each stand-in of ``stand_in_queries`` stands for, ``[Q]`` fp32."""
-    if mode == "exact":
-        return torch.ones(num_special_tokens + num_patches, dtype=torch.float32, device=device)
-    whole, rest = divmod(num_patches, POOL_GROUP)
-    # made on the device, filled with scalars: a copy from the host would synchronise (once per size,
-    # but at a step that may not be a capture)
-    weights = torch.ones(num_special_tokens + whole + (1 if rest else 0), dtype=torch.float32, device=device)
-    weights[num_special_tokens:num_special_tokens + whole] = float(POOL_GROUP)
-    if rest:
-        weights[-1] = float(rest)
-    return weights
+    """One frame's queries ``[P, H, D]`` -> (queries ``[Q, H, D]``, weights ``[Q]`` fp32) for ``mode``: the
+    rows ``stand_in_rows`` names (``q`` itself for ``exact``)."""
+    rows, weights = stand_in_rows(q.shape[0], num_special_tokens, mode, q.device)
+    return (q if mode == "exact" else q.index_select(0, rows)), weights
 
 
 def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
-                   chunk_elements: int = CHUNK_ELEMENTS,
-                   num_keys: torch.Tensor | None = None) -> torch.Tensor:
+                   chunk_elements: int = CHUNK_ELEMENTS, num_keys: torch.Tensor | None = None,
+                   lse: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted mass ``[K]`` fp32 each key of ``keys`` ``[K, H, D]`` receives from ``queries`` ``[Q, H, D]``.
 
-    ``mass_k = sum_q weights_q * mean_h softmax_k(q . k / sqrt(D))``; see the module docstring
-    (``num_keys``: there). CUDA half-precision keys go through the fused kernels
-    (``fused_scores.py``; ``chunk_elements`` does not apply there).
+    ``mass_k = sum_q weights_q * mean_h softmax_k(q . k / sqrt(D))``; ``lse`` ``[H, Q]`` fp32: the
+    queries' log-sum-exp over the (first ``num_keys``) keys where known (see the module docstring).
+    CUDA half-precision keys go through the fused kernel (``fused_scores.py``; ``chunk_elements``
+    does not apply there).
     """
+    if lse is None:
+        lse = torch.full(queries.shape[1::-1], float("-inf"), device=keys.device)  # [H, Q]
+        for _, logits in _chunk_logits(queries, keys, chunk_elements, num_keys):
+            lse = torch.logaddexp(lse, logits.logsumexp(dim=-1))
     if fused_scores.available(keys):
-        return fused_scores.attention_mass(queries, weights, keys, num_keys)
+        return fused_scores.attention_mass(queries, weights, lse, keys, num_keys)
+    num_heads = queries.shape[1]
+    per_query = (weights.float() / num_heads).expand(num_heads, -1).unsqueeze(1)  # [H, 1, Q]
+    mass = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
+    for start, logits in _chunk_logits(queries, keys, chunk_elements, num_keys):
+        probabilities = logits.sub_(lse.unsqueeze(-1)).exp_()  # [H, Q, c]
+        received = torch.bmm(per_query, probabilities).sum(dim=0).squeeze(0)  # [c]
+        mass[start:start + received.shape[0]] = received
+    return mass
+
+
+def _chunk_logits(queries: torch.Tensor, keys: torch.Tensor, chunk_elements: int,
+                  num_keys: torch.Tensor | None) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first key, scaled logits ``[H, Q, c]`` fp32) of consecutive chunks of ``keys``; ``-inf`` from the
+    ``num_keys``-th key on (a 0-d device tensor) where given."""
     num_queries, num_heads, head_dim = queries.shape
     outside = None if num_keys is None else torch.arange(keys.shape[0], device=keys.device) >= num_keys
-    num_keys = keys.shape[0]
     chunk = max(1, chunk_elements // (num_heads * num_queries))
     # in the keys' dtype (1/sqrt(64) is exact), so that the matmul reads the keys as stored
     scaled = (queries.float() * head_dim**-0.5).to(keys.dtype).permute(1, 0, 2)  # [H, Q, D]
-
-    def logits(start: int) -> torch.Tensor:
-        chunk_logits = bmm_fp32(scaled, keys[start:start + chunk].permute(1, 2, 0))  # [H, Q, c]
-        if outside is None:
-            return chunk_logits
-        return chunk_logits.masked_fill_(outside[start:start + chunk], float("-inf"))
-
-    lse = torch.full((num_heads, num_queries), float("-inf"), device=keys.device)
-    for start in range(0, num_keys, chunk):
-        lse = torch.logaddexp(lse, logits(start).logsumexp(dim=-1))
-    per_query = (weights.float() / num_heads).expand(num_heads, num_queries).unsqueeze(1)  # [H, 1, Q]
-    mass = torch.empty(num_keys, dtype=torch.float32, device=keys.device)
-    for start in range(0, num_keys, chunk):
-        probabilities = logits(start).sub_(lse.unsqueeze(-1)).exp_()  # [H, Q, c]
-        mass[start:start + chunk] = torch.bmm(per_query, probabilities).sum(dim=0).squeeze(0)
-    return mass
+    for start in range(0, keys.shape[0], chunk):
+        logits = bmm_fp32(scaled, keys[start:start + chunk].permute(1, 2, 0))  # [H, Q, c]
+        if outside is not None:
+            logits.masked_fill_(outside[start:start + chunk], float("-inf"))
+        yield start, logits
 
 
 def concentration(mass: torch.Tensor, num_keys: torch.Tensor | None = None) -> torch.Tensor:

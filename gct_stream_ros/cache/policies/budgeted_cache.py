@@ -46,7 +46,12 @@ from gct_stream_ros.cache.attention import HALF_DTYPES, dense_attention
 from gct_stream_ros.cache.base import CacheStats, StepMode
 from gct_stream_ros.cache.policies import fused_scores
 from gct_stream_ros.cache.policies.allocators import layer_budgets, layer_ceiling
-from gct_stream_ros.cache.policies.attention_mass import attention_mass, concentration, stand_in_queries
+from gct_stream_ros.cache.policies.attention_mass import (
+    attention_mass,
+    concentration,
+    stand_in_queries,
+    stand_in_rows,
+)
 from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET, check_budget, mean_budget_tokens
 from gct_stream_ros.cache.policies.fixed_step import (
     APPENDED,
@@ -132,6 +137,11 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             self._snapshot_at_end = snapshot and self.policy.timing == "after"
         self._fixed = self._fixed_step(frames, mode)
 
+    def compile_regions(self, **options: object) -> None:
+        """``torch.compile`` the merge of the fixed-shape steps' two partial attentions
+        (``PoolAttention.compile_regions``)."""
+        self._pool_attention.compile_regions(**options)
+
     def graph_key(self) -> tuple[object, ...] | None:
         """A key for a fixed-shape step in the steady state (a SKIP step, or a STORE step at which every
         layer frees one frame of patches and the recycled frame's specials), None otherwise; see the
@@ -154,7 +164,7 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         specials = self.num_special_tokens
         if mode is StepMode.SKIP:  # one frame: attended, not kept
             pool.stage_frame(k[0], v[0], frames[0], specials, self._patch_state(frames[0]))
-            return self._attend_prefix(layer, q, pool.length + k.shape[1])
+            return self._attend_prefix(layer, q, pool.length + k.shape[1])[0]
         if len(frames) == 1:
             pool.append_frame(k[0], v[0], frames[0], specials, self._patch_state(frames[0]))
         else:  # phase 1: the frames' patches, then their specials
@@ -169,12 +179,14 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
                 self._evict(layer)
         if len(frames) > 1:
             return dense_attention(q, k.flatten(0, 1), v.flatten(0, 1))  # phase 1: natural order
-        if self.policy.scorer == "attention_mass":
-            queries, weights = stand_in_queries(q[0], specials, self.policy.mass_queries)
-            self._pending_mass[layer] = attention_mass(queries, weights, pool.keys[:pool.length])
+        out, lse = self._attend_prefix(layer, q, pool.length, with_lse=self._mass_from_attention(pool))
+        if self.policy.scorer == "attention_mass":  # over exactly the keys just attended
+            rows, weights = stand_in_rows(q.shape[1], specials, self.policy.mass_queries, q.device)
+            queries = stand_in_queries(q[0], specials, self.policy.mass_queries)[0]
+            self._pending_mass[layer] = attention_mass(queries, weights, pool.keys[:pool.length],
+                                                       lse=None if lse is None else lse.index_select(1, rows))
             if mode is StepMode.STORE:
                 self._apply_mass(layer, statistic=self._snapshot_at_end)
-        out = self._attend_prefix(layer, q, pool.length)
         if mode is StepMode.STORE and self.policy.timing == "after":
             self._evict(layer)
         return out
@@ -184,43 +196,72 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         fixed, pool = self._fixed, self._pools[layer]
         values = self._step_values.values
         first = layer_values(layer)
+        bounds = values[first + PREFIX:first + ATTEND_END + 1]
         pool.write_frame_at(k[0], v[0], values[first + START], values[FRAME], self.num_special_tokens, PATCH)
         if not fixed.stores:  # SKIP: attended after the prefix, not kept
-            return self._attend_range(layer, q, values[first + PREFIX:first + ATTEND_END + 1])
+            return self._attend_range(layer, q, bounds)[0]
         appended = values[first + APPENDED]
+        lengths = values[first + APPENDED:first + KEPT + 1]
         if fixed.recycling:
             pool.expire(values[RECYCLED], appended)
         if self.policy.timing == "before":
-            self._evict_fixed(layer, appended, values[first + APPENDED:first + KEPT + 1])
-        if self.policy.scorer == "attention_mass":
-            queries, weights = stand_in_queries(q[0], self.num_special_tokens, self.policy.mass_queries)
-            mass = attention_mass(queries, weights, pool.keys, num_keys=appended)  # 0 past the length
-            pool.mass += (mass * appended).unsqueeze(1)
-            pool.exposure += pool.slots < appended
-            # every step (the snapshot may take it): a step's work may not depend on the step number
-            self._statistics[layer] = concentration(mass, appended)
-        out = self._attend_range(layer, q, values[first + PREFIX:first + ATTEND_END + 1])
+            self._evict_fixed(layer, appended, lengths)
+        out, lse = self._attend_range(layer, q, bounds)
+        ranking = None
+        if self.policy.scorer == "attention_mass":  # over exactly the keys just attended: [0, appended)
+            lse = lse if self._mass_from_attention(pool) else None
+            ranking = self._score_fixed(layer, q[0], lse, appended)
         if self.policy.timing == "after":
-            self._evict_fixed(layer, appended, values[first + APPENDED:first + KEPT + 1])
+            self._evict_fixed(layer, appended, lengths, ranking)
         return out
 
-    def _attend_range(self, layer: int, q: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    def _score_fixed(self, layer: int, q: torch.Tensor, lse: torch.Tensor | None,
+                     appended: torch.Tensor) -> torch.Tensor | None:
+        """The attention mass of a fixed-shape STORE step over the slots below ``appended``, accumulated
+        into the pool, and the layer statistic, computed at every step (the snapshot may take it: a
+        step's work may not depend on the step number). Given the attention's log-sum-exp ``lse``
+        ``[H, P]``, the fused kernels do it all and return the eviction ranking ``[C, 1]`` where the
+        layer evicts; else torch ops, and None (``_evict_fixed`` ranks)."""
+        pool, mode = self._pools[layer], self.policy.mass_queries
+        rows, weights = stand_in_rows(q.shape[0], self.num_special_tokens, mode, q.device)
+        if lse is not None:
+            state = pool.state if self._fixed.counts[layer] else None
+            return fused_scores.accumulate_mass(q, weights, lse, pool.keys, appended, rows, pool.mass,
+                                                pool.exposure, self._statistics[layer:layer + 1], state)
+        queries = stand_in_queries(q, self.num_special_tokens, mode)[0]
+        mass = attention_mass(queries, weights, pool.keys, num_keys=appended)  # 0 past the length
+        pool.mass += (mass * appended).unsqueeze(1)
+        pool.exposure += pool.slots < appended
+        self._statistics[layer] = concentration(mass, appended)
+        return None
+
+    def _mass_from_attention(self, pool: TokenPool) -> bool:
+        """The attention mass is computed from the attention's log-sum-exp: only where the fused kernels
+        run, so that elsewhere (CPU) the host-addressed and fixed-shape steps give the same bits."""
+        return self.policy.scorer == "attention_mass" and fused_scores.available(pool.keys)
+
+    def _attend_range(self, layer: int, q: torch.Tensor,
+                      bounds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One frame's queries ``[1, P, H, D]`` over the layer's captured prefix and the device range
-        ``bounds`` (``PoolAttention.attend_range``)."""
+        ``bounds``, and their log-sum-exp ``[H, P]`` (``PoolAttention.attend_range``)."""
         pool, prefix = self._pools[layer], self._fixed.prefixes[layer]
-        out = self._pool_attention.attend_range(layer, q[0], pool.keys, pool.values, prefix, bounds)
-        return out.transpose(1, 2).reshape(q.shape)  # in the storage's dtype, as the contiguous cache
+        out, lse = self._pool_attention.attend_range(layer, q[0], pool.keys, pool.values, prefix, bounds)
+        return out.reshape(q.shape), lse  # in the storage's dtype, as the contiguous cache
 
     def _patch_state(self, frame: int) -> int:
         return SCALE_PATCH if frame < self.scale_frames else PATCH
 
-    def _attend_prefix(self, layer: int, q: torch.Tensor, length: int) -> torch.Tensor:
-        """One frame's queries ``[1, P, H, D]`` over the layer's first ``length`` slots."""
+    def _attend_prefix(self, layer: int, q: torch.Tensor, length: int,
+                       with_lse: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One frame's queries ``[1, P, H, D]`` over the layer's first ``length`` slots; ``with_lse`` (CUDA in
+        half precision): also their log-sum-exp ``[H, P]`` fp32 (``PoolAttention``), else None."""
         pool = self._pools[layer]
         if not self._on_cuda_in_half:
-            return dense_attention(q, pool.keys[:length], pool.values[:length])
-        out = self._pool_attention(layer, q[0], pool.keys, pool.values, length, *self._prefix_sizes(layer))
-        return out.transpose(1, 2).reshape(q.shape)  # in the storage's dtype, as the contiguous cache
+            return dense_attention(q, pool.keys[:length], pool.values[:length]), None
+        steady, quantum = self._prefix_sizes(layer)
+        out, lse = self._pool_attention(layer, q[0], pool.keys, pool.values, length, steady, quantum,
+                                        with_lse)
+        return out.transpose(1, 2).reshape(q.shape), lse  # in the storage's dtype, as the contiguous cache
 
     def _prefix_sizes(self, layer: int) -> tuple[int, int]:
         """(steady, quantum) of ``PoolAttention`` for ``layer``: the patches the full layer holds when it
@@ -358,27 +399,36 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             return
         pool = self._pools[layer]
         used = slice(0, pool.length)
-        ranking = self._ranking(layer, used, pool.state[used])
+        ranking = self._ranking(layer, used)
         pool.remove(evicted_slots(ranking, count, self.policy.granularity, self.policy.per_head,
                                   pool.frames[used]))
         self._patches[layer] -= excess
         self._expired[layer] = 0
 
-    def _evict_fixed(self, layer: int, appended: torch.Tensor, lengths: torch.Tensor) -> None:
+    def _evict_fixed(self, layer: int, appended: torch.Tensor, lengths: torch.Tensor,
+                     ranking: torch.Tensor | None = None) -> None:
         """``_evict`` of a fixed-shape step over the whole pool, the slots from ``appended`` (its length
-        after the append) masked; ``lengths``: [before, after] the eviction (all on the device)."""
+        after the append) masked; ``lengths``: [before, after] the eviction (all on the device);
+        ``ranking``: the pool's, where the scoring already made it (``_score_fixed``)."""
         count = self._fixed.counts[layer]
         if count == 0:
             return
         pool = self._pools[layer]
-        ranking = self._ranking(layer, slice(None), pool.in_use(appended))
+        if ranking is None:
+            ranking = self._ranking(layer, slice(None), appended)
         pool.remove(evicted_slots(ranking, count, "token", self.policy.per_head, pool.frames), lengths)
 
-    def _ranking(self, layer: int, used: slice, state: torch.Tensor) -> torch.Tensor:
-        """The eviction ranking (lowest first) of ``layer``'s slots ``used``, whose states are ``state``:
-        ``[N, H]``, or ``[N, 1]`` for a head-shared scorer; the diversity scorers set the statistic."""
+    def _ranking(self, layer: int, used: slice, length: torch.Tensor | None = None) -> torch.Tensor:
+        """The eviction ranking (lowest first) of ``layer``'s slots ``used``: ``[N, H]``, or ``[N, 1]`` for a
+        head-shared scorer; the diversity scorers set the statistic. ``length`` (a 0-d device tensor, the
+        whole pool ``used``): the slots from it on are not in use (``TokenPool.in_use``)."""
         pool = self._pools[layer]
         keys, frames = pool.keys[used], pool.frames[used]
+        if self.policy.scorer == "key_diversity" and fused_scores.available(keys):  # masks past ``length``
+            by_head, self._statistics[layer] = fused_scores.diversity_ranking(keys, frames, pool.state[used],
+                                                                              num_keys=length)
+            return by_head.t()
+        state = pool.state[used] if length is None else pool.in_use(length)
         # head-shared scorers rank by head 0 alone (every head holds the same tokens and scores)
         if self.policy.scorer == "recency":
             return state_scores(recency_scores(frames[:, :1]), state[:, :1])
@@ -386,9 +436,6 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             return fused_scores.mass_ranking(pool.mass[used], pool.exposure[used], state)
         if self.policy.scorer == "attention_mass":
             return state_scores(mass_scores(pool.mass[used, :1], pool.exposure[used, :1]), state[:, :1])
-        if fused_scores.available(keys):
-            by_head, self._statistics[layer] = fused_scores.diversity_ranking(keys, frames, state)
-            return by_head.t()
         scores, self._statistics[layer] = diversity_scores(keys, frames, state == PATCH)
         return state_scores(scores, state)
 

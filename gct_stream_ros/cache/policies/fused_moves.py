@@ -1,4 +1,4 @@
-"""The token pool's writes and moves as one CUDA kernel each (Triton), instead of one torch op per field.
+"""The token pool's writes and moves as fused CUDA kernels (Triton), instead of one torch op per field.
 
 A pool has six per-slot fields (``token_pool.py``); written with torch ops, appending a frame
 is a dozen small kernels and an eviction's moves another dozen. Each costs ~5 us of GPU time and
@@ -8,9 +8,13 @@ more of host time (the budgeted step was host-bound at ~100 ops per layer on the
 * ``write_run``: one run of tokens (same frame and state) into slots ``[start, start + N)``:
   keys, values, frame, state, and a zero mass and exposure; a frame's specials (first in the
   model's order, last in the pool's) and patches in one launch;
-* ``remove``: ``TokenPool.remove`` without sorting: the freed slots are marked, one program per
-  head numbers the freed slots below the new length and the kept slots above it (prefix sums),
-  and a second kernel moves every field of the i-th kept slot into the i-th freed one.
+* ``remove``: ``TokenPool.remove`` in O(E) work per head, never a pass over the capacity. The
+  freed slots come ascending per head (``selection.evicted_slots``): the first ``pairs`` of them
+  are the holes below the new length, the rest the freed slots of the tail ``[length - E, length)``.
+  One program per head marks those tail slots in ``marks`` and numbers
+  the kept tail slots (a prefix sum over the E tail slots); a second kernel moves every field of
+  the i-th kept slot into the i-th hole and clears the marks it set, so ``marks`` is all zero
+  before and after every removal (``TokenPool`` allocates it zeroed) and needs no memset.
 
 Either reads its slot and frame numbers or lengths from the device when given them as tensors
 (the budgeted cache's fixed-shape steps, which a CUDA graph replays for any step).
@@ -73,41 +77,46 @@ if TRITON:
         tl.store(exposure_ptr + slot, tl.zeros([block, num_heads], tl.float32), mask=valid[:, None])
 
     @triton.jit
-    def _pair(marks_ptr, holes_ptr, sources_ptr, pairs_ptr, new_length, length, lengths_ptr,
-              num_heads: tl.constexpr, capacity: tl.constexpr, block: tl.constexpr, on_device: tl.constexpr):
-        """Per head: the i-th freed slot below ``new_length`` and the i-th kept slot from it on."""
-        if on_device:  # [length, new_length] from the device
-            used = tl.load(lengths_ptr)
-            kept_length = tl.load(lengths_ptr + 1)
-        else:
-            used = length
-            kept_length = new_length
+    def _pair(sorted_ptr, marks_ptr, sources_ptr, pairs_ptr, count, new_length, lengths_ptr, sorted_stride_e,
+              sorted_stride_h, num_heads: tl.constexpr, block: tl.constexpr, blocks: tl.constexpr,
+              on_device: tl.constexpr):
+        """Per head: ``sources`` = the kept slots of the tail ``[new_length, new_length + count)`` in order;
+        ``pairs`` = their number, which is the number of holes below ``new_length``."""
+        kept_length = tl.load(lengths_ptr + 1) if on_device else new_length  # device: [length, new_length]
         head = tl.program_id(0)
-        holes_found = tl.zeros([], tl.int32)
+        for start in range(0, blocks * block, block):  # blocks * block >= count; one in the steady state
+            rows = start + tl.arange(0, block)
+            slot = tl.load(sorted_ptr + rows * sorted_stride_e + head * sorted_stride_h, mask=rows < count,
+                           other=0).to(tl.int32)
+            freed_in_tail = (rows < count) & (slot >= kept_length)
+            tl.store(marks_ptr + slot * num_heads + head, tl.full([block], 1, tl.uint8), mask=freed_in_tail)
+        tl.debug_barrier()  # the marks above, stored by other threads of this program, are read below
         kept_found = tl.zeros([], tl.int32)
-        for start in range(0, capacity, block):  # a constant trip count; blocks past the length do nothing
-            if start < used:
-                slot = start + tl.arange(0, block)
-                freed = tl.load(marks_ptr + slot * num_heads + head, mask=slot < used, other=0) != 0
-                hole = freed & (slot < kept_length)
-                kept = (~freed) & (slot >= kept_length) & (slot < used)
-                hole_rank = holes_found + tl.cumsum(hole.to(tl.int32), axis=0) - 1
-                kept_rank = kept_found + tl.cumsum(kept.to(tl.int32), axis=0) - 1
-                tl.store(holes_ptr + hole_rank * num_heads + head, slot, mask=hole)
-                tl.store(sources_ptr + kept_rank * num_heads + head, slot, mask=kept)
-                holes_found += tl.sum(hole.to(tl.int32), axis=0)
-                kept_found += tl.sum(kept.to(tl.int32), axis=0)
-        tl.store(pairs_ptr + head, holes_found)
+        for start in range(0, blocks * block, block):
+            offset = start + tl.arange(0, block)
+            slot = kept_length + offset
+            freed = tl.load(marks_ptr + slot * num_heads + head, mask=offset < count, other=1) != 0
+            kept = (~freed).to(tl.int32)
+            rank = kept_found + tl.cumsum(kept, axis=0) - 1
+            tl.store(sources_ptr + rank * num_heads + head, slot, mask=kept != 0)
+            kept_found += tl.sum(kept, axis=0)
+        tl.store(pairs_ptr + head, kept_found)
 
     @triton.jit
-    def _move(keys_ptr, values_ptr, frames_ptr, state_ptr, mass_ptr, exposure_ptr, holes_ptr, sources_ptr,
-              pairs_ptr, num_heads: tl.constexpr, head_dim: tl.constexpr, block: tl.constexpr):
-        rows = tl.program_id(0) * block + tl.arange(0, block)
+    def _move(keys_ptr, values_ptr, frames_ptr, state_ptr, mass_ptr, exposure_ptr, marks_ptr, sorted_ptr,
+              sources_ptr, pairs_ptr, count, sorted_stride_e, sorted_stride_h, num_heads: tl.constexpr,
+              head_dim: tl.constexpr, block: tl.constexpr):
+        """Rows below ``pairs``: the i-th kept slot into the i-th hole; the rest (tail slots): unmarked."""
+        rows = (tl.program_id(0) * block + tl.arange(0, block))[:, None]
         heads = tl.arange(0, num_heads)[None, :]
-        valid = rows[:, None] < tl.load(pairs_ptr + heads)
-        hole = tl.load(holes_ptr + rows[:, None] * num_heads + heads, mask=valid, other=0) * num_heads + heads
-        source = tl.load(sources_ptr + rows[:, None] * num_heads + heads, mask=valid, other=0)
-        source = source * num_heads + heads
+        pairs = tl.load(pairs_ptr + heads)
+        freed = tl.load(sorted_ptr + rows * sorted_stride_e + heads * sorted_stride_h, mask=rows < count,
+                        other=0).to(tl.int32) * num_heads + heads
+        in_tail = (rows >= pairs) & (rows < count)
+        tl.store(marks_ptr + freed, tl.zeros([block, num_heads], tl.uint8), mask=in_tail)
+        valid = rows < pairs
+        hole = tl.where(valid, freed, 0)
+        source = tl.load(sources_ptr + rows * num_heads + heads, mask=valid, other=0) * num_heads + heads
         tl.store(frames_ptr + hole, tl.load(frames_ptr + source, mask=valid), mask=valid)
         tl.store(state_ptr + hole, tl.load(state_ptr + source, mask=valid), mask=valid)
         tl.store(mass_ptr + hole, tl.load(mass_ptr + source, mask=valid), mask=valid)
@@ -138,22 +147,20 @@ def write_run(fields: tuple[torch.Tensor, ...], keys: torch.Tensor, values: torc
 
 def remove(fields: tuple[torch.Tensor, ...], marks: torch.Tensor, slots: torch.Tensor,
            length: int | torch.Tensor) -> None:
-    """Free ``slots`` ``[E, H]`` of the first ``length``: move the kept slots from ``length - E`` on into the
-    freed ones below it, per head (``TokenPool.remove``). ``marks``: a ``[C, H]`` uint8 scratch.
-    ``length``: a number, or the lengths before and after on the device (int32 ``[2]``)."""
+    """Free ``slots`` ``[E, H]`` (each column ascending) of the first ``length``: move the kept slots from
+    ``length - E`` on into the freed ones below it, per head (``TokenPool.remove``). ``marks``: a ``[C, H]``
+    uint8 scratch, all zero (and left so). ``length``: a number, or the lengths before and after on the
+    device (int32 ``[2]``). Head-shared slots may come as ``[E, 1]`` expanded to ``[E, H]``."""
     count, num_heads = slots.shape
-    capacity = marks.shape[0]
-    on_device = isinstance(length, torch.Tensor)
-    if not on_device:
-        marks = marks[:length]
-    marks.zero_()
-    marks.scatter_(0, slots, 1)
-    holes = torch.empty(count, num_heads, dtype=torch.int32, device=slots.device)
-    sources = torch.empty_like(holes)
+    sorted_slots, sorted_strides = slots, slots.stride()  # a shared column: stride 0 over heads
+    sources = torch.empty(count, num_heads, dtype=torch.int32, device=slots.device)
     pairs = torch.empty(num_heads, dtype=torch.int32, device=slots.device)
-    numbers = (0, 0, length) if on_device else (length - count, length, pairs)  # pairs: unread
-    _pair[(num_heads,)](marks, holes, sources, pairs, *numbers, num_heads=num_heads,
-                        capacity=triton.cdiv(capacity, PAIR_BLOCK) * PAIR_BLOCK, block=PAIR_BLOCK,
+    on_device = isinstance(length, torch.Tensor)
+    new_length, lengths = (0, length) if on_device else (length - count, pairs)  # pairs: unread
+    block = min(triton.next_power_of_2(count), PAIR_BLOCK)
+    _pair[(num_heads,)](sorted_slots, marks, sources, pairs, count, new_length, lengths, *sorted_strides,
+                        num_heads=num_heads, block=block, blocks=triton.cdiv(count, block),
                         on_device=on_device)
-    _move[(triton.cdiv(count, BLOCK_SLOTS),)](*fields, holes, sources, pairs, num_heads=num_heads,
+    _move[(triton.cdiv(count, BLOCK_SLOTS),)](*fields, marks, sorted_slots, sources, pairs, count,
+                                              *sorted_strides, num_heads=num_heads,
                                               head_dim=fields[0].shape[-1], block=BLOCK_SLOTS)

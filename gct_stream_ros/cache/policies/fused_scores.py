@@ -8,22 +8,61 @@ costs the host its launch. Here each pass reads the keys once, as stored, and ac
 fp32 in registers:
 
 * ``attention_mass``: the same quantity as ``attention_mass.attention_mass`` (its module
-  docstring): pass 1 writes each query's log-sum-exp over chunks of keys (``[H, chunks, Q]``),
-  pass 2 combines them and sums ``weight_q x exp(s - lse)`` over queries per key and head
-  (``[H, K]``), and a mean over heads ends it.
-  Logits are ``tl.dot`` products of the stored keys with the queries (fp32 accumulation).
-  Given ``num_keys`` on the device (a fixed-shape step, ``budgeted_cache.py``), both passes run
-  over the whole storage and skip the blocks past that count, whose mass is 0.
-* ``mass_ranking``: evict3r's ranking, ``state_scores(mass_scores(...))`` of head 0, in one kernel.
+  docstring) in one pass over the keys, given each query's log-sum-exp (the attention's own,
+  ``pool_attention.py``): one program per block of keys and head loops over the queries and
+  sums ``weight_q x exp(s - lse)`` in fp32 (``[H, K]``), a second kernel takes the mean over the
+  heads in a fixed order (no atomics). Logits are ``tl.dot`` products of the stored keys with the queries
+  (bf16/fp16 operands, fp32 accumulation; Triton's interpreter, which runs the CPU tests, gets
+  fp32 operands). The queries may be chosen by ``rows`` (the sampled ones) without a gather
+  before. Given ``num_keys`` on the device (a fixed-shape step, ``budgeted_cache.py``), blocks
+  past that count read nothing and get 0.
+* ``accumulate_mass``: the same kernels, the second finishing a fixed-shape step's scoring:
+  the pool's mass and exposure updated for every head, evict3r's ranking of head 0 (as
+  ``mass_ranking``, the slots past the count FREE) and each block's sums of mass and mass^2,
+  which one more single-program kernel turns into the layer statistic (``concentration``):
+  deterministic, no atomics.
+* ``mass_ranking``: evict3r's ranking, ``state_scores(mass_scores(...))`` of head 0, in one kernel
+  (the host-addressed steps').
 * ``diversity_ranking``: ``scorers.diversity_scores`` followed by ``token_pool.state_scores``,
-  transposed: pass 1 sums the un-rotated, normalised candidate keys per head (partials per
-  chunk), pass 2 scores every key against its head's mean and writes the eviction ranking
-  ``[H, N]`` contiguous (protected +inf, expired first), so that the per-head top-k reads
-  contiguous rows. Only the first 16 dim pairs go through the rotation (the temporal band is
-  pairs 0..9); the kernels are written for the model's head dim, 64.
+  transposed. Pass 1 sums the un-rotated, normalised candidate keys per head, pass 2 scores
+  every key against its head's mean and writes the eviction ranking ``[H, N]`` contiguous
+  (protected +inf, expired first), so that the per-head top-k reads contiguous rows; two
+  one-program kernels combine the partial sums (the mean; then the layer statistic, 1 - mean
+  similarity), in a fixed order (no atomics). Both passes are meant to be bound by reading the
+  keys once (the code before took 383 + 283 us per layer on the H200 at ~71k keys in use of
+  ~108k slots, 16 heads, reading all slots, per head, the even and odd dims with a stride of 2):
+
+  - a tile is ``[8 slots, H, 64]``: every head of a slot, so that keys, frames and states are
+    read contiguously (per-head tiles read frames and states at a stride of ``H``); a key is two
+    16-byte-vector loads of 32 dims from the same 128-byte line, each split into its even and
+    odd dims in registers (``tl.reshape`` + ``tl.split``), not loaded with a stride of 2: four
+    ``[8, H, 16]`` fp32 tensors of one layout (rotated pairs x, y; the other dims u, v), so
+    that a key's norm and dot product are one reduction each, with no layout conversion;
+  - only candidates' keys are loaded (``state == PATCH``; the others' ranking does not depend
+    on their key: scale patches and specials are not read), and pass 1 skips the tiles without
+    one (the scale frames' patches, first in the pool: 11 % of the tiles at the default budget,
+    ~40 % at a quarter of it);
+  - given ``num_keys`` on the device (a fixed-shape step, ``budgeted_cache.py``) the slots from
+    it on are ``FREE`` (+inf), as ``TokenPool.in_use`` would mark them, and are not read: the
+    caller builds no masked state;
+  - each pass runs a whole number of waves of programs per SM, each taking every n-th tile (the
+    slots in use spread evenly, whatever their count; partial sums ``[programs, H, 64]``); at
+    8 warps and 16 heads, no register spills (ptxas for sm_90);
+  - each key's angle per pair is computed once per pass, and its cos and sin share one range
+    reduction (``_cos_sin``; ``tl.cos``/``tl.sin`` are two libdevice calls that each reduce).
+    The rotation is about a third of a pass's instructions (~450 per thread and tile): the
+    passes are near both the bandwidth and the instruction-issue bound of the H200.
+
+  Only the first 16 dim pairs go through the rotation (the temporal band is pairs 0..9); the
+  kernels are written for the model's head dim, 64. Bytes per pass at 71k slots in use, 16 heads
+  (bf16): the candidates' keys and frames, at most 71k x 16 x (128 + 4) = 150 MB (133 MB at
+  the default budget, whose 8 scale frames' patches and the specials are not read) and the
+  states, 1.1 MB; pass 2 also writes the ranking of every slot, 4 x H x N bytes (6.9 MB at
+  108k slots). The code before read every slot's keys in both passes (221 MB at 108k).
 
 Used only where ``available(keys)``; every other device/dtype runs the torch code, which the
-CPU tests pin. The CUDA tests (``test/gpu/test_cache_policies_gpu.py``) check these kernels
+CPU tests pin; they also run the mass kernels through Triton's interpreter (``test/test_fused_mass.py``).
+The CUDA tests (``test/gpu/test_cache_policies_gpu.py``) check these kernels
 against the torch and float64 reference computations.
 """
 
@@ -35,15 +74,27 @@ import torch
 
 from gct_stream_ros.cache.policies.fused_moves import TRITON
 from gct_stream_ros.cache.policies.temporal_rope import TEMPORAL_PAIRS, rope_frequencies
-from gct_stream_ros.cache.policies.token_pool import EXPIRED_PATCH, EXPIRED_SPECIAL, PATCH
+from gct_stream_ros.cache.policies.token_pool import EXPIRED_PATCH, EXPIRED_SPECIAL, FREE, PATCH
 
 HEAD_DIM = 64
-CHUNK_KEYS = 1024
-"""Keys per program of the log-sum-exp pass (partials combined afterwards)."""
-DIVERSITY_CHUNK_KEYS = 256
-"""Keys per program of the diversity passes (more programs: each key costs them more)."""
-BLOCK_KEYS = 64
-BLOCK_QUERIES = 64
+MASS_BLOCK_KEYS = 128
+"""Keys per program of the attention mass (each loops over the queries of one head)."""
+DIVERSITY_BLOCK_SLOTS = 8
+"""Slots per tile of the diversity passes, every head: ``[8, H, 64]`` (16 KiB of bf16 at 16 heads)."""
+DIVERSITY_WARPS = 4
+"""Warps per program of the diversity passes. Swept on the H200 (108k slots, 71k in use, 16 heads; both
+passes and their combining kernels, replayed from a CUDA graph): 8-slot tiles with 4 warps 140 us, with
+8 warps 154 us; 16-slot tiles 163 / 184 us; 32-slot tiles 435 / 195 us. The programs per SM below
+changed nothing measurable (2/6, 4/4, 8/8, 16/16 within 0.5 us)."""
+SUMS_PROGRAMS_PER_SM = 2
+RANKING_PROGRAMS_PER_SM = 6
+"""Programs of each diversity pass per SM: a multiple of those one SM holds at once, so that they run in
+whole waves (ptxas for sm_90, Triton 3.5, 8 warps, 16 heads: pass 1 128 registers per thread, 2 programs
+of the SM's 65,536; pass 2 80, 3 programs, or 104 without ``num_keys``, 2)."""
+INTERPRETED_PROGRAMS = 3
+"""Programs of the diversity passes in Triton's interpreter (CPU tensors): few, each takes several tiles."""
+PARTIALS_TILE = 8192
+"""Elements of partial sums that the combining kernels read at a time."""
 ROTATED_PAIRS = 16
 """Dim pairs that go through the rotation: the temporal band's 10, padded to a power of two."""
 FP32_LOWEST = torch.finfo(torch.float32).min
@@ -61,7 +112,9 @@ if TRITON:
 
     _PATCH, _EXPIRED_PATCH, _EXPIRED_SPECIAL = (tl.constexpr(state) for state in (PATCH, EXPIRED_PATCH,
                                                                                    EXPIRED_SPECIAL))
+    _FREE = tl.constexpr(FREE)
     _FP32_LOWEST = tl.constexpr(FP32_LOWEST)
+    _FREE = tl.constexpr(FREE)
     _PAIRS = tl.constexpr(ROTATED_PAIRS)
 
     @triton.jit
@@ -72,74 +125,92 @@ if TRITON:
         return tl.where(state == _EXPIRED_SPECIAL, float("-inf"), ranking)
 
     @triton.jit
-    def _lse_partials(q_ptr, k_ptr, out_ptr, num_queries, num_keys, num_parts, scale,
-                      q_stride_n, q_stride_h, k_stride_n, k_stride_h, count_ptr,
-                      chunk: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
-                      head_dim: tl.constexpr, on_device: tl.constexpr):
-        # the keys in use: on_device, read from the device (the rest of the storage is masked)
-        in_use = tl.load(count_ptr) if on_device else num_keys
-        head, part, q_block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        dims = tl.arange(0, head_dim)
-        q_index = q_block * block_q + tl.arange(0, block_q)
-        q_valid = q_index < num_queries
-        q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
-                    mask=q_valid[:, None], other=0.0)
-        running_max = tl.full([block_q], float("-inf"), tl.float32)
-        running_sum = tl.zeros([block_q], tl.float32)
-        # a block runs only when its first key is in use (so its max is finite); a chunk past the keys
-        # in use runs none and its log-sum-exp comes out -inf, which the combination ignores
-        for offset in range(0, chunk, block_k):
-            if part * chunk + offset < in_use:
-                k_index = part * chunk + offset + tl.arange(0, block_k)
-                k_valid = k_index < in_use
-                k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
-                            mask=k_valid[:, None], other=0.0)
-                logits = tl.where(k_valid[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
-                new_max = tl.maximum(running_max, tl.max(logits, axis=1))
-                running_sum = (running_sum * tl.exp(running_max - new_max)
-                               + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
-                running_max = new_max
-        tl.store(out_ptr + (head * num_parts + part) * num_queries + q_index,
-                 running_max + tl.log(running_sum), mask=q_valid)
-
-    @triton.jit
-    def _combined_lse(partials_ptr, head, q_index, q_valid, num_queries, num_parts,
-                      parts_block: tl.constexpr):
-        """The log-sum-exp ``[block_q]`` of queries ``q_index`` over all keys, from the chunks' partials."""
-        parts = tl.arange(0, parts_block)
-        partial = tl.load(partials_ptr + (head * num_parts + parts[None, :]) * num_queries + q_index[:, None],
-                          mask=q_valid[:, None] & (parts[None, :] < num_parts), other=float("-inf"))
-        most = tl.maximum(tl.max(partial, axis=1), -1e30)  # finite for padded queries too
-        lse = most + tl.log(tl.sum(tl.exp(partial - most[:, None]), axis=1))
-        return tl.where(q_valid, lse, 0.0)  # padded queries: -inf, and exp(s - lse) * 0 would be nan
-
-    @triton.jit
-    def _mass(q_ptr, k_ptr, partials_ptr, weight_ptr, mass_ptr, num_keys, num_parts, scale,
-              q_stride_n, q_stride_h, k_stride_n, k_stride_h, count_ptr, num_queries: tl.constexpr,
-              parts_block: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
-              head_dim: tl.constexpr, on_device: tl.constexpr):
-        """Each head's share ``[H, K]``: ``sum_q weight_q exp(s - lse)`` (summed over heads afterwards);
-        0 for the keys past those in use (``on_device``: their count read from the device)."""
+    def _head_mass(q_ptr, lse_ptr, row_ptr, weight_ptr, k_ptr, by_head_ptr, count_ptr, num_keys, scale,
+                   q_stride_n, q_stride_h, lse_stride_h, lse_stride_q, k_stride_n, k_stride_h,
+                   num_queries: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
+                   head_dim: tl.constexpr, gather: tl.constexpr, on_device: tl.constexpr,
+                   upcast: tl.constexpr):
+        """One head's share of a block of keys, ``sum_q weight_q exp(s - lse)`` (``by_head`` ``[H, K]``); a
+        block past the keys in use reads and writes nothing (``_finish_mass`` masks it)."""
         k_block, head = tl.program_id(0), tl.program_id(1)
-        dims = tl.arange(0, head_dim)
-        k_index = k_block * block_k + tl.arange(0, block_k)
-        k_stored = k_index < num_keys
         in_use = tl.load(count_ptr) if on_device else num_keys
-        k_valid = k_index < in_use
-        k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
-                    mask=k_valid[:, None], other=0.0)
-        total = tl.zeros([block_k], tl.float32)
-        for q_start in range(0, num_queries, block_q):
-            if k_block * block_k < in_use:  # a block past the keys in use stays 0
+        if k_block * block_k < in_use:
+            dims = tl.arange(0, head_dim)
+            k_index = k_block * block_k + tl.arange(0, block_k)
+            k_valid = k_index < in_use
+            k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
+                        mask=k_valid[:, None], other=0.0)
+            if upcast:  # Triton's interpreter (CPU tests): its half-precision dot is not to be trusted
+                k = k.to(tl.float32)
+            total = tl.zeros([block_k], tl.float32)
+            for q_start in range(0, num_queries, block_q):
                 q_index = q_start + tl.arange(0, block_q)
                 q_valid = q_index < num_queries
-                q = tl.load(q_ptr + q_index[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
+                row = tl.load(row_ptr + q_index, mask=q_valid, other=0) if gather else q_index
+                q = tl.load(q_ptr + row[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
                             mask=q_valid[:, None], other=0.0)
-                lse = _combined_lse(partials_ptr, head, q_index, q_valid, num_queries, num_parts, parts_block)
-                weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)  # padded queries weigh 0
-                logits = tl.dot(q, tl.trans(k)) * scale
-                total += tl.sum(tl.exp(logits - lse[:, None]) * weight[:, None], axis=0)
-        tl.store(mass_ptr + head * num_keys + k_index, tl.where(k_valid, total, 0.0), mask=k_stored)
+                if upcast:
+                    q = q.to(tl.float32)
+                # padded queries: weight 0 and a finite log-sum-exp, so they add 0 (not nan)
+                lse = tl.load(lse_ptr + head * lse_stride_h + row * lse_stride_q, mask=q_valid, other=0.0)
+                weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)
+                logits = tl.dot(k, tl.trans(q)) * scale  # [block_k, block_q] fp32: keys fill the rows
+                total += tl.sum(tl.exp(logits - lse[None, :]) * weight[None, :], axis=1)
+            tl.store(by_head_ptr + head * num_keys + k_index, total, mask=k_valid)
+
+    @triton.jit
+    def _finish_mass(by_head_ptr, mass_ptr, pool_mass_ptr, exposure_ptr, state_ptr, ranking_ptr, partial_ptr,
+                     count_ptr, num_keys, cell_stride, num_heads: tl.constexpr, block_k: tl.constexpr,
+                     heads_block: tl.constexpr, on_device: tl.constexpr, accumulate: tl.constexpr,
+                     rank: tl.constexpr):
+        """The head-mean mass of a block of keys from ``by_head``; stored (``mass_ptr``), or (``accumulate``)
+        added to the pool's mass x the keys in use, with the exposure, head 0's ranking (``rank``) and the
+        block's sums of mass and mass^2 (``partial_ptr``)."""
+        k_block = tl.program_id(0)
+        in_use = tl.load(count_ptr) if on_device else num_keys
+        k_index = k_block * block_k + tl.arange(0, block_k)
+        k_stored = k_index < num_keys
+        k_valid = k_index < in_use
+        heads = tl.arange(0, heads_block)
+        head_valid = heads[None, :] < num_heads
+        shares = tl.load(by_head_ptr + heads[None, :] * num_keys + k_index[:, None],
+                         mask=k_valid[:, None] & head_valid, other=0.0)
+        mass = tl.sum(shares, axis=1) / num_heads  # 0 past the keys in use
+        if accumulate:  # the fixed-shape step's ``pool.mass += mass * in_use``, ``exposure += slot < in_use``
+            cells = k_index[:, None] * cell_stride + heads[None, :]
+            cell_valid = k_valid[:, None] & head_valid
+            pool_mass = (tl.load(pool_mass_ptr + cells, mask=cell_valid, other=0.0)
+                         + (mass * in_use.to(tl.float32))[:, None])
+            exposure = tl.load(exposure_ptr + cells, mask=cell_valid, other=0.0) + 1.0
+            tl.store(pool_mass_ptr + cells, pool_mass, mask=cell_valid)
+            tl.store(exposure_ptr + cells, exposure, mask=cell_valid)
+            tl.store(partial_ptr + 2 * k_block, tl.sum(mass, axis=0))
+            tl.store(partial_ptr + 2 * k_block + 1, tl.sum(mass * mass, axis=0))
+            if rank:  # ``mass_ranking`` of head 0 over ``TokenPool.in_use``: FREE past the keys in use
+                first_head = heads[None, :] == 0
+                state = tl.load(state_ptr + k_index * cell_stride, mask=k_valid, other=_FREE)
+                scores = tl.math.div_rn(tl.sum(tl.where(first_head, pool_mass, 0.0), axis=1),
+                                        tl.maximum(tl.sum(tl.where(first_head, exposure, 0.0), axis=1), 1.0))
+                tl.store(ranking_ptr + k_index, _ranked(scores, state), mask=k_stored)
+        else:
+            tl.store(mass_ptr + k_index, mass, mask=k_stored)
+
+    @triton.jit
+    def _concentration(partial_ptr, count_ptr, out_ptr, num_blocks: tl.constexpr, block: tl.constexpr):
+        """``attention_mass.concentration`` from the blocks' sums: ``log(1 + S2 K / S1^2 - 1)``, one program,
+        the sums in fp64 (the difference cancels)."""
+        total = tl.zeros([block], tl.float64)
+        squares = tl.zeros([block], tl.float64)
+        for start in range(0, num_blocks, block):
+            index = start + tl.arange(0, block)
+            valid = index < num_blocks
+            total += tl.load(partial_ptr + 2 * index, mask=valid, other=0.0).to(tl.float64)
+            squares += tl.load(partial_ptr + 2 * index + 1, mask=valid, other=0.0).to(tl.float64)
+        mass, square = tl.sum(total, axis=0), tl.sum(squares, axis=0)
+        count = tl.load(count_ptr).to(tl.float64)
+        variance = tl.maximum(square * count / (mass * mass) - 1.0, 0.0).to(tl.float32)
+        grown = 1.0 + variance  # log1p(variance) without its rounding: log(u) * variance / (u - 1)
+        tl.store(out_ptr, tl.where(grown == 1.0, variance, tl.log(grown) * (variance / (grown - 1.0))))
 
     @triton.jit
     def _mass_ranking(mass_ptr, exposure_ptr, state_ptr, ranking_ptr, num_keys, stride, block: tl.constexpr):
@@ -152,71 +223,178 @@ if TRITON:
         tl.store(ranking_ptr + index, _ranked(scores, state), mask=valid)
 
     @triton.jit
-    def _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr, first, num_keys, head, num_heads, k_stride_n,
-                  k_stride_h, block_k: tl.constexpr, head_dim: tl.constexpr):
-        """Keys ``[first, first + block_k)`` of ``head`` as (valid, index, x, y, rest, norm, state): the
-        first 16 dim pairs ``[block_k, 16]`` each with their temporal rotation removed, the dims from
-        32 on ``[block_k, D - 32]`` as stored, all fp32, the norms and the slot states."""
-        k_index = first + tl.arange(0, block_k)
-        k_valid = k_index < num_keys
-        pairs = tl.arange(0, _PAIRS)
-        rows = k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h
-        x = tl.load(rows + 2 * pairs[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
-        y = tl.load(rows + 2 * pairs[None, :] + 1, mask=k_valid[:, None], other=0.0).to(tl.float32)
-        rest_dims = 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS)
-        rest = tl.load(rows + rest_dims[None, :], mask=k_valid[:, None], other=0.0).to(tl.float32)
-        frame = tl.load(frame_ptr + k_index * num_heads + head, mask=k_valid, other=0).to(tl.float32)
-        angle = -frame[:, None] * tl.load(frequency_ptr + pairs)[None, :]  # 0 past the temporal band
-        cos, sin = tl.cos(angle), tl.sin(angle)
-        norm = tl.maximum(tl.sqrt(tl.sum(x * x + y * y, axis=1) + tl.sum(rest * rest, axis=1)), 1e-12)
-        state = tl.load(state_ptr + k_index * num_heads + head, mask=k_valid, other=255)
-        return k_valid, k_index, x * cos - y * sin, x * sin + y * cos, rest, norm, state
+    def _cos_sin(angle):
+        """cos and sin of fp32 ``angle`` with one shared reduction to ``r`` in [-pi/4, pi/4] (whole quarter
+        turns off, pi/2 in three parts) and minimax polynomials of r: within 1e-7 of the exact values up
+        to |angle| = 1e4 (1e-6 at 1e5) without fused multiply-adds, as Triton's interpreter runs it; a
+        fraction of the instructions of ``tl.cos`` + ``tl.sin``, two libdevice calls that each reduce."""
+        quarter = tl.floor(angle * 0.636619772367581343 + 0.5)  # angle * 2/pi, rounded
+        r = angle - quarter * 1.5703125
+        r = r - quarter * 4.837512969970703125e-4
+        r = r - quarter * 7.54978995489188216e-8
+        z = r * r
+        sin = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r
+        cos = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z
+        cos = (cos - 0.5) * z + 1.0
+        turn = quarter.to(tl.int32) & 3  # the quadrant: (cos, sin) -> (-sin, cos) per quarter turn
+        odd = (turn & 1) != 0
+        cos_turned = tl.where(odd, sin, cos)
+        sin_turned = tl.where(odd, cos, sin)
+        cos_turned = tl.where(((turn + 1) & 2) != 0, -cos_turned, cos_turned)
+        sin_turned = tl.where((turn & 2) != 0, -sin_turned, sin_turned)
+        return cos_turned, sin_turned
 
     @triton.jit
-    def _diversity_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, sum_ptr, count_ptr, num_keys, num_heads,
-                        num_parts, k_stride_n, k_stride_h,
-                        chunk: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
-        head, part = tl.program_id(0), tl.program_id(1)
-        total_x = tl.zeros([_PAIRS], tl.float32)
-        total_y = tl.zeros([_PAIRS], tl.float32)
-        total_rest = tl.zeros([head_dim - 2 * _PAIRS], tl.float32)
-        count = tl.zeros([block_k], tl.float32)
-        for offset in range(0, chunk, block_k):
-            _, _, x, y, rest, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr,
-                                                      part * chunk + offset, num_keys, head, num_heads,
-                                                      k_stride_n, k_stride_h, block_k, head_dim)
-            weight = tl.where(state == _PATCH, 1.0 / norm, 0.0)[:, None]
-            total_x += tl.sum(x * weight, axis=0)
-            total_y += tl.sum(y * weight, axis=0)
-            total_rest += tl.sum(rest * weight, axis=0)
-            count += tl.where(state == _PATCH, 1.0, 0.0)
-        row = sum_ptr + (head * num_parts + part) * head_dim  # laid out as (x, y, rest)
-        tl.store(row + tl.arange(0, _PAIRS), total_x)
-        tl.store(row + _PAIRS + tl.arange(0, _PAIRS), total_y)
-        tl.store(row + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS), total_rest)
-        tl.store(count_ptr + head * num_parts + part, tl.sum(count, axis=0))
+    def _tile_state(state_ptr, first, in_use, num_heads, state_stride, block: tl.constexpr,
+                    heads: tl.constexpr):
+        """The states ``[block, heads]`` of slots ``[first, first + block)`` of every head, ``FREE`` from
+        ``in_use`` on (and for the heads that pad ``num_heads`` to a power of two)."""
+        slot = first + tl.arange(0, block)
+        head = tl.arange(0, heads)
+        used = (slot < in_use)[:, None] & (head < num_heads)[None, :]
+        return tl.load(state_ptr + slot[:, None] * state_stride + head[None, :], mask=used, other=_FREE)
 
     @triton.jit
-    def _diversity_ranking(k_ptr, frame_ptr, state_ptr, frequency_ptr, mean_ptr, ranking_ptr, similarity_ptr,
-                           num_keys, num_heads, num_parts, k_stride_n, k_stride_h,
-                           chunk: tl.constexpr, block_k: tl.constexpr, head_dim: tl.constexpr):
-        head, part = tl.program_id(0), tl.program_id(1)
-        mean = mean_ptr + head * head_dim  # laid out as (x, y, rest)
-        mean_x = tl.load(mean + tl.arange(0, _PAIRS))
-        mean_y = tl.load(mean + _PAIRS + tl.arange(0, _PAIRS))
-        mean_rest = tl.load(mean + 2 * _PAIRS + tl.arange(0, head_dim - 2 * _PAIRS))
-        total = tl.zeros([block_k], tl.float32)
-        for offset in range(0, chunk, block_k):
-            k_valid, k_index, x, y, rest, norm, state = _key_tile(k_ptr, frame_ptr, state_ptr, frequency_ptr,
-                                                                  part * chunk + offset, num_keys, head,
-                                                                  num_heads, k_stride_n, k_stride_h, block_k,
-                                                                  head_dim)
-            dot = (tl.sum(x * mean_x[None, :], axis=1) + tl.sum(y * mean_y[None, :], axis=1)
-                   + tl.sum(rest * mean_rest[None, :], axis=1))
-            similarity = dot / norm
-            tl.store(ranking_ptr + head * num_keys + k_index, _ranked(-similarity, state), mask=k_valid)
-            total += tl.where(state == _PATCH, similarity, 0.0)
-        tl.store(similarity_ptr + head * num_parts + part, tl.sum(total, axis=0))
+    def _key_tile(k_ptr, frame_ptr, frequency_ptr, first, state, k_stride_n, k_stride_h, frame_stride,
+                  block: tl.constexpr, heads: tl.constexpr):
+        """The keys of slots ``[first, first + block)`` of every head, whose states are ``state``, as
+        (x, y, u, v, norm): their first 16 dim pairs (x, y) with the temporal rotation removed and the even
+        and odd dims from 32 on (u, v) as stored, each ``[block, heads, 16]`` fp32, and the norms. Only
+        candidates (``PATCH``) are read: the others' ranking does not depend on their key (all 0)."""
+        slot = first + tl.arange(0, block)
+        head = tl.arange(0, heads)
+        candidate = state == _PATCH
+        # a key's 128 bytes as two contiguous halves (one cache line), even and odd dims split in registers
+        rows = k_ptr + slot[:, None] * k_stride_n + head[None, :] * k_stride_h
+        half = rows[:, :, None] + tl.arange(0, 2 * _PAIRS)[None, None, :]
+        first_half = tl.load(half, mask=candidate[:, :, None], other=0.0)
+        second_half = tl.load(half + 2 * _PAIRS, mask=candidate[:, :, None], other=0.0)
+        x, y = tl.split(tl.reshape(first_half, [block, heads, _PAIRS, 2]))
+        u, v = tl.split(tl.reshape(second_half, [block, heads, _PAIRS, 2]))
+        x, y, u, v = x.to(tl.float32), y.to(tl.float32), u.to(tl.float32), v.to(tl.float32)
+        norm = tl.maximum(tl.sqrt(tl.sum(x * x + y * y + u * u + v * v, axis=2)), 1e-12)
+        frame = tl.load(frame_ptr + slot[:, None] * frame_stride + head[None, :], mask=candidate, other=0)
+        # one angle per key and pair, 0 past the temporal band
+        frequency = tl.load(frequency_ptr + tl.arange(0, _PAIRS))
+        angle = -frame.to(tl.float32)[:, :, None] * frequency[None, None, :]
+        cos, sin = _cos_sin(angle)
+        return x * cos - y * sin, x * sin + y * cos, u, v, norm
+
+    @triton.jit
+    def _slots_in_use(count_ptr, num_slots, on_device: tl.constexpr):
+        """The slots in use: read from the device (a fixed-shape step), or all of them."""
+        if on_device:
+            return tl.minimum(tl.load(count_ptr), num_slots)
+        return num_slots
+
+    @triton.jit
+    def _diversity_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, count_ptr, sum_ptr, patches_ptr,
+                        num_slots, num_heads, k_stride_n, k_stride_h, frame_stride, state_stride,
+                        block: tl.constexpr, heads: tl.constexpr, on_device: tl.constexpr):
+        """Per program, the sums of its tiles' normalised candidate keys ``[heads, 64]`` (as x, y, u, v) and
+        their count ``[heads]``; a program takes every ``num_programs``-th tile of the slots in use."""
+        program, programs = tl.program_id(0), tl.num_programs(0)
+        in_use = _slots_in_use(count_ptr, num_slots, on_device)
+        # summed over the tile's slots once, at the end (not across warps at every tile)
+        total_x = tl.zeros([block, heads, _PAIRS], tl.float32)
+        total_y = tl.zeros([block, heads, _PAIRS], tl.float32)
+        total_u = tl.zeros([block, heads, _PAIRS], tl.float32)
+        total_v = tl.zeros([block, heads, _PAIRS], tl.float32)
+        patches = tl.zeros([block, heads], tl.float32)
+        first = program * block
+        while first < in_use:  # (a while loop: Triton's interpreter takes only plain ints as range bounds)
+            state = _tile_state(state_ptr, first, in_use, num_heads, state_stride, block, heads)
+            candidate = tl.where(state == _PATCH, 1.0, 0.0)
+            if tl.max(tl.max(candidate, axis=1), axis=0) > 0.0:  # tiles of protected keys cost no work
+                x, y, u, v, norm = _key_tile(k_ptr, frame_ptr, frequency_ptr, first, state, k_stride_n,
+                                             k_stride_h, frame_stride, block, heads)
+                weight = (candidate / norm)[:, :, None]
+                total_x += x * weight
+                total_y += y * weight
+                total_u += u * weight
+                total_v += v * weight
+                patches += candidate
+            first += programs * block
+        head = tl.arange(0, heads)
+        row = sum_ptr + (program * heads + head[:, None]) * 4 * _PAIRS + tl.arange(0, _PAIRS)[None, :]
+        tl.store(row, tl.sum(total_x, axis=0))
+        tl.store(row + _PAIRS, tl.sum(total_y, axis=0))
+        tl.store(row + 2 * _PAIRS, tl.sum(total_u, axis=0))
+        tl.store(row + 3 * _PAIRS, tl.sum(total_v, axis=0))
+        tl.store(patches_ptr + program * heads + head, tl.sum(patches, axis=0))
+
+    @triton.jit
+    def _diversity_mean(sum_ptr, patches_ptr, mean_ptr, patch_count_ptr, num_programs: tl.constexpr,
+                        heads: tl.constexpr, head_dim: tl.constexpr, block_parts: tl.constexpr):
+        """One head's mean normalised candidate key ``[D]`` and candidate count (at least 1), from the
+        programs' sums in a fixed order."""
+        head = tl.program_id(0)
+        dims = tl.arange(0, head_dim)
+        total = tl.zeros([block_parts, head_dim], tl.float32)
+        patches = tl.zeros([block_parts], tl.float32)
+        for first in range(0, num_programs, block_parts):
+            part = first + tl.arange(0, block_parts)
+            valid = part < num_programs
+            total += tl.load(sum_ptr + (part[:, None] * heads + head) * head_dim + dims[None, :],
+                             mask=valid[:, None], other=0.0)
+            patches += tl.load(patches_ptr + part * heads + head, mask=valid, other=0.0)
+        count = tl.maximum(tl.sum(patches, axis=0), 1.0)
+        tl.store(mean_ptr + head * head_dim + dims, tl.sum(total, axis=0) / count)
+        tl.store(patch_count_ptr + head, count)
+
+    @triton.jit
+    def _diversity_ranking(k_ptr, frame_ptr, state_ptr, frequency_ptr, count_ptr, mean_ptr, ranking_ptr,
+                           similarity_ptr, num_slots, num_heads, k_stride_n, k_stride_h, frame_stride,
+                           state_stride, block: tl.constexpr, heads: tl.constexpr, on_device: tl.constexpr):
+        """The ranking ``[H, N]`` of every slot (+inf past the slots in use, whose keys are not read) and,
+        per program, the sum of its candidates' similarities ``[heads]``."""
+        program, programs = tl.program_id(0), tl.num_programs(0)
+        in_use = _slots_in_use(count_ptr, num_slots, on_device)
+        head = tl.arange(0, heads)
+        mean = mean_ptr + head[:, None] * 4 * _PAIRS + tl.arange(0, _PAIRS)[None, :]  # as (x, y, u, v)
+        mean_x, mean_y = tl.load(mean)[None, :, :], tl.load(mean + _PAIRS)[None, :, :]
+        mean_u, mean_v = tl.load(mean + 2 * _PAIRS)[None, :, :], tl.load(mean + 3 * _PAIRS)[None, :, :]
+        total = tl.zeros([block, heads], tl.float32)
+        first = program * block
+        while first < num_slots:
+            slot = first + tl.arange(0, block)
+            ranking = tl.full([block, heads], float("inf"), tl.float32)
+            # (no skip of the tiles without a candidate here, as in the sums: the branch costs this pass
+            # a third of its programs per SM, 128 registers per thread instead of 80)
+            if first < in_use:
+                state = _tile_state(state_ptr, first, in_use, num_heads, state_stride, block, heads)
+                x, y, u, v, norm = _key_tile(k_ptr, frame_ptr, frequency_ptr, first, state, k_stride_n,
+                                             k_stride_h, frame_stride, block, heads)
+                similarity = tl.sum(x * mean_x + y * mean_y + u * mean_u + v * mean_v, axis=2) / norm
+                ranking = _ranked(-similarity, state)
+                total += tl.where(state == _PATCH, similarity, 0.0)
+            stored = (slot < num_slots)[:, None] & (head < num_heads)[None, :]
+            tl.store(ranking_ptr + head[None, :] * num_slots + slot[:, None], ranking, mask=stored)
+            first += programs * block
+        tl.store(similarity_ptr + program * heads + head, tl.sum(total, axis=0))
+
+    @triton.jit
+    def _diversity_statistic(similarity_ptr, patch_count_ptr, diversity_ptr, num_heads,
+                             num_programs: tl.constexpr, heads: tl.constexpr, block_parts: tl.constexpr):
+        """The layer's diversity: 1 - the mean over heads of the candidates' mean similarity."""
+        head = tl.arange(0, heads)
+        total = tl.zeros([block_parts, heads], tl.float32)
+        for first in range(0, num_programs, block_parts):
+            part = first + tl.arange(0, block_parts)
+            total += tl.load(similarity_ptr + part[:, None] * heads + head[None, :],
+                             mask=(part < num_programs)[:, None], other=0.0)
+        by_head = tl.where(head < num_heads, tl.sum(total, axis=0) / tl.load(patch_count_ptr + head), 0.0)
+        tl.store(diversity_ptr, 1.0 - tl.sum(by_head, axis=0) / num_heads)
+
+
+@functools.cache
+def _diversity_programs(device: torch.device) -> tuple[int, int]:
+    """Programs of the two diversity passes: a fixed number per SM, each taking every n-th tile of slots,
+    so that the work is spread evenly whatever the slots in use, and the partial sums are few."""
+    if device.type != "cuda":
+        return INTERPRETED_PROGRAMS, INTERPRETED_PROGRAMS
+    processors = torch.cuda.get_device_properties(device).multi_processor_count
+    return SUMS_PROGRAMS_PER_SM * processors, RANKING_PROGRAMS_PER_SM * processors
 
 
 @functools.cache
@@ -227,29 +405,73 @@ def _pair_frequencies(device: torch.device) -> torch.Tensor:
     return frequency
 
 
-def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
-                   num_keys: torch.Tensor | None = None) -> torch.Tensor:
-    """``attention_mass.attention_mass`` fused: queries ``[Q, H, D]``, weights ``[Q]``, keys ``[K, H, D]``;
-    ``num_keys`` (a 0-d int32 device tensor): only the first keys count, as there."""
-    num_queries, num_heads, head_dim = queries.shape
-    on_device = num_keys is not None
-    count = num_keys if on_device else keys  # unread unless on_device
-    num_keys = keys.shape[0]
-    queries = queries.to(keys.dtype)
-    num_parts = triton.cdiv(num_keys, CHUNK_KEYS)
-    partials = torch.empty(num_heads, num_parts, num_queries, dtype=torch.float32, device=keys.device)
-    strides = (queries.stride(0), queries.stride(1), keys.stride(0), keys.stride(1))
-    scale = head_dim**-0.5
-    _lse_partials[(num_heads, num_parts, triton.cdiv(num_queries, BLOCK_QUERIES))](
-        queries, keys, partials, num_queries, num_keys, num_parts, scale, *strides, count,
-        chunk=CHUNK_KEYS, block_q=BLOCK_QUERIES, block_k=BLOCK_KEYS, head_dim=head_dim, on_device=on_device)
-    by_head = torch.empty(num_heads, num_keys, dtype=torch.float32, device=keys.device)
-    _mass[(triton.cdiv(num_keys, 2 * BLOCK_KEYS), num_heads)](
-        queries, keys, partials, weights.float(), by_head, num_keys, num_parts, scale, *strides, count,
-        num_queries=num_queries, parts_block=triton.next_power_of_2(num_parts), block_q=BLOCK_QUERIES,
-        block_k=2 * BLOCK_KEYS, head_dim=head_dim, on_device=on_device)
-    mass = by_head.mean(dim=0)
+def attention_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
+                   num_keys: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``attention_mass.attention_mass`` fused, given the log-sum-exp: queries ``[P, H, D]`` and their
+    log-sum-exp ``[H, P]`` fp32 over the (first ``num_keys``, a 0-d int32 device tensor) keys
+    ``[K, H, D]``; ``rows`` ``[Q]``: the queries that count (all where None), weighted by ``weights`` ``[Q]``.
+    Returns ``[K]`` fp32, 0 past ``num_keys``."""
+    mass = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
+    _launch_mass(queries, weights, lse, keys, num_keys, rows, mass=mass)
     return mass
+
+
+def accumulate_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
+                    num_keys: torch.Tensor, rows: torch.Tensor | None, pool_mass: torch.Tensor,
+                    exposure: torch.Tensor, statistic: torch.Tensor,
+                    state: torch.Tensor | None = None) -> torch.Tensor | None:
+    """A fixed-shape step's scoring in two kernels: ``mass = attention_mass(...)`` (arguments as there), then
+    ``pool_mass += mass * num_keys`` and ``exposure += slot < num_keys`` (``[C, H]``, every head),
+    ``statistic`` (a 1-element view) ``= concentration(mass, num_keys)``, and where ``state`` ``[C, H]``
+    is given the ranking ``[C, 1]`` ``mass_ranking(pool_mass, exposure, in_use(num_keys))`` of the
+    updated mass: the slots past ``num_keys`` are FREE (``token_pool.py``), never evicted."""
+    num_blocks = triton.cdiv(keys.shape[0], MASS_BLOCK_KEYS)
+    partials = torch.empty(num_blocks, 2, dtype=torch.float32, device=keys.device)
+    ranking = None if state is None else torch.empty(keys.shape[0], 1, dtype=torch.float32,
+                                                     device=keys.device)
+    _launch_mass(queries, weights, lse, keys, num_keys, rows, pool_mass=pool_mass, exposure=exposure,
+                 state=state, ranking=ranking, partials=partials)
+    _concentration[(1,)](partials, num_keys, statistic, num_blocks=num_blocks, block=1024)
+    return ranking
+
+
+def _query_block(num_queries: int) -> int:
+    """The queries per tile of ``_mass`` that pad ``num_queries`` least (the larger on a tie): every padded
+    query costs each key an exponential, the kernel's other bound besides reading the keys."""
+    return min((16, 32, 64), key=lambda block: (triton.cdiv(num_queries, block) * block, -block))
+
+
+def _launch_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
+                 num_keys: torch.Tensor | None, rows: torch.Tensor | None, mass: torch.Tensor | None = None,
+                 pool_mass: torch.Tensor | None = None, exposure: torch.Tensor | None = None,
+                 state: torch.Tensor | None = None, ranking: torch.Tensor | None = None,
+                 partials: torch.Tensor | None = None) -> None:
+    """``_head_mass`` over every (block of keys, head), then ``_finish_mass``: storing ``mass``, or
+    accumulating into ``pool_mass`` (see its docstring); the pointers a launch does not use point at
+    ``keys`` and are never read. A program per head (not one looping over the heads) keeps enough of them
+    in flight to hide the loads: 175 us a layer at 71k keys with the loop, on the H200."""
+    num_keys_stored, num_heads, head_dim = keys.shape
+    queries = queries.to(keys.dtype)
+    if queries.stride(-1) != 1:  # the kernel reads each query's dims contiguously
+        queries = queries.contiguous()
+    num_queries = queries.shape[0] if rows is None else rows.shape[0]
+    count = keys if num_keys is None else num_keys
+    on_device = num_keys is not None
+    blocks = triton.cdiv(num_keys_stored, MASS_BLOCK_KEYS)
+    by_head = torch.empty(num_heads, num_keys_stored, dtype=torch.float32, device=keys.device)
+    _head_mass[(blocks, num_heads)](
+        queries, lse, keys if rows is None else rows, weights.float(), keys, by_head, count, num_keys_stored,
+        head_dim**-0.5, queries.stride(0), queries.stride(1), lse.stride(0), lse.stride(1), keys.stride(0),
+        keys.stride(1), num_queries=num_queries, block_q=_query_block(num_queries), block_k=MASS_BLOCK_KEYS,
+        head_dim=head_dim, gather=rows is not None, on_device=on_device, upcast=not keys.is_cuda)
+    accumulate = pool_mass is not None
+    cells = pool_mass if accumulate else keys
+    _finish_mass[(blocks,)](
+        by_head, keys if mass is None else mass, cells, keys if exposure is None else exposure,
+        keys if state is None else state, keys if ranking is None else ranking,
+        keys if partials is None else partials, count, num_keys_stored, cells.stride(0), num_heads=num_heads,
+        block_k=MASS_BLOCK_KEYS, heads_block=triton.next_power_of_2(num_heads), on_device=on_device,
+        accumulate=accumulate, rank=ranking is not None)
 
 
 def mass_ranking(mass: torch.Tensor, exposure: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -262,26 +484,35 @@ def mass_ranking(mass: torch.Tensor, exposure: torch.Tensor, state: torch.Tensor
     return ranking
 
 
-def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor,
-                      state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor, state: torch.Tensor,
+                      num_keys: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys ``[N, H, D]`` of frames and states ``[N, H]`` -> (ranking ``[H, N]``, diversity ``[]``).
 
     ``ranking`` is ``state_scores(diversity_scores(keys, frames, state == PATCH)[0], state).t()``,
-    contiguous; ``diversity`` the layer statistic (see the module docstring).
+    contiguous; ``diversity`` the layer statistic (see the module docstring). ``num_keys`` (a 0-d
+    int32 device tensor, a fixed-shape step): only the first slots are in use, the others rank as
+    ``FREE`` (+inf), as if ``state`` were ``TokenPool.in_use(num_keys)``, and their keys are not read.
     """
-    num_keys, num_heads, head_dim = keys.shape
+    num_slots, num_heads, head_dim = keys.shape
+    heads = triton.next_power_of_2(num_heads)
+    sums_programs, ranking_programs = _diversity_programs(keys.device)
+    on_device = num_keys is not None
+    count = num_keys if on_device else keys  # unread unless on_device
     frequency = _pair_frequencies(keys.device)
-    num_parts = triton.cdiv(num_keys, DIVERSITY_CHUNK_KEYS)
-    sums = torch.empty(num_heads, num_parts, head_dim, dtype=torch.float32, device=keys.device)
-    counts = torch.empty(num_heads, num_parts, dtype=torch.float32, device=keys.device)
-    common = dict(chunk=DIVERSITY_CHUNK_KEYS, block_k=BLOCK_KEYS, head_dim=head_dim)
-    _diversity_sums[(num_heads, num_parts)](keys, frames, state, frequency, sums, counts, num_keys, num_heads,
-                                            num_parts, keys.stride(0), keys.stride(1), **common)
-    count = counts.sum(dim=1).clamp(min=1.0)  # [H]
-    mean = sums.sum(dim=1) / count.unsqueeze(-1)  # [H, D] as (x, y, rest)
-    ranking = torch.empty(num_heads, num_keys, dtype=torch.float32, device=keys.device)
-    similarity = torch.empty(num_heads, num_parts, dtype=torch.float32, device=keys.device)
-    _diversity_ranking[(num_heads, num_parts)](keys, frames, state, frequency, mean, ranking, similarity,
-                                               num_keys, num_heads, num_parts, keys.stride(0), keys.stride(1),
-                                               **common)
-    return ranking, 1.0 - (similarity.sum(dim=1) / count).mean()
+    scratch = dict(dtype=torch.float32, device=keys.device)
+    sums = torch.empty(sums_programs, heads, head_dim, **scratch)
+    patches = torch.empty(sums_programs, heads, **scratch)
+    tiles = (keys, frames, state, frequency, count)
+    shapes = (num_slots, num_heads, keys.stride(0), keys.stride(1), frames.stride(0), state.stride(0))
+    tiling = dict(block=DIVERSITY_BLOCK_SLOTS, heads=heads, on_device=on_device, num_warps=DIVERSITY_WARPS)
+    _diversity_sums[(sums_programs,)](*tiles, sums, patches, *shapes, **tiling)
+    mean, patch_count = torch.empty(heads, head_dim, **scratch), torch.empty(heads, **scratch)
+    _diversity_mean[(heads,)](sums, patches, mean, patch_count, num_programs=sums_programs, heads=heads,
+                              head_dim=head_dim, block_parts=PARTIALS_TILE // head_dim)
+    ranking = torch.empty(num_heads, num_slots, **scratch)
+    similarity = torch.empty(ranking_programs, heads, **scratch)
+    _diversity_ranking[(ranking_programs,)](*tiles, mean, ranking, similarity, *shapes, **tiling)
+    diversity = torch.empty((), **scratch)
+    _diversity_statistic[(1,)](similarity, patch_count, diversity, num_heads, num_programs=ranking_programs,
+                               heads=heads, block_parts=PARTIALS_TILE // heads)
+    return ranking, diversity

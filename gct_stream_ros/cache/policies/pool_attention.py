@@ -16,13 +16,18 @@ attention itself. Instead the prefix is attended in two parts, merged by their l
   kernel, which needs no per-shape set-up.
 
 While a layer holds fewer than ``F`` tokens (the first frames), the whole prefix goes through the
-flash kernel. Nothing here reads the device; a (re)capture waits for the device once.
+flash kernel. Either form can return the log-sum-exp of every query over all the keys it attended
+(``with_lse``: the parts' merged, ``attention.merged_lse``), from which the attention mass of those
+keys follows in one pass (``attention_mass.py``). Nothing here reads the device; a (re)capture
+waits for the device once.
 
 ``attend_range`` is the form of the budgeted cache's fixed-shape steps: ``F`` chosen when the step
 begins (``prefix``), the rest's end read from the device by the flash kernel's variable-length
 form (``attention.range_attention``), so one CUDA graph of the whole step serves any pool length.
 While such a graph is being captured, cuDNN is issued directly (a graph cannot be replayed inside
-another's capture); elsewhere (CPU) the same split runs with torch ops.
+another's capture); elsewhere (CPU) the same split runs with torch ops. Its merge returns the
+tokens-first layout the model reads back, and ``compile_regions`` compiles it (as the contiguous
+cache's merge).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from gct_stream_ros.cache.attention import (
     cudnn_partial_attention,
     heads_first,
     merge_partials,
+    merge_partials_tokens_first_with_lse,
+    merged_lse,
     partial_attention,
     range_attention,
 )
@@ -57,32 +64,42 @@ class PoolAttention:
         # layer -> (prefix keys, key storage address, queries, captured attention over the prefix)
         self._captured: dict[int, tuple[int, int, int, CapturedPartialAttention]] = {}
         self._graph_pool: tuple[int, int] | None = None
+        self._merge = merge_partials_tokens_first_with_lse
+
+    def compile_regions(self, **options: object) -> None:
+        """``torch.compile`` the merge of ``attend_range``'s two parts (fixed shapes in the steady state)."""
+        self._merge = torch.compile(merge_partials_tokens_first_with_lse, **options)
 
     def clear(self) -> None:
         self._captured.clear()
 
     def __call__(self, layer: int, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, length: int,
-                 steady: int, quantum: int) -> torch.Tensor:
-        """q ``[P, H, D]`` over ``keys``/``values[:length]`` (``[C, H, D]`` storage) -> ``[1, H, P, D]``;
-        ``steady``: the patches the layer holds once full (see the module docstring)."""
+                 steady: int, quantum: int,
+                 with_lse: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """q ``[P, H, D]`` over ``keys``/``values[:length]`` (``[C, H, D]`` storage) -> (``[1, H, P, D]``, the
+        log-sum-exp ``[H, P]`` fp32 over those keys where ``with_lse``, else None); ``steady``: the
+        patches the layer holds once full (see the module docstring)."""
         prefix = self.prefix(layer, steady, quantum)
         if prefix == 0 or length <= prefix:
-            return partial_attention(heads_first(q.to(keys.dtype)), heads_first(keys[:length]),
-                                     heads_first(values[:length]))[0]
+            whole = partial_attention(heads_first(q.to(keys.dtype)), heads_first(keys[:length]),
+                                      heads_first(values[:length]))
+            return whole[0], whole[1][0, :, :, 0] if with_lse else None
         captured = self._captured_for(layer, q.shape[0], keys, values, prefix)
         query = captured.load(q)
         rest = partial_attention(query, heads_first(keys[prefix:length]), heads_first(values[prefix:length]))
-        return merge_partials(captured.run(), rest)
+        first = captured.run()
+        return merge_partials(first, rest), merged_lse(first, rest) if with_lse else None
 
     def attend_range(self, layer: int, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, prefix: int,
-                     bounds: torch.Tensor) -> torch.Tensor:
+                     bounds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q ``[P, H, D]`` over ``keys``/``values`` ``[C, H, D]``: the slots ``[0, prefix)`` and
         ``[bounds[0], bounds[1])`` (int32 ``[2]`` on the device; ``bounds[0]`` is ``prefix``) ->
-        ``[1, H, P, D]`` (see the module docstring)."""
+        (``[P, H, D]`` in the storage's dtype, the log-sum-exp ``[H, P]`` fp32 over those slots); see the
+        module docstring."""
         query = q.to(keys.dtype).contiguous()
         out, lse = range_attention(query, keys, values, bounds)
         if prefix == 0:
-            return out
+            return out[0].transpose(0, 1), lse[0, :, :, 0]
         key, value = heads_first(keys[:prefix]), heads_first(values[:prefix])
         if not (keys.is_cuda and keys.dtype in HALF_DTYPES):
             first = partial_attention(heads_first(query), key, value)
@@ -92,7 +109,7 @@ class PoolAttention:
             captured = self._captured_for(layer, query.shape[0], keys, values, prefix)
             captured.load(query)
             first = captured.run()
-        return merge_partials(first, (out, lse))
+        return self._merge(first, (out, lse))
 
     def prefix(self, layer: int, steady: int, quantum: int) -> int:
         """The keys ``layer``, holding ``steady`` patches once full, attends through its captured graph."""

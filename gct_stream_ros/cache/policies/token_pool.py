@@ -53,7 +53,8 @@ class TokenPool:
         self.state = torch.zeros(capacity, num_heads, dtype=torch.uint8, device=device)
         self.mass = torch.zeros(capacity, num_heads, dtype=torch.float32, device=device)
         self.exposure = torch.zeros_like(self.mass)
-        # scratch of the fused removal (``fused_moves.remove``), where it runs
+        # scratch of the fused removal (``fused_moves.remove``), where it runs: zero between removals
+        # (each clears what it marks), so allocated zeroed, here and in ``_grow``
         self._marks = self.state.new_zeros(self.state.shape) if fused_moves.available(self.keys) else None
         self.slots = torch.arange(capacity, dtype=torch.int32, device=device).unsqueeze(1)  # [C, 1]
         self.length = 0
@@ -170,7 +171,8 @@ class TokenPool:
         return torch.where(self.slots < length, self.state, FREE)
 
     def remove(self, slots: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
-        """Free ``slots`` ``[E, H]`` (distinct per head, below ``length``); see the module docstring.
+        """Free ``slots`` ``[E, H]`` (distinct and ascending per head, below ``length``: as
+        ``selection.evicted_slots`` gives them); see the module docstring.
 
         ``lengths``: the length before and after on the device (int ``[2]``), which the host's
         ``length`` is not changed by (see the module docstring).
@@ -184,7 +186,7 @@ class TokenPool:
             if lengths is None:
                 self.length = new_length
             return
-        holes = slots.sort(dim=0).values  # [E, H]: holes below new_length first, then evicted tail slots
+        holes = slots  # [E, H]: holes below new_length first, then evicted tail slots
         # tail slot new_length + j evicted? (holes below new_length are sent to a spare row E)
         in_tail = holes >= new_length
         tail_evicted = torch.zeros(count + 1, slots.shape[1], dtype=torch.uint8, device=slots.device)
