@@ -119,3 +119,25 @@ def test_fused_frame_write_equals_the_torch_writes(on_device):
     fused_moves.write_run(fields, keys, values, start, frame, PATCH, leading=2, leading_state=SPECIAL)
     for written, expected in zip(fields, pool.fields(), strict=True):
         assert torch.equal(written, expected)  # the frame's slots, and nothing past them
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_fused_expiry_equals_the_torch_expiry(on_device, monkeypatch):
+    """``TokenPool.expire`` of a frame (host or device frame and length): its specials become expired
+    specials, its other slots expired patches, only below the length; the rest is untouched."""
+    pool = random_pool(torch.float32, 30, seed=6)
+    pool.frames[::3] = 7  # the recycled frame in every state, below and past the length
+    fields = clone(pool)
+    arguments = (7,)
+    if on_device:
+        arguments = (torch.tensor(7, dtype=torch.int32), torch.tensor(30, dtype=torch.int32))
+    pool.expire(*arguments)
+    monkeypatch.setattr(fused_moves, "available", lambda keys: True)  # the kernel, interpreted on the CPU
+    fused = TokenPool(CAPACITY, HEADS, DIM, torch.float32, torch.device("cpu"))
+    for target, source in zip(fused.fields(), fields, strict=True):
+        target.copy_(source)
+    fused.length = 30
+    fused.expire(*arguments)
+    assert torch.equal(fused.state, pool.state) and torch.equal(fused.frames, pool.frames)
+    assert (pool.state[:30] != fields[3][:30]).any()  # something expired
+    assert torch.equal(pool.state[30:], fields[3][30:])  # nothing past the length

@@ -5,6 +5,8 @@ is a dozen small kernels and an eviction's moves another dozen. Each costs ~5 us
 more of host time (the budgeted step was host-bound at ~100 ops per layer on the H200,
 ``benchmarks/README.md``). Here:
 
+* ``expire``: a recycled frame's slots marked expired, one pass over ``[C, H]`` (eight torch ops
+  otherwise, each over the whole pool, at every step once ``cache.max_frames`` recycles frames);
 * ``write_run``: one run of tokens (same frame and state) into slots ``[start, start + N)``:
   keys, values, frame, state, and a zero mass and exposure; a frame's specials (first in the
   model's order, last in the pool's) and patches in one launch;
@@ -31,6 +33,8 @@ import torch
 TRITON = importlib.util.find_spec("triton") is not None
 """Triton is installed (the fused kernels here and in ``fused_scores.py`` need it)."""
 BLOCK_SLOTS = 16
+EXPIRE_BLOCK = 4096
+"""Cells (slot x head) per program of ``expire``."""
 PAIR_BLOCK = 1024
 
 
@@ -42,6 +46,23 @@ def available(keys: torch.Tensor) -> bool:
 if TRITON:
     import triton
     import triton.language as tl
+
+    @triton.jit
+    def _expire(frames_ptr, state_ptr, frame, length, frame_ptr, length_ptr, num_cells,
+                num_heads: tl.constexpr, special: tl.constexpr, expired_patch: tl.constexpr,
+                expired_special: tl.constexpr, block: tl.constexpr, on_device: tl.constexpr):
+        if on_device:  # frame and length from the device
+            frame_index = tl.load(frame_ptr)
+            in_use = tl.load(length_ptr)
+        else:
+            frame_index = frame
+            in_use = length
+        cells = tl.program_id(0) * block + tl.arange(0, block)
+        mine = (cells < num_cells) & (cells // num_heads < in_use)
+        mine = mine & (tl.load(frames_ptr + cells, mask=mine, other=-1) == frame_index)
+        state = tl.load(state_ptr + cells, mask=mine, other=0)
+        expired = tl.where(state == special, expired_special, expired_patch).to(tl.uint8)
+        tl.store(state_ptr + cells, expired, mask=mine)
 
     @triton.jit
     def _write_run(keys_ptr, values_ptr, frames_ptr, state_ptr, mass_ptr, exposure_ptr, new_keys_ptr,
@@ -126,6 +147,22 @@ if TRITON:
         row_mask = valid[:, :, None]
         tl.store(keys_ptr + hole_row, tl.load(keys_ptr + source_row, mask=row_mask), mask=row_mask)
         tl.store(values_ptr + hole_row, tl.load(values_ptr + source_row, mask=row_mask), mask=row_mask)
+
+
+def expire(frames: torch.Tensor, state: torch.Tensor, frame: int | torch.Tensor, length: int | torch.Tensor,
+           special: int, expired_patch: int, expired_special: int) -> None:
+    """``TokenPool.expire`` in one kernel: every slot below ``length`` of ``frame`` (``frames``/``state``
+    ``[C, H]``) takes ``expired_special`` if it is ``special``, else ``expired_patch``. ``frame`` and
+    ``length``: both numbers or both 0-d int32 device tensors."""
+    on_device = isinstance(frame, torch.Tensor)
+    pointers = (frame, length) if on_device else (frames, frames)  # unread unless on_device
+    numbers = (0, 0) if on_device else (frame, length)
+    num_heads = frames.shape[1]
+    cells = frames.shape[0] * num_heads
+    _expire[(triton.cdiv(cells, EXPIRE_BLOCK),)](frames, state, *numbers, *pointers, cells,
+                                                 num_heads=num_heads, special=special,
+                                                 expired_patch=expired_patch, expired_special=expired_special,
+                                                 block=EXPIRE_BLOCK, on_device=on_device)
 
 
 def write_run(fields: tuple[torch.Tensor, ...], keys: torch.Tensor, values: torch.Tensor,

@@ -157,6 +157,10 @@ class TokenPool:
     def expire(self, frame: int | torch.Tensor, length: torch.Tensor | None = None) -> None:
         """Mark every token of a recycled ``frame`` for removal by the next eviction; with ``length``
         (a 0-d device tensor, ``frame`` one too) over the slots below it (see the module docstring)."""
+        if fused_moves.available(self.keys):
+            fused_moves.expire(self.frames, self.state, frame, self.length if length is None else length,
+                               SPECIAL, EXPIRED_PATCH, EXPIRED_SPECIAL)
+            return
         used = slice(0, self.length) if length is None else slice(None)
         mine = self.frames[used] == frame
         if length is not None:
