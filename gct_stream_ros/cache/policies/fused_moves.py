@@ -48,15 +48,16 @@ if TRITON:
     import triton.language as tl
 
     @triton.jit
+    def _number(host, device_ptr, on_device: tl.constexpr):
+        """A kernel's number: read from the device (a fixed-shape step) or given by the host."""
+        return tl.load(device_ptr) if on_device else host
+
+    @triton.jit
     def _expire(frames_ptr, state_ptr, frame, length, frame_ptr, length_ptr, num_cells,
                 num_heads: tl.constexpr, special: tl.constexpr, expired_patch: tl.constexpr,
                 expired_special: tl.constexpr, block: tl.constexpr, on_device: tl.constexpr):
-        if on_device:  # frame and length from the device
-            frame_index = tl.load(frame_ptr)
-            in_use = tl.load(length_ptr)
-        else:
-            frame_index = frame
-            in_use = length
+        frame_index = _number(frame, frame_ptr, on_device)
+        in_use = _number(length, length_ptr, on_device)
         cells = tl.program_id(0) * block + tl.arange(0, block)
         mine = (cells < num_cells) & (cells // num_heads < in_use)
         mine = mine & (tl.load(frames_ptr + cells, mask=mine, other=-1) == frame_index)
@@ -70,12 +71,8 @@ if TRITON:
                    key_stride_h, value_stride_n, value_stride_h, start_ptr, frame_ptr,
                    num_heads: tl.constexpr, head_dim: tl.constexpr, block: tl.constexpr,
                    on_device: tl.constexpr):
-        if on_device:  # start and frame from the device
-            first_slot = tl.load(start_ptr)
-            frame_index = tl.load(frame_ptr)
-        else:
-            first_slot = start
-            frame_index = frame
+        first_slot = _number(start, start_ptr, on_device)
+        frame_index = _number(frame, frame_ptr, on_device)
         rows = tl.program_id(0) * block + tl.arange(0, block)
         valid = rows < count
         is_leading = rows < leading  # the first ``leading`` source rows go to the end of the span
@@ -103,7 +100,7 @@ if TRITON:
               on_device: tl.constexpr):
         """Per head: ``sources`` = the kept slots of the tail ``[new_length, new_length + count)`` in order;
         ``pairs`` = their number, which is the number of holes below ``new_length``."""
-        kept_length = tl.load(lengths_ptr + 1) if on_device else new_length  # device: [length, new_length]
+        kept_length = _number(new_length, lengths_ptr + 1, on_device)  # device: [length, new_length]
         head = tl.program_id(0)
         for start in range(0, blocks * block, block):  # blocks * block >= count; one in the steady state
             rows = start + tl.arange(0, block)
@@ -149,14 +146,21 @@ if TRITON:
         tl.store(values_ptr + hole_row, tl.load(values_ptr + source_row, mask=row_mask), mask=row_mask)
 
 
+def _numbers_or_pointers(first: int | torch.Tensor, second: int | torch.Tensor,
+                         placeholder: torch.Tensor) -> tuple[bool, tuple[int, int], tuple[torch.Tensor, ...]]:
+    """A kernel's two numbers given both by the host or both as 0-d device tensors: (on the device, the
+    numbers' arguments, the pointers' arguments); the side not read gets zeros or ``placeholder``."""
+    if isinstance(first, torch.Tensor):
+        return True, (0, 0), (first, second)
+    return False, (first, second), (placeholder, placeholder)
+
+
 def expire(frames: torch.Tensor, state: torch.Tensor, frame: int | torch.Tensor, length: int | torch.Tensor,
            special: int, expired_patch: int, expired_special: int) -> None:
     """``TokenPool.expire`` in one kernel: every slot below ``length`` of ``frame`` (``frames``/``state``
     ``[C, H]``) takes ``expired_special`` if it is ``special``, else ``expired_patch``. ``frame`` and
     ``length``: both numbers or both 0-d int32 device tensors."""
-    on_device = isinstance(frame, torch.Tensor)
-    pointers = (frame, length) if on_device else (frames, frames)  # unread unless on_device
-    numbers = (0, 0) if on_device else (frame, length)
+    on_device, numbers, pointers = _numbers_or_pointers(frame, length, frames)
     num_heads = frames.shape[1]
     cells = frames.shape[0] * num_heads
     _expire[(triton.cdiv(cells, EXPIRE_BLOCK),)](frames, state, *numbers, *pointers, cells,
@@ -172,9 +176,7 @@ def write_run(fields: tuple[torch.Tensor, ...], keys: torch.Tensor, values: torc
     their first ``leading`` tokens go last, in ``leading_state`` (a frame's specials after its patches).
     ``start`` and ``frame``: both numbers or both 0-d int32 device tensors."""
     count, num_heads, head_dim = keys.shape
-    on_device = isinstance(start, torch.Tensor)
-    pointers = (start, frame) if on_device else (keys, keys)  # unread unless on_device
-    first, index = (0, 0) if on_device else (start, frame)
+    on_device, (first, index), pointers = _numbers_or_pointers(start, frame, keys)
     _write_run[(triton.cdiv(count, BLOCK_SLOTS),)](*fields, keys, values, first, count, index, state, leading,
                                                    leading_state, keys.stride(0), keys.stride(1),
                                                    values.stride(0), values.stride(1), *pointers,
