@@ -6,6 +6,7 @@ the same time on this machine do not hear each other.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 
@@ -139,6 +140,17 @@ class SequenceSession(FakeSession):
     def reset(self) -> None:
         super().reset()
         self._first_index = len(self.pushed)
+
+
+def fail_take_on_sigint() -> None:
+    """Fail as rclpy's take does when SIGINT meets it: Python runs the process's SIGINT handler at the
+    take's next bytecode, while rclpy's context is still up, and pybind turns its KeyboardInterrupt into a
+    RuntimeError (ros/interrupts.py)."""
+    try:
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    except KeyboardInterrupt:
+        assert rclpy.ok()
+    raise RuntimeError("Unable to convert call argument '0' to Python object")
 
 
 def odometry_matrix(message) -> np.ndarray:

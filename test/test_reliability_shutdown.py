@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ros_fixtures import RosHarness
+from ros_fixtures import RosHarness, fail_take_on_sigint
 
 pytestmark = pytest.mark.ros
 
@@ -138,29 +138,34 @@ def test_a_busy_node_stops_within_two_seconds_with_complete_map_files(ros, tmp_p
 
 
 class _SpinInterrupted:
-    """An executor whose spin fails as rclpy's take does when a signal tore the context down under it (seen
-    with messages arriving fast, e.g. the node's own /tf); ``signalled`` says whether a signal came."""
+    """An executor whose spin fails as rclpy's take does when a signal meets it (seen with messages arriving
+    fast, e.g. the node's own /tf). ``how``: "sigint" with rclpy's context still up; "shutdown" after the
+    context was shut down (rclpy's SIGTERM handler); "none" with no signal at all."""
 
-    def __init__(self, signalled: bool) -> None:
-        self.signalled = signalled
+    def __init__(self, how: str) -> None:
+        self.how = how
 
     def add_node(self, _node: object) -> None:
         pass
 
     def spin(self) -> None:
-        if self.signalled:
+        if self.how == "shutdown":
             rclpy.shutdown()
+        if self.how == "sigint":
+            fail_take_on_sigint()
         raise RuntimeError("Unable to convert call argument '0' to Python object")
 
 
-@pytest.mark.parametrize("signalled", [True, False], ids=["after-a-signal", "while-running"])
-def test_an_executor_error_after_a_signal_is_a_clean_stop_and_otherwise_raised(monkeypatch, signalled):
+@pytest.mark.parametrize("how", ["sigint", "shutdown", "none"])
+def test_an_executor_error_after_a_signal_is_a_clean_stop_and_otherwise_raised(monkeypatch, how):
     monkeypatch.setenv("ROS_DOMAIN_ID", str(DOMAIN_ID))
     monkeypatch.setattr(node_module, "GctStreamNode", lambda: rclpy.create_node("stand_in"))
-    monkeypatch.setattr(node_module, "SingleThreadedExecutor", lambda: _SpinInterrupted(signalled))
-    if signalled:
-        assert node_module.main([]) == 0
-    else:
+    monkeypatch.setattr(node_module, "SingleThreadedExecutor", lambda: _SpinInterrupted(how))
+    handler = signal.getsignal(signal.SIGINT)
+    if how == "none":
         with pytest.raises(RuntimeError, match="call argument"):
             node_module.main([])
+    else:
+        assert node_module.main([]) == 0
     assert not rclpy.ok()
+    assert signal.getsignal(signal.SIGINT) is handler

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
-from ros_fixtures import RosHarness
+from ros_fixtures import RosHarness, fail_take_on_sigint
 
 pytestmark = pytest.mark.ros
 
@@ -20,6 +21,7 @@ from nav_msgs.msg import Odometry  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from gct_stream_ros.ros import messages  # noqa: E402
+from gct_stream_ros.tools import echo  # noqa: E402
 from gct_stream_ros.tools.echo import EchoNode, summarize  # noqa: E402
 
 
@@ -82,3 +84,15 @@ def test_command_prints_and_stops_after_count():
     finally:
         process.kill()
         ros.close()
+
+
+def test_sigint_during_a_take_ends_echo_cleanly_and_restores_the_handler(monkeypatch):
+    def spin_once(_node, timeout_sec: float) -> None:
+        fail_take_on_sigint()
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", "175")
+    monkeypatch.setattr(rclpy, "spin_once", spin_once)
+    handler = signal.getsignal(signal.SIGINT)
+    assert echo.main(["gct_stream_echo", "odometry"]) == 0
+    assert not rclpy.ok()
+    assert signal.getsignal(signal.SIGINT) is handler

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -34,6 +34,7 @@ from gct_stream_ros.ros.diagnostics import StreamDiagnostics
 from gct_stream_ros.ros.frame_messages import map_message
 from gct_stream_ros.ros.frame_processor import FrameProcessor
 from gct_stream_ros.ros.image_decode import ImageDecodeError
+from gct_stream_ros.ros.interrupts import recorded_sigint
 from gct_stream_ros.ros.map_state import MapState
 from gct_stream_ros.ros.mount import MountResolver
 from gct_stream_ros.ros.options import NodeOptions
@@ -265,28 +266,23 @@ class GctStreamNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    # Made before the node: a signal during the (possibly long) model load must not find it missing.
-    executor = SingleThreadedExecutor()
-    node = None
-    try:
-        node = GctStreamNode()
-        executor.add_node(node)
-        executor.spin()
-    except SettingsError as error:
-        print(f"gct_stream_node: invalid parameters: {error}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:  # RCLError, or pybind's error when a take meets the handles a signal tore down
-        if rclpy.ok():
-            raise
-        # A signal shut the context down under the executor (in its wait, or taking a message, as under
-        # a busy /tf): a normal stop.
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    with recorded_sigint() as sigint:
+        rclpy.init(args=args)
+        # Made before the node: a signal during the (possibly long) model load must not find it missing.
+        executor = SingleThreadedExecutor()
+        node = None
+        try:
+            with sigint.clean_stop():
+                node = GctStreamNode()
+                executor.add_node(node)
+                executor.spin()
+        except SettingsError as error:
+            print(f"gct_stream_node: invalid parameters: {error}", file=sys.stderr)
+            return 2
+        finally:
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
     return 0
 
 

@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from gct_stream_ros.ros import topics
+from gct_stream_ros.ros.interrupts import recorded_sigint
 from gct_stream_ros.ros.topics import message_class
 
 OUTPUTS: dict[str, type] = {
@@ -94,16 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--namespace", default="", help="namespace of the gct_stream_node")
     parser.add_argument("--count", type=int, default=0, help="stop after this many messages (0: never)")
     options = parser.parse_args(arguments)
-    rclpy.init(args=argv)
-    node = EchoNode(options.topics, namespace=options.namespace or None)
-    try:
-        while rclpy.ok() and not (options.count and node.received >= options.count):
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with recorded_sigint() as sigint:
+        rclpy.init(args=argv)
+        node = EchoNode(options.topics, namespace=options.namespace or None)
+        try:
+            with sigint.clean_stop():
+                while rclpy.ok() and not (options.count and node.received >= options.count):
+                    rclpy.spin_once(node, timeout_sec=0.1)
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
     return 0
 
 
