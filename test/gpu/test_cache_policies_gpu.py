@@ -321,3 +321,26 @@ def test_fused_selection_on_a_pool_of_108k_slots_matches_a_stable_argsort_and_re
     static.copy_(fresh.t())
     graph.replay()
     assert chosen(captured) == expected(fresh)
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["host-frame", "device-frame"])
+def test_fused_expiry_on_cuda_matches_the_torch_expiry(on_device):
+    """``TokenPool.expire`` (``fused_moves.expire`` on CUDA) of a frame found in every state, below and past
+    the length: what the CPU pool's torch ops give."""
+    gen = torch.Generator().manual_seed(9)
+    cpu = TokenPool(6000, HEADS, DIM, torch.bfloat16, torch.device("cpu"))
+    cuda = TokenPool(6000, HEADS, DIM, torch.bfloat16, torch.device("cuda"))
+    fill_randomly(cpu, gen)
+    cpu.frames[::3] = 7
+    for source, target in zip(cpu.fields(), cuda.fields(), strict=True):
+        target.copy_(source)
+    cpu.length = cuda.length = 5000
+    before = cpu.state.clone()
+    cpu.expire(7)
+    if on_device:
+        cuda.expire(torch.tensor(7, dtype=torch.int32, device="cuda"),
+                    torch.tensor(5000, dtype=torch.int32, device="cuda"))
+    else:
+        cuda.expire(7)
+    assert (cpu.state[:5000] != before[:5000]).any() and torch.equal(cpu.state[5000:], before[5000:])
+    assert torch.equal(cuda.state.cpu(), cpu.state) and torch.equal(cuda.frames.cpu(), cpu.frames)
