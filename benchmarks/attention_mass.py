@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import device_info, median_ms, print_table, write_json  # noqa: E402
 
-from gct_stream_ros.cache.policies import fused_scores  # noqa: E402
+from gct_stream_ros.cache.policies import fused_mass  # noqa: E402
 from gct_stream_ros.cache.policies.attention_mass import MASS_QUERIES, stand_in_rows  # noqa: E402
 
 
@@ -60,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         rows, weights = stand_in_rows(args.queries, args.specials, mode, q.device)
         runs = {
             "accumulate_mass (fixed-shape step)": lambda i, rows=rows, weights=weights:
-                fused_scores.accumulate_mass(q, weights, lse, keys[i], count, rows, mass, exposure, statistic,
+                fused_mass.accumulate_mass(q, weights, lse, keys[i], count, rows, mass, exposure, statistic,
                                              state),
             "attention_mass": lambda i, rows=rows, weights=weights:
-                fused_scores.attention_mass(q, weights, lse, keys[i], count, rows),
+                fused_mass.attention_mass(q, weights, lse, keys[i], count, rows),
         }
         for name, run in runs.items():
             us = 1000.0 * median_ms(run, args.repeats, sets)

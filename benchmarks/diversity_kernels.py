@@ -1,4 +1,4 @@
-"""infinitevggt's fused diversity ranking (``cache/policies/fused_scores.py``) at the issue's shape (CUDA).
+"""infinitevggt's fused diversity ranking (``cache/policies/fused_diversity.py``) at the issue's shape (CUDA).
 
 One layer's pool as the budgeted cache holds it at the default budget: ``--slots`` of storage,
 ``--in-use`` of them in use (the scale frames' patches first, a frame's specials after its
@@ -23,7 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import device_info, print_table, write_json  # noqa: E402
 
-from gct_stream_ros.cache.policies import fused_scores  # noqa: E402
+from gct_stream_ros.cache.policies import fused_diversity  # noqa: E402
 from gct_stream_ros.cache.policies.token_pool import PATCH, SCALE_PATCH, SPECIAL  # noqa: E402
 
 
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     read = candidates * (64 * keys.element_size() + 4) + args.in_use * args.heads
     prefix = keys[:args.in_use], frames[:args.in_use], state[:args.in_use]
     calls = {"fixed shape (count on the device)":
-             lambda: fused_scores.diversity_ranking(keys, frames, state, num_keys=in_use),
-             "eager (prefix in use)": lambda: fused_scores.diversity_ranking(*prefix)}
+             lambda: fused_diversity.diversity_ranking(keys, frames, state, num_keys=in_use),
+             "eager (prefix in use)": lambda: fused_diversity.diversity_ranking(*prefix)}
     rows = []
     for name, call in calls.items():
         call()

@@ -1,4 +1,4 @@
-"""The fused diversity ranking (``cache/policies/fused_scores.py``) against the torch scorer, run by
+"""The fused diversity ranking (``cache/policies/fused_diversity.py``) against the torch scorer, run by
 Triton's interpreter on CPU tensors (``conftest.py``); tiny shapes, the interpreter is slow."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from cache_steps import SPECIALS, Step, run_step, step_tensors
 
 pytest.importorskip("triton")
 
-from gct_stream_ros.cache.policies import fused_scores, token_pool  # noqa: E402 - after the skip
+from gct_stream_ros.cache.policies import fused_diversity, fused_ranking, token_pool  # noqa: E402 - after the skip
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache  # noqa: E402
 from gct_stream_ros.cache.policies.policy import policy_preset  # noqa: E402
 from gct_stream_ros.cache.policies.scorers import diversity_scores  # noqa: E402
@@ -70,12 +70,12 @@ def test_fused_diversity_ranking_equals_the_torch_scorer(dtype, heads, on_device
     reference = state_scores(scores, in_use).t()
 
     num_keys = torch.tensor(count, dtype=torch.int32) if on_device else None
-    ranking, fused_diversity = fused_scores.diversity_ranking(keys, frames, state, num_keys=num_keys)
+    ranking, fused_statistic = fused_diversity.diversity_ranking(keys, frames, state, num_keys=num_keys)
 
     assert ranking.shape == (heads, SLOTS) and ranking.is_contiguous()
     _assert_ranks_as(ranking, reference)
     assert (ranking[:, count:] == float("inf")).all()  # never evicted
-    torch.testing.assert_close(fused_diversity, diversity, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused_statistic, diversity, rtol=1e-5, atol=1e-6)
     assert _evicted(ranking, frames) == _evicted(reference, frames)
     assert max(max(slots) for slots in _evicted(ranking, frames)) < count
 
@@ -85,10 +85,10 @@ def test_slots_past_the_device_count_are_not_read():
     keys[IN_USE:] = float("nan")  # stale storage: would poison the mean if it were read
     scores, diversity = diversity_scores(keys[:IN_USE], frames[:IN_USE], state[:IN_USE] == PATCH)
     num_keys = torch.tensor(IN_USE, dtype=torch.int32)
-    ranking, fused_diversity = fused_scores.diversity_ranking(keys, frames, state, num_keys=num_keys)
+    ranking, fused_statistic = fused_diversity.diversity_ranking(keys, frames, state, num_keys=num_keys)
     _assert_ranks_as(ranking[:, :IN_USE], state_scores(scores, state[:IN_USE]).t())
     assert (ranking[:, IN_USE:] == float("inf")).all()
-    torch.testing.assert_close(fused_diversity, diversity, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused_statistic, diversity, rtol=1e-5, atol=1e-6)
 
 
 def test_the_budgeted_cache_ranks_a_fixed_shape_step_with_the_fused_kernels(monkeypatch):
@@ -105,7 +105,7 @@ def test_the_budgeted_cache_ranks_a_fixed_shape_step_with_the_fused_kernels(monk
     assert 0 < pool.length < pool.capacity
     reference = cache._ranking(0, slice(None), length)
     reference_statistic = cache._statistics[0].clone()
-    monkeypatch.setattr(fused_scores, "available", lambda keys: True)
+    monkeypatch.setattr(fused_ranking, "available", lambda keys: True)
     ranking = cache._ranking(0, slice(None), length)
     _assert_ranks_as(ranking.t(), reference.t())
     torch.testing.assert_close(cache._statistics[0], reference_statistic, rtol=1e-5, atol=1e-6)

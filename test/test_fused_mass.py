@@ -1,4 +1,4 @@
-"""The fused attention mass (``fused_scores.py``) against plain computations, on CPU through Triton's
+"""The fused attention mass (``fused_mass.py``) against plain computations, on CPU through Triton's
 interpreter (``conftest.py``): the one-pass mass from a given log-sum-exp, and the fixed-shape step's
 accumulation, ranking and layer statistic in the same kernel."""
 
@@ -10,7 +10,7 @@ from cache_steps import Step, run_step, step_tensors
 
 pytest.importorskip("triton")
 
-from gct_stream_ros.cache.policies import fused_scores  # noqa: E402 - after the skip
+from gct_stream_ros.cache.policies import fused_mass, fused_ranking  # noqa: E402 - after the skip
 from gct_stream_ros.cache.policies.attention_mass import (  # noqa: E402
     attention_mass,
     concentration,
@@ -47,13 +47,13 @@ def test_fused_mass_from_a_given_log_sum_exp_matches_the_float64_softmax(mode, c
     reference = (probabilities[:, rows] * weights.double().view(1, -1, 1)).sum(dim=1).mean(dim=0)
     lse = _logits(q, keys[:used]).logsumexp(dim=-1).float()  # [H, P], every query's
     num_keys = None if count is None else torch.tensor(count, dtype=torch.int32)
-    mass = fused_scores.attention_mass(q, weights, lse, keys, num_keys, rows)
+    mass = fused_mass.attention_mass(q, weights, lse, keys, num_keys, rows)
     assert mass.shape == (KEYS,) and mass.dtype == torch.float32
     torch.testing.assert_close(mass[:used].double(), reference, rtol=1e-4, atol=1e-6)
     assert not mass[used:].any()
     # the same without the gather: the chosen queries and their log-sum-exp rows
     queries, _ = stand_in_queries(q, SPECIALS, mode)
-    gathered = fused_scores.attention_mass(queries, weights, lse[:, rows], keys, num_keys)
+    gathered = fused_mass.attention_mass(queries, weights, lse[:, rows], keys, num_keys)
     torch.testing.assert_close(gathered, mass, rtol=1e-6, atol=1e-9)
 
 
@@ -76,8 +76,8 @@ def test_fused_accumulation_ranking_and_statistic_match_the_torch_ops(ranks):
     expected_ranking = state_scores(mass_scores(expected_mass[:, :1], expected_exposure[:, :1]),
                                     in_use[:, :1])
     statistics = torch.zeros(3)
-    ranking = fused_scores.accumulate_mass(q, weights, lse, keys, count, rows, pool_mass, exposure,
-                                           statistics[1:2], state if ranks else None)
+    ranking = fused_mass.accumulate_mass(q, weights, lse, keys, count, rows, pool_mass, exposure,
+                                         statistics[1:2], state if ranks else None)
     torch.testing.assert_close(pool_mass, expected_mass, rtol=1e-5, atol=1e-6)
     assert torch.equal(exposure, expected_exposure)
     torch.testing.assert_close(statistics[1], concentration(mass, count), rtol=1e-4, atol=1e-6)
@@ -97,7 +97,7 @@ def test_budgeted_steps_scoring_through_the_fused_kernels_keep_what_the_torch_st
     for CPU tensors, the mass comes from the attention's log-sum-exp and one kernel accumulates, ranks
     and measures it; the host-addressed steps compute the log-sum-exp themselves and accumulate with
     torch ops. Both keep the same tokens."""
-    monkeypatch.setattr(fused_scores, "available", lambda keys: True)
+    monkeypatch.setattr(fused_ranking, "available", lambda keys: True)
     layers, heads, tokens = 1, 2, SPECIALS + 10
     host, fixed = (BudgetedKVCache(layers, heads, DIM, policy_preset("evict3r"), SPECIALS, 2, 0, 3, 6,
                                    budget=0.6, fixed_shape=fixed_shape) for fixed_shape in (False, True))

@@ -25,7 +25,7 @@ from cache_steps import (  # noqa: E402
 )
 
 from gct_stream_ros.cache.attention import dense_attention  # noqa: E402
-from gct_stream_ros.cache.policies import budgeted_cache, fused_scores, pool_attention  # noqa: E402
+from gct_stream_ros.cache.policies import budgeted_cache, fused_diversity, fused_mass, pool_attention  # noqa: E402
 from gct_stream_ros.cache.policies.attention_mass import (  # noqa: E402
     attention_mass,
     concentration,
@@ -111,8 +111,8 @@ def test_fused_diversity_ranking_matches_the_torch_scorer(in_use, heads):
     scores, diversity = diversity_scores(keys.float(), frames, state == PATCH)
     reference = state_scores(scores, state).t()
     num_keys = None if in_use is None else torch.tensor(in_use, dtype=torch.int32, device="cuda")
-    ranking, fused_diversity = fused_scores.diversity_ranking(keys.cuda(), frames.cuda(), stored.cuda(),
-                                                              num_keys=num_keys)
+    ranking, fused_statistic = fused_diversity.diversity_ranking(keys.cuda(), frames.cuda(), stored.cuda(),
+                                                                 num_keys=num_keys)
     ranking = ranking.cpu()
     assert ranking.is_contiguous() and ranking.shape == (heads, count)
     scored = torch.isfinite(reference) & (reference > torch.finfo(torch.float32).min)
@@ -148,7 +148,7 @@ def test_fused_mass_from_the_attention_log_sum_exp_matches_the_float64_reference
     attention = pool_attention.PoolAttention()
     _, lse = attention.attend_range(0, q.cuda(), keys.cuda(), values.cuda(), prefix, bounds)
     rows, weights = stand_in_rows(TOKENS, SPECIALS, "sampled", torch.device("cuda"))
-    mass = fused_scores.attention_mass(q.cuda(), weights, lse, keys.cuda(), bounds[1], rows)
+    mass = fused_mass.attention_mass(q.cuda(), weights, lse, keys.cuda(), bounds[1], rows)
     logits = torch.einsum("qhd,khd->hqk", q[rows.cpu()].double(), keys[:end].double()) * DIM**-0.5
     reference = (logits.softmax(dim=-1) * weights.cpu().double().view(1, -1, 1)).sum(dim=1).mean(dim=0)
     torch.testing.assert_close(mass[:end].cpu().double(), reference, rtol=5e-3, atol=1e-6)
@@ -167,7 +167,7 @@ def test_fused_accumulation_ranking_and_statistic_on_cuda_match_the_torch_ops(ra
     pool_mass = torch.rand(5000, HEADS, generator=gen).cuda()
     exposure = torch.randint(0, 4, (5000, HEADS), generator=gen).float().cuda()
     state = torch.randint(0, 5, (5000, HEADS), dtype=torch.uint8, generator=gen).cuda()
-    mass = fused_scores.attention_mass(q, weights, lse, keys, count, rows)
+    mass = fused_mass.attention_mass(q, weights, lse, keys, count, rows)
     expected_mass = pool_mass + (mass * count).unsqueeze(1)
     slots = torch.arange(5000, device="cuda").unsqueeze(1)
     expected_exposure = exposure + (slots < count)
@@ -175,8 +175,8 @@ def test_fused_accumulation_ranking_and_statistic_on_cuda_match_the_torch_ops(ra
     expected_ranking = state_scores(mass_scores(expected_mass[:, :1], expected_exposure[:, :1]),
                                     in_use[:, :1])
     statistic = torch.zeros(1, device="cuda")
-    ranking = fused_scores.accumulate_mass(q, weights, lse, keys, count, rows, pool_mass, exposure, statistic,
-                                           state if ranks else None)
+    ranking = fused_mass.accumulate_mass(q, weights, lse, keys, count, rows, pool_mass, exposure, statistic,
+                                         state if ranks else None)
     torch.testing.assert_close(pool_mass, expected_mass, rtol=1e-6, atol=1e-6)
     assert torch.equal(exposure, expected_exposure)
     torch.testing.assert_close(statistic[0], concentration(mass, count), rtol=1e-4, atol=1e-6)
@@ -213,7 +213,7 @@ def test_fused_mass_ranking_matches_the_torch_ranking():
     exposure = torch.randint(0, 4, (500, HEADS), generator=gen).float()
     state = torch.randint(0, 5, (500, HEADS), dtype=torch.uint8, generator=gen)
     reference = state_scores(mass_scores(mass[:, :1], exposure[:, :1]), state[:, :1])
-    assert torch.equal(fused_scores.mass_ranking(mass.cuda(), exposure.cuda(), state.cuda()).cpu(), reference)
+    assert torch.equal(fused_mass.mass_ranking(mass.cuda(), exposure.cuda(), state.cuda()).cpu(), reference)
 
 
 def test_fused_device_addressed_writes_and_removal_match_the_host_addressed_torch_ops():
@@ -300,7 +300,7 @@ def test_fused_selection_on_a_pool_of_108k_slots_matches_a_stable_argsort_and_re
 
     frames = torch.zeros(slots, heads, dtype=torch.int32, device="cuda")
     by_head = ranking()
-    scores = by_head.cuda().t()  # [N, H] view of [H, N], as fused_scores.diversity_ranking gives it
+    scores = by_head.cuda().t()  # [N, H] view of [H, N], as fused_diversity.diversity_ranking gives it
     assert chosen(evicted_slots(scores, count, "token", True, frames)) == expected(by_head)
     assert chosen(evicted_slots(scores.contiguous(), count, "token", True, frames)) == expected(by_head)
     shared = evicted_slots(scores[:, :1].contiguous(), count, "token", False, frames)

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 
 import torch
 
-from gct_stream_ros.cache.policies import fused_scores
+from gct_stream_ros.cache.policies import fused_mass, fused_ranking
 from gct_stream_ros.cache.policies.fp32_matmul import bmm_fp32
 
 MASS_QUERIES = ("sampled", "exact")
@@ -85,15 +85,15 @@ def attention_mass(queries: torch.Tensor, weights: torch.Tensor, keys: torch.Ten
 
     ``mass_k = sum_q weights_q * mean_h softmax_k(q . k / sqrt(D))``; ``lse`` ``[H, Q]`` fp32: the
     queries' log-sum-exp over the (first ``num_keys``) keys where known (see the module docstring).
-    CUDA half-precision keys go through the fused kernel (``fused_scores.py``; ``chunk_elements``
+    CUDA half-precision keys go through the fused kernel (``fused_mass.py``; ``chunk_elements``
     does not apply there).
     """
     if lse is None:
         lse = torch.full(queries.shape[1::-1], float("-inf"), device=keys.device)  # [H, Q]
         for _, logits in _chunk_logits(queries, keys, chunk_elements, num_keys):
             lse = torch.logaddexp(lse, logits.logsumexp(dim=-1))
-    if fused_scores.available(keys):
-        return fused_scores.attention_mass(queries, weights, lse, keys, num_keys)
+    if fused_ranking.available(keys):
+        return fused_mass.attention_mass(queries, weights, lse, keys, num_keys)
     num_heads = queries.shape[1]
     per_query = (weights.float() / num_heads).expand(num_heads, -1).unsqueeze(1)  # [H, 1, Q]
     mass = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)

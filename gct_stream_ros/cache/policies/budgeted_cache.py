@@ -44,7 +44,7 @@ import torch
 
 from gct_stream_ros.cache.attention import HALF_DTYPES, dense_attention
 from gct_stream_ros.cache.base import CacheStats, StepMode
-from gct_stream_ros.cache.policies import fused_scores
+from gct_stream_ros.cache.policies import fused_diversity, fused_mass, fused_ranking
 from gct_stream_ros.cache.policies.allocators import layer_budgets, layer_ceiling
 from gct_stream_ros.cache.policies.attention_mass import (
     attention_mass,
@@ -226,8 +226,8 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         rows, weights = stand_in_rows(q.shape[0], self.num_special_tokens, mode, q.device)
         if lse is not None:
             state = pool.state if self._fixed.counts[layer] else None
-            return fused_scores.accumulate_mass(q, weights, lse, pool.keys, appended, rows, pool.mass,
-                                                pool.exposure, self._statistics[layer:layer + 1], state)
+            return fused_mass.accumulate_mass(q, weights, lse, pool.keys, appended, rows, pool.mass,
+                                              pool.exposure, self._statistics[layer:layer + 1], state)
         queries = stand_in_queries(q, self.num_special_tokens, mode)[0]
         mass = attention_mass(queries, weights, pool.keys, num_keys=appended)  # 0 past the length
         pool.mass += (mass * appended).unsqueeze(1)
@@ -238,7 +238,7 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
     def _mass_from_attention(self, pool: TokenPool) -> bool:
         """The attention mass is computed from the attention's log-sum-exp: only where the fused kernels
         run, so that elsewhere (CPU) the host-addressed and fixed-shape steps give the same bits."""
-        return self.policy.scorer == "attention_mass" and fused_scores.available(pool.keys)
+        return self.policy.scorer == "attention_mass" and fused_ranking.available(pool.keys)
 
     def _attend_range(self, layer: int, q: torch.Tensor,
                       bounds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -424,16 +424,16 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         whole pool ``used``): the slots from it on are not in use (``TokenPool.in_use``)."""
         pool = self._pools[layer]
         keys, frames = pool.keys[used], pool.frames[used]
-        if self.policy.scorer == "key_diversity" and fused_scores.available(keys):  # masks past ``length``
-            by_head, self._statistics[layer] = fused_scores.diversity_ranking(keys, frames, pool.state[used],
-                                                                              num_keys=length)
+        if self.policy.scorer == "key_diversity" and fused_ranking.available(keys):  # masks past ``length``
+            by_head, self._statistics[layer] = fused_diversity.diversity_ranking(
+                keys, frames, pool.state[used], num_keys=length)
             return by_head.t()
         state = pool.state[used] if length is None else pool.in_use(length)
         # head-shared scorers rank by head 0 alone (every head holds the same tokens and scores)
         if self.policy.scorer == "recency":
             return state_scores(recency_scores(frames[:, :1]), state[:, :1])
-        if self.policy.scorer == "attention_mass" and fused_scores.available(keys):
-            return fused_scores.mass_ranking(pool.mass[used], pool.exposure[used], state)
+        if self.policy.scorer == "attention_mass" and fused_ranking.available(keys):
+            return fused_mass.mass_ranking(pool.mass[used], pool.exposure[used], state)
         if self.policy.scorer == "attention_mass":
             return state_scores(mass_scores(pool.mass[used, :1], pool.exposure[used, :1]), state[:, :1])
         scores, self._statistics[layer] = diversity_scores(keys, frames, state == PATCH)
