@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from cache_steps import SPECIALS, Step, random_schedule, run_step, step_tensors
@@ -11,13 +13,16 @@ from gct_stream_ros.cache.dense import DenseKVCache
 from gct_stream_ros.cache.policies import budgeted_cache
 from gct_stream_ros.cache.policies.allocators import layer_budgets, layer_ceiling
 from gct_stream_ros.cache.policies.attention_mass import (
+    POOL_GROUP,
     attention_mass,
     concentration,
+    sampled_groups,
     stand_in_queries,
     stand_in_rows,
 )
 from gct_stream_ros.cache.policies.budget import check_budget
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
+from gct_stream_ros.cache.policies.fused_mass import QUERY_TILE
 from gct_stream_ros.cache.policies.policy import PRESETS, CachePolicy, policy_preset
 from gct_stream_ros.cache.policies.pool_attention import captured_prefix
 from gct_stream_ros.cache.policies.scorers import diversity_scores
@@ -305,13 +310,15 @@ def test_bf16_keys_accumulate_in_fp32():
 
 def test_sampled_queries_are_real_rows_weighted_by_what_they_stand_for():
     gen = torch.Generator().manual_seed(17)
-    q = torch.randn(SPECIALS + 37, HEADS, DIM, generator=gen)  # 37 patches: groups of 16, 16 and 5
+    # 37 patches: 10 groups (with the 6 specials, a whole tile of 16 queries), 7 of 4 patches and 3 of 3
+    q = torch.randn(SPECIALS + 37, HEADS, DIM, generator=gen)
     queries, weights = stand_in_queries(q, SPECIALS, "sampled")
     rows, same_weights = stand_in_rows(q.shape[0], SPECIALS, "sampled", q.device)
     assert same_weights is weights
-    # the specials, then each group's middle patch (the partial group's too)
-    assert rows.tolist() == list(range(SPECIALS)) + [SPECIALS + 8, SPECIALS + 24, SPECIALS + 34]
-    assert weights.tolist() == [1.0] * SPECIALS + [16.0, 16.0, 5.0]
+    # the specials, then each group's middle patch
+    middles = [4 * group + 2 for group in range(7)] + [28 + 3 * group + 1 for group in range(3)]
+    assert rows.tolist() == list(range(SPECIALS)) + [SPECIALS + middle for middle in middles]
+    assert weights.tolist() == [1.0] * SPECIALS + [4.0] * 7 + [3.0] * 3
     assert weights.sum() == q.shape[0]
     assert torch.equal(queries, q[rows])
     exact, ones = stand_in_queries(q, SPECIALS, "exact")
@@ -322,6 +329,22 @@ def test_sampled_queries_are_real_rows_weighted_by_what_they_stand_for():
     for mode in ("sampled", "exact"):
         torch.testing.assert_close(attention_mass(*stand_in_queries(q, SPECIALS, mode), keys).sum(),
                                    torch.tensor(float(q.shape[0])))
+
+
+def test_sampled_queries_fill_whole_tiles_of_the_fused_kernel_with_about_one_per_16_patches():
+    # a 378x504 frame: 972 patches in 58 groups of 16-17, 64 queries with the specials (not 67)
+    assert sampled_groups(972, SPECIALS) == 58
+    rows, weights = stand_in_rows(972 + SPECIALS, SPECIALS, "sampled", torch.device("cpu"))
+    assert rows.shape == (64,) and set(weights[SPECIALS:].tolist()) == {16.0, 17.0}
+    for patches in range(1, 4000, 7):
+        groups = sampled_groups(patches, SPECIALS)
+        assert (SPECIALS + groups) % QUERY_TILE == 0 or groups == patches
+        # the multiple of the tile nearest to one query per 16 patches (and the specials), at least one tile
+        nearest = abs(SPECIALS + groups - (SPECIALS + math.ceil(patches / POOL_GROUP))) <= QUERY_TILE // 2
+        assert nearest or SPECIALS + groups == QUERY_TILE or groups == patches
+        rows, weights = stand_in_rows(patches + SPECIALS, SPECIALS, "sampled", torch.device("cpu"))
+        assert weights.sum() == patches + SPECIALS and rows.unique().numel() == rows.numel()
+        assert weights[SPECIALS:].max() - weights[SPECIALS:].min() <= 1  # as equal as can be
 
 
 @pytest.mark.parametrize("mode", ["sampled", "exact"])

@@ -15,12 +15,15 @@ Queries (``MASS_QUERIES``):
 
 * ``exact``: every query of the frame; the mass of the full probability matrix, as Evict3R.
 * ``sampled``: a subset of the frame's real queries: its special tokens plus one patch query per
-  group of ``POOL_GROUP`` consecutive patches (the group's middle one, ``stand_in_rows``), ~1/16
-  of the work. XStreamVGGT's proxy mean-pools each group instead; a mean-pooled query is not
-  one the attention ran, so it has no log-sum-exp there, and one pass over the keys needs it.
-  Each query is weighted by the number of queries it stands for (1 for a special, the group's
-  size for a patch; the last group may be partial), so the 6 special tokens weigh their share
-  of the frame and not ~15x more.
+  group of about ``POOL_GROUP`` consecutive patches (the group's middle one, ``stand_in_rows``),
+  ~1/16 of the work. The groups are as equal as can be, and as many as make the queries fill
+  whole tiles of the fused kernel (``sampled_groups``): a 378x504 frame's 972 patches in 58
+  groups of 16-17, 64 queries with the 6 specials, where one per 16 patches would be 67 and pad
+  to 80 (every padded query costs each key an exponential, ``fused_mass.py``). XStreamVGGT's
+  proxy mean-pools each group instead; a mean-pooled query is not one the attention ran, so it
+  has no log-sum-exp there, and one pass over the keys needs it. Each query is weighted by the
+  number of queries it stands for (1 for a special, the group's size for a patch), so the 6
+  special tokens weigh their share of the frame and not ~15x more.
 
 Either way the mass sums to the number of queries of the frame (every probability row sums to 1).
 
@@ -37,11 +40,21 @@ import torch
 
 from gct_stream_ros.cache.policies import fused_mass, fused_ranking
 from gct_stream_ros.cache.policies.fp32_matmul import bmm_fp32
+from gct_stream_ros.cache.policies.fused_mass import QUERY_TILE
 
 MASS_QUERIES = ("sampled", "exact")
 POOL_GROUP = 16
 CHUNK_ELEMENTS = 1 << 25
 """Logits held at a time (128 MiB in fp32)."""
+
+
+def sampled_groups(num_patches: int, num_special_tokens: int) -> int:
+    """How many groups ``sampled`` splits ``num_patches`` into: about one per ``POOL_GROUP``, rounded so
+    that the specials and the groups' stand-ins fill whole tiles of ``fused_mass.QUERY_TILE`` queries
+    (at least one group, at most one per patch)."""
+    about = num_special_tokens + -(-num_patches // POOL_GROUP)
+    tiles = max(1, round(about / QUERY_TILE))
+    return max(1, min(num_patches, tiles * QUERY_TILE - num_special_tokens))
 
 
 @functools.cache
@@ -59,14 +72,13 @@ def stand_in_rows(num_queries: int, num_special_tokens: int, mode: str,
     if mode == "exact":
         return (torch.arange(num_queries, device=device),
                 torch.ones(num_queries, dtype=torch.float32, device=device))
-    whole, rest = divmod(num_queries - num_special_tokens, POOL_GROUP)
-    groups = whole + (1 if rest else 0)
-    middles = num_special_tokens + POOL_GROUP // 2 + POOL_GROUP * torch.arange(groups, device=device)
-    weights = torch.ones(num_special_tokens + middles.shape[0], dtype=torch.float32, device=device)
-    weights[num_special_tokens:num_special_tokens + whole] = float(POOL_GROUP)
-    if rest:
-        middles[-1] = num_special_tokens + POOL_GROUP * whole + rest // 2
-        weights[-1] = float(rest)
+    patches = num_queries - num_special_tokens
+    groups = sampled_groups(patches, num_special_tokens)
+    size, larger = divmod(patches, groups)  # the first ``larger`` groups hold one patch more
+    group = torch.arange(groups, device=device)
+    sizes = size + (group < larger).long()
+    middles = num_special_tokens + group * size + group.clamp(max=larger) + sizes // 2
+    weights = torch.cat([torch.ones(num_special_tokens, device=device), sizes.float()])
     return torch.cat([torch.arange(num_special_tokens, device=device), middles]), weights
 
 

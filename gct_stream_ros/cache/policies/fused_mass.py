@@ -33,7 +33,16 @@ from gct_stream_ros.cache.policies.fused_moves import TRITON
 from gct_stream_ros.cache.policies.token_pool import FREE
 
 MASS_BLOCK_KEYS = 128
-"""Keys per program of the attention mass (each loops over the queries of one head)."""
+"""Keys per tile of the attention mass."""
+MASS_BLOCKS_PER_PROGRAM = 8
+MASS_STAGES = 3
+"""Tiles of keys per program of the attention mass, one head's, and the stages of their software pipeline:
+the sampled queries are loaded once per program and the next tiles' keys while one is computed. Swept
+on the H200 (71k keys of 108k slots, 16 heads, 64 queries, replayed from a CUDA graph): 1 tile a
+program 66 us, 8 tiles at 3 stages 46 us (2 stages 56, 1 stage 60; 4 tiles 46-49; 8 warps 52-74;
+64-key tiles within 1 us), against ~37 us for reading the keys alone."""
+QUERY_TILE = 16
+"""The narrowest tile of queries of the attention mass (a ``tl.dot`` operand is at least 16 wide)."""
 
 if TRITON:
     import triton
@@ -44,38 +53,65 @@ if TRITON:
     _FREE = tl.constexpr(FREE)
 
     @triton.jit
+    def _query_tile(q_ptr, lse_ptr, row_ptr, weight_ptr, head, q_start, q_stride_n, q_stride_h, lse_stride_h,
+                    lse_stride_q, num_queries: tl.constexpr, block_q: tl.constexpr, head_dim: tl.constexpr,
+                    gather: tl.constexpr, upcast: tl.constexpr):
+        """One head's queries ``[block_q, D]`` from ``q_start``, their log-sum-exps and weights ``[block_q]``;
+        padded queries get weight 0 and a finite log-sum-exp, so they add 0 (not nan)."""
+        q_index = q_start + tl.arange(0, block_q)
+        q_valid = q_index < num_queries
+        row = tl.load(row_ptr + q_index, mask=q_valid, other=0) if gather else q_index
+        q = tl.load(q_ptr + row[:, None] * q_stride_n + head * q_stride_h + tl.arange(0, head_dim)[None, :],
+                    mask=q_valid[:, None], other=0.0)
+        if upcast:  # Triton's interpreter (CPU tests): its half-precision dot is not to be trusted
+            q = q.to(tl.float32)
+        lse = tl.load(lse_ptr + head * lse_stride_h + row * lse_stride_q, mask=q_valid, other=0.0)
+        return q, lse, tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)
+
+    @triton.jit
+    def _tile_mass(k, q, lse, weight, scale):
+        """``sum_q weight_q exp(s - lse_q)`` ``[block_k]`` fp32 of keys ``k`` and one tile of queries."""
+        logits = tl.dot(k, tl.trans(q)) * scale  # [block_k, block_q] fp32: keys fill the rows
+        return tl.sum(tl.exp(logits - lse[None, :]) * weight[None, :], axis=1)
+
+    @triton.jit
     def _head_mass(q_ptr, lse_ptr, row_ptr, weight_ptr, k_ptr, by_head_ptr, count_ptr, num_keys, scale,
                    q_stride_n, q_stride_h, lse_stride_h, lse_stride_q, k_stride_n, k_stride_h,
                    num_queries: tl.constexpr, block_q: tl.constexpr, block_k: tl.constexpr,
-                   head_dim: tl.constexpr, gather: tl.constexpr, on_device: tl.constexpr,
-                   upcast: tl.constexpr):
-        """One head's share of a block of keys, ``sum_q weight_q exp(s - lse)`` (``by_head`` ``[H, K]``); a
-        block past the keys in use reads and writes nothing (``_finish_mass`` masks it)."""
-        k_block, head = tl.program_id(0), tl.program_id(1)
+                   blocks_per_program: tl.constexpr, head_dim: tl.constexpr, gather: tl.constexpr,
+                   on_device: tl.constexpr, upcast: tl.constexpr):
+        """One head's share of ``blocks_per_program`` consecutive blocks of keys,
+        ``sum_q weight_q exp(s - lse)`` (``by_head`` ``[H, K]``); keys past those in use are not read or
+        written (``_finish_mass`` masks them)."""
+        # the heads vary fastest: the programs running together read the same keys, every head of them,
+        # contiguously (66 against 81 us a layer the other way round, on the H200 at 71k keys)
+        head, group = tl.program_id(0), tl.program_id(1)
         in_use = tl.load(count_ptr) if on_device else num_keys
-        if k_block * block_k < in_use:
+        first = group * blocks_per_program * block_k
+        if first < in_use:
             dims = tl.arange(0, head_dim)
-            k_index = k_block * block_k + tl.arange(0, block_k)
-            k_valid = k_index < in_use
-            k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
-                        mask=k_valid[:, None], other=0.0)
-            if upcast:  # Triton's interpreter (CPU tests): its half-precision dot is not to be trusted
-                k = k.to(tl.float32)
-            total = tl.zeros([block_k], tl.float32)
-            for q_start in range(0, num_queries, block_q):
-                q_index = q_start + tl.arange(0, block_q)
-                q_valid = q_index < num_queries
-                row = tl.load(row_ptr + q_index, mask=q_valid, other=0) if gather else q_index
-                q = tl.load(q_ptr + row[:, None] * q_stride_n + head * q_stride_h + dims[None, :],
-                            mask=q_valid[:, None], other=0.0)
+            one_tile: tl.constexpr = num_queries <= block_q
+            if one_tile:  # loaded once for all the program's keys (the sampled queries)
+                q, lse, weight = _query_tile(q_ptr, lse_ptr, row_ptr, weight_ptr, head, 0, q_stride_n,
+                                             q_stride_h, lse_stride_h, lse_stride_q, num_queries, block_q,
+                                             head_dim, gather, upcast)
+            for block in range(blocks_per_program):
+                k_index = first + block * block_k + tl.arange(0, block_k)
+                k_valid = k_index < in_use
+                k = tl.load(k_ptr + k_index[:, None] * k_stride_n + head * k_stride_h + dims[None, :],
+                            mask=k_valid[:, None], other=0.0)
                 if upcast:
-                    q = q.to(tl.float32)
-                # padded queries: weight 0 and a finite log-sum-exp, so they add 0 (not nan)
-                lse = tl.load(lse_ptr + head * lse_stride_h + row * lse_stride_q, mask=q_valid, other=0.0)
-                weight = tl.load(weight_ptr + q_index, mask=q_valid, other=0.0)
-                logits = tl.dot(k, tl.trans(q)) * scale  # [block_k, block_q] fp32: keys fill the rows
-                total += tl.sum(tl.exp(logits - lse[None, :]) * weight[None, :], axis=1)
-            tl.store(by_head_ptr + head * num_keys + k_index, total, mask=k_valid)
+                    k = k.to(tl.float32)
+                if one_tile:
+                    total = _tile_mass(k, q, lse, weight, scale)
+                else:
+                    total = tl.zeros([block_k], tl.float32)
+                    for q_start in range(0, num_queries, block_q):
+                        tile_q, tile_lse, tile_weight = _query_tile(
+                            q_ptr, lse_ptr, row_ptr, weight_ptr, head, q_start, q_stride_n, q_stride_h,
+                            lse_stride_h, lse_stride_q, num_queries, block_q, head_dim, gather, upcast)
+                        total += _tile_mass(k, tile_q, tile_lse, tile_weight, scale)
+                tl.store(by_head_ptr + head * num_keys + k_index, total, mask=k_valid)
 
     @triton.jit
     def _finish_mass(by_head_ptr, mass_ptr, pool_mass_ptr, exposure_ptr, state_ptr, ranking_ptr, partial_ptr,
@@ -173,9 +209,11 @@ def accumulate_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Ten
 
 
 def _query_block(num_queries: int) -> int:
-    """The queries per tile of ``_mass`` that pad ``num_queries`` least (the larger on a tie): every padded
-    query costs each key an exponential, the kernel's other bound besides reading the keys."""
-    return min((16, 32, 64), key=lambda block: (triton.cdiv(num_queries, block) * block, -block))
+    """The queries per tile of ``_head_mass`` that pad ``num_queries`` least (the larger on a tie): every
+    padded query costs each key an exponential. The sampled queries fill whole tiles of ``QUERY_TILE``
+    (``attention_mass.sampled_groups``): 64 in one tile took 66 us a layer on the H200 at 71k keys
+    (one tile of keys a program), where 67 in five tiles of 16 took 90."""
+    return min((QUERY_TILE, 32, 64), key=lambda block: (triton.cdiv(num_queries, block) * block, -block))
 
 
 def _launch_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
@@ -196,11 +234,12 @@ def _launch_mass(queries: torch.Tensor, weights: torch.Tensor, lse: torch.Tensor
     on_device = num_keys is not None
     blocks = triton.cdiv(num_keys_stored, MASS_BLOCK_KEYS)
     by_head = torch.empty(num_heads, num_keys_stored, dtype=torch.float32, device=keys.device)
-    _head_mass[(blocks, num_heads)](
+    _head_mass[(num_heads, triton.cdiv(blocks, MASS_BLOCKS_PER_PROGRAM))](
         queries, lse, keys if rows is None else rows, weights.float(), keys, by_head, count, num_keys_stored,
         head_dim**-0.5, queries.stride(0), queries.stride(1), lse.stride(0), lse.stride(1), keys.stride(0),
         keys.stride(1), num_queries=num_queries, block_q=_query_block(num_queries), block_k=MASS_BLOCK_KEYS,
-        head_dim=head_dim, gather=rows is not None, on_device=on_device, upcast=not keys.is_cuda)
+        blocks_per_program=MASS_BLOCKS_PER_PROGRAM, head_dim=head_dim, gather=rows is not None,
+        on_device=on_device, upcast=not keys.is_cuda, num_stages=MASS_STAGES)
     accumulate = pool_mass is not None
     cells = pool_mass if accumulate else keys
     _finish_mass[(blocks,)](
