@@ -223,7 +223,7 @@ def test_device_addressed_pool_writes_expiry_and_removal_equal_the_host_addresse
     for frame in range(2):
         host.append_frame(k[frame], v[frame], 5 + frame, SPECIALS, PATCH)
         device.write_frame_at(k[frame], v[frame], torch.tensor(device.length, dtype=torch.int32),
-                              torch.tensor(5 + frame, dtype=torch.int32), SPECIALS, PATCH)
+                              torch.tensor(5 + frame, dtype=torch.int32), SPECIALS, PATCH, kept=True)
         device.length += TOKENS
     host.expire(5)
     device.expire(torch.tensor(5, dtype=torch.int32), torch.tensor(device.length, dtype=torch.int32))

@@ -118,7 +118,7 @@ def test_fused_diversity_ranking_matches_the_torch_scorer(in_use, heads):
     scored = torch.isfinite(reference) & (reference > torch.finfo(torch.float32).min)
     torch.testing.assert_close(ranking[scored], reference[scored], rtol=1e-4, atol=1e-5)
     assert torch.equal(ranking[~scored], reference[~scored])
-    torch.testing.assert_close(fused_diversity.cpu(), diversity, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fused_statistic.cpu(), diversity, rtol=1e-4, atol=1e-6)
 
 
 def test_pool_attention_equals_dense_attention_over_the_prefix():
@@ -227,7 +227,8 @@ def test_fused_device_addressed_writes_and_removal_match_the_host_addressed_torc
         cpu.append_frame(k[frame], v[frame], 7 + frame, SPECIALS, PATCH)
         at = torch.tensor(cuda.length, dtype=torch.int32, device="cuda")
         cuda.write_frame_at(k[frame].cuda(), v[frame].cuda(), at,
-                            torch.tensor(7 + frame, dtype=torch.int32, device="cuda"), SPECIALS, PATCH)
+                            torch.tensor(7 + frame, dtype=torch.int32, device="cuda"), SPECIALS, PATCH,
+                            kept=True)
         cuda.length += TOKENS
     slots = ascending(torch.stack([torch.randperm(2 * TOKENS, generator=gen)[:30] for _ in range(HEADS)], 1))
     cpu.remove(slots)

@@ -53,6 +53,7 @@ from gct_stream_ros.cache.policies.attention_mass import (
     stand_in_rows,
 )
 from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET, check_budget, mean_budget_tokens
+from gct_stream_ros.cache.policies.candidate_sums import CandidateSums
 from gct_stream_ros.cache.policies.fixed_step import (
     APPENDED,
     ATTEND_END,
@@ -197,7 +198,8 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         values = self._step_values.values
         first = layer_values(layer)
         bounds = values[first + PREFIX:first + ATTEND_END + 1]
-        pool.write_frame_at(k[0], v[0], values[first + START], values[FRAME], self.num_special_tokens, PATCH)
+        pool.write_frame_at(k[0], v[0], values[first + START], values[FRAME], self.num_special_tokens, PATCH,
+                           kept=fixed.stores)
         if not fixed.stores:  # SKIP: attended after the prefix, not kept
             return self._attend_range(layer, q, bounds)[0]
         appended = values[first + APPENDED]
@@ -341,6 +343,9 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         self._pool_attention.clear()
         self._pools = [TokenPool(capacity, self.num_heads, self.head_dim, self.dtype, self.device,
                                  growable=not bounded) for _ in range(self.num_layers)]
+        if self.policy.scorer == "key_diversity" and fused_ranking.available(self._pools[0].keys):
+            for pool in self._pools:  # the fused ranking's candidate means, kept across steps
+                pool.track_candidates(CandidateSums(self.num_heads, self.device))
         self._step_values = StepValues(layer_values(self.num_layers), self.device, torch.int32)
 
     def _over_max_frames(self) -> list[int]:
@@ -425,8 +430,9 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         pool = self._pools[layer]
         keys, frames = pool.keys[used], pool.frames[used]
         if self.policy.scorer == "key_diversity" and fused_ranking.available(keys):  # masks past ``length``
+            totals = None if pool.candidates is None else pool.candidates.totals
             by_head, self._statistics[layer] = fused_diversity.diversity_ranking(
-                keys, frames, pool.state[used], num_keys=length)
+                keys, frames, pool.state[used], num_keys=length, totals=totals)
             return by_head.t()
         state = pool.state[used] if length is None else pool.in_use(length)
         # head-shared scorers rank by head 0 alone (every head holds the same tokens and scores)

@@ -6,13 +6,19 @@ intermediates and in matrix-vector products that cuBLAS runs on 16 thread blocks
 the host its launch. Here:
 
 * ``diversity_ranking``: ``scorers.diversity_scores`` followed by ``token_pool.state_scores``,
-  transposed. Pass 1 sums the un-rotated, normalised candidate keys per head, pass 2 scores
-  every key against its head's mean and writes the eviction ranking ``[H, N]`` contiguous
-  (protected +inf, expired first), so that the per-head top-k reads contiguous rows; two
-  one-program kernels combine the partial sums (the mean; then the layer statistic, 1 - mean
-  similarity), in a fixed order (no atomics). Both passes are meant to be bound by reading the
-  keys once (the code before took 383 + 283 us per layer on the H200 at ~71k keys in use of
-  ~108k slots, 16 heads, reading all slots, per head, the even and odd dims with a stride of 2):
+  transposed. Pass 1 (``sum_candidates``) sums the un-rotated, normalised candidate keys per
+  head, pass 2 scores every key against its head's mean and writes the eviction ranking
+  ``[H, N]`` contiguous (protected +inf, expired first), so that the per-head top-k reads
+  contiguous rows; one-program kernels combine the partial sums (into fp64 sums and counts; then
+  the layer statistic, 1 - mean similarity), in a fixed order (no atomics). Given the sums kept
+  across steps (``candidate_sums.py``, the budgeted cache's), pass 2 alone runs.
+* ``sum_candidates``: pass 1 over any rows (a range of slots, a frame's cells, the cells an
+  eviction frees), added to given sums with a sign: the from-scratch sum and every change of
+  the kept sums are one kernel.
+
+  Both passes are meant to be bound by reading the keys once (the code before took 383 + 283 us
+  per layer on the H200 at ~71k keys in use of ~108k slots, 16 heads, reading all slots, per head,
+  the even and odd dims with a stride of 2):
 
   - a tile is ``[8 slots, H, 64]``: every head of a slot, so that keys, frames and states are
     read contiguously (per-head tiles read frames and states at a stride of ``H``); a key is two
@@ -78,6 +84,7 @@ if TRITON:
     import triton
     import triton.language as tl
 
+    from gct_stream_ros.cache.policies.fused_moves import device_or_host
     from gct_stream_ros.cache.policies.fused_ranking import ranked
 
     _PATCH, _FREE, _PAIRS = tl.constexpr(PATCH), tl.constexpr(FREE), tl.constexpr(ROTATED_PAIRS)
@@ -105,27 +112,22 @@ if TRITON:
         return cos_turned, sin_turned
 
     @triton.jit
-    def _tile_state(state_ptr, first, in_use, num_heads, state_stride, block: tl.constexpr,
-                    heads: tl.constexpr):
-        """The states ``[block, heads]`` of slots ``[first, first + block)`` of every head, ``FREE`` from
-        ``in_use`` on (and for the heads that pad ``num_heads`` to a power of two)."""
-        slot = first + tl.arange(0, block)
-        head = tl.arange(0, heads)
-        used = (slot < in_use)[:, None] & (head < num_heads)[None, :]
-        return tl.load(state_ptr + slot[:, None] * state_stride + head[None, :], mask=used, other=_FREE)
+    def _tile_state(state_ptr, slot, head, used, state_stride):
+        """The states ``[block, heads]`` of the cells (``slot``, head): ``slot`` ``[block, 1]`` (every head's
+        slot is the row's) or ``[block, heads]``; ``FREE`` where not ``used`` (past the rows, or the heads
+        that pad ``num_heads`` to a power of two)."""
+        return tl.load(state_ptr + slot * state_stride + head[None, :], mask=used, other=_FREE)
 
     @triton.jit
-    def _key_tile(k_ptr, frame_ptr, frequency_ptr, first, state, k_stride_n, k_stride_h, frame_stride,
+    def _key_tile(k_ptr, frame_ptr, frequency_ptr, slot, head, state, k_stride_n, k_stride_h, frame_stride,
                   block: tl.constexpr, heads: tl.constexpr):
-        """The keys of slots ``[first, first + block)`` of every head, whose states are ``state``, as
+        """The keys of the cells (``slot``, head) (as ``_tile_state``), whose states are ``state``, as
         (x, y, u, v, norm): their first 16 dim pairs (x, y) with the temporal rotation removed and the even
         and odd dims from 32 on (u, v) as stored, each ``[block, heads, 16]`` fp32, and the norms. Only
         candidates (``PATCH``) are read: the others' ranking does not depend on their key (all 0)."""
-        slot = first + tl.arange(0, block)
-        head = tl.arange(0, heads)
         candidate = state == _PATCH
         # a key's 128 bytes as two contiguous halves (one cache line), even and odd dims split in registers
-        rows = k_ptr + slot[:, None] * k_stride_n + head[None, :] * k_stride_h
+        rows = k_ptr + slot * k_stride_n + head[None, :] * k_stride_h
         half = rows[:, :, None] + tl.arange(0, 2 * _PAIRS)[None, None, :]
         first_half = tl.load(half, mask=candidate[:, :, None], other=0.0)
         second_half = tl.load(half + 2 * _PAIRS, mask=candidate[:, :, None], other=0.0)
@@ -133,7 +135,7 @@ if TRITON:
         u, v = tl.split(tl.reshape(second_half, [block, heads, _PAIRS, 2]))
         x, y, u, v = x.to(tl.float32), y.to(tl.float32), u.to(tl.float32), v.to(tl.float32)
         norm = tl.maximum(tl.sqrt(tl.sum(x * x + y * y + u * u + v * v, axis=2)), 1e-12)
-        frame = tl.load(frame_ptr + slot[:, None] * frame_stride + head[None, :], mask=candidate, other=0)
+        frame = tl.load(frame_ptr + slot * frame_stride + head[None, :], mask=candidate, other=0)
         # one angle per key and pair, 0 past the temporal band
         frequency = tl.load(frequency_ptr + tl.arange(0, _PAIRS))
         angle = -frame.to(tl.float32)[:, :, None] * frequency[None, None, :]
@@ -141,32 +143,42 @@ if TRITON:
         return x * cos - y * sin, x * sin + y * cos, u, v, norm
 
     @triton.jit
-    def _slots_in_use(count_ptr, num_slots, on_device: tl.constexpr):
-        """The slots in use: read from the device (a fixed-shape step), or all of them."""
-        if on_device:
-            return tl.minimum(tl.load(count_ptr), num_slots)
-        return num_slots
-
-    @triton.jit
-    def _diversity_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, count_ptr, sum_ptr, patches_ptr,
-                        num_slots, num_heads, k_stride_n, k_stride_h, frame_stride, state_stride,
-                        block: tl.constexpr, heads: tl.constexpr, on_device: tl.constexpr):
+    def _candidate_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, cell_ptr, first_ptr, rows_ptr, owner_ptr,
+                        sum_ptr, patches_ptr, first, rows, owner, limit, num_heads, k_stride_n, k_stride_h,
+                        frame_stride, state_stride, cell_stride_e, cell_stride_h, block: tl.constexpr,
+                        heads: tl.constexpr, first_on_device: tl.constexpr, rows_on_device: tl.constexpr,
+                        listed: tl.constexpr, one_frame: tl.constexpr, owner_on_device: tl.constexpr):
         """Per program, the sums of its tiles' normalised candidate keys ``[heads, 64]`` (as x, y, u, v) and
-        their count ``[heads]``; a program takes every ``num_programs``-th tile of the slots in use."""
+        their count ``[heads]``, over ``rows`` rows from ``first`` (below ``limit``); a program takes every
+        ``num_programs``-th tile. A row is a slot, or (``listed``) a row of ``cell_ptr`` ``[rows, H]``
+        naming each head's slot; ``one_frame``: only the cells of the frame ``owner``."""
         program, programs = tl.program_id(0), tl.num_programs(0)
-        in_use = _slots_in_use(count_ptr, num_slots, on_device)
-        # summed over the tile's slots once, at the end (not across warps at every tile)
+        start = device_or_host(first, first_ptr, first_on_device)
+        stop = tl.minimum(start + device_or_host(rows, rows_ptr, rows_on_device), limit)
+        frame_wanted = device_or_host(owner, owner_ptr, owner_on_device)
+        head = tl.arange(0, heads)
+        # summed over the tile's rows once, at the end (not across warps at every tile)
         total_x = tl.zeros([block, heads, _PAIRS], tl.float32)
         total_y = tl.zeros([block, heads, _PAIRS], tl.float32)
         total_u = tl.zeros([block, heads, _PAIRS], tl.float32)
         total_v = tl.zeros([block, heads, _PAIRS], tl.float32)
         patches = tl.zeros([block, heads], tl.float32)
-        first = program * block
-        while first < in_use:  # (a while loop: Triton's interpreter takes only plain ints as range bounds)
-            state = _tile_state(state_ptr, first, in_use, num_heads, state_stride, block, heads)
+        first_row = start + program * block
+        while first_row < stop:  # (a while loop: Triton's interpreter takes only plain ints as range bounds)
+            row = first_row + tl.arange(0, block)
+            used = (row < stop)[:, None] & (head < num_heads)[None, :]
+            if listed:
+                cell = cell_ptr + row[:, None] * cell_stride_e + head[None, :] * cell_stride_h
+                slot = tl.load(cell, mask=used, other=0)
+            else:
+                slot = row[:, None]
+            state = _tile_state(state_ptr, slot, head, used, state_stride)
+            if one_frame:
+                frame = tl.load(frame_ptr + slot * frame_stride + head[None, :], mask=used, other=0)
+                state = tl.where(frame == frame_wanted, state, _FREE)
             candidate = tl.where(state == _PATCH, 1.0, 0.0)
             if tl.max(tl.max(candidate, axis=1), axis=0) > 0.0:  # tiles of protected keys cost no work
-                x, y, u, v, norm = _key_tile(k_ptr, frame_ptr, frequency_ptr, first, state, k_stride_n,
+                x, y, u, v, norm = _key_tile(k_ptr, frame_ptr, frequency_ptr, slot, head, state, k_stride_n,
                                              k_stride_h, frame_stride, block, heads)
                 weight = (candidate / norm)[:, :, None]
                 total_x += x * weight
@@ -174,8 +186,7 @@ if TRITON:
                 total_u += u * weight
                 total_v += v * weight
                 patches += candidate
-            first += programs * block
-        head = tl.arange(0, heads)
+            first_row += programs * block
         row = sum_ptr + (program * heads + head[:, None]) * 4 * _PAIRS + tl.arange(0, _PAIRS)[None, :]
         tl.store(row, tl.sum(total_x, axis=0))
         tl.store(row + _PAIRS, tl.sum(total_y, axis=0))
@@ -184,36 +195,43 @@ if TRITON:
         tl.store(patches_ptr + program * heads + head, tl.sum(patches, axis=0))
 
     @triton.jit
-    def _diversity_mean(sum_ptr, patches_ptr, mean_ptr, patch_count_ptr, num_programs: tl.constexpr,
-                        heads: tl.constexpr, head_dim: tl.constexpr, block_parts: tl.constexpr):
-        """One head's mean normalised candidate key ``[D]`` and candidate count (at least 1), from the
-        programs' sums in a fixed order."""
+    def _combine_sums(sum_ptr, patches_ptr, total_ptr, count_ptr, sign, num_programs, heads: tl.constexpr,
+                      head_dim: tl.constexpr, block_parts: tl.constexpr):
+        """``sign`` x the programs' partial sums of one head, combined in a fixed order, added to its
+        candidate sum ``[D]`` and count (fp64)."""
         head = tl.program_id(0)
         dims = tl.arange(0, head_dim)
-        total = tl.zeros([block_parts, head_dim], tl.float32)
-        patches = tl.zeros([block_parts], tl.float32)
-        for first in range(0, num_programs, block_parts):
+        total = tl.zeros([block_parts, head_dim], tl.float64)
+        patches = tl.zeros([block_parts], tl.float64)
+        first = 0
+        while first < num_programs:
             part = first + tl.arange(0, block_parts)
             valid = part < num_programs
             total += tl.load(sum_ptr + (part[:, None] * heads + head) * head_dim + dims[None, :],
-                             mask=valid[:, None], other=0.0)
-            patches += tl.load(patches_ptr + part * heads + head, mask=valid, other=0.0)
-        count = tl.maximum(tl.sum(patches, axis=0), 1.0)
-        tl.store(mean_ptr + head * head_dim + dims, tl.sum(total, axis=0) / count)
-        tl.store(patch_count_ptr + head, count)
+                             mask=valid[:, None], other=0.0).to(tl.float64)
+            patches += tl.load(patches_ptr + part * heads + head, mask=valid, other=0.0).to(tl.float64)
+            first += block_parts
+        total_sum = tl.load(total_ptr + head * head_dim + dims) + tl.sum(total, axis=0) * sign
+        tl.store(total_ptr + head * head_dim + dims, total_sum)
+        tl.store(count_ptr + head, tl.load(count_ptr + head) + tl.sum(patches, axis=0) * sign)
 
     @triton.jit
-    def _diversity_ranking(k_ptr, frame_ptr, state_ptr, frequency_ptr, count_ptr, mean_ptr, ranking_ptr,
-                           similarity_ptr, num_slots, num_heads, k_stride_n, k_stride_h, frame_stride,
-                           state_stride, block: tl.constexpr, heads: tl.constexpr, on_device: tl.constexpr):
+    def _diversity_ranking(k_ptr, frame_ptr, state_ptr, frequency_ptr, count_ptr, total_ptr, patch_count_ptr,
+                           ranking_ptr, similarity_ptr, num_slots, num_heads, k_stride_n, k_stride_h,
+                           frame_stride, state_stride, block: tl.constexpr, heads: tl.constexpr,
+                           on_device: tl.constexpr):
         """The ranking ``[H, N]`` of every slot (+inf past the slots in use, whose keys are not read) and,
-        per program, the sum of its candidates' similarities ``[heads]``."""
+        per program, the sum of its candidates' similarities ``[heads]`` to their head's mean, the
+        candidates' sum over their count (at least 1)."""
         program, programs = tl.program_id(0), tl.num_programs(0)
-        in_use = _slots_in_use(count_ptr, num_slots, on_device)
+        in_use = tl.minimum(device_or_host(num_slots, count_ptr, on_device), num_slots)
         head = tl.arange(0, heads)
-        mean = mean_ptr + head[:, None] * 4 * _PAIRS + tl.arange(0, _PAIRS)[None, :]  # as (x, y, u, v)
-        mean_x, mean_y = tl.load(mean)[None, :, :], tl.load(mean + _PAIRS)[None, :, :]
-        mean_u, mean_v = tl.load(mean + 2 * _PAIRS)[None, :, :], tl.load(mean + 3 * _PAIRS)[None, :, :]
+        count = tl.maximum(tl.load(patch_count_ptr + head), 1.0)[:, None]
+        mean = total_ptr + head[:, None] * 4 * _PAIRS + tl.arange(0, _PAIRS)[None, :]  # as (x, y, u, v)
+        mean_x = (tl.load(mean) / count).to(tl.float32)[None, :, :]
+        mean_y = (tl.load(mean + _PAIRS) / count).to(tl.float32)[None, :, :]
+        mean_u = (tl.load(mean + 2 * _PAIRS) / count).to(tl.float32)[None, :, :]
+        mean_v = (tl.load(mean + 3 * _PAIRS) / count).to(tl.float32)[None, :, :]
         total = tl.zeros([block, heads], tl.float32)
         first = program * block
         while first < num_slots:
@@ -222,9 +240,10 @@ if TRITON:
             # (no skip of the tiles without a candidate here, as in the sums: the branch costs this pass
             # a third of its programs per SM, 128 registers per thread instead of 80)
             if first < in_use:
-                state = _tile_state(state_ptr, first, in_use, num_heads, state_stride, block, heads)
-                x, y, u, v, norm = _key_tile(k_ptr, frame_ptr, frequency_ptr, first, state, k_stride_n,
-                                             k_stride_h, frame_stride, block, heads)
+                used = (slot < in_use)[:, None] & (head < num_heads)[None, :]
+                state = _tile_state(state_ptr, slot[:, None], head, used, state_stride)
+                x, y, u, v, norm = _key_tile(k_ptr, frame_ptr, frequency_ptr, slot[:, None], head, state,
+                                             k_stride_n, k_stride_h, frame_stride, block, heads)
                 similarity = tl.sum(x * mean_x + y * mean_y + u * mean_u + v * mean_v, axis=2) / norm
                 ranking = ranked(-similarity, state)
                 total += tl.where(state == _PATCH, similarity, 0.0)
@@ -243,7 +262,8 @@ if TRITON:
             part = first + tl.arange(0, block_parts)
             total += tl.load(similarity_ptr + part[:, None] * heads + head[None, :],
                              mask=(part < num_programs)[:, None], other=0.0)
-        by_head = tl.where(head < num_heads, tl.sum(total, axis=0) / tl.load(patch_count_ptr + head), 0.0)
+        count = tl.maximum(tl.load(patch_count_ptr + head), 1.0).to(tl.float32)
+        by_head = tl.where(head < num_heads, tl.sum(total, axis=0) / count, 0.0)
         tl.store(diversity_ptr, 1.0 - tl.sum(by_head, axis=0) / num_heads)
 
 
@@ -265,35 +285,79 @@ def _pair_frequencies(device: torch.device) -> torch.Tensor:
     return frequency
 
 
+def candidate_totals(num_heads: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed (sums ``[heads, 64]``, counts ``[heads]``) fp64 for ``sum_candidates``: ``heads`` is
+    ``num_heads`` padded to a power of two, the sums' dims in the kernels' order (x, y, u, v)."""
+    heads = triton.next_power_of_2(num_heads)
+    return (torch.zeros(heads, 4 * ROTATED_PAIRS, dtype=torch.float64, device=device),
+            torch.zeros(heads, dtype=torch.float64, device=device))
+
+
+def sum_candidates(keys: torch.Tensor, frames: torch.Tensor, state: torch.Tensor, sums: torch.Tensor,
+                   counts: torch.Tensor, first: int | torch.Tensor, rows: int | torch.Tensor,
+                   cells: torch.Tensor | None = None, owner: int | torch.Tensor | None = None,
+                   sign: float = 1.0) -> None:
+    """Add ``sign`` x the normalised, un-rotated keys of the candidates (``state == PATCH``) among ``rows``
+    rows from ``first`` to ``sums`` and their number to ``counts`` (``candidate_totals``).
+
+    A row is a slot of ``keys`` ``[N, H, D]``, ``frames`` and ``state`` ``[N, H]``, or, given ``cells``
+    ``[E, H]``, a row of it naming each head's slot; ``owner``: only the cells of that frame. ``first``,
+    ``rows`` and ``owner`` are host ints or 0-d int device tensors (a fixed-shape step's). Programs are as
+    few as ``rows`` needs where the host knows it.
+    """
+    num_slots, num_heads, head_dim = keys.shape
+    heads = triton.next_power_of_2(num_heads)
+    limit = num_slots if cells is None else cells.shape[0]
+    known_rows = limit if isinstance(rows, torch.Tensor) else min(rows, limit)
+    tiles = triton.cdiv(known_rows, DIVERSITY_BLOCK_SLOTS)
+    programs = max(1, min(_diversity_programs(keys.device)[0], tiles))
+    scratch = dict(dtype=torch.float32, device=keys.device)
+    partial_sums = torch.empty(programs, heads, head_dim, **scratch)
+    partial_counts = torch.empty(programs, heads, **scratch)
+    numbers = (first, rows, owner)
+    on_device = [isinstance(number, torch.Tensor) for number in numbers]
+    _candidate_sums[(programs,)](
+        keys, frames, state, _pair_frequencies(keys.device), keys if cells is None else cells,
+        *(number if device else keys for number, device in zip(numbers, on_device)),  # read if on device
+        partial_sums, partial_counts, *(0 if device or number is None else number
+                                        for number, device in zip(numbers, on_device)),
+        limit, num_heads, keys.stride(0), keys.stride(1), frames.stride(0), state.stride(0),
+        *((0, 0) if cells is None else cells.stride()), block=DIVERSITY_BLOCK_SLOTS, heads=heads,
+        first_on_device=on_device[0], rows_on_device=on_device[1], listed=cells is not None,
+        one_frame=owner is not None, owner_on_device=on_device[2], num_warps=DIVERSITY_WARPS)
+    _combine_sums[(heads,)](partial_sums, partial_counts, sums, counts, sign, programs, heads=heads,
+                            head_dim=head_dim, block_parts=PARTIALS_TILE // head_dim)
+
+
 def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor, state: torch.Tensor,
-                      num_keys: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      num_keys: torch.Tensor | None = None,
+                      totals: tuple[torch.Tensor, torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys ``[N, H, D]`` of frames and states ``[N, H]`` -> (ranking ``[H, N]``, diversity ``[]``).
 
     ``ranking`` is ``state_scores(diversity_scores(keys, frames, state == PATCH)[0], state).t()``,
     contiguous; ``diversity`` the layer statistic (see the module docstring). ``num_keys`` (a 0-d
     int32 device tensor, a fixed-shape step): only the first slots are in use, the others rank as
     ``FREE`` (+inf), as if ``state`` were ``TokenPool.in_use(num_keys)``, and their keys are not read.
+    ``totals``: the candidates' sums and counts (``candidate_totals``) of the slots in use, where kept
+    across steps (``candidate_sums.py``): pass 1 is not run.
     """
     num_slots, num_heads, head_dim = keys.shape
     heads = triton.next_power_of_2(num_heads)
-    sums_programs, ranking_programs = _diversity_programs(keys.device)
     on_device = num_keys is not None
-    count = num_keys if on_device else keys  # unread unless on_device
-    frequency = _pair_frequencies(keys.device)
+    if totals is None:
+        totals = candidate_totals(num_heads, keys.device)
+        sum_candidates(keys, frames, state, *totals, 0, num_keys if on_device else num_slots)
     scratch = dict(dtype=torch.float32, device=keys.device)
-    sums = torch.empty(sums_programs, heads, head_dim, **scratch)
-    patches = torch.empty(sums_programs, heads, **scratch)
-    tiles = (keys, frames, state, frequency, count)
-    shapes = (num_slots, num_heads, keys.stride(0), keys.stride(1), frames.stride(0), state.stride(0))
-    tiling = dict(block=DIVERSITY_BLOCK_SLOTS, heads=heads, on_device=on_device, num_warps=DIVERSITY_WARPS)
-    _diversity_sums[(sums_programs,)](*tiles, sums, patches, *shapes, **tiling)
-    mean, patch_count = torch.empty(heads, head_dim, **scratch), torch.empty(heads, **scratch)
-    _diversity_mean[(heads,)](sums, patches, mean, patch_count, num_programs=sums_programs, heads=heads,
-                              head_dim=head_dim, block_parts=PARTIALS_TILE // head_dim)
+    ranking_programs = _diversity_programs(keys.device)[1]
     ranking = torch.empty(num_heads, num_slots, **scratch)
     similarity = torch.empty(ranking_programs, heads, **scratch)
-    _diversity_ranking[(ranking_programs,)](*tiles, mean, ranking, similarity, *shapes, **tiling)
+    _diversity_ranking[(ranking_programs,)](
+        keys, frames, state, _pair_frequencies(keys.device), num_keys if on_device else keys, *totals,
+        ranking, similarity, num_slots, num_heads, keys.stride(0), keys.stride(1), frames.stride(0),
+        state.stride(0), block=DIVERSITY_BLOCK_SLOTS, heads=heads, on_device=on_device,
+        num_warps=DIVERSITY_WARPS)
     diversity = torch.empty((), **scratch)
-    _diversity_statistic[(1,)](similarity, patch_count, diversity, num_heads, num_programs=ranking_programs,
+    _diversity_statistic[(1,)](similarity, totals[1], diversity, num_heads, num_programs=ranking_programs,
                                heads=heads, block_parts=PARTIALS_TILE // heads)
     return ranking, diversity

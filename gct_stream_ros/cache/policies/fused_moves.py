@@ -48,7 +48,7 @@ if TRITON:
     import triton.language as tl
 
     @triton.jit
-    def _number(host, device_ptr, on_device: tl.constexpr):
+    def device_or_host(host, device_ptr, on_device: tl.constexpr):
         """A kernel's number: read from the device (a fixed-shape step) or given by the host."""
         return tl.load(device_ptr) if on_device else host
 
@@ -56,8 +56,8 @@ if TRITON:
     def _expire(frames_ptr, state_ptr, frame, length, frame_ptr, length_ptr, num_cells,
                 num_heads: tl.constexpr, special: tl.constexpr, expired_patch: tl.constexpr,
                 expired_special: tl.constexpr, block: tl.constexpr, on_device: tl.constexpr):
-        frame_index = _number(frame, frame_ptr, on_device)
-        in_use = _number(length, length_ptr, on_device)
+        frame_index = device_or_host(frame, frame_ptr, on_device)
+        in_use = device_or_host(length, length_ptr, on_device)
         cells = tl.program_id(0) * block + tl.arange(0, block)
         mine = (cells < num_cells) & (cells // num_heads < in_use)
         mine = mine & (tl.load(frames_ptr + cells, mask=mine, other=-1) == frame_index)
@@ -71,8 +71,8 @@ if TRITON:
                    key_stride_h, value_stride_n, value_stride_h, start_ptr, frame_ptr,
                    num_heads: tl.constexpr, head_dim: tl.constexpr, block: tl.constexpr,
                    on_device: tl.constexpr):
-        first_slot = _number(start, start_ptr, on_device)
-        frame_index = _number(frame, frame_ptr, on_device)
+        first_slot = device_or_host(start, start_ptr, on_device)
+        frame_index = device_or_host(frame, frame_ptr, on_device)
         rows = tl.program_id(0) * block + tl.arange(0, block)
         valid = rows < count
         is_leading = rows < leading  # the first ``leading`` source rows go to the end of the span
@@ -100,7 +100,7 @@ if TRITON:
               on_device: tl.constexpr):
         """Per head: ``sources`` = the kept slots of the tail ``[new_length, new_length + count)`` in order;
         ``pairs`` = their number, which is the number of holes below ``new_length``."""
-        kept_length = _number(new_length, lengths_ptr + 1, on_device)  # device: [length, new_length]
+        kept_length = device_or_host(new_length, lengths_ptr + 1, on_device)  # device: [length, new_length]
         head = tl.program_id(0)
         for start in range(0, blocks * block, block):  # blocks * block >= count; one in the steady state
             rows = start + tl.arange(0, block)

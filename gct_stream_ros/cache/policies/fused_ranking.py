@@ -3,7 +3,8 @@ eviction ranking of a slot by its state.
 
 Used only where ``available(keys)``; every other device/dtype runs the torch code (``scorers.py``,
 ``attention_mass.py``), which the CPU tests pin; they also run these kernels through Triton's
-interpreter (``test/test_fused_mass.py``, ``test/test_fused_diversity.py``). The CUDA tests
+interpreter (``test/test_fused_mass.py``, ``test/test_fused_diversity.py``,
+``test/test_candidate_sums.py``). The CUDA tests
 (``test/gpu/test_cache_policies_gpu.py``) check them against the torch and float64 reference computations.
 """
 

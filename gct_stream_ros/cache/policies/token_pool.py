@@ -24,6 +24,10 @@ one CUDA graph serves steps of any length; they leave the host ``length`` to the
 sets it when the step begins. The storage starts zeroed so that slots past the length hold
 finite values (a masked pass multiplies them by 0).
 
+A pool may keep per-head sums of its candidates' keys (``track_candidates``, infinitevggt's fused
+ranking, ``candidate_sums.py``): every change of its candidates below the length tells them, before
+the cells change.
+
 Slot states (``state``) decide what a policy may evict: ``PATCH`` (evictable), ``SCALE_PATCH`` and
 ``SPECIAL`` (protected: the scale frames' patches, every retained frame's special tokens), and
 the ``EXPIRED_*`` tokens of a frame recycled by ``max_frames``, which the next eviction removes
@@ -32,9 +36,14 @@ first (``state_scores``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from gct_stream_ros.cache.policies import fused_moves
+
+if TYPE_CHECKING:  # the sums are handed in (``track_candidates``): no import at run time
+    from gct_stream_ros.cache.policies.candidate_sums import CandidateSums
 
 PATCH, SCALE_PATCH, SPECIAL, EXPIRED_PATCH, EXPIRED_SPECIAL = 0, 1, 2, 3, 4
 FREE = 5
@@ -58,6 +67,15 @@ class TokenPool:
         self._marks = self.state.new_zeros(self.state.shape) if fused_moves.available(self.keys) else None
         self.slots = torch.arange(capacity, dtype=torch.int32, device=device).unsqueeze(1)  # [C, 1]
         self.length = 0
+        self.candidates: CandidateSums | None = None
+
+    def track_candidates(self, sums: CandidateSums) -> None:
+        """Keep ``sums`` up to date with the candidates (``PATCH`` cells) below the length, from now on (an
+        empty pool): every write kept, eviction, expiry and rollback tells them (``candidate_sums.py``)."""
+        if self.length:
+            raise RuntimeError("candidate sums start with an empty pool")
+        sums.clear()
+        self.candidates = sums
 
     @property
     def capacity(self) -> int:
@@ -79,14 +97,20 @@ class TokenPool:
     def append(self, keys: torch.Tensor, values: torch.Tensor, runs: list[tuple[int, int, int]]) -> None:
         """Keep ``keys``/``values`` ``[N, H, D]`` at the end; ``runs``: (count, frame, state) in order."""
         self.stage(keys, values, runs)
-        self.length += keys.shape[0]
+        self._keep(keys.shape[0])
 
     def append_frame(self, keys: torch.Tensor, values: torch.Tensor, frame: int, specials: int,
                      patch_state: int) -> None:
         """Keep one frame's tokens ``[P, H, D]``, its ``specials`` first (the model's order), as
         ``append`` of its patches (``patch_state``) then its specials (``SPECIAL``) would."""
         self.stage_frame(keys, values, frame, specials, patch_state)
-        self.length += keys.shape[0]
+        self._keep(keys.shape[0])
+
+    def _keep(self, count: int) -> None:
+        """The ``count`` slots staged at the length are kept."""
+        if self.candidates is not None:
+            self.candidates.kept(self, self.length, count)
+        self.length += count
 
     def stage_frame(self, keys: torch.Tensor, values: torch.Tensor, frame: int, specials: int,
                     patch_state: int) -> None:
@@ -101,9 +125,16 @@ class TokenPool:
         self.stage(keys[:specials], values[:specials], [(specials, frame, SPECIAL)], offset=patches)
 
     def write_frame_at(self, keys: torch.Tensor, values: torch.Tensor, at: torch.Tensor, frame: torch.Tensor,
-                       specials: int, patch_state: int) -> None:
+                       specials: int, patch_state: int, kept: bool) -> None:
         """``stage_frame`` at the slot ``at`` and with the ``frame`` index read from the device (0-d int
-        tensors); ``length`` is the caller's (see the module docstring)."""
+        tensors); ``kept``: the tokens are kept (a STORE step), not only attended. ``length`` is the
+        caller's (see the module docstring)."""
+        self._write_frame_at(keys, values, at, frame, specials, patch_state)
+        if kept and self.candidates is not None:
+            self.candidates.kept(self, at, keys.shape[0])
+
+    def _write_frame_at(self, keys: torch.Tensor, values: torch.Tensor, at: torch.Tensor, frame: torch.Tensor,
+                        specials: int, patch_state: int) -> None:
         if self._fused_writes(keys, values):
             fused_moves.write_run(self.fields(), keys, values, at, frame, patch_state, specials, SPECIAL)
             return
@@ -157,9 +188,12 @@ class TokenPool:
     def expire(self, frame: int | torch.Tensor, length: torch.Tensor | None = None) -> None:
         """Mark every token of a recycled ``frame`` for removal by the next eviction; with ``length``
         (a 0-d device tensor, ``frame`` one too) over the slots below it (see the module docstring)."""
+        in_use = self.length if length is None else length
+        if self.candidates is not None:
+            self.candidates.expired(self, frame, in_use)
         if fused_moves.available(self.keys):
-            fused_moves.expire(self.frames, self.state, frame, self.length if length is None else length,
-                               SPECIAL, EXPIRED_PATCH, EXPIRED_SPECIAL)
+            fused_moves.expire(self.frames, self.state, frame, in_use, SPECIAL, EXPIRED_PATCH,
+                               EXPIRED_SPECIAL)
             return
         used = slice(0, self.length) if length is None else slice(None)
         mine = self.frames[used] == frame
@@ -185,6 +219,8 @@ class TokenPool:
         if count == 0:
             return
         length, new_length = (self.length, self.length - count) if lengths is None else lengths
+        if self.candidates is not None:
+            self.candidates.removed(self, slots)
         if self._marks is not None:
             fused_moves.remove(self.fields(), self._marks, slots, length if lengths is None else lengths)
             if lengths is None:
@@ -208,6 +244,11 @@ class TokenPool:
 
     def truncate(self, length: int) -> None:
         """Forget the slots from ``length`` on (the tokens of a rolled-back frame, appended last)."""
+        if self.candidates is not None:
+            if length == 0:
+                self.candidates.clear()
+            elif length < self.length:
+                self.candidates.forgotten(self, length, self.length - length)
         self.length = length
 
     def _grow(self, capacity: int) -> None:
