@@ -345,3 +345,38 @@ def test_fused_expiry_on_cuda_matches_the_torch_expiry(on_device):
         cuda.expire(7)
     assert (cpu.state[:5000] != before[:5000]).any() and torch.equal(cpu.state[5000:], before[5000:])
     assert torch.equal(cuda.state.cpu(), cpu.state) and torch.equal(cuda.frames.cpu(), cpu.frames)
+
+
+def test_kept_candidate_sums_on_cuda_evict_what_sums_from_scratch_evict(monkeypatch):
+    """infinitevggt on CUDA (fixed-shape steps, frames recycled): a cache whose pools keep their candidates'
+    sums (``candidate_sums.py``) keeps the tokens of one that sums them from scratch at every ranking,
+    and its sums equal a fresh sum at the end."""
+    def kept_tokens(cache: BudgetedKVCache) -> list[list[tuple[int, int]]]:
+        return [sorted(zip(pool.frames[:pool.length, head].tolist(), pool.state[:pool.length, head].tolist()))
+                for pool in cache._pools for head in range(HEADS)]
+
+    def cache() -> BudgetedKVCache:
+        return BudgetedKVCache(LAYERS, HEADS, DIM, policy_preset("infinitevggt"), SPECIALS, 2, 0, 5, 12,
+                               device="cuda", dtype=torch.bfloat16, budget=0.6)
+
+    kept, scratch = cache(), cache()  # the pools are allocated at the first step
+    tracking = TokenPool.track_candidates
+    gen = torch.Generator().manual_seed(7)
+    schedule = [step for step in random_schedule(3, 60, max_phase1=2) if step.kind != "reset"]
+    for step in schedule:
+        layers = step_tensors(gen, LAYERS, step.num_frames, TOKENS, HEADS, DIM, torch.bfloat16)
+        tensors = [tuple(t.cuda() for t in layer) for layer in layers]
+        monkeypatch.setattr(TokenPool, "track_candidates", tracking)
+        run_step(kept, step, tensors)
+        monkeypatch.setattr(TokenPool, "track_candidates", lambda pool, sums: None)  # sums from scratch
+        run_step(scratch, step, tensors)
+        assert kept_tokens(kept) == kept_tokens(scratch)
+    assert kept.stats().specials_dropped > 0 and kept.stats().frames_evicted > 0
+    assert all(pool.candidates is not None for pool in kept._pools)
+    assert all(pool.candidates is None for pool in scratch._pools)
+    for pool in kept._pools:
+        fresh = fused_diversity.candidate_totals(HEADS, pool.keys.device)
+        fused_diversity.sum_candidates(pool.keys, pool.frames, pool.state, *fresh, 0, pool.length)
+        torch.testing.assert_close(pool.candidates.totals[0], fresh[0], rtol=1e-6, atol=1e-6)
+        assert torch.equal(pool.candidates.totals[1], fresh[1])
+        assert torch.equal(fresh[1].cpu(), (pool.state[:pool.length] == PATCH).sum(dim=0).double().cpu())

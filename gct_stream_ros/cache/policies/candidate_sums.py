@@ -20,8 +20,9 @@ Each change's keys are summed by the same kernel as the from-scratch pass (only 
 count), in fp32 within a program, and added to the totals in fp64 (``_combine_sums``). The totals
 then differ from a fresh sum only by the fp32 rounding of the sums added and subtracted (a cell is
 added in one grouping and subtracted in another): ~1e-7 of a frame's sum per step, a random walk
-far below the fp32 scores that rank the keys (``test/test_candidate_sums.py`` checks a long run
-against the fresh sum).
+far below the fp32 scores that rank the keys (``test/test_candidate_sums.py`` checks the sums
+against a fresh sum after every kind of change and after runs of every kind of step;
+``test/gpu/test_cache_policies_gpu.py`` on CUDA, where the steps are replayed from graphs).
 """
 
 from __future__ import annotations
