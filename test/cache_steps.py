@@ -52,6 +52,12 @@ def fill_randomly(pool: TokenPool, gen: torch.Generator) -> None:
     pool.exposure.copy_(torch.rand(pool.exposure.shape, generator=gen))
 
 
+def kept_tokens(pools: list[TokenPool]) -> list[list[tuple[int, int]]]:
+    """Per pool (layer) and head, the (frame, state) of every kept token, sorted (slot order aside)."""
+    return [sorted(zip(pool.frames[:pool.length, head].tolist(), pool.state[:pool.length, head].tolist()))
+            for pool in pools for head in range(pool.frames.shape[1])]
+
+
 def ascending(slots: torch.Tensor) -> torch.Tensor:
     """Freed slots ``[E, H]`` sorted per head, as ``selection.evicted_slots`` gives them to
     ``TokenPool.remove`` (a head-shared column expanded over the heads stays so)."""

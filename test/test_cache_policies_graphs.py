@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cache_steps import SPECIALS, Step, run_step, step_mode, step_tensors
+from cache_steps import SPECIALS, Step, kept_tokens, run_step, step_mode, step_tensors
 
 from gct_stream_ros.cache.attention import heads_first, partial_attention
 from gct_stream_ros.cache.base import StepMode
@@ -33,12 +33,6 @@ def _budgeted(policy: CachePolicy, fixed_shape: bool, max_frames: int = MAX_FRAM
                            fixed_shape=fixed_shape)
 
 
-def _kept(cache: BudgetedKVCache) -> list[list[tuple[int, int]]]:
-    """Per layer and head, the (frame, state) of every kept token, sorted (slot order aside)."""
-    return [sorted(zip(pool.frames[:pool.length, head].tolist(), pool.state[:pool.length, head].tolist()))
-            for pool in cache._pools for head in range(HEADS)]
-
-
 @pytest.mark.parametrize("policy", TOKEN_POLICIES, ids=lambda p: p.name)
 def test_fixed_shape_steps_keep_and_attend_what_the_host_addressed_steps_do(policy):
     host, fixed = _budgeted(policy, False), _budgeted(policy, True)
@@ -55,7 +49,7 @@ def test_fixed_shape_steps_keep_and_attend_what_the_host_addressed_steps_do(poli
             torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
         assert [p.length for p in fixed._pools] == [p.length for p in host._pools]
         assert fixed.stats() == host.stats()
-        assert _kept(fixed) == _kept(host)
+        assert kept_tokens(fixed._pools) == kept_tokens(host._pools)
         for layer, pool in enumerate(fixed._pools):
             state = pool.state[:pool.length]
             assert int((state[:, 0] != SPECIAL).sum()) == fixed.patch_tokens(layer)
@@ -82,7 +76,7 @@ def test_compile_regions_routes_the_fixed_shape_merge_through_torch_compile_unch
         for ours, reference in zip(run_step(compiled, step, tensors), expected, strict=True):
             assert torch.equal(ours, reference), step
     assert traced  # a captured prefix was merged with the rest, through the compiled merge
-    assert _kept(compiled) == _kept(plain)
+    assert kept_tokens(compiled._pools) == kept_tokens(plain._pools)
 
 
 def _store(cache: BudgetedKVCache, gen: torch.Generator, keys: list) -> list[torch.Tensor]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cache_steps import SPECIALS, Step, ascending, run_step, step_tensors
+from cache_steps import SPECIALS, Step, ascending, kept_tokens, run_step, step_tensors
 
 pytest.importorskip("triton")
 
@@ -109,12 +109,6 @@ def _infinitevggt(fixed_shape: bool) -> BudgetedKVCache:
                            budget=0.6, fixed_shape=fixed_shape)
 
 
-def _kept(cache: BudgetedKVCache) -> list[list[tuple[int, int]]]:
-    """Per layer and head, the (frame, state) of every kept token, sorted (slot order aside)."""
-    return [sorted(zip(pool.frames[:pool.length, head].tolist(), pool.state[:pool.length, head].tolist()))
-            for pool in cache._pools for head in range(HEADS)]
-
-
 @pytest.mark.parametrize("fixed_shape", [False, True], ids=["host-addressed", "fixed-shape"])
 def test_a_cache_that_keeps_the_sums_evicts_what_the_torch_scorer_evicts(fixed_shape, monkeypatch):
     """Every mode of step, frames recycled by ``max_frames``: the same tokens kept as the torch scorer's
@@ -129,7 +123,7 @@ def test_a_cache_that_keeps_the_sums_evicts_what_the_torch_scorer_evicts(fixed_s
         run_step(scratch, step, tensors)
         monkeypatch.setattr(fused_ranking, "available", lambda keys: True)  # the fused kernels
         run_step(kept, step, tensors)
-        assert _kept(kept) == _kept(scratch)
+        assert kept_tokens(kept._pools) == kept_tokens(scratch._pools)
         torch.testing.assert_close(kept._statistics, scratch._statistics, rtol=1e-5, atol=1e-6)
     assert kept.stats().specials_dropped > 0 and kept.stats().frames_evicted > 0
     assert scratch._pools[0].candidates is None

@@ -19,6 +19,7 @@ from cache_steps import (  # noqa: E402
     ascending,
     count_prefix_captures,
     fill_randomly,
+    kept_tokens,
     random_schedule,
     run_step,
     step_tensors,
@@ -351,10 +352,6 @@ def test_kept_candidate_sums_on_cuda_evict_what_sums_from_scratch_evict(monkeypa
     """infinitevggt on CUDA (fixed-shape steps, frames recycled): a cache whose pools keep their candidates'
     sums (``candidate_sums.py``) keeps the tokens of one that sums them from scratch at every ranking,
     and its sums equal a fresh sum at the end."""
-    def kept_tokens(cache: BudgetedKVCache) -> list[list[tuple[int, int]]]:
-        return [sorted(zip(pool.frames[:pool.length, head].tolist(), pool.state[:pool.length, head].tolist()))
-                for pool in cache._pools for head in range(HEADS)]
-
     def cache() -> BudgetedKVCache:
         return BudgetedKVCache(LAYERS, HEADS, DIM, policy_preset("infinitevggt"), SPECIALS, 2, 0, 5, 12,
                                device="cuda", dtype=torch.bfloat16, budget=0.6)
@@ -370,7 +367,7 @@ def test_kept_candidate_sums_on_cuda_evict_what_sums_from_scratch_evict(monkeypa
         run_step(kept, step, tensors)
         monkeypatch.setattr(TokenPool, "track_candidates", lambda pool, sums: None)  # sums from scratch
         run_step(scratch, step, tensors)
-        assert kept_tokens(kept) == kept_tokens(scratch)
+        assert kept_tokens(kept._pools) == kept_tokens(scratch._pools)
     assert kept.stats().specials_dropped > 0 and kept.stats().frames_evicted > 0
     assert all(pool.candidates is not None for pool in kept._pools)
     assert all(pool.candidates is None for pool in scratch._pools)
