@@ -45,6 +45,15 @@ def test_exact_ties_go_to_the_lowest_indices_across_blocks():
     assert chosen_sets(smallest(rows, 40, block=BLOCK)) == expected(rows, 40)
 
 
+def test_values_below_the_threshold_after_more_ties_than_chosen_are_placed_after_the_ties():
+    """A block of ties more than ``count`` needs, then blocks with values below them: those are written
+    after the ties chosen, not after every tie seen."""
+    rows = torch.ones(1, SLOTS)
+    rows[0, 2 * BLOCK + 3:2 * BLOCK + 8] = 0.0
+    first_ties, below = list(range(5)), list(range(2 * BLOCK + 3, 2 * BLOCK + 8))
+    assert chosen_sets(smallest(rows, 10, block=BLOCK)) == expected(rows, 10) == [first_ties + below]
+
+
 def special_rows() -> torch.Tensor:
     """Expired specials (-inf), expired patches (lowest), protected slots (+inf), ties and subnormals."""
     rows = torch.randint(-2, 3, (2, SLOTS), generator=torch.Generator().manual_seed(2)).float()

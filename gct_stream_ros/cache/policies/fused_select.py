@@ -14,12 +14,19 @@ for the rows ``[R, N]`` of a layer's eviction ranking:
   in one bin (most blocks from pass 3 on, and the pool's unused slots, +inf) adds their number to
   it without a histogram. After pass 4 the prefix is the ``count``-th smallest key, the
   threshold, of which ``ties`` values are to be chosen;
-* one kernel counts each block's values below the threshold, and one chooses them and the
-  ``ties`` values equal to it of lowest index (pass 4 also keeps each block's histogram: a block
-  counts the equal values before it), each written at the number of values chosen before it: the
-  output is in index order. The removal that follows needs its slots ascending
-  (``TokenPool.remove``); sorting ~1k slots x 16 heads with torch took ~30 us on the H200, as
-  long as the whole select.
+* pass 4 also keeps, per block, its histogram (of the keys with the threshold's first three
+  bytes) and how many of its keys are below those three bytes. One program per row then finds
+  the threshold once and scans the blocks (``_offsets``): the values each block chooses before
+  its own (below the threshold, then ties up to ``ties``);
+* one kernel chooses every value below the threshold and the ``ties`` equal to it of lowest
+  index, each written at the number of values chosen before it: the output is in index order.
+  The removal that follows needs its slots ascending (``TokenPool.remove``); sorting ~1k slots x
+  16 heads with torch took ~30 us on the H200, as long as the whole select.
+
+  The scan replaced a kernel that read every value again to count those below the threshold,
+  with every program of the choice finding the threshold itself and reading the earlier
+  blocks' counts: 47.0 -> 41.3 us for 16 rows of 108k slots replayed from a CUDA graph, 24.3 us
+  for one row either way (H200, ``benchmarks/README.md``, eighth session).
 
 With the zero fill of the histograms, seven launches whatever R and N. The chosen set is
 ``torch.argsort(row, stable=True)[:count]``'s: deterministic, ties by the lowest index. Nothing
@@ -37,6 +44,10 @@ BLOCK = 2048
 """Values per program: ~53 blocks per row of a 108k-slot pool."""
 BYTES = 4
 BINS = 256
+OFFSETS_CHUNK = 64
+"""Blocks whose histograms ``_offsets`` scans at a time ([64, 256] values: every block of a 108k-slot row
+at once, 53 of 2,048)."""
+OFFSETS_WARPS = 8
 
 if TRITON:
     import triton
@@ -66,15 +77,19 @@ if TRITON:
         return prefix, remaining
 
     @triton.jit(do_not_specialize=["count", "length"])  # count 1 would be a constant; any N one kernel
-    def _histogram(scores_ptr, histograms_ptr, block_counts_ptr, count, length, row_stride, column_stride,
-                   num_rows, num_blocks, byte: tl.constexpr, block: tl.constexpr):
+    def _histogram(scores_ptr, histograms_ptr, block_counts_ptr, below_ptr, count, length, row_stride,
+                   column_stride, num_rows, num_blocks, byte: tl.constexpr, block: tl.constexpr):
         block_index, row = tl.program_id(0), tl.program_id(1)
         prefix, _ = _threshold(histograms_ptr, row, count, num_rows, byte)
         columns = block_index * block + tl.arange(0, block)
-        counted = columns < length
-        key = _key(tl.load(scores_ptr + row * row_stride + columns * column_stride, mask=counted, other=0.0))
+        valid = columns < length
+        key = _key(tl.load(scores_ptr + row * row_stride + columns * column_stride, mask=valid, other=0.0))
+        counted = valid
         if byte > 0:
             counted = counted & ((key >> (32 - 8 * byte)) == prefix)
+        if byte == 3:  # below the threshold whatever its last byte: the keys below its first three
+            tl.store(below_ptr + row * num_blocks + block_index,
+                     tl.sum((valid & ((key >> 8) < prefix)).to(tl.int32), axis=0))
         histogram = histograms_ptr + (byte * num_rows + row) * 256
         block_histogram = block_counts_ptr + (row * num_blocks + block_index) * 256
         digit = ((key >> (24 - 8 * byte)) & 0xFF).to(tl.int32)
@@ -93,38 +108,60 @@ if TRITON:
             if byte == 3:
                 tl.store(block_histogram + bins, counts)
 
-    @triton.jit(do_not_specialize=["count", "length"])
-    def _count_below(scores_ptr, histograms_ptr, below_ptr, count, length, row_stride, column_stride,
-                     num_rows, num_blocks, block: tl.constexpr):
-        """How many values of each block are below the threshold (where ``_choose`` places them)."""
-        block_index, row = tl.program_id(0), tl.program_id(1)
-        threshold, _ = _threshold(histograms_ptr, row, count, num_rows, 4)
-        columns = block_index * block + tl.arange(0, block)
-        valid = columns < length
-        key = _key(tl.load(scores_ptr + row * row_stride + columns * column_stride, mask=valid, other=0.0))
-        tl.store(below_ptr + row * num_blocks + block_index, tl.sum((valid & (key < threshold)).to(tl.int32),
-                                                                    axis=0))
+    @triton.jit
+    def _offsets(histograms_ptr, block_counts_ptr, below_ptr, offsets_ptr, thresholds_ptr, count, num_rows,
+                 num_blocks, chunk: tl.constexpr):
+        """One program per row: its threshold and ties, and per block where ``_choose`` writes its first
+        value (the values chosen in the blocks before it) and the values equal to the threshold before
+        it, scanned over the blocks in chunks of ``chunk``."""
+        row = tl.program_id(0)
+        threshold, ties = _threshold(histograms_ptr, row, count, num_rows, 4)
+        digit = (threshold & 0xFF).to(tl.int32)
+        bins = tl.arange(0, 256)
+        below_carry = tl.zeros([], tl.int32)
+        ties_carry = tl.zeros([], tl.int32)
+        first = 0
+        while first < num_blocks:
+            block = first + tl.arange(0, chunk)
+            valid = block < num_blocks
+            # the last byte's histogram of each block [chunk, 256], of the keys with the threshold's prefix
+            counts = tl.load(block_counts_ptr + (row * num_blocks + block[:, None]) * 256 + bins[None, :],
+                             mask=valid[:, None], other=0)
+            below = tl.load(below_ptr + row * num_blocks + block, mask=valid, other=0)
+            below += tl.sum(tl.where(bins[None, :] < digit, counts, 0), axis=1)
+            equal = tl.sum(tl.where(bins[None, :] == digit, counts, 0), axis=1)
+            below_before = below_carry + tl.cumsum(below, axis=0) - below
+            ties_before = ties_carry + tl.cumsum(equal, axis=0) - equal
+            offset = offsets_ptr + (row * num_blocks + block) * 2
+            tl.store(offset, below_before + tl.minimum(ties_before, ties), mask=valid)
+            tl.store(offset + 1, ties_before, mask=valid)
+            below_carry += tl.sum(below, axis=0)
+            ties_carry += tl.sum(equal, axis=0)
+            first += chunk
+        tl.store(thresholds_ptr + row * 2, threshold.to(tl.int32, bitcast=True))
+        tl.store(thresholds_ptr + row * 2 + 1, ties)
 
     @triton.jit(do_not_specialize=["count", "length"])
-    def _choose(scores_ptr, histograms_ptr, block_counts_ptr, below_ptr, chosen_ptr, count, length,
-                row_stride, column_stride, num_rows, num_blocks, block: tl.constexpr, blocks: tl.constexpr):
+    def _choose(scores_ptr, offsets_ptr, thresholds_ptr, chosen_ptr, count, length, row_stride, column_stride,
+                num_rows, num_blocks, block: tl.constexpr):
         """Every value below the threshold and the ``ties`` equal to it of lowest index, written in index
         order: a value's position is the number chosen before it (earlier blocks', then its block's)."""
         block_index, row = tl.program_id(0), tl.program_id(1)
-        threshold, ties = _threshold(histograms_ptr, row, count, num_rows, 4)
-        earlier = tl.arange(0, blocks)
-        before = earlier < block_index
-        ties_before = tl.sum(tl.load(block_counts_ptr + (row * num_blocks + earlier) * 256
-                                     + (threshold & 0xFF).to(tl.int32), mask=before, other=0), axis=0)
-        below_before = tl.sum(tl.load(below_ptr + row * num_blocks + earlier, mask=before, other=0), axis=0)
-        columns = block_index * block + tl.arange(0, block)
-        valid = columns < length
-        key = _key(tl.load(scores_ptr + row * row_stride + columns * column_stride, mask=valid, other=0.0))
-        equal = valid & (key == threshold)
-        tie_rank = ties_before + tl.cumsum(equal.to(tl.int32), axis=0) - 1
-        chosen = (valid & (key < threshold)) | (equal & (tie_rank < ties))
-        position = below_before + tl.minimum(ties_before, ties) + tl.cumsum(chosen.to(tl.int32), axis=0) - 1
-        tl.store(chosen_ptr + position * num_rows + row, columns.to(tl.int64), mask=chosen)
+        offset = offsets_ptr + (row * num_blocks + block_index) * 2
+        start = tl.load(offset)
+        if start < count:  # the blocks after the last chosen value read nothing
+            ties_before = tl.load(offset + 1)
+            threshold = tl.load(thresholds_ptr + row * 2).to(tl.uint32, bitcast=True)
+            ties = tl.load(thresholds_ptr + row * 2 + 1)
+            columns = block_index * block + tl.arange(0, block)
+            valid = columns < length
+            key = _key(tl.load(scores_ptr + row * row_stride + columns * column_stride, mask=valid,
+                               other=0.0))
+            equal = valid & (key == threshold)
+            tie_rank = ties_before + tl.cumsum(equal.to(tl.int32), axis=0) - 1
+            chosen = (valid & (key < threshold)) | (equal & (tie_rank < ties))
+            position = start + tl.cumsum(chosen.to(tl.int32), axis=0) - 1
+            tl.store(chosen_ptr + position * num_rows + row, columns.to(tl.int64), mask=chosen)
 
 
 def smallest(rows: torch.Tensor, count: int, block: int = BLOCK) -> torch.Tensor:
@@ -137,16 +174,18 @@ def smallest(rows: torch.Tensor, count: int, block: int = BLOCK) -> torch.Tensor
     if count == 0:
         return chosen
     num_blocks = triton.cdiv(length, block)
-    # histograms [4, R, 256], the last pass's histograms per block [R, blocks, 256] and the values below
-    # the threshold per block [R, blocks]
-    sizes = [BYTES * num_rows * BINS, num_rows * num_blocks * BINS, num_rows * num_blocks]
+    # histograms [4, R, 256]; per block, the last pass's histogram [R, blocks, 256], the values below the
+    # threshold's first three bytes [R, blocks] and (``_offsets``) where it writes [R, blocks, 2]; per row,
+    # the threshold and its ties [R, 2]
+    sizes = [BYTES * num_rows * BINS, num_rows * num_blocks * BINS, num_rows * num_blocks,
+             num_rows * num_blocks * 2, num_rows * 2]
     scratch = torch.zeros(sum(sizes), dtype=torch.int32, device=rows.device)  # the one fill
-    histograms, block_counts, below = scratch.split(sizes)
+    histograms, block_counts, below, offsets, thresholds = scratch.split(sizes)
     shape = (count, length, rows.stride(0), rows.stride(1), num_rows, num_blocks)
     grid = (num_blocks, num_rows)
     for byte in range(BYTES):
-        _histogram[grid](rows, histograms, block_counts, *shape, byte=byte, block=block)
-    _count_below[grid](rows, histograms, below, *shape, block=block)
-    _choose[grid](rows, histograms, block_counts, below, chosen, *shape, block=block,
-                  blocks=triton.next_power_of_2(num_blocks))
+        _histogram[grid](rows, histograms, block_counts, below, *shape, byte=byte, block=block)
+    _offsets[(num_rows,)](histograms, block_counts, below, offsets, thresholds, count, num_rows, num_blocks,
+                          chunk=OFFSETS_CHUNK, num_warps=OFFSETS_WARPS)
+    _choose[grid](rows, offsets, thresholds, chosen, *shape, block=block)
     return chosen
