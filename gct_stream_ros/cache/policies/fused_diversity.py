@@ -9,9 +9,12 @@ the host its launch. Here:
   transposed. Pass 1 (``sum_candidates``) sums the un-rotated, normalised candidate keys per
   head, pass 2 scores every key against its head's mean and writes the eviction ranking
   ``[H, N]`` contiguous (protected +inf, expired first), so that the per-head top-k reads
-  contiguous rows; one-program kernels combine the partial sums (into fp64 sums and counts; then
-  the layer statistic, 1 - mean similarity), in a fixed order (no atomics). Given the sums kept
-  across steps (``candidate_sums.py``, the budgeted cache's), pass 2 alone runs.
+  contiguous rows; one-program kernels combine the partial sums into fp64 sums and counts, in a
+  fixed order (no atomics). Given the sums kept across steps (``candidate_sums.py``, the budgeted
+  cache's), pass 2 alone runs. The layer statistic, 1 - the candidates' mean similarity, needs no
+  pass over the scores: a head's candidates ``u_i`` have the mean ``m = sum(u_i) / n``, so their
+  mean similarity ``sum(u_i . m) / n`` is ``|m|^2``, which pass 2's first program stores from the
+  sums it reads anyway (a kernel that summed the programs' similarities cost ~3.6 us a layer).
 * ``sum_candidates``: pass 1 over any rows (a range of slots, a frame's cells, the cells an
   eviction frees), added to given sums with a sign: the from-scratch sum and every change of
   the kept sums are one kernel.
@@ -217,22 +220,25 @@ if TRITON:
 
     @triton.jit
     def _diversity_ranking(k_ptr, frame_ptr, state_ptr, frequency_ptr, count_ptr, total_ptr, patch_count_ptr,
-                           ranking_ptr, similarity_ptr, num_slots, num_heads, k_stride_n, k_stride_h,
+                           ranking_ptr, diversity_ptr, num_slots, num_heads, k_stride_n, k_stride_h,
                            frame_stride, state_stride, block: tl.constexpr, heads: tl.constexpr,
                            on_device: tl.constexpr):
-        """The ranking ``[H, N]`` of every slot (+inf past the slots in use, whose keys are not read) and,
-        per program, the sum of its candidates' similarities ``[heads]`` to their head's mean, the
-        candidates' sum over their count (at least 1)."""
+        """The ranking ``[H, N]`` of every slot (+inf past the slots in use, whose keys are not read) by
+        the similarity to the head's mean, the candidates' sum over their count (at least 1), and the
+        layer statistic (the first program)."""
         program, programs = tl.program_id(0), tl.num_programs(0)
         in_use = tl.minimum(device_or_host(num_slots, count_ptr, on_device), num_slots)
         head = tl.arange(0, heads)
         count = tl.maximum(tl.load(patch_count_ptr + head), 1.0)[:, None]
         mean = total_ptr + head[:, None] * 4 * _PAIRS + tl.arange(0, _PAIRS)[None, :]  # as (x, y, u, v)
-        mean_x = (tl.load(mean) / count).to(tl.float32)[None, :, :]
-        mean_y = (tl.load(mean + _PAIRS) / count).to(tl.float32)[None, :, :]
-        mean_u = (tl.load(mean + 2 * _PAIRS) / count).to(tl.float32)[None, :, :]
-        mean_v = (tl.load(mean + 3 * _PAIRS) / count).to(tl.float32)[None, :, :]
-        total = tl.zeros([block, heads], tl.float32)
+        mean_x, mean_y = tl.load(mean) / count, tl.load(mean + _PAIRS) / count
+        mean_u, mean_v = tl.load(mean + 2 * _PAIRS) / count, tl.load(mean + 3 * _PAIRS) / count
+        if program == 0:  # each head's candidates' mean similarity |m|^2 (the module docstring)
+            square = tl.sum(mean_x * mean_x + mean_y * mean_y + mean_u * mean_u + mean_v * mean_v, axis=1)
+            similarity = tl.sum(tl.where(head < num_heads, square, 0.0), axis=0) / num_heads
+            tl.store(diversity_ptr, (1.0 - similarity).to(tl.float32))
+        mean_x, mean_y = mean_x.to(tl.float32)[None, :, :], mean_y.to(tl.float32)[None, :, :]
+        mean_u, mean_v = mean_u.to(tl.float32)[None, :, :], mean_v.to(tl.float32)[None, :, :]
         first = program * block
         while first < num_slots:
             slot = first + tl.arange(0, block)
@@ -246,25 +252,9 @@ if TRITON:
                                              k_stride_n, k_stride_h, frame_stride, block, heads)
                 similarity = tl.sum(x * mean_x + y * mean_y + u * mean_u + v * mean_v, axis=2) / norm
                 ranking = ranked(-similarity, state)
-                total += tl.where(state == _PATCH, similarity, 0.0)
             stored = (slot < num_slots)[:, None] & (head < num_heads)[None, :]
             tl.store(ranking_ptr + head[None, :] * num_slots + slot[:, None], ranking, mask=stored)
             first += programs * block
-        tl.store(similarity_ptr + program * heads + head, tl.sum(total, axis=0))
-
-    @triton.jit
-    def _diversity_statistic(similarity_ptr, patch_count_ptr, diversity_ptr, num_heads,
-                             num_programs: tl.constexpr, heads: tl.constexpr, block_parts: tl.constexpr):
-        """The layer's diversity: 1 - the mean over heads of the candidates' mean similarity."""
-        head = tl.arange(0, heads)
-        total = tl.zeros([block_parts, heads], tl.float32)
-        for first in range(0, num_programs, block_parts):
-            part = first + tl.arange(0, block_parts)
-            total += tl.load(similarity_ptr + part[:, None] * heads + head[None, :],
-                             mask=(part < num_programs)[:, None], other=0.0)
-        count = tl.maximum(tl.load(patch_count_ptr + head), 1.0).to(tl.float32)
-        by_head = tl.where(head < num_heads, tl.sum(total, axis=0) / count, 0.0)
-        tl.store(diversity_ptr, 1.0 - tl.sum(by_head, axis=0) / num_heads)
 
 
 @functools.cache
@@ -351,13 +341,10 @@ def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor, state: torch.Ten
     scratch = dict(dtype=torch.float32, device=keys.device)
     ranking_programs = _diversity_programs(keys.device)[1]
     ranking = torch.empty(num_heads, num_slots, **scratch)
-    similarity = torch.empty(ranking_programs, heads, **scratch)
+    diversity = torch.empty((), **scratch)
     _diversity_ranking[(ranking_programs,)](
         keys, frames, state, _pair_frequencies(keys.device), num_keys if on_device else keys, *totals,
-        ranking, similarity, num_slots, num_heads, keys.stride(0), keys.stride(1), frames.stride(0),
+        ranking, diversity, num_slots, num_heads, keys.stride(0), keys.stride(1), frames.stride(0),
         state.stride(0), block=DIVERSITY_BLOCK_SLOTS, heads=heads, on_device=on_device,
         num_warps=DIVERSITY_WARPS)
-    diversity = torch.empty((), **scratch)
-    _diversity_statistic[(1,)](similarity, totals[1], diversity, num_heads, num_programs=ranking_programs,
-                               heads=heads, block_parts=PARTIALS_TILE // heads)
     return ranking, diversity
