@@ -106,6 +106,19 @@ def test_merged_partial_attentions_equal_the_whole_attention():
         torch.testing.assert_close(merged, dense_attention(q, keys, values), rtol=1e-5, atol=1e-6)
 
 
+def test_half_precision_partial_attentions_off_cuda_merge_with_an_fp32_log_sum_exp():
+    gen = torch.Generator().manual_seed(8)
+    q = torch.randn(1, 5, HEADS, DIM, generator=gen).bfloat16()
+    keys, values = torch.randn(2, 40, HEADS, DIM, generator=gen).bfloat16().unbind(0)
+    query, key, value = heads_first(q), heads_first(keys), heads_first(values)
+    first = partial_attention(query, key[:, :, :17], value[:, :, :17])
+    second = partial_attention(query, key[:, :, 17:], value[:, :, 17:])
+    assert first[0].dtype == torch.bfloat16 and first[1].dtype == torch.float32
+    merged = merge_partials(first, second).transpose(1, 2).reshape(q.shape)
+    whole = dense_attention(q.float(), keys.float(), values.float())
+    torch.testing.assert_close(merged.float(), whole, rtol=2e-2, atol=2e-2)
+
+
 def test_factory_builds_the_contiguous_cache_from_the_engine_settings():
     config = EngineConfig(num_scale_frames=2, cache_sliding_window=3, cache_max_frames=9,
                           cache_backend="contiguous")

@@ -59,6 +59,25 @@ def test_fixed_shape_steps_keep_and_attend_what_the_host_addressed_steps_do(poli
     assert sum(in_fixed_shapes) == kinds.count("store") + kinds.count("skip")
 
 
+@pytest.mark.parametrize("policy", ["evict3r", "infinitevggt"])
+def test_fixed_shape_steps_in_half_precision_off_cuda_attend_as_the_host_addressed_steps(policy):
+    """bf16 storage on the CPU: the prefix attended in two parts merges by an fp32 log-sum-exp."""
+    host, fixed = (BudgetedKVCache(LAYERS, HEADS, DIM, policy_preset(policy), SPECIALS, SCALE, 0, WINDOW,
+                                   MAX_FRAMES, budget=0.6, fixed_shape=shape, dtype=torch.bfloat16)
+                   for shape in (False, True))
+    gen = torch.Generator().manual_seed(10)
+    in_fixed_shapes = []
+    for step in [Step("phase1", SCALE)] + [Step("store")] * 6:
+        tensors = step_tensors(gen, LAYERS, step.num_frames, TOKENS, HEADS, DIM, torch.bfloat16)
+        expected = run_step(host, step, tensors)
+        outputs = run_step(fixed, step, tensors,
+                           after_begin=lambda c: in_fixed_shapes.append(c._fixed is not None))
+        for ours, reference in zip(outputs, expected, strict=True):
+            assert ours.dtype == torch.bfloat16
+            torch.testing.assert_close(ours, reference, rtol=2e-2, atol=2e-2)
+    assert in_fixed_shapes == [False] + [True] * 6 and fixed.stats() == host.stats()
+
+
 def test_compile_regions_routes_the_fixed_shape_merge_through_torch_compile_unchanged():
     traced = []
 

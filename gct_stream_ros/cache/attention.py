@@ -42,9 +42,11 @@ def partial_attention(query: torch.Tensor, key: torch.Tensor,
     if query.is_cuda and query.dtype in HALF_DTYPES:
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, scale=scale)[:2]
         return out, lse.reshape(*out.shape[:-1], 1).float()
-    scores = (query @ key.transpose(-1, -2)) * scale  # [1, H, Q, N]
+    # in fp32 (a no-op for fp32 inputs): the log-sum-exp is the merge's blend weight, fp32 as the flash
+    # kernel's (a half-precision weight also fails ``torch.lerp`` in ``merge_partials``)
+    scores = (query.float() @ key.float().transpose(-1, -2)) * scale  # [1, H, Q, N]
     lse = scores.logsumexp(dim=-1, keepdim=True)
-    return (scores - lse).exp() @ value, lse
+    return ((scores - lse).exp() @ value.float()).to(value.dtype), lse
 
 
 def range_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
