@@ -7,7 +7,9 @@ fixed-shape step calls it (the count on the device, the whole storage), as an ea
 does (the prefix in use), both summing the candidates from scratch, and as the budgeted cache
 calls it, with the candidates' sums kept across steps (``candidate_sums.py``: only the ranking
 pass): per kernel (``torch.profiler``, device time), and the whole call replayed from a CUDA
-graph (CUDA events); reports the bytes each pass reads and the bandwidth.
+graph (CUDA events); reports the bytes each pass reads and the bandwidth. Then the exact select of
+the slots a step evicts (``fused_select.smallest``, a frame's patches) from that ranking: per head
+(16 rows, infinitevggt's) and from one row (a head-shared ranking, evict3r's), timed the same ways.
 
     python benchmarks/diversity_kernels.py --json benchmarks/results/diversity_kernels_h200.json
 """
@@ -25,7 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import device_info, print_table, write_json  # noqa: E402
 
-from gct_stream_ros.cache.policies import fused_diversity  # noqa: E402
+from gct_stream_ros.cache.policies import fused_diversity, fused_select  # noqa: E402
 from gct_stream_ros.cache.policies.token_pool import PATCH, SCALE_PATCH, SPECIAL  # noqa: E402
 
 
@@ -115,7 +117,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_table(rows, [("call", "call", ""), ("passes over the keys (us)", "passes_us", ".1f"),
                        ("MB read per pass", "pass_read_mb", ".1f"), ("GB/s", "pass_gb_s", ".0f"),
                        ("whole call from a graph (us)", "graph_us", ".1f")])
-    result = {"device": device_info(), "args": vars(args), "candidates": candidates, "rows": rows}
+    ranking, _ = fused_diversity.diversity_ranking(keys, frames, state, num_keys=in_use, totals=kept)
+    selects = []
+    for name, rows_ranked in (("per head (16 rows)", ranking), ("head-shared (1 row)", ranking[:1])):
+        call = lambda rows_ranked=rows_ranked: fused_select.smallest(rows_ranked, args.patches)  # noqa: E731
+        call()
+        torch.cuda.synchronize()
+        kernels = kernel_times(call, args.repeats)
+        selects.append({"select": name, "graph_us": graph_time(call, args.repeats), "kernels_us": kernels})
+        print(name, {key: round(value, 1) for key, value in kernels.items()}, flush=True)
+    print_table(selects, [("select of a frame's patches", "select", ""),
+                          ("whole call from a graph (us)", "graph_us", ".1f")])
+    result = {"device": device_info(), "args": vars(args), "candidates": candidates, "rows": rows,
+              "selects": selects}
     write_json(args.json, result)
     return result
 
