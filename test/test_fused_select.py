@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("triton")
 
 from gct_stream_ros.cache.policies import fused_moves  # noqa: E402 - after the skip
-from gct_stream_ros.cache.policies.fused_select import smallest  # noqa: E402
+from gct_stream_ros.cache.policies.fused_select import OFFSETS_CHUNK, smallest  # noqa: E402
 from gct_stream_ros.cache.policies.selection import evicted_slots  # noqa: E402
 
 LOWEST = torch.finfo(torch.float32).min  # an expired patch's ranking
@@ -52,6 +52,16 @@ def test_values_below_the_threshold_after_more_ties_than_chosen_are_placed_after
     rows[0, 2 * BLOCK + 3:2 * BLOCK + 8] = 0.0
     first_ties, below = list(range(5)), list(range(2 * BLOCK + 3, 2 * BLOCK + 8))
     assert chosen_sets(smallest(rows, 10, block=BLOCK)) == expected(rows, 10) == [first_ties + below]
+
+
+def test_rows_of_more_blocks_than_one_scan_takes_carry_their_counts_across_scans():
+    """Blocks of 2 values: 96 per row, over the 64 that ``_offsets`` scans at a time (``OFFSETS_CHUNK``)."""
+    rows = torch.randint(0, 4, (1, SLOTS), generator=torch.Generator().manual_seed(5)).float()
+    assert SLOTS // 2 > OFFSETS_CHUNK
+    # every 0 (in both scans' blocks: the values below carried) and the first of the 1s (the ties of the
+    # threshold, all in the first scan's blocks: the second's must count them as already chosen)
+    count = int((rows == 0).sum()) + 20
+    assert chosen_sets(smallest(rows, count, block=2)) == expected(rows, count)
 
 
 def special_rows() -> torch.Tensor:
