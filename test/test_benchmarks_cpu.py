@@ -105,7 +105,26 @@ def test_cache_step_writes_its_rows_as_json(tmp_path, capsys):
     assert [row["policy"] for row in json.loads(path.read_text())] == ["sliding_window"]
 
 
-@pytest.mark.parametrize("name", ["policy_fidelity", "layer_budgets", "gpu_parity"])
+def test_long_stream_reports_each_span_of_each_policy(capsys, tmp_path):
+    if not WEIGHTS_PY.exists():
+        pytest.skip("the shared weights filler is not next to the checkout")
+    long_stream = _load("long_stream")
+    assert long_stream.ping_pong(3, 8) == [0, 1, 2, 2, 1, 0, 0, 1]
+    assert long_stream.spans("1:3,4:,9:12", 6) == [(1, 3), (4, 6)]
+    path = tmp_path / "long_stream.json"
+    arguments = [*TINY_MODEL, "--frames", "9", "--distinct", "4", "--spans", "0:3,3:", "--camera-iterations",
+                 "1", "--policies", "sliding_window,infinitevggt", "--budget", "0.8", "--json", str(path)]
+    assert long_stream.main(arguments) == 0
+    rows = [line.split(" | ")[:2] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "median" not in line]
+    assert rows == [["| sliding_window", "0-3"], ["| sliding_window", "3-7"], ["| infinitevggt", "0-3"],
+                    ["| infinitevggt", "3-7"]]
+    results = json.loads(path.read_text())
+    assert [row["budget"] for row in results] == [None, None, 0.8, 0.8]
+    assert all(row["max_ms"] >= row["median_ms"] > 0 for row in results)
+
+
+@pytest.mark.parametrize("name", ["policy_fidelity", "layer_budgets", "gpu_parity", "long_stream"])
 def test_the_model_benchmarks_take_the_shared_model_arguments(name, capsys):
     with pytest.raises(SystemExit) as done:
         _load(name).main(["--help"])

@@ -82,7 +82,8 @@ def test_every_policy_keeps_its_budget_at_every_step(policy):
 
 
 @pytest.mark.parametrize("policy", ["evict3r", "infinitevggt"])
-def test_presets_give_layers_different_budgets(policy):
+def test_presets_give_layers_different_budgets(policy, monkeypatch):
+    monkeypatch.setattr(budgeted_cache, "BUDGET_MOVE_FRAMES", 0)  # the tiny layers' budgets differ by less
     cache = _budgeted(policy_preset(policy))
     gen = torch.Generator().manual_seed(2)
     run_step(cache, Step("phase1", SCALE), step_tensors(gen, LAYERS, SCALE, TOKENS, HEADS, DIM))
@@ -91,6 +92,27 @@ def test_presets_give_layers_different_budgets(policy):
     budgets = cache.stats().budget_tokens_per_layer
     assert len(set(budgets)) > 1
     assert min(budgets) >= SCALE * PATCHES and max(budgets) <= layer_ceiling(BUDGET, SCALE * PATCHES)
+
+
+def test_a_reallocation_moves_the_budgets_only_by_a_frame_or_more(monkeypatch):
+    cache = _budgeted(policy_preset("infinitevggt"))
+    gen = torch.Generator().manual_seed(3)
+    run_step(cache, Step("phase1", SCALE), step_tensors(gen, LAYERS, SCALE, TOKENS, HEADS, DIM))
+    budgets = cache.stats().budget_tokens_per_layer
+
+    def reallocate(move: int) -> list[int]:
+        """The budgets after the next re-allocation, whose targets move the first two layers by +-move."""
+        targets = [budgets[0] + move, budgets[1] - move, *budgets[2:]]
+        monkeypatch.setattr(budgeted_cache, "layer_budgets", lambda *args: list(targets))
+        for _ in range(budgeted_cache.REALLOCATE_EVERY):
+            run_step(cache, Step("store"), step_tensors(gen, LAYERS, 1, TOKENS, HEADS, DIM))
+        return cache.stats().budget_tokens_per_layer
+
+    assert reallocate(0) == budgets  # the first period only takes the statistics' snapshot
+    assert reallocate(PATCHES - 1) == budgets
+    moved = reallocate(PATCHES)
+    assert moved == [budgets[0] + PATCHES, budgets[1] - PATCHES, *budgets[2:]]
+    assert [cache.patch_tokens(layer) for layer in range(LAYERS)] == moved
 
 
 def test_recency_frames_with_the_window_budget_is_the_sliding_window():

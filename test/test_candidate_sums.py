@@ -1,5 +1,5 @@
-"""The candidates' sums kept across steps (``cache/policies/candidate_sums.py``) equal a fresh sum after
-every change of a pool, and a budgeted infinitevggt cache that keeps them evicts what one that sums
+"""The evictable patches' sums kept across steps (``cache/policies/candidate_sums.py``) equal a fresh sum
+after every change of a pool, and a budgeted infinitevggt cache that keeps them evicts what one that sums
 from scratch (the torch scorer) evicts. Triton's interpreter runs the kernels on CPU tensors
 (``conftest.py``); tiny shapes."""
 
@@ -20,6 +20,7 @@ from gct_stream_ros.cache.policies.token_pool import (  # noqa: E402
     PATCH,
     SCALE_PATCH,
     TokenPool,
+    evictable_patches,
 )
 
 HEADS, DIM, PATCHES = 3, 64, 10
@@ -27,7 +28,7 @@ TOKENS = PATCHES + SPECIALS
 
 
 def _fresh(pool: TokenPool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The candidates' sums and counts of the pool's slots in use, summed from scratch."""
+    """The evictable patches' sums and counts of the pool's slots in use, summed from scratch."""
     totals = fused_diversity.candidate_totals(HEADS, pool.keys.device)
     fused_diversity.sum_candidates(pool.keys, pool.frames, pool.state, *totals, 0, pool.length)
     return totals
@@ -36,7 +37,7 @@ def _fresh(pool: TokenPool) -> tuple[torch.Tensor, torch.Tensor]:
 def _assert_kept_as_fresh(pool: TokenPool) -> None:
     sums, counts = pool.candidates.totals
     fresh_sums, fresh_counts = _fresh(pool)
-    patches = (pool.state[:pool.length] == PATCH).sum(dim=0).double()
+    patches = evictable_patches(pool.state[:pool.length]).sum(dim=0).double()
     assert torch.equal(counts[:HEADS], patches) and torch.equal(fresh_counts[:HEADS], patches)
     assert not counts[HEADS:].any() and not sums[HEADS:].any()  # the head that pads 3 to 4
     torch.testing.assert_close(sums, fresh_sums, rtol=1e-6, atol=1e-6)

@@ -66,7 +66,7 @@ def test_fused_diversity_ranking_equals_the_torch_scorer(dtype, heads, on_device
     keys, frames, state = _layer(dtype, heads)
     count = IN_USE if on_device else SLOTS
     in_use = _in_use(state, count)
-    scores, diversity = diversity_scores(keys, frames, in_use == PATCH)
+    scores, diversity = diversity_scores(keys, frames, token_pool.evictable_patches(in_use))
     reference = state_scores(scores, in_use).t()
 
     num_keys = torch.tensor(count, dtype=torch.int32) if on_device else None
@@ -83,10 +83,11 @@ def test_fused_diversity_ranking_equals_the_torch_scorer(dtype, heads, on_device
 def test_slots_past_the_device_count_are_not_read():
     keys, frames, state = _layer(torch.bfloat16)
     keys[IN_USE:] = float("nan")  # stale storage: would poison the mean if it were read
-    scores, diversity = diversity_scores(keys[:IN_USE], frames[:IN_USE], state[:IN_USE] == PATCH)
+    in_use = state[:IN_USE]
+    scores, diversity = diversity_scores(keys[:IN_USE], frames[:IN_USE], token_pool.evictable_patches(in_use))
     num_keys = torch.tensor(IN_USE, dtype=torch.int32)
     ranking, fused_statistic = fused_diversity.diversity_ranking(keys, frames, state, num_keys=num_keys)
-    _assert_ranks_as(ranking[:, :IN_USE], state_scores(scores, state[:IN_USE]).t())
+    _assert_ranks_as(ranking[:, :IN_USE], state_scores(scores, in_use).t())
     assert (ranking[:, IN_USE:] == float("inf")).all()
     torch.testing.assert_close(fused_statistic, diversity, rtol=1e-5, atol=1e-6)
 

@@ -38,7 +38,14 @@ from gct_stream_ros.cache.policies.policy import policy_preset  # noqa: E402
 from gct_stream_ros.cache.policies.scorers import diversity_scores, mass_scores  # noqa: E402
 from gct_stream_ros.cache.policies.selection import evicted_slots  # noqa: E402
 from gct_stream_ros.cache.policies.temporal_rope import rotate_temporal  # noqa: E402
-from gct_stream_ros.cache.policies.token_pool import FREE, PATCH, SPECIAL, TokenPool, state_scores  # noqa: E402
+from gct_stream_ros.cache.policies.token_pool import (  # noqa: E402
+    FREE,
+    PATCH,
+    SPECIAL,
+    TokenPool,
+    evictable_patches,
+    state_scores,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -109,7 +116,7 @@ def test_fused_diversity_ranking_matches_the_torch_scorer(in_use, heads):
     pool = TokenPool(count, heads, DIM, torch.bfloat16, torch.device("cpu"))
     pool.state.copy_(stored)
     state = stored if in_use is None else pool.in_use(torch.tensor(in_use))
-    scores, diversity = diversity_scores(keys.float(), frames, state == PATCH)
+    scores, diversity = diversity_scores(keys.float(), frames, evictable_patches(state))
     reference = state_scores(scores, state).t()
     num_keys = None if in_use is None else torch.tensor(in_use, dtype=torch.int32, device="cuda")
     ranking, fused_statistic = fused_diversity.diversity_ranking(keys.cuda(), frames.cuda(), stored.cuda(),

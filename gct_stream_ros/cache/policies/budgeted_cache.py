@@ -15,8 +15,9 @@ No host sync in a step: every count (tokens appended, patches over budget, speci
 known on the host, selection and moves run on the device. The layer statistics that drive the
 allocator are copied to the host asynchronously (``host_snapshot.py``) every
 ``REALLOCATE_EVERY`` stored steps and used at the next re-allocation, one period later; the
-published policies re-allocate every frame from the last frame's statistics. Between two
-re-allocations the layers' patch counts are the same at every step (budget + the step's frame).
+published policies re-allocate every frame from the last frame's statistics. A re-allocation whose
+budgets are all within a frame of patches of the current ones keeps them (``BUDGET_MOVE_FRAMES``). Between
+two re-allocations the layers' patch counts are the same at every step (budget + the step's frame).
 
 Specials: every retained frame keeps its special tokens in every layer, protected, until the
 ``max_frames`` rule recycles the oldest non-scale frame: then its tokens (specials and any
@@ -70,13 +71,25 @@ from gct_stream_ros.cache.policies.policy import CachePolicy
 from gct_stream_ros.cache.policies.pool_attention import CAPTURE_FRAMES, PoolAttention
 from gct_stream_ros.cache.policies.scorers import diversity_scores, mass_scores, recency_scores
 from gct_stream_ros.cache.policies.selection import evicted_slots
-from gct_stream_ros.cache.policies.token_pool import PATCH, SCALE_PATCH, SPECIAL, TokenPool, state_scores
+from gct_stream_ros.cache.policies.token_pool import (
+    PATCH,
+    SCALE_PATCH,
+    SPECIAL,
+    TokenPool,
+    evictable_patches,
+    state_scores,
+)
 from gct_stream_ros.cache.sizes import CacheSizes, SizedCache, check_head_shape
 from gct_stream_ros.cache.step_values import StepValues
 from gct_stream_ros.cache.stepped_cache import SteppedKVCache
 
 REALLOCATE_EVERY = 8
 """Stored steps between two re-allocations of the layer budgets (see the module docstring)."""
+BUDGET_MOVE_FRAMES = 1
+"""A re-allocation takes its budgets only when some layer's moves by at least this many frames of patches:
+a step at which a layer frees other than one frame runs without its CUDA graph (``graph_key``), and with
+budgets moved at every re-allocation 94 of 1,292 steps did (65-125 ms against 33 on the H200, 2026-11-30:
+``benchmarks/README.md``, ninth session)."""
 UNBOUNDED_SPECIAL_FRAMES = 64
 """Frames of specials the storage first holds when ``max_frames`` is 0 (then doubled as needed)."""
 class BudgetedKVCache(SizedCache, SteppedKVCache):
@@ -373,8 +386,11 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             return False
         self._stored_since_allocation = 0
         if self._snapshot.taken:
-            self._budgets = layer_budgets(self.policy.allocator, self._snapshot.read(), self._mean_budget,
-                                          self._floor, self.policy.temperature)
+            budgets = layer_budgets(self.policy.allocator, self._snapshot.read(), self._mean_budget,
+                                    self._floor, self.policy.temperature)
+            move = max(abs(new - old) for new, old in zip(budgets, self._budgets, strict=True))
+            if move >= BUDGET_MOVE_FRAMES * self._patches_per_frame:
+                self._budgets = budgets
         return True
 
     def _apply_mass(self, layer: int, statistic: bool) -> None:
@@ -442,7 +458,7 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
             return fused_mass.mass_ranking(pool.mass[used], pool.exposure[used], state)
         if self.policy.scorer == "attention_mass":
             return state_scores(mass_scores(pool.mass[used, :1], pool.exposure[used, :1]), state[:, :1])
-        scores, self._statistics[layer] = diversity_scores(keys, frames, state == PATCH)
+        scores, self._statistics[layer] = diversity_scores(keys, frames, evictable_patches(state))
         return state_scores(scores, state)
 
     def _fixed_step(self, frames: list[int], mode: StepMode) -> FixedStep | None:

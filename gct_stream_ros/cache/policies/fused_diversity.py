@@ -6,17 +6,18 @@ intermediates and in matrix-vector products that cuBLAS runs on 16 thread blocks
 the host its launch. Here:
 
 * ``diversity_ranking``: ``scorers.diversity_scores`` followed by ``token_pool.state_scores``,
-  transposed. Pass 1 (``sum_candidates``) sums the un-rotated, normalised candidate keys per
+  transposed. Pass 1 (``sum_candidates``) sums the un-rotated, normalised keys of the evictable
+  patches (``token_pool.evictable_patches``: the candidates and a recycled frame's patches) per
   head, pass 2 scores every key against its head's mean and writes the eviction ranking
   ``[H, N]`` contiguous (protected +inf, expired first), so that the per-head top-k reads
   contiguous rows; one-program kernels combine the partial sums into fp64 sums and counts, in a
   fixed order (no atomics). Given the sums kept across steps (``candidate_sums.py``, the budgeted
-  cache's), pass 2 alone runs. The layer statistic, 1 - the candidates' mean similarity, needs no
-  pass over the scores: a head's candidates ``u_i`` have the mean ``m = sum(u_i) / n``, so their
+  cache's), pass 2 alone runs. The layer statistic, 1 - their mean similarity, needs no
+  pass over the scores: a head's evictable patches ``u_i`` have the mean ``m = sum(u_i) / n``, so their
   mean similarity ``sum(u_i . m) / n`` is ``|m|^2``, which pass 2's first program stores from the
   sums it reads anyway (a kernel that summed the programs' similarities cost ~3.6 us a layer).
-* ``sum_candidates``: pass 1 over any rows (a range of slots, a frame's cells, the cells an
-  eviction frees), added to given sums with a sign: the from-scratch sum and every change of
+* ``sum_candidates``: pass 1 over any rows (a range of slots, the cells an eviction frees),
+  added to given sums with a sign: the from-scratch sum and every change of
   the kept sums are one kernel.
 
   Both passes are meant to be bound by reading the keys once (the code before took 383 + 283 us
@@ -29,8 +30,8 @@ the host its launch. Here:
     odd dims in registers (``tl.reshape`` + ``tl.split``), not loaded with a stride of 2: four
     ``[8, H, 16]`` fp32 tensors of one layout (rotated pairs x, y; the other dims u, v), so
     that a key's norm and dot product are one reduction each, with no layout conversion;
-  - only candidates' keys are loaded (``state == PATCH``; the others' ranking does not depend
-    on their key: scale patches and specials are not read), and pass 1 skips the tiles without
+  - only evictable patches' keys are loaded (the others' ranking does not depend on their key:
+    scale patches and specials are not read), and pass 1 skips the tiles without
     one (the scale frames' patches, first in the pool: 11 % of the tiles at the default budget,
     ~40 % at a quarter of it);
   - given ``num_keys`` on the device (a fixed-shape step, ``budgeted_cache.py``) the slots from
@@ -62,7 +63,7 @@ import torch
 
 from gct_stream_ros.cache.policies.fused_moves import TRITON
 from gct_stream_ros.cache.policies.temporal_rope import TEMPORAL_PAIRS, rope_frequencies
-from gct_stream_ros.cache.policies.token_pool import FREE, PATCH
+from gct_stream_ros.cache.policies.token_pool import EXPIRED_PATCH, FREE, PATCH
 
 DIVERSITY_BLOCK_SLOTS = 8
 """Slots per tile of the diversity passes, every head: ``[8, H, 64]`` (16 KiB of bf16 at 16 heads)."""
@@ -90,7 +91,13 @@ if TRITON:
     from gct_stream_ros.cache.policies.fused_moves import device_or_host
     from gct_stream_ros.cache.policies.fused_ranking import ranked
 
-    _PATCH, _FREE, _PAIRS = tl.constexpr(PATCH), tl.constexpr(FREE), tl.constexpr(ROTATED_PAIRS)
+    _PATCH, _EXPIRED_PATCH = tl.constexpr(PATCH), tl.constexpr(EXPIRED_PATCH)
+    _FREE, _PAIRS = tl.constexpr(FREE), tl.constexpr(ROTATED_PAIRS)
+
+    @triton.jit
+    def _evictable_patch(state):
+        """``token_pool.evictable_patches``: the cells whose keys make the mean."""
+        return (state == _PATCH) | (state == _EXPIRED_PATCH)
 
     @triton.jit
     def _cos_sin(angle):
@@ -127,8 +134,8 @@ if TRITON:
         """The keys of the cells (``slot``, head) (as ``_tile_state``), whose states are ``state``, as
         (x, y, u, v, norm): their first 16 dim pairs (x, y) with the temporal rotation removed and the even
         and odd dims from 32 on (u, v) as stored, each ``[block, heads, 16]`` fp32, and the norms. Only
-        candidates (``PATCH``) are read: the others' ranking does not depend on their key (all 0)."""
-        candidate = state == _PATCH
+        evictable patches are read: the others' ranking and the mean do not depend on their key (all 0)."""
+        candidate = _evictable_patch(state)
         # a key's 128 bytes as two contiguous halves (one cache line), even and odd dims split in registers
         rows = k_ptr + slot * k_stride_n + head[None, :] * k_stride_h
         half = rows[:, :, None] + tl.arange(0, 2 * _PAIRS)[None, None, :]
@@ -146,19 +153,17 @@ if TRITON:
         return x * cos - y * sin, x * sin + y * cos, u, v, norm
 
     @triton.jit
-    def _candidate_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, cell_ptr, first_ptr, rows_ptr, owner_ptr,
-                        sum_ptr, patches_ptr, first, rows, owner, limit, num_heads, k_stride_n, k_stride_h,
-                        frame_stride, state_stride, cell_stride_e, cell_stride_h, block: tl.constexpr,
-                        heads: tl.constexpr, first_on_device: tl.constexpr, rows_on_device: tl.constexpr,
-                        listed: tl.constexpr, one_frame: tl.constexpr, owner_on_device: tl.constexpr):
-        """Per program, the sums of its tiles' normalised candidate keys ``[heads, 64]`` (as x, y, u, v) and
-        their count ``[heads]``, over ``rows`` rows from ``first`` (below ``limit``); a program takes every
-        ``num_programs``-th tile. A row is a slot, or (``listed``) a row of ``cell_ptr`` ``[rows, H]``
-        naming each head's slot; ``one_frame``: only the cells of the frame ``owner``."""
+    def _candidate_sums(k_ptr, frame_ptr, state_ptr, frequency_ptr, cell_ptr, first_ptr, rows_ptr, sum_ptr,
+                        patches_ptr, first, rows, limit, num_heads, k_stride_n, k_stride_h, frame_stride,
+                        state_stride, cell_stride_e, cell_stride_h, block: tl.constexpr, heads: tl.constexpr,
+                        first_on_device: tl.constexpr, rows_on_device: tl.constexpr, listed: tl.constexpr):
+        """Per program, the sums of its tiles' normalised keys of evictable patches ``[heads, 64]`` (as x, y,
+        u, v) and their count ``[heads]``, over ``rows`` rows from ``first`` (below ``limit``); a program
+        takes every ``num_programs``-th tile. A row is a slot, or (``listed``) a row of ``cell_ptr``
+        ``[rows, H]`` naming each head's slot."""
         program, programs = tl.program_id(0), tl.num_programs(0)
         start = device_or_host(first, first_ptr, first_on_device)
         stop = tl.minimum(start + device_or_host(rows, rows_ptr, rows_on_device), limit)
-        frame_wanted = device_or_host(owner, owner_ptr, owner_on_device)
         head = tl.arange(0, heads)
         # summed over the tile's rows once, at the end (not across warps at every tile)
         total_x = tl.zeros([block, heads, _PAIRS], tl.float32)
@@ -176,10 +181,7 @@ if TRITON:
             else:
                 slot = row[:, None]
             state = _tile_state(state_ptr, slot, head, used, state_stride)
-            if one_frame:
-                frame = tl.load(frame_ptr + slot * frame_stride + head[None, :], mask=used, other=0)
-                state = tl.where(frame == frame_wanted, state, _FREE)
-            candidate = tl.where(state == _PATCH, 1.0, 0.0)
+            candidate = tl.where(_evictable_patch(state), 1.0, 0.0)
             if tl.max(tl.max(candidate, axis=1), axis=0) > 0.0:  # tiles of protected keys cost no work
                 x, y, u, v, norm = _key_tile(k_ptr, frame_ptr, frequency_ptr, slot, head, state, k_stride_n,
                                              k_stride_h, frame_stride, block, heads)
@@ -224,7 +226,7 @@ if TRITON:
                            frame_stride, state_stride, block: tl.constexpr, heads: tl.constexpr,
                            on_device: tl.constexpr):
         """The ranking ``[H, N]`` of every slot (+inf past the slots in use, whose keys are not read) by
-        the similarity to the head's mean, the candidates' sum over their count (at least 1), and the
+        the similarity to the head's mean, the evictable patches' sum over their count (at least 1), and the
         layer statistic (the first program)."""
         program, programs = tl.program_id(0), tl.num_programs(0)
         in_use = tl.minimum(device_or_host(num_slots, count_ptr, on_device), num_slots)
@@ -233,7 +235,7 @@ if TRITON:
         mean = total_ptr + head[:, None] * 4 * _PAIRS + tl.arange(0, _PAIRS)[None, :]  # as (x, y, u, v)
         mean_x, mean_y = tl.load(mean) / count, tl.load(mean + _PAIRS) / count
         mean_u, mean_v = tl.load(mean + 2 * _PAIRS) / count, tl.load(mean + 3 * _PAIRS) / count
-        if program == 0:  # each head's candidates' mean similarity |m|^2 (the module docstring)
+        if program == 0:  # each head's mean similarity |m|^2 (the module docstring)
             square = tl.sum(mean_x * mean_x + mean_y * mean_y + mean_u * mean_u + mean_v * mean_v, axis=1)
             similarity = tl.sum(tl.where(head < num_heads, square, 0.0), axis=0) / num_heads
             tl.store(diversity_ptr, (1.0 - similarity).to(tl.float32))
@@ -285,15 +287,14 @@ def candidate_totals(num_heads: int, device: torch.device) -> tuple[torch.Tensor
 
 def sum_candidates(keys: torch.Tensor, frames: torch.Tensor, state: torch.Tensor, sums: torch.Tensor,
                    counts: torch.Tensor, first: int | torch.Tensor, rows: int | torch.Tensor,
-                   cells: torch.Tensor | None = None, owner: int | torch.Tensor | None = None,
-                   sign: float = 1.0) -> None:
-    """Add ``sign`` x the normalised, un-rotated keys of the candidates (``state == PATCH``) among ``rows``
-    rows from ``first`` to ``sums`` and their number to ``counts`` (``candidate_totals``).
+                   cells: torch.Tensor | None = None, sign: float = 1.0) -> None:
+    """Add ``sign`` x the normalised, un-rotated keys of the evictable patches (``state`` ``PATCH`` or
+    ``EXPIRED_PATCH``) among ``rows`` rows from ``first`` to ``sums`` and their number to ``counts``
+    (``candidate_totals``).
 
     A row is a slot of ``keys`` ``[N, H, D]``, ``frames`` and ``state`` ``[N, H]``, or, given ``cells``
-    ``[E, H]``, a row of it naming each head's slot; ``owner``: only the cells of that frame. ``first``,
-    ``rows`` and ``owner`` are host ints or 0-d int device tensors (a fixed-shape step's). Programs are as
-    few as ``rows`` needs where the host knows it.
+    ``[E, H]``, a row of it naming each head's slot. ``first`` and ``rows`` are host ints or 0-d int
+    device tensors (a fixed-shape step's). Programs are as few as ``rows`` needs where the host knows it.
     """
     num_slots, num_heads, head_dim = keys.shape
     heads = triton.next_power_of_2(num_heads)
@@ -304,17 +305,17 @@ def sum_candidates(keys: torch.Tensor, frames: torch.Tensor, state: torch.Tensor
     scratch = dict(dtype=torch.float32, device=keys.device)
     partial_sums = torch.empty(programs, heads, head_dim, **scratch)
     partial_counts = torch.empty(programs, heads, **scratch)
-    numbers = (first, rows, owner)
+    numbers = (first, rows)
     on_device = [isinstance(number, torch.Tensor) for number in numbers]
     _candidate_sums[(programs,)](
         keys, frames, state, _pair_frequencies(keys.device), keys if cells is None else cells,
         *(number if device else keys for number, device in zip(numbers, on_device)),  # read if on device
-        partial_sums, partial_counts, *(0 if device or number is None else number
-                                        for number, device in zip(numbers, on_device)),
+        partial_sums, partial_counts,
+        *(0 if device else number for number, device in zip(numbers, on_device)),
         limit, num_heads, keys.stride(0), keys.stride(1), frames.stride(0), state.stride(0),
         *((0, 0) if cells is None else cells.stride()), block=DIVERSITY_BLOCK_SLOTS, heads=heads,
         first_on_device=on_device[0], rows_on_device=on_device[1], listed=cells is not None,
-        one_frame=owner is not None, owner_on_device=on_device[2], num_warps=DIVERSITY_WARPS)
+        num_warps=DIVERSITY_WARPS)
     _combine_sums[(heads,)](partial_sums, partial_counts, sums, counts, sign, programs, heads=heads,
                             head_dim=head_dim, block_parts=PARTIALS_TILE // head_dim)
 
@@ -325,11 +326,11 @@ def diversity_ranking(keys: torch.Tensor, frames: torch.Tensor, state: torch.Ten
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys ``[N, H, D]`` of frames and states ``[N, H]`` -> (ranking ``[H, N]``, diversity ``[]``).
 
-    ``ranking`` is ``state_scores(diversity_scores(keys, frames, state == PATCH)[0], state).t()``,
+    ``ranking`` is ``state_scores(diversity_scores(keys, frames, evictable_patches(state))[0], state).t()``,
     contiguous; ``diversity`` the layer statistic (see the module docstring). ``num_keys`` (a 0-d
     int32 device tensor, a fixed-shape step): only the first slots are in use, the others rank as
     ``FREE`` (+inf), as if ``state`` were ``TokenPool.in_use(num_keys)``, and their keys are not read.
-    ``totals``: the candidates' sums and counts (``candidate_totals``) of the slots in use, where kept
+    ``totals``: the evictable patches' sums and counts (``candidate_totals``) of the slots in use, where kept
     across steps (``candidate_sums.py``): pass 1 is not run.
     """
     num_slots, num_heads, head_dim = keys.shape

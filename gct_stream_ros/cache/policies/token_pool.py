@@ -24,9 +24,9 @@ one CUDA graph serves steps of any length; they leave the host ``length`` to the
 sets it when the step begins. The storage starts zeroed so that slots past the length hold
 finite values (a masked pass multiplies them by 0).
 
-A pool may keep per-head sums of its candidates' keys (``track_candidates``, infinitevggt's fused
-ranking, ``candidate_sums.py``): every change of its candidates below the length tells them, before
-the cells change.
+A pool may keep per-head sums of its evictable patches' keys (``track_candidates``, infinitevggt's fused
+ranking, ``candidate_sums.py``): every change of them below the length tells the sums, before the cells
+change. Expiring a frame changes none: its patches stay evictable (``evictable_patches``).
 
 Slot states (``state``) decide what a policy may evict: ``PATCH`` (evictable), ``SCALE_PATCH`` and
 ``SPECIAL`` (protected: the scale frames' patches, every retained frame's special tokens), and
@@ -189,8 +189,6 @@ class TokenPool:
         """Mark every token of a recycled ``frame`` for removal by the next eviction; with ``length``
         (a 0-d device tensor, ``frame`` one too) over the slots below it (see the module docstring)."""
         in_use = self.length if length is None else length
-        if self.candidates is not None:
-            self.candidates.expired(self, frame, in_use)
         if fused_moves.available(self.keys):
             fused_moves.expire(self.frames, self.state, frame, in_use, SPECIAL, EXPIRED_PATCH,
                                EXPIRED_SPECIAL)
@@ -261,6 +259,13 @@ class TokenPool:
         self.slots = torch.arange(capacity, dtype=torch.int32, device=self.keys.device).unsqueeze(1)
         if self._marks is not None:
             self._marks = self.state.new_zeros(self.state.shape)
+
+
+def evictable_patches(state: torch.Tensor) -> torch.Tensor:
+    """The patches an eviction may remove (``[N, H]`` bool): the candidates and a recycled frame's patches,
+    which go first. InfiniteVGGT's mean key is theirs: the keys in the cache when it scores, as the seed's
+    (``docs/memory_policies.md``)."""
+    return (state == PATCH) | (state == EXPIRED_PATCH)
 
 
 def state_scores(scores: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
