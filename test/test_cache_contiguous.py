@@ -7,8 +7,14 @@ import pytest
 import torch
 from cache_steps import SPECIALS, Step, random_schedule, run_step, step_tensors
 
-from gct_stream_ros.cache import contiguous_store, factory
-from gct_stream_ros.cache.attention import dense_attention, heads_first, merge_partials, partial_attention
+from gct_stream_ros.cache import contiguous_cache, contiguous_store, factory
+from gct_stream_ros.cache.attention import (
+    dense_attention,
+    heads_first,
+    merge_partials,
+    partial_attention,
+    range_attention,
+)
 from gct_stream_ros.cache.contiguous_cache import ContiguousKVCache
 from gct_stream_ros.cache.dense import DenseKVCache
 from gct_stream_ros.cache.factory import build_cache
@@ -85,6 +91,30 @@ def test_window_full_means_constant_key_counts_and_one_allocation():
     assert patch_counts == {(scale + window) * PATCHES}
     assert [kv.data_ptr() for kv in ours.store.kv] == storage
     assert ours.stats().tokens_per_layer == [(scale + window) * PATCHES + 12 * SPECIALS] * LAYERS
+
+
+def test_once_both_streams_are_full_one_call_attends_the_whole_range(monkeypatch):
+    """Past ``max_frames`` the specials join the patches' fixed-shape call: no flash range call, no merge."""
+    scale, window, max_frames = 2, 3, 8
+    ours = ContiguousKVCache(LAYERS, HEADS, DIM, SPECIALS, scale, window, max_frames, canonical_order=False)
+    dense = DenseKVCache(LAYERS, SPECIALS, scale, window, max_frames)
+    ranges = []
+    monkeypatch.setattr(contiguous_cache, "range_attention",
+                        lambda *args: ranges.append(args[3]) or range_attention(*args))
+    gen = torch.Generator().manual_seed(9)
+    whole = 0
+    for step in [Step("phase1", scale)] + [Step("store")] * 14:
+        ranges.clear()
+        tensors = step_tensors(gen, LAYERS, step.num_frames, TOKENS, HEADS, DIM)
+        for out, reference in zip(run_step(ours, step, tensors), run_step(dense, step, tensors)):
+            torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+        start, split, stop = ours.store.visible_range()
+        if ours.store.special_stream_full:
+            assert ours._captured_range() == (start, stop) and not ranges
+            whole += 1
+        elif ours.store.patch_stream_full:
+            assert ours._captured_range() == (split, stop) and len(ranges) == LAYERS
+    assert whole >= 5 and len(ours.store.specials) == max_frames
 
 
 def test_unbounded_specials_grow_and_keep_every_token(monkeypatch):

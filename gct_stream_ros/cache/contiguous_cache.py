@@ -15,6 +15,12 @@ Same step semantics as the paged caches (``paged_cache.py``); the storage is a
   (``attention.py``): on CUDA the patches through cuDNN (inside a step's graph, or replayed from
   one CUDA graph per layer and key range, ``captured_attention.py``, when the step runs
   eagerly), the specials through the flash kernel.
+  Once the specials stop growing too (``max_frames`` frames keep them, ``special_stream_full``),
+  the whole visible range has a constant key count and goes through cuDNN in one call: the flash
+  kernel takes ~16 us per 1,000 keys where cuDNN takes ~9.8 (H200), and the specials of 1,024
+  frames are 6,144 keys a layer: the model step past ``max_frames`` 31.25 -> 30.44 ms, against
+  29.1 on a short stream (``benchmarks/README.md``, ninth session). The first such step sets up a
+  cuDNN plan per layer for the new key count (~45 ms each, once).
   Nothing here reads the device: no host synchronisation in a step. Outputs are in the storage's
   dtype (the output projection that follows casts to it anyway).
 """
@@ -68,9 +74,9 @@ class ContiguousKVCache(PagedKVCache):
                 and self.dtype in HALF_DTYPES):
             return None
         # the storage (reallocated when an unbounded special stream grows) and, once the window
-        # is full, the patch range that cuDNN reads with a fixed shape
-        full_stop = store.visible_range()[2] if store.patch_stream_full else None
-        return (("contiguous", store.kv[0].data_ptr()), full_stop)
+        # is full, the range that cuDNN reads with a fixed shape (``_captured_range``)
+        captured = self._captured_range() if store.patch_stream_full else None
+        return (("contiguous", store.kv[0].data_ptr()), captured)
 
     def _new_store(self, patches_per_frame: int) -> ContiguousKVStore:
         self._captured.clear()  # the graphs read the old storage
@@ -111,9 +117,12 @@ class ContiguousKVCache(PagedKVCache):
         if not store.patch_stream_full:
             out, _ = range_attention(query, kv[0], kv[1], values[VISIBLE])
             return out.transpose(1, 2).reshape(q.shape)
-        _, split, stop = store.visible_range()
+        first, stop = self._captured_range()
+        captured = self._captured_attention(layer, query, first, stop)
+        if store.special_stream_full:  # the whole visible range
+            return captured[0][0].transpose(0, 1).reshape(q.shape)
         specials = range_attention(query, kv[0], kv[1], values[SPECIALS])
-        return self._merge(specials, self._patch_attention(layer, query, split, stop)).reshape(q.shape)
+        return self._merge(specials, captured).reshape(q.shape)
 
     def compile_regions(self, **options: object) -> None:
         """``torch.compile`` the steady state's merge of the two partial attentions (fixed shapes)."""
@@ -125,12 +134,18 @@ class ContiguousKVCache(PagedKVCache):
         order = self._canonical_index(layer)
         return dense_attention(q, keys.index_select(0, order), values.index_select(0, order))
 
-    def _patch_attention(self, layer: int, query: torch.Tensor, split: int,
-                         stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The partial attention of ``query`` ``[P, H, D]`` over the patch tokens ``[split, stop)``:
-        cuDNN on CUDA (see the module docstring)."""
+    def _captured_range(self) -> tuple[int, int]:
+        """The tokens ``[first, stop)`` attended with a fixed shape once the window is full: the patches,
+        and the specials before them once their stream is full too (see the module docstring)."""
+        start, split, stop = self.store.visible_range()
+        return (start if self.store.special_stream_full else split), stop
+
+    def _captured_attention(self, layer: int, query: torch.Tensor, first: int,
+                            stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The partial attention of ``query`` ``[P, H, D]`` over the tokens ``[first, stop)``: cuDNN on CUDA
+        (see the module docstring)."""
         kv = self.store.kv[layer]
-        key, value = heads_first(kv[0, split:stop]), heads_first(kv[1, split:stop])
+        key, value = heads_first(kv[0, first:stop]), heads_first(kv[1, first:stop])
         if not (query.is_cuda and self.dtype in HALF_DTYPES):
             return partial_attention(heads_first(query), key, value)
         if torch.cuda.is_current_stream_capturing():  # part of the step's graph
@@ -138,7 +153,7 @@ class ContiguousKVCache(PagedKVCache):
         if self._captured_origin != self.store.origin:  # the storage grew: the graphs read the old one
             self._captured.clear()
             self._captured_origin = self.store.origin
-        index = (layer, query.shape[0], split, stop)
+        index = (layer, query.shape[0], first, stop)
         if index not in self._captured:
             if self._graph_pool is None:
                 self._graph_pool = torch.cuda.graph_pool_handle()

@@ -167,6 +167,12 @@ class ContiguousKVStore(KVStorage):
         return len(self.patches) >= self.patch_units - 1
 
     @property
+    def special_stream_full(self) -> bool:
+        """``max_frames`` frames keep their specials: the special stream's length, as the full patch
+        stream's, only changes with deferred/skipped frames (never, for an unbounded store)."""
+        return self.max_frames > 0 and len(self.specials) >= self._special_units - 1
+
+    @property
     def tokens(self) -> int:
         """Cached tokens per layer."""
         start, _, stop = self.visible_range()

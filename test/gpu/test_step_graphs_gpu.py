@@ -32,12 +32,13 @@ BUDGETED_MAX_FRAMES, BUDGETED_FRAMES = 16, 48
 
 def _contiguous(config: GCTConfig) -> ContiguousKVCache:
     return ContiguousKVCache(config.depth, config.num_heads, config.head_dim, config.num_special_tokens,
-                             SCALE, WINDOW, device="cuda", dtype=torch.bfloat16)
+                             SCALE, WINDOW, config.max_frames, device="cuda", dtype=torch.bfloat16)
 
 
-def _model(graphs: bool, compiled: bool, policy: str | None = None) -> GCTModel:
+def _model(graphs: bool, compiled: bool, policy: str | None = None,
+           window_max_frames: int = 0) -> GCTModel:
     torch.manual_seed(0)
-    max_frames = 0 if policy is None else BUDGETED_MAX_FRAMES
+    max_frames = window_max_frames if policy is None else BUDGETED_MAX_FRAMES
     config = GCTConfig.preset("tiny", scale_frames=SCALE, sliding_window=WINDOW, max_frames=max_frames)
     cache: GlobalKVCache = _contiguous(config) if policy is None else BudgetedKVCache(
         config.depth, config.num_heads, config.head_dim, policy_preset(policy), config.num_special_tokens,
@@ -78,15 +79,20 @@ def _stream(model: GCTModel, images: torch.Tensor, sync_check_from: int) -> list
     return outputs
 
 
+@pytest.mark.parametrize(("max_frames", "captures"), [(0, 3), (10, 4)],
+                         ids=["specials grow", "specials full"])
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_replayed_steps_equal_eager_steps_without_a_host_sync(compiled):
+def test_replayed_steps_equal_eager_steps_without_a_host_sync(compiled, max_frames, captures):
     images = torch.rand(FRAMES, 3, 42, 56, generator=torch.Generator().manual_seed(1)).cuda()
-    eager = _stream(_model(graphs=False, compiled=compiled), images, sync_check_from=FRAMES)
-    replaying = _model(graphs=True, compiled=compiled)
-    # every key (window filling, full for keyframes, full + 1 for the others) is captured by frame 20
+    eager = _stream(_model(graphs=False, compiled=compiled, window_max_frames=max_frames), images,
+                    sync_check_from=FRAMES)
+    replaying = _model(graphs=True, compiled=compiled, window_max_frames=max_frames)
+    # every key is captured by frame 20: the window filling, full for keyframes, full + 1 for the others;
+    # with max_frames 10 the specials fill at frame 10, before the first non-keyframe (13): the window
+    # filling, keyframes before that, then keyframes and the others over the whole range
     replayed = _stream(replaying, images, sync_check_from=20)
     graphs = replaying.step_graphs
-    assert graphs.captures == 3 and graphs.replays >= FRAMES - SCALE - 6
+    assert graphs.captures == captures and graphs.replays >= FRAMES - SCALE - 8
     for index, (a, b) in enumerate(zip(eager, replayed, strict=True)):
         for name in ("pose_enc", "depth", "depth_conf"):
             torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-3, atol=1e-4,
