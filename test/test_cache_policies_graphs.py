@@ -16,7 +16,7 @@ from gct_stream_ros.cache.policies import budgeted_cache
 from gct_stream_ros.cache.policies.attention_mass import attention_mass, concentration, stand_in_queries
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
 from gct_stream_ros.cache.policies.policy import PRESETS, CachePolicy, policy_preset
-from gct_stream_ros.cache.policies.pool_attention import PoolAttention
+from gct_stream_ros.cache.policies.pool_attention import PoolAttention, captured_prefix
 from gct_stream_ros.cache.policies.token_pool import FREE, PATCH, SPECIAL, TokenPool
 
 LAYERS, HEADS, DIM, PATCHES = 3, 2, 64, 8
@@ -122,15 +122,24 @@ def test_the_graph_key_stays_equal_across_steady_steps_and_changes_when_it_must(
     assert set(keys[2:first_recycling]) == {growing} and set(keys[first_recycling:]) == {recycling}
     assert first_recycling + 1 == MAX_FRAMES  # keys[i] is frame i + 1's: frame max_frames is the first beyond
     assert growing[1:3] == (True, (PATCHES,) * LAYERS) and recycling[2] == (PATCHES + SPECIALS,) * LAYERS
+    # from the first recycled frame on, the captured prefixes hold the specials of max_frames frames too
+    budgets = cache._budgets
+    after = PATCHES if policy == "evict3r" else 0  # evict3r attends before it evicts its frame
+    assert growing[3] == tuple(captured_prefix(None, budget + after, PATCHES) for budget in budgets)
+    assert recycling[3] == tuple(captured_prefix(None, budget + after + SPECIALS * MAX_FRAMES, PATCHES)
+                                 for budget in budgets)
     # a re-allocation: no key while a moved layer's patch count catches up with its budget, then the
     # same key while every captured prefix stays (a budget within a frame of patches of it)...
-    budgets = cache._budgets
-    cache._budgets = [budgets[0], budgets[1] + 4, budgets[2] + 3]
+    # (off CUDA no prefix is captured, so each is the steady count rounded down to a frame of patches)
+    up = [PATCHES - 1 - cache._prefix_sizes(layer)[0] % PATCHES for layer in (1, 2)]
+    assert min(up) > 0
+    cache._budgets = [budgets[0], budgets[1] + up[0], budgets[2] + up[1]]
     for _ in range(3):
         _store(cache, gen, keys)
     assert keys[-3:] == [None, recycling, recycling]
-    # ...and another key once a prefix moves
-    cache._budgets = [budgets[0] - 3, budgets[1] + 4, budgets[2] + 3]
+    # ...and another key once a prefix moves (layer 0's budget one below what its prefix holds)
+    below = cache._prefix_sizes(0)[0] - recycling[3][0] + 1
+    cache._budgets = [budgets[0] - below, budgets[1] + up[0], budgets[2] + up[1]]
     for _ in range(3):
         _store(cache, gen, keys)
     assert keys[-3] is None and keys[-2] == keys[-1] != recycling and keys[-1][:3] == recycling[:3]

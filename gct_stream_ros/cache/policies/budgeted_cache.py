@@ -279,10 +279,16 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         return out.transpose(1, 2).reshape(q.shape), lse  # in the storage's dtype, as the contiguous cache
 
     def _prefix_sizes(self, layer: int) -> tuple[int, int]:
-        """(steady, quantum) of ``PoolAttention`` for ``layer``: the patches the full layer holds when it
-        attends (with eviction after the attention, its frame's too) and one frame of patches."""
+        """(steady, quantum) of ``PoolAttention`` for ``layer``: the tokens the full layer holds when it
+        attends, and one frame of patches. Those are its budget's patches (with eviction after the
+        attention, its frame's too) and, once ``max_frames`` recycles a frame per step, the specials of
+        ``max_frames`` frames: from then on their count is constant, and in the captured cuDNN prefix
+        they cost ~9.8 us per 1,000 keys instead of the flash part's ~16 (H200; the window's step past
+        ``max_frames`` 31.25 -> 30.44 ms with its own specials moved so, ``benchmarks/README.md``)."""
         patches = self._patches_per_frame or 1
         steady = self._budgets[layer] + (patches if self.policy.timing == "after" else 0)
+        if self._specials_dropped:
+            steady += self.num_special_tokens * self.max_frames
         return steady, CAPTURE_FRAMES * patches
 
     def _end(self, frames: list[int], mode: StepMode) -> None:
