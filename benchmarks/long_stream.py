@@ -18,9 +18,6 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
-
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ours_driver  # noqa: E402 - the script's folder is put on the path first
@@ -42,19 +39,6 @@ def spans(text: str, steps: int) -> list[tuple[int, int]]:
     return [(first, last) for first, last in bounds if first < last]
 
 
-def stream(model, frames: torch.Tensor, order: list[int], scale_frames: int) -> list[float]:
-    """ms of each single-frame step after the scale frames' step, in the order given."""
-    ours_driver.step(model, frames[:scale_frames], scale_frames)
-    milliseconds = []
-    for index in order[scale_frames:]:
-        start = time.perf_counter()
-        ours_driver.step(model, frames[index:index + 1], scale_frames)
-        if frames.is_cuda:
-            torch.cuda.synchronize()
-        milliseconds.append(1000.0 * (time.perf_counter() - start))
-    return milliseconds
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     add_model_arguments(parser)
@@ -69,20 +53,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="model.cuda_graphs: true (steps replayed from CUDA graphs, as the node on CUDA)")
     args = parser.parse_args(argv)
     frames = smooth_frames(args.distinct, args.height, args.width).to(args.device)
-    order = ping_pong(args.distinct, args.frames)
-    model = ours_driver.build_from_arguments(args, "sliding_window")
-    level = "+".join(name for name, on in (("compiled", args.compile), ("graphs", args.graphs)) if on)
-    if level:
-        ours_driver.apply_compile(model, level)
+    order = ping_pong(args.distinct, args.frames)[args.scale_frames:]
+    streamer = ours_driver.Streamer(args)
     rows = []
     for policy in filter(None, args.policies.split(",")):
         budget = None if policy == "sliding_window" else args.budget
-        model.use_cache(ours_driver.build_cache("auto", policy, model.config, getattr(torch, args.dtype),
-                                                args.device, budget))
-        if level:
-            ours_driver.warm(model, frames, args.scale_frames, passes=1)
-        model.reset()
-        milliseconds = stream(model, frames, order, args.scale_frames)
+        milliseconds = streamer.stream(policy, budget, frames, order)
         typical = statistics.median(milliseconds)
         for first, last in spans(args.spans, len(milliseconds)):
             part = milliseconds[first:last]

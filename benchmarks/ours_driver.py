@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -103,6 +106,47 @@ def warm(model: Any, frames: torch.Tensor, scale_frames: int, passes: int, strea
             step(model, frames[i:i + 1].to(_device(model)), scale_frames)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+class Streamer:
+    """One model for the whole process (built from the shared model arguments and compiled at the first
+    run), a new cache per run: what ``policy_fidelity.py`` and ``long_stream.py`` stream through."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.model: Any = None
+        levels = (("compiled", args.compile), ("graphs", args.graphs))
+        self.level = "+".join(name for name, on in levels if on)
+
+    def stream(self, policy: str, budget: float | None, frames: torch.Tensor, order: Iterable[int],
+               window: int | None = None, keep: Callable[[Any], None] | None = None) -> list[float]:
+        """ms of each single-frame step of ``frames[order]`` after the scale frames' step (the first
+        ``scale_frames`` of ``frames``), with ``policy``'s cache (``window``: the sliding window's frames);
+        ``keep`` is handed every output, the scale frames' first."""
+        args = self.args
+        if self.model is None:
+            self.model = build_from_arguments(args, "sliding_window")
+            if self.level:
+                apply_compile(self.model, self.level)
+        model = self.model
+        config = model.config if window is None else dataclasses.replace(model.config, sliding_window=window)
+        model.use_cache(build_cache("auto", policy, config, getattr(torch, args.dtype), args.device, budget))
+        if self.level:
+            warm(model, frames, args.scale_frames, passes=1)
+        model.reset()
+        output = step(model, frames[:args.scale_frames], args.scale_frames)
+        if keep is not None:
+            keep(output)
+        milliseconds = []
+        for index in order:
+            start = time.perf_counter()
+            output = step(model, frames[index:index + 1], args.scale_frames)
+            if frames.is_cuda:
+                torch.cuda.synchronize()
+            milliseconds.append(1000.0 * (time.perf_counter() - start))
+            if keep is not None:
+                keep(output)
+        return milliseconds
 
 
 def _device(model: Any) -> torch.device:

@@ -18,13 +18,9 @@ Run one policy per process for clean timings:
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
 import statistics
 import sys
-import time
-from typing import Any
 
 import numpy as np
 import torch
@@ -40,41 +36,16 @@ from common import (  # noqa: E402
 )
 
 
-class Streamer:
-    """One model for the whole process (built and compiled at the first run), a new cache per run."""
-
-    def __init__(self, args: argparse.Namespace, frames: torch.Tensor):
-        self.args = args
-        self.frames = frames
-        self.model: Any = None
-        levels = (("compiled", args.compile), ("graphs", args.graphs))
-        self.level = "+".join(name for name, on in levels if on)
-
-    def run(self, policy: str, budget: float | None, window: int | None = None) -> dict:
-        """Camera centres ``[N, 3]``, depths ``[N, H, W]`` and the median ms per frame of one stream."""
-        args, frames = self.args, self.frames
-        if self.model is None:
-            self.model = ours_driver.build_from_arguments(args, "sliding_window")
-            if self.level:
-                ours_driver.apply_compile(self.model, self.level)
-        model = self.model
-        config = model.config if window is None else dataclasses.replace(model.config, sliding_window=window)
-        dtype = getattr(torch, args.dtype)
-        model.use_cache(ours_driver.build_cache("auto", policy, config, dtype, args.device, budget))
-        if self.level:
-            ours_driver.warm(model, frames, args.scale_frames, passes=1)
-        model.reset()
-        outputs = [ours_driver.step(model, frames[:args.scale_frames], args.scale_frames)]
-        milliseconds = []
-        for index in range(args.scale_frames, frames.shape[0]):
-            start = time.perf_counter()
-            outputs.append(ours_driver.step(model, frames[index:index + 1], args.scale_frames))
-            if frames.is_cuda:
-                torch.cuda.synchronize()
-            milliseconds.append(1000.0 * (time.perf_counter() - start))
-        return {"centres": torch.cat([o.pose_enc[:, :3] for o in outputs]).double().cpu(),
-                "depth": torch.cat([o.depth for o in outputs]).float().cpu(),
-                "ms": statistics.median(milliseconds[len(milliseconds) // 4:])}
+def run_policy(streamer: ours_driver.Streamer, frames: torch.Tensor, policy: str, budget: float | None,
+               window: int | None = None) -> dict:
+    """Camera centres ``[N, 3]``, depths ``[N, H, W]`` and the median ms per frame of one stream (its last
+    three quarters: the graphs captured)."""
+    outputs: list = []
+    milliseconds = streamer.stream(policy, budget, frames, range(streamer.args.scale_frames, frames.shape[0]),
+                                   window, keep=outputs.append)
+    return {"centres": torch.cat([o.pose_enc[:, :3] for o in outputs]).double().cpu(),
+            "depth": torch.cat([o.depth for o in outputs]).float().cpu(),
+            "ms": statistics.median(milliseconds[len(milliseconds) // 4:])}
 
 
 def umeyama_rmse(source: np.ndarray, target: np.ndarray) -> float:
@@ -107,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="model.cuda_graphs: true (steps replayed from CUDA graphs, as the node on CUDA)")
     args = parser.parse_args(argv)
     frames = smooth_frames(args.frames, args.height, args.width).to(args.device)
-    streamer = Streamer(args, frames)
+    streamer = ours_driver.Streamer(args)
     if os.path.exists(args.reference):
         reference = torch.load(args.reference)
     else:
-        reference = streamer.run("sliding_window", None)
+        reference = run_policy(streamer, frames, "sliding_window", None)
         torch.save(reference, args.reference)
     centres = reference["centres"].numpy()
     length = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum())
@@ -126,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                  for budget in budgets if budget < 1]
     rows = []
     for policy, budget, window in runs:
-        run = streamer.run(policy, None if policy == "sliding_window" else budget, window)
+        run = run_policy(streamer, frames, policy, None if policy == "sliding_window" else budget, window)
         rmse = umeyama_rmse(run["centres"].numpy(), centres)
         abs_rel = float(((run["depth"] - reference["depth"]).abs() / reference["depth"].abs()
                          .clamp(min=1e-6)).mean())

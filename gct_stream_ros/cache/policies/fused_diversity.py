@@ -135,17 +135,17 @@ if TRITON:
         (x, y, u, v, norm): their first 16 dim pairs (x, y) with the temporal rotation removed and the even
         and odd dims from 32 on (u, v) as stored, each ``[block, heads, 16]`` fp32, and the norms. Only
         evictable patches are read: the others' ranking and the mean do not depend on their key (all 0)."""
-        candidate = _evictable_patch(state)
+        evictable = _evictable_patch(state)
         # a key's 128 bytes as two contiguous halves (one cache line), even and odd dims split in registers
         rows = k_ptr + slot * k_stride_n + head[None, :] * k_stride_h
         half = rows[:, :, None] + tl.arange(0, 2 * _PAIRS)[None, None, :]
-        first_half = tl.load(half, mask=candidate[:, :, None], other=0.0)
-        second_half = tl.load(half + 2 * _PAIRS, mask=candidate[:, :, None], other=0.0)
+        first_half = tl.load(half, mask=evictable[:, :, None], other=0.0)
+        second_half = tl.load(half + 2 * _PAIRS, mask=evictable[:, :, None], other=0.0)
         x, y = tl.split(tl.reshape(first_half, [block, heads, _PAIRS, 2]))
         u, v = tl.split(tl.reshape(second_half, [block, heads, _PAIRS, 2]))
         x, y, u, v = x.to(tl.float32), y.to(tl.float32), u.to(tl.float32), v.to(tl.float32)
         norm = tl.maximum(tl.sqrt(tl.sum(x * x + y * y + u * u + v * v, axis=2)), 1e-12)
-        frame = tl.load(frame_ptr + slot * frame_stride + head[None, :], mask=candidate, other=0)
+        frame = tl.load(frame_ptr + slot * frame_stride + head[None, :], mask=evictable, other=0)
         # one angle per key and pair, 0 past the temporal band
         frequency = tl.load(frequency_ptr + tl.arange(0, _PAIRS))
         angle = -frame.to(tl.float32)[:, :, None] * frequency[None, None, :]
@@ -181,16 +181,16 @@ if TRITON:
             else:
                 slot = row[:, None]
             state = _tile_state(state_ptr, slot, head, used, state_stride)
-            candidate = tl.where(_evictable_patch(state), 1.0, 0.0)
-            if tl.max(tl.max(candidate, axis=1), axis=0) > 0.0:  # tiles of protected keys cost no work
+            evictable = tl.where(_evictable_patch(state), 1.0, 0.0)
+            if tl.max(tl.max(evictable, axis=1), axis=0) > 0.0:  # tiles of protected keys cost no work
                 x, y, u, v, norm = _key_tile(k_ptr, frame_ptr, frequency_ptr, slot, head, state, k_stride_n,
                                              k_stride_h, frame_stride, block, heads)
-                weight = (candidate / norm)[:, :, None]
+                weight = (evictable / norm)[:, :, None]
                 total_x += x * weight
                 total_y += y * weight
                 total_u += u * weight
                 total_v += v * weight
-                patches += candidate
+                patches += evictable
             first_row += programs * block
         row = sum_ptr + (program * heads + head[:, None]) * 4 * _PAIRS + tl.arange(0, _PAIRS)[None, :]
         tl.store(row, tl.sum(total_x, axis=0))
