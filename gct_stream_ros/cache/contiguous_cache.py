@@ -20,7 +20,8 @@ Same step semantics as the paged caches (``paged_cache.py``); the storage is a
   kernel takes ~16 us per 1,000 keys where cuDNN takes ~9.8 (H200), and the specials of 1,024
   frames are 6,144 keys a layer: the model step past ``max_frames`` 31.25 -> 30.44 ms, against
   29.1 on a short stream (``benchmarks/README.md``, ninth session). The first such step sets up a
-  cuDNN plan per layer for the new key count (~45 ms each, once).
+  cuDNN plan per layer for the new key count (~45 ms each, once); the graphs of the patches' range
+  are dropped then, never to be replayed again.
   Nothing here reads the device: no host synchronisation in a step. Outputs are in the storage's
   dtype (the output projection that follows casts to it anyway).
 """
@@ -58,9 +59,10 @@ class ContiguousKVCache(PagedKVCache):
                  canonical_order: bool | None = None):
         self.canonical_order = dtype == torch.float32 if canonical_order is None else canonical_order
         self._canonical: torch.Tensor | None = None
-        # (layer, queries, first patch token, end) -> captured cuDNN attention over that range
+        # (layer, queries, first token, end) -> captured cuDNN attention over that range, for the storage
+        # and the special stream's state they were captured in (``_captured_attention``)
         self._captured: dict[tuple[int, int, int, int], CapturedPartialAttention] = {}
-        self._captured_origin = -1
+        self._captured_for: tuple[int, bool] | None = None
         self._graph_pool: tuple[int, int] | None = None
         self._step_values: StepValues | None = None
         self._write_index: torch.Tensor | None = None  # [P] storage token of each token of the step's frame
@@ -150,9 +152,12 @@ class ContiguousKVCache(PagedKVCache):
             return partial_attention(heads_first(query), key, value)
         if torch.cuda.is_current_stream_capturing():  # part of the step's graph
             return cudnn_partial_attention(heads_first(query), key, value)
-        if self._captured_origin != self.store.origin:  # the storage grew: the graphs read the old one
+        # a grown storage (the graphs read the old one), or specials that have filled (the ranges of the
+        # patches alone are never attended again: their graphs' buffers, ~4 MiB a layer, would be held)
+        state = (self.store.origin, self.store.special_stream_full)
+        if self._captured_for != state:
             self._captured.clear()
-            self._captured_origin = self.store.origin
+            self._captured_for = state
         index = (layer, query.shape[0], first, stop)
         if index not in self._captured:
             if self._graph_pool is None:
