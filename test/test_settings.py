@@ -26,6 +26,17 @@ def test_defaults_are_valid_and_follow_the_engine():
     assert settings.engine_config(values).weights == "hf"
 
 
+@pytest.mark.parametrize(("overrides", "description"), [
+    ({}, "sliding_window (8 scale + 64 recent frames; specials of 1024 frames)"),
+    ({"cache.policy": "evict3r", "cache.budget": 0.5},
+     "evict3r (budget 0.5 x the window of 8 scale + 64 recent frames; specials of 1024 frames)"),
+    ({"cache.policy": "infinitevggt", "cache.budget_tokens": 30000, "cache.max_frames": 0},
+     "infinitevggt (30000 patch tokens a layer; unbounded)"),
+])
+def test_the_cache_is_described_with_what_it_keeps(overrides, description):
+    assert settings.engine_config(settings.resolve({**TINY, **overrides})).cache_description == description
+
+
 @pytest.mark.parametrize(("overrides", "weights"), [
     ({"model.preset": "tiny"}, None),
     ({"model.preset": "tiny", "model.checkpoint": "random"}, None),

@@ -143,7 +143,7 @@ class GctStreamNode(Node):
             f"model {engine.preset} ({engine.weights or 'random weights'}) on {stats.device} "
             f"{stats.dtype}, input width {engine.image_width}, {engine.num_scale_frames} scale "
             f"frames, keyframes {engine.keyframe_mode}, window {engine.window_mode}, "
-            f"cache {engine.cache_policy}; "
+            f"cache {engine.cache_description}; "
             f"listening on {image_topic} (queue {queue.policy}/{queue.size}); "
             f"TF via {self._tf.backend}, hearing {', '.join(self._tf_listener.topics) or 'none'}; "
             f"scale {self.options.scale.source}"

@@ -112,6 +112,16 @@ class EngineConfig:
     compute_points: bool = True
     """Produce world points for every frame (from depth and pose when the point head is absent)."""
 
+    @property
+    def cache_description(self) -> str:
+        """The cache in a few words, for logs: the policy and what it keeps."""
+        kept = f"{self.num_scale_frames} scale + {self.cache_sliding_window} recent frames"
+        if self.cache_policy != "sliding_window":
+            kept = (f"{self.cache_budget_tokens} patch tokens a layer" if self.cache_budget_tokens
+                    else f"budget {self.cache_budget:g} x the window of {kept}")
+        recycled = f"specials of {self.cache_max_frames} frames" if self.cache_max_frames else "unbounded"
+        return f"{self.cache_policy} ({kept}; {recycled})"
+
     def validate(self) -> EngineConfig:
         """Raise ``ConfigError`` naming the first invalid setting; return self when valid."""
 
