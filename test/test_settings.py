@@ -27,9 +27,9 @@ def test_defaults_are_valid_and_follow_the_engine():
 
 
 @pytest.mark.parametrize(("overrides", "description"), [
-    ({}, "sliding_window (8 scale + 64 recent frames; specials of 1024 frames)"),
+    ({}, "sliding_window (8 scale + 64 recent frames; frames recycled past 1024)"),
     ({"cache.policy": "evict3r", "cache.budget": 0.5},
-     "evict3r (budget 0.5 x the window of 8 scale + 64 recent frames; specials of 1024 frames)"),
+     "evict3r (budget 0.5 x the window of 8 scale + 64 recent frames; frames recycled past 1024)"),
     ({"cache.policy": "infinitevggt", "cache.budget_tokens": 30000, "cache.max_frames": 0},
      "infinitevggt (30000 patch tokens a layer; unbounded)"),
 ])

@@ -153,7 +153,7 @@ class ContiguousKVCache(PagedKVCache):
         if torch.cuda.is_current_stream_capturing():  # part of the step's graph
             return cudnn_partial_attention(heads_first(query), key, value)
         # a grown storage (the graphs read the old one), or specials that have filled (the ranges of the
-        # patches alone are never attended again: their graphs' buffers, ~4 MiB a layer, would be held)
+        # patches alone are never attended again: their graphs hold ~4 MiB a layer, benchmarks/README.md)
         state = (self.store.origin, self.store.special_stream_full)
         if self._captured_for != state:
             self._captured.clear()

@@ -119,7 +119,7 @@ class EngineConfig:
         if self.cache_policy != "sliding_window":
             kept = (f"{self.cache_budget_tokens} patch tokens a layer" if self.cache_budget_tokens
                     else f"budget {self.cache_budget:g} x the window of {kept}")
-        recycled = f"specials of {self.cache_max_frames} frames" if self.cache_max_frames else "unbounded"
+        recycled = f"frames recycled past {self.cache_max_frames}" if self.cache_max_frames else "unbounded"
         return f"{self.cache_policy} ({kept}; {recycled})"
 
     def validate(self) -> EngineConfig:
