@@ -75,8 +75,11 @@ changed nothing measurable (2/6, 4/4, 8/8, 16/16 within 0.5 us)."""
 SUMS_PROGRAMS_PER_SM = 2
 RANKING_PROGRAMS_PER_SM = 6
 """Programs of each diversity pass per SM: a multiple of those one SM holds at once, so that they run in
-whole waves (ptxas for sm_90, Triton 3.5, 8 warps, 16 heads: pass 1 128 registers per thread, 2 programs
-of the SM's 65,536; pass 2 80, 3 programs, or 104 without ``num_keys``, 2)."""
+whole waves. Pass 2 at 4 warps and 16 heads (``ncu`` on the H200, Triton 3.5, tenth session): 168
+registers per thread, so 3 programs (12 warps) per SM, 18.8 % occupancy; it reads 1.8 TB/s, 37 % of the
+peak, so latency rather than bandwidth bounds it. Capping the registers for more programs per SM spills:
+``maxnreg`` 128-80 took 72-110 us against 64.5 (``benchmarks/README.md``). Pass 1 held 2 per SM when
+measured at 8 warps."""
 INTERPRETED_PROGRAMS = 3
 """Programs of the diversity passes in Triton's interpreter (CPU tensors): few, each takes several tiles."""
 PARTIALS_TILE = 8192
