@@ -124,7 +124,34 @@ def test_long_stream_reports_each_span_of_each_policy(capsys, tmp_path):
     assert all(row["max_ms"] >= row["median_ms"] > 0 for row in results)
 
 
-@pytest.mark.parametrize("name", ["policy_fidelity", "layer_budgets", "gpu_parity", "long_stream"])
+def test_step_kernels_splits_steps_at_idle_time_and_tells_which_kernels_differ():
+    step_kernels = _load("step_kernels")
+    # two steps 1 ms apart; a kernel overlapping another counts once in the busy time; a lone copy between
+    # the steps is no step
+    first = [(0.0, 10.0, "attention"), (10.5, 12.0, "append"), (11.0, 11.5, "side"), (12.5, 20.0, "rank")]
+    second = [(1000.0 + start, 1000.0 + end, name) for start, end, name in first]
+    copy = [(500.0, 501.0, "memcpy")]
+    steps = step_kernels.split_steps(second + copy + first)
+    assert steps == [first, second]
+    assert step_kernels.busy_us(first) == pytest.approx(10.0 + 1.5 + 7.5)
+    assert step_kernels.step_summary(steps) == pytest.approx(
+        {"span_us": 20.0, "busy_us": 19.0, "idle_us": 1.0, "kernels": 4})
+    table = step_kernels.kernel_table(steps)
+    assert table["rank"] == pytest.approx((7.5, 1.0)) and table["attention"] == pytest.approx((10.0, 1.0))
+    baseline = step_kernels.kernel_table([[(0.0, 9.0, "attention"), (9.0, 10.0, "copy")]])
+    rows = step_kernels.difference(table, baseline)
+    assert [(row["kernel"], row["delta_us"]) for row in rows] == [
+        ("rank", 7.5), ("append", 1.5), ("attention", 1.0), ("copy", -1.0), ("side", 0.5)]
+    assert step_kernels.split_steps([]) == []
+
+
+def test_step_kernels_needs_a_gpu(capsys):
+    with pytest.raises(SystemExit, match="needs --device cuda"):
+        _load("step_kernels").main(["--weights-py", "unused.py", "--device", "cpu"])
+
+
+@pytest.mark.parametrize("name", ["policy_fidelity", "layer_budgets", "gpu_parity", "long_stream",
+                                  "step_kernels"])
 def test_the_model_benchmarks_take_the_shared_model_arguments(name, capsys):
     with pytest.raises(SystemExit) as done:
         _load(name).main(["--help"])
