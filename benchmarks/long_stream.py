@@ -48,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=1.0, help="cache.budget of the budgeted policies")
     parser.add_argument("--spans", default="80:320,320:600,600:1000,1040:",
                         help="comma list of first:last steps (after the scale frames) to report")
-    parser.add_argument("--compile", action="store_true", help="model.compile: true (compile_regions)")
-    parser.add_argument("--graphs", action="store_true",
-                        help="model.cuda_graphs: true (steps replayed from CUDA graphs, as the node on CUDA)")
+    ours_driver.add_streamer_arguments(parser)
     args = parser.parse_args(argv)
     frames = smooth_frames(args.distinct, args.height, args.width).to(args.device)
     order = ping_pong(args.distinct, args.frames)[args.scale_frames:]

@@ -82,13 +82,16 @@ def build_ours(weights_py: str, seed: int, *, backend: str, policy: str, scale_f
     return model.eval()
 
 
-def build_from_arguments(args: argparse.Namespace, policy: str, budget: float | None = None) -> Any:
+def build_from_arguments(args: argparse.Namespace, policy: str, budget: float | None = None,
+                         half_heads: bool = False) -> Any:
     """``build_ours`` from ``common.add_model_arguments``'s command line, with the ``auto`` backend (the one
-    the budgeted policies run on) and ``budget`` as ``cache.budget`` (None: the default)."""
+    the budgeted policies run on), ``budget`` as ``cache.budget`` (None: the default) and, with
+    ``half_heads``, both heads in half precision."""
     return build_ours(args.weights_py, args.seed, backend="auto", policy=policy,
                       scale_frames=args.scale_frames, window=args.window,
                       camera_iterations=args.camera_iterations, dtype=getattr(torch, args.dtype),
-                      device=args.device, budget=budget, preset=args.preset)
+                      device=args.device, budget=budget, preset=args.preset, half_depth_head=half_heads,
+                      half_camera_head=half_heads)
 
 
 def step(model: Any, frames: torch.Tensor, scale_frames: int, mode: StepMode = StepMode.STORE) -> Any:
@@ -108,9 +111,20 @@ def warm(model: Any, frames: torch.Tensor, scale_frames: int, passes: int, strea
         torch.cuda.synchronize()
 
 
+def add_streamer_arguments(parser: argparse.ArgumentParser) -> None:
+    """How ``Streamer`` runs the model: the node's ``model.*`` settings that change the step's kernels."""
+    parser.add_argument("--compile", action="store_true", help="model.compile: true (compile_regions)")
+    parser.add_argument("--graphs", action="store_true",
+                        help="model.cuda_graphs: true (steps replayed from CUDA graphs, as the node on CUDA)")
+    parser.add_argument("--half-heads", action="store_true",
+                        help="model.half_depth_head and model.half_camera_head: true (the node's defaults on "
+                             "CUDA; without it the heads run in fp32, as the reference's demo)")
+
+
 class Streamer:
-    """One model for the whole process (built from the shared model arguments and compiled at the first
-    run), a new cache per run: what ``policy_fidelity.py`` and ``long_stream.py`` stream through."""
+    """One model for the whole process (built from the shared model arguments, ``add_streamer_arguments``,
+    and compiled at the first run), a new cache per run: what ``policy_fidelity.py``, ``long_stream.py``
+    and ``step_kernels.py`` stream through."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -125,7 +139,7 @@ class Streamer:
         ``keep`` is handed every output, the scale frames' first."""
         args = self.args
         if self.model is None:
-            self.model = build_from_arguments(args, "sliding_window")
+            self.model = build_from_arguments(args, "sliding_window", half_heads=args.half_heads)
             if self.level:
                 apply_compile(self.model, self.level)
         model = self.model

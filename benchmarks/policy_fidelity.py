@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--same-tokens", action="store_true",
                         help="also the sliding window shrunk to each budget's tokens (budgets below 1)")
     parser.add_argument("--frames", type=int, default=320, help="frames in all, scale frames included")
-    parser.add_argument("--compile", action="store_true", help="model.compile: true (compile_regions)")
-    parser.add_argument("--graphs", action="store_true",
-                        help="model.cuda_graphs: true (steps replayed from CUDA graphs, as the node on CUDA)")
+    ours_driver.add_streamer_arguments(parser)
     args = parser.parse_args(argv)
     frames = smooth_frames(args.frames, args.height, args.width).to(args.device)
     streamer = ours_driver.Streamer(args)

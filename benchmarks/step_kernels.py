@@ -31,25 +31,24 @@ from long_stream import ping_pong  # noqa: E402
 Kernel = tuple[float, float, str]
 """(start us, end us, name) of one kernel run."""
 
-STEP_GAP_US = 300.0
-"""Idle time that separates two steps: the host waits for each step's end (a replayed step's kernels run
-back to back, ~0.5 us apart on the H200)."""
+STEP_MARKER = "spin_kernel"
+"""The kernel of ``torch.cuda._sleep``, launched before each profiled step: where one step's kernels end and
+the next's begin (the device's idle time between two steps can be shorter than between two kernels
+of an eagerly run step)."""
+MARKER_CYCLES = 1000
+"""The marker kernel's spin: about half a microsecond."""
 
 
-def split_steps(kernels: Sequence[Kernel], gap_us: float = STEP_GAP_US) -> list[list[Kernel]]:
-    """The kernels grouped into steps, a new one wherever the device was idle for over ``gap_us``;
-    fragments of fewer than half the median kernel count (a copy issued between steps) are dropped."""
+def split_steps(kernels: Sequence[Kernel], marker: str = STEP_MARKER) -> list[list[Kernel]]:
+    """The kernels grouped into steps, each begun by a kernel whose name holds ``marker`` (the markers
+    and what ran before the first are left out)."""
     steps: list[list[Kernel]] = []
-    end = float("-inf")
     for kernel in sorted(kernels):
-        if kernel[0] - end > gap_us:
+        if marker in kernel[2]:
             steps.append([])
-        steps[-1].append(kernel)
-        end = max(end, kernel[1])
-    if not steps:
-        return []
-    typical = statistics.median(len(step) for step in steps)
-    return [step for step in steps if len(step) >= typical / 2]
+        elif steps:
+            steps[-1].append(kernel)
+    return [step for step in steps if step]
 
 
 def busy_us(kernels: Sequence[Kernel]) -> float:
@@ -96,25 +95,32 @@ def difference(table: dict[str, tuple[float, float]],
 
 
 def profiled_stream(streamer: ours_driver.Streamer, policy: str, budget: float | None, frames: torch.Tensor,
-                    order: list[int], first: int, count: int) -> tuple[list[float], list[Kernel]]:
-    """ms per step of ``policy``'s stream and the kernels of its steps ``first`` .. ``first + count - 1``
-    (counted after the scale frames' step)."""
+                    order: list[int], first: int,
+                    count: int) -> tuple[list[float], list[Kernel], int | None]:
+    """ms per step of ``policy``'s stream, the kernels of its steps ``first`` .. ``first + count - 1``
+    (counted after the scale frames' step) and how many of those were replayed from a CUDA graph
+    (None without ``--graphs``)."""
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
-    seen = [0]
+    seen, replays = [0], []
 
     def keep(_output: object) -> None:  # called after each step, the scale frames' first
+        graphs = streamer.model.step_graphs
         if seen[0] == first:
             torch.cuda.synchronize()
             profiler.start()
+        if seen[0] in (first, first + count) and graphs is not None:
+            replays.append(graphs.replays)
         if seen[0] == first + count:
             torch.cuda.synchronize()
             profiler.stop()
+        elif seen[0] >= first:
+            torch.cuda._sleep(MARKER_CYCLES)
         seen[0] += 1
 
     milliseconds = streamer.stream(policy, budget, frames, order, keep=keep)
     kernels = [(event.time_range.start, event.time_range.end, event.name) for event in profiler.events()
                if event.device_type == torch.autograd.DeviceType.CUDA]
-    return milliseconds, kernels
+    return milliseconds, kernels, replays[1] - replays[0] if replays else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="steps profiled")
     parser.add_argument("--distinct", type=int, default=160, help="distinct frames of the panning input")
     parser.add_argument("--top", type=int, default=25, help="kernels listed per difference")
-    parser.add_argument("--compile", action="store_true", help="model.compile: true (compile_regions)")
-    parser.add_argument("--graphs", action="store_true",
-                        help="model.cuda_graphs: true (steps replayed from CUDA graphs, as the node on CUDA)")
+    ours_driver.add_streamer_arguments(parser)
     args = parser.parse_args(argv)
     if args.at < 2 or args.steps < 1:
         parser.error("--at must be >= 2 (the median step is taken before it) and --steps >= 1")
@@ -142,15 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     summaries, tables = [], {}
     for policy in policies:
         budget = None if policy == "sliding_window" else args.budget
-        milliseconds, kernels = profiled_stream(streamer, policy, budget, frames, order, args.at, args.steps)
+        milliseconds, kernels, replayed = profiled_stream(streamer, policy, budget, frames, order, args.at,
+                                                          args.steps)
         steps = split_steps(kernels)
         tables[policy] = kernel_table(steps)
         summaries.append({"policy": policy, "budget": budget, "steps_profiled": len(steps),
+                          "replayed": replayed,
                           "median_ms": statistics.median(milliseconds[args.at // 2:args.at]),  # not profiled
                           **step_summary(steps)})
     print_table(summaries, [("policy", "policy", ""), ("median ms/frame", "median_ms", ".2f"),
                             ("span us", "span_us", ".0f"), ("busy us", "busy_us", ".0f"),
-                            ("idle us", "idle_us", ".0f"), ("kernels", "kernels", ".0f")])
+                            ("idle us", "idle_us", ".0f"), ("kernels", "kernels", ".0f"),
+                            ("steps profiled", "steps_profiled", "d"),
+                            ("replayed from a graph", "replayed", "")])
     differences = {}
     for policy in policies[1:]:
         rows = difference(tables[policy], tables[policies[0]])

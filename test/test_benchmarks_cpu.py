@@ -124,14 +124,14 @@ def test_long_stream_reports_each_span_of_each_policy(capsys, tmp_path):
     assert all(row["max_ms"] >= row["median_ms"] > 0 for row in results)
 
 
-def test_step_kernels_splits_steps_at_idle_time_and_tells_which_kernels_differ():
+def test_step_kernels_splits_steps_at_their_markers_and_tells_which_kernels_differ():
     step_kernels = _load("step_kernels")
-    # two steps 1 ms apart; a kernel overlapping another counts once in the busy time; a lone copy between
-    # the steps is no step
+    # two steps, each begun by a marker; a kernel overlapping another counts once in the busy time; what
+    # ran before the first marker is no step's
     first = [(0.0, 10.0, "attention"), (10.5, 12.0, "append"), (11.0, 11.5, "side"), (12.5, 20.0, "rank")]
-    second = [(1000.0 + start, 1000.0 + end, name) for start, end, name in first]
-    copy = [(500.0, 501.0, "memcpy")]
-    steps = step_kernels.split_steps(second + copy + first)
+    second = [(30.0 + start, 30.0 + end, name) for start, end, name in first]
+    markers = [(-1.0, -0.5, "void spin_kernel(long)"), (29.0, 29.5, "void spin_kernel(long)")]
+    steps = step_kernels.split_steps(second + markers + first + [(-5.0, -4.0, "copy")])
     assert steps == [first, second]
     assert step_kernels.busy_us(first) == pytest.approx(10.0 + 1.5 + 7.5)
     assert step_kernels.step_summary(steps) == pytest.approx(
@@ -142,7 +142,31 @@ def test_step_kernels_splits_steps_at_idle_time_and_tells_which_kernels_differ()
     rows = step_kernels.difference(table, baseline)
     assert [(row["kernel"], row["delta_us"]) for row in rows] == [
         ("rank", 7.5), ("append", 1.5), ("attention", 1.0), ("copy", -1.0), ("side", 0.5)]
-    assert step_kernels.split_steps([]) == []
+    assert step_kernels.split_steps([]) == step_kernels.split_steps(first) == []
+
+
+@pytest.mark.parametrize("half_heads", [False, True])
+def test_streamed_models_run_their_heads_as_asked(half_heads, monkeypatch):
+    """``--half-heads`` (the node's defaults on CUDA) reaches the model that ``Streamer`` builds."""
+    long_stream = _load("long_stream")  # its helpers, as it imports them
+    ours_driver = long_stream.ours_driver
+    parser = long_stream.benchmark_parser(None)
+    long_stream.add_model_arguments(parser)
+    ours_driver.add_streamer_arguments(parser)
+    args = parser.parse_args(["--weights-py", "unused.py", *(["--half-heads"] if half_heads else [])])
+    built = {}
+
+    class BuiltError(Exception):  # stops the stream once the model's options are known
+        pass
+
+    def build_ours(*_args, **options):
+        built.update(options)
+        raise BuiltError
+
+    monkeypatch.setattr(ours_driver, "build_ours", build_ours)
+    with pytest.raises(BuiltError):
+        ours_driver.Streamer(args).stream("sliding_window", None, torch.zeros(1), [])
+    assert built["half_depth_head"] is built["half_camera_head"] is half_heads
 
 
 def test_step_kernels_needs_a_gpu(capsys):

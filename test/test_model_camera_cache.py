@@ -142,3 +142,70 @@ def test_fixed_shapes_attend_as_the_prefix_does_on_random_tokens():
             cache.end_step()
         for ours, reference in zip(outputs[1], outputs[0]):
             torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def visible_means(max_frames: int, scale_frames: int, modes: list[StepMode],
+                  outcomes: list[bool]) -> list[float]:
+    """What a bounded cache must give for ``modes`` (phase 1 first): the mean id of the frames each step sees,
+    from a plain list of the kept frames (``outcomes``: commit or roll back each DEFER)."""
+    kept = list(range(1, scale_frames + 1))
+    means, pending = [sum(kept) / len(kept)], iter(outcomes)
+    for frame, mode in enumerate(modes, start=scale_frames + 1):
+        means.append((sum(kept) + frame) / (len(kept) + 1))
+        if mode is StepMode.SKIP or (mode is StepMode.DEFER and not next(pending)):
+            continue
+        kept.append(frame)
+        while len(kept) > max_frames:
+            kept.pop(scale_frames)
+    return means
+
+
+def test_bounded_cache_past_max_frames_sees_the_frames_a_list_keeps(new_cache):
+    """Once the bound drops frames, a new frame takes a dropped frame's row: every mode and order of steps
+    still sees the scale frames and the newest others, as a list would keep them."""
+    gen = torch.Generator().manual_seed(7)
+    modes = [(StepMode.STORE, StepMode.SKIP, StepMode.DEFER)[i] for i in
+             torch.multinomial(torch.tensor([0.6, 0.2, 0.2]), 60, replacement=True, generator=gen).tolist()]
+    outcomes = torch.rand(60, generator=gen).lt(0.5).tolist()
+    cache = new_cache(2, 2, scale_frames=2, max_frames=5)
+    means = [step(cache, [1, 2]).tolist()[0]]
+    pending = iter(outcomes)
+    for frame, mode in enumerate(modes, start=3):
+        means.append(step(cache, [frame], mode).item())
+        if mode is StepMode.DEFER:
+            cache.commit() if next(pending) else cache.rollback()
+    assert means == pytest.approx(visible_means(5, 2, modes, outcomes))
+    assert cache.frames_cached == 5
+
+
+def test_steps_past_max_frames_write_no_more_than_their_frame(new_cache):
+    """The steady state of an endless stream: no row is copied when the bound drops a frame."""
+    from torch.utils._python_dispatch import TorchDispatchMode  # noqa: PLC0415
+
+    class CopyCount(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.copies = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.copy_, torch.ops.aten.clone,
+                                       torch.ops.aten.index_select):
+                self.copies += 1
+            return func(*args, **(kwargs or {}))
+
+    cache = new_cache(2, 2, scale_frames=1, max_frames=3)
+    step(cache, [1, 2])
+    for frame in range(3, 8):
+        step(cache, [frame])
+    counter = CopyCount()
+    for frame in range(8, 11):
+        kv = torch.full((1, 1, 1), float(frame))
+        cache.begin_step(1, StepMode.STORE)
+        for iteration in range(2):
+            for block in range(2):
+                cache.attend(iteration, block, kv, kv, kv)
+        with counter:  # where the bound applies
+            cache.end_step()
+    assert counter.copies == 0
+    assert cache.frames_cached == 3
+    assert step(cache, [11]).item() == pytest.approx((1 + 9 + 10 + 11) / 4)

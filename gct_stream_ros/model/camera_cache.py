@@ -14,8 +14,12 @@ Storage: each (iteration, block) writes its keys/values into a buffer and attend
 used prefix, which holds exactly the keys, in the order, that concatenating them would give.
 With ``max_frames > 0`` the buffer holds ``max_frames + 1`` frames (a frame is written before
 the bound applies) and is allocated once, at the first step: memory stays flat however long the
-stream. Unbounded, it doubles when full. A SKIP frame is written past the used prefix and never
-counted.
+stream. Once the bound drops a frame, the next frame takes its row (``_free_row``): the buffer
+then holds the same keys as the concatenation, in another order, which unmasked attention does
+not see beyond the float summation order. Shifting the newest rows down instead cost every step
+past ``max_frames`` 64 copies (16 blocks x K, V x a copy out and back; 0.28 ms on the H200,
+``benchmarks/README.md``, eleventh session). Unbounded, it doubles when full. A SKIP frame is
+written where the next frame would be and never counted.
 
 Fixed shapes (on CUDA by default, ``fixed_shape``): from the second step on, a step writes at
 the used length read from a device tensor (``StepValues``) and attends over the whole buffer
@@ -25,6 +29,8 @@ model can replay it from a CUDA graph (``graph_key``, ``model/step_graphs.py``).
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import torch
 
@@ -54,6 +60,8 @@ class CameraKVCache:
             [None] * num_blocks for _ in range(num_iterations)]
         self._steps = StepTracker()
         self._length = 0
+        self._free_row: int | None = None  # the row of the frame the bound dropped last, not yet reused
+        self._ages: deque[int] = deque()  # the rows of the frames after the scale frames, oldest first
         self._bounds: StepValues | None = None  # [used length, length after this step's frames]
         self._fixed_step = False
         self._unused: torch.Tensor | None = None  # this step's -inf over the unused rows, [1, capacity]
@@ -62,6 +70,8 @@ class CameraKVCache:
     def reset(self) -> None:
         self._steps.reset()
         self._length = 0
+        self._free_row = None
+        self._ages.clear()
 
     @property
     def frames_stored(self) -> int:
@@ -81,15 +91,17 @@ class CameraKVCache:
 
     def begin_step(self, num_frames: int, mode: StepMode) -> None:
         self._steps.begin(self._steps.next_frames(num_frames, mode), mode)
-        end = self._length + num_frames
+        if self._free_row is not None and num_frames > 1:  # several frames need consecutive rows
+            self._keep_in_order(drop=0)
         first = self._buffers[0][0]
         fixed = first is not None and first[0].is_cuda if self.fixed_shape is None else self.fixed_shape
         self._fixed_step = first is not None and fixed
         if self._fixed_step:
+            start, end = self._rows(num_frames)
             for iteration, blocks in enumerate(self._buffers):
                 for block, kv in enumerate(blocks):
                     self._buffer(iteration, block, kv[0], end)
-            self._bounds.set([self._length, end])
+            self._bounds.set([start, end])
 
     def graph_key(self) -> tuple[object, ...] | None:
         """As ``GlobalKVCache.graph_key``: the buffers, or None before fixed-shape steps."""
@@ -103,7 +115,7 @@ class CameraKVCache:
                v: torch.Tensor) -> torch.Tensor:
         """One camera token per frame: q, k, v ``[S, H, D]`` -> ``[S, H, D]``."""
         self._steps.current()  # raises outside a step
-        end = self._length + k.shape[0]
+        start, end = self._rows(k.shape[0])
         keys, values = self._buffer(iteration, block, k, end)
         if self._fixed_step:
             bounds = self._bounds.values
@@ -116,8 +128,8 @@ class CameraKVCache:
             keys.index_copy_(0, self._slots, k)
             values.index_copy_(0, self._slots, v)
             return _attend_buffer(q, keys, values, self._unused)
-        keys[self._length:end] = k
-        values[self._length:end] = v
+        keys[start:start + k.shape[0]] = k
+        values[start:start + k.shape[0]] = v
         # 3-D inputs: the unfused kernels, which are the fast ones for one query per frame (a batched
         # 4-D call picks the fused fp32 kernel, ~15x slower here: benchmarks/README.md)
         out = torch.nn.functional.scaled_dot_product_attention(
@@ -127,7 +139,10 @@ class CameraKVCache:
     def end_step(self) -> None:
         frames, mode = self._steps.end()
         if mode is not StepMode.SKIP:
+            start = self._rows(len(frames))[0]
+            self._ages.extend(row for row in range(start, start + len(frames)) if row >= self.scale_frames)
             self._length += len(frames)
+            self._free_row = None
         if mode is StepMode.STORE:
             self._bound()
 
@@ -138,6 +153,17 @@ class CameraKVCache:
     def rollback(self) -> None:
         self._steps.rollback()
         self._length -= 1
+        if self._length < self.scale_frames:  # a scale frame's row, the last one
+            return
+        row = self._ages.pop()
+        if row != self._length:  # it had taken a dropped frame's row: free again
+            self._free_row = row
+
+    def _rows(self, num_frames: int) -> tuple[int, int]:
+        """(the first row the step's frames are written to, the rows attended ``[0, end)``)."""
+        if self._free_row is not None:  # every row holds a kept frame but this one
+            return self._free_row, self._length + 1
+        return self._length, self._length + num_frames
 
     def _buffer(self, iteration: int, block: int, k: torch.Tensor,
                 needed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,8 +182,9 @@ class CameraKVCache:
         if self._bounds is None or self._bounds.values.device != k.device:
             self._bounds = StepValues(2, k.device)
         if current is not None and current[0].shape[1:] == k.shape[1:]:
+            held = self._length + (self._free_row is not None)
             for new, old in zip(grown, current):
-                new[:self._length] = old[:self._length]
+                new[:held] = old[:held]
         self._buffers[iteration][block] = grown
         return grown
 
@@ -166,13 +193,24 @@ class CameraKVCache:
         excess = self._length - self.max_frames
         if not self.max_frames or excess <= 0:
             return
-        head, end = self.scale_frames, self._length
+        if excess == 1 and self._free_row is None:  # the steady state: the next frame takes its row
+            self._free_row = self._ages.popleft()
+            self._length -= 1
+            return
+        self._keep_in_order(drop=excess)
+
+    def _keep_in_order(self, drop: int) -> None:
+        """Rewrite the buffers as the scale frames, then the others oldest first, less the ``drop`` oldest of
+        those, in consecutive rows from 0 (no free row)."""
+        kept = list(range(min(self._length, self.scale_frames))) + list(self._ages)[drop:]
+        rows = torch.tensor(kept, device=self._buffers[0][0][0].device)
         for blocks in self._buffers:
             for buffers in blocks:
                 for buffer in buffers:
-                    # the source overlaps the destination: copy it out first
-                    buffer[head:end - excess] = buffer[head + excess:end].clone()
-        self._length -= excess
+                    buffer[:len(kept)] = buffer.index_select(0, rows)
+        self._length = len(kept)
+        self._ages = deque(range(self.scale_frames, len(kept)))
+        self._free_row = None
 
 
 def _attend_buffer(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
