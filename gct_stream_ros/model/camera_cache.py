@@ -22,8 +22,8 @@ past ``max_frames`` 64 copies (16 blocks x K, V x a copy out and back; 0.28 ms o
 written where the next frame would be and never counted.
 
 Fixed shapes (on CUDA by default, ``fixed_shape``): from the second step on, a step writes at
-the used length read from a device tensor (``StepValues``) and attends over the whole buffer
-with a mask of the used part, so every step of a buffer size runs the same kernels and the
+the row read from a device tensor (``StepValues``) and attends over the whole buffer with a mask
+of the rows not in use, so every step of a buffer size runs the same kernels and the
 model can replay it from a CUDA graph (``graph_key``, ``model/step_graphs.py``). Buffers grow in
 ``begin_step``, never inside a step.
 """
@@ -62,7 +62,7 @@ class CameraKVCache:
         self._length = 0
         self._free_row: int | None = None  # the row of the frame the bound dropped last, not yet reused
         self._ages: deque[int] = deque()  # the rows of the frames after the scale frames, oldest first
-        self._bounds: StepValues | None = None  # [used length, length after this step's frames]
+        self._bounds: StepValues | None = None  # [this step's first row, rows it attends]
         self._fixed_step = False
         self._unused: torch.Tensor | None = None  # this step's -inf over the unused rows, [1, capacity]
         self._slots: torch.Tensor | None = None  # this step's rows, [S]
