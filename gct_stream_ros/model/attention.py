@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gct_stream_ros.model import qk_norm
+
 Mixer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(q, k, v) ``[B, N, H, D]`` (q/k normalised, not rotated) -> attention output ``[B, N, H, D]``."""
 
@@ -40,7 +42,10 @@ class Attention(nn.Module):
     def project_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``[B, N, C]`` -> q, k (normalised), v ``[B, N, H, D]``: what a ``Mixer`` takes."""
         # qkv rows are ordered (q, k, v), each head-major
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(-3)
+        qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim))
+        q, k, v = qkv.unbind(-3)
+        if qk_norm.available(qkv, self.q_norm, self.k_norm):
+            return *qk_norm.qk_layer_norm(qkv, self.q_norm, self.k_norm), v
         return self.q_norm(q), self.k_norm(k), v
 
     def project_out(self, mixed: torch.Tensor) -> torch.Tensor:
