@@ -4,10 +4,10 @@ Every aggregator block normalises each head's query and key (``Attention.q_norm`
 channels) before RoPE: 2 x 16 heads x ~1k tokens of 64 values per block, 48 blocks a frame. Left to
 ``torch.compile``, each is a persistent reduction whose rows per program (1, 8 or 32) Inductor picks
 by timing the candidates at compile time, with the caches flushed. Those timings do not rank them as
-the step runs them, on a projection the GEMM has just written to L2: on the H200 the same kernel was
-compiled to 2.6 us in one fresh cache and to 10.7 us in another (one row per program), and a bad
-pick stays in the Inductor cache, where every block shares it (identical kernel source). The model
-step then paid ~0.8 ms for 96 launches (``benchmarks/README.md``, twelfth session).
+the step runs them, on a projection the GEMM has just written to L2: on the H200 k's kernel took
+3.0 us as compiled in one fresh cache and 10.7 us (one row per program) in another, and a bad pick
+stays in the Inductor cache, where every block shares it (identical kernel source): 0.99 ms a step
+for 92 launches (``benchmarks/README.md``, twelfth session), ~0.2 ms with this kernel.
 
 Here one launch normalises both, each program ``ROWS`` (token, head) rows of q or of k, the same on
 every machine. fp32 arithmetic and output, as ``F.layer_norm`` under autocast: mean, then the
@@ -17,12 +17,11 @@ variance of the centred values, ``(x - mean) * rsqrt(var + eps) * weight + bias`
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 from torch import nn
 
-TRITON = importlib.util.find_spec("triton") is not None
+from gct_stream_ros.cache.policies.fused_moves import TRITON
+
 ROWS = 32
 """(token, head) rows of 64 channels per program: 8 KiB of fp32 output."""
 WARPS = 4

@@ -31,7 +31,8 @@ import importlib.util
 import torch
 
 TRITON = importlib.util.find_spec("triton") is not None
-"""Triton is installed (the fused kernels here, ``fused_select.py`` and the fused scorers' need it)."""
+"""Triton is installed (the fused kernels here, ``fused_select.py``, the fused scorers' and the model's
+``qk_norm.py`` need it)."""
 BLOCK_SLOTS = 16
 EXPIRE_BLOCK = 4096
 """Cells (slot x head) per program of ``expire``."""
