@@ -39,16 +39,16 @@ def split_level(level: str) -> tuple[str, bool, bool]:
 
 
 def build_cache(backend: str, policy: str, config: Any, dtype: torch.dtype, device: str = "cuda",
-                budget: float | None = None) -> Any:
+                budget: float | None = None, evict_every: int | None = None) -> Any:
     """The aggregator cache through the cache factory (``policy`` other than the window: backend auto;
-    ``budget``: its ``cache.budget``, None for the default)."""
+    ``budget`` and ``evict_every``: its ``cache.budget`` and ``cache.evict_every``, None for the defaults)."""
     from gct_stream_ros.cache.factory import CacheSettings, build_cache  # noqa: PLC0415
 
     c = config
-    budget_setting = {} if budget is None else {"budget": budget}
+    chosen = {"budget": budget, "evict_every": evict_every}
     settings = CacheSettings(policy=policy, scale_frames=c.scale_frames, sliding_window=c.sliding_window,
                              max_frames=c.max_frames, num_special_tokens=c.num_special_tokens,
-                             **budget_setting)
+                             **{name: value for name, value in chosen.items() if value is not None})
     return build_cache(settings, c.depth, c.num_heads, c.head_dim, device=device, dtype=dtype,
                        backend=backend if policy == "sliding_window" else "auto")
 
@@ -119,6 +119,8 @@ def add_streamer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--half-heads", action="store_true",
                         help="model.half_depth_head and model.half_camera_head: true (the node's defaults on "
                              "CUDA; without it the heads run in fp32, as the reference's demo)")
+    parser.add_argument("--evict-every", type=int, default=None,
+                        help="cache.evict_every of the budgeted policies (default: the node's)")
 
 
 class Streamer:
@@ -144,7 +146,9 @@ class Streamer:
                 apply_compile(self.model, self.level)
         model = self.model
         config = model.config if window is None else dataclasses.replace(model.config, sliding_window=window)
-        model.use_cache(build_cache("auto", policy, config, getattr(torch, args.dtype), args.device, budget))
+        evict_every = None if policy == "sliding_window" else args.evict_every
+        model.use_cache(build_cache("auto", policy, config, getattr(torch, args.dtype), args.device, budget,
+                                    evict_every))
         if self.level:
             warm(model, frames, args.scale_frames, passes=1)
         model.reset()

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from gct_stream_ros.cache import options as cache_options
+from gct_stream_ros.cache.policies.budget import MAX_EVICT_EVERY
 from gct_stream_ros.stream.config import (
     DTYPES,
     KEYFRAME_MODES,
@@ -181,6 +182,11 @@ SETTINGS: tuple[Setting, ...] = (
     _engine("cache.budget_tokens", "cache_budget_tokens",
             "evict3r/infinitevggt: absolute patch-token budget per layer (0 = use cache.budget)",
             low=0, high=10**9),
+    _engine("cache.evict_every", "cache_evict_every",
+            "evict3r/infinitevggt: a layer evicts once it holds this many frames over its budget, all at "
+            "once (0 = the policy's own: evict3r 1, infinitevggt 2; 1 = every stored frame, as published; "
+            "more: the scoring's cost per frame divided by it, up to that many frames more attended "
+            "in between)", low=0, high=MAX_EVICT_EVERY),
     _engine("cache.max_frames", "cache_max_frames",
             "Stored frames kept; older ones recycled for constant memory (0 = unbounded)", low=0, high=10**7),
     _engine("cache.backend", "cache_backend",

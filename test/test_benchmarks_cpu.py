@@ -57,7 +57,7 @@ def test_policy_fidelity_compares_with_the_sliding_window(capsys, tmp_path):
     assert [row[:3] for row in rows] == [["| evict3r", "1", "3"], ["| evict3r", "0.6", "3"],
                                         ["| infinitevggt", "1", "3"], ["| infinitevggt", "0.6", "3"],
                                         ["| sliding_window", "0.6", "1"]]
-    deviations = [(float(row[4]), float(row[5].rstrip(" |"))) for row in rows]
+    deviations = [(float(row[5]), float(row[6].rstrip(" |"))) for row in rows]
     assert all(0 < rmse < 1 and 0 < abs_rel < 1 for rmse, abs_rel in deviations)  # a fewer-frame window too
 
 
@@ -122,6 +122,9 @@ def test_long_stream_reports_each_span_of_each_policy(capsys, tmp_path):
     results = json.loads(path.read_text())
     assert [row["budget"] for row in results] == [None, None, 0.8, 0.8]
     assert all(row["max_ms"] >= row["median_ms"] > 0 for row in results)
+    # the slow steps (over twice the stream's median) are left out of the steady mean, and only of it
+    assert all(row["mean_ms"] >= row["steady_mean_ms"] > 0 for row in results)
+    assert all(row["slow_steps"] > 0 or row["mean_ms"] == row["steady_mean_ms"] for row in results)
 
 
 def test_step_kernels_splits_steps_at_their_markers_and_tells_which_kernels_differ():
@@ -167,6 +170,36 @@ def test_streamed_models_run_their_heads_as_asked(half_heads, monkeypatch):
     with pytest.raises(BuiltError):
         ours_driver.Streamer(args).stream("sliding_window", None, torch.zeros(1), [])
     assert built["half_depth_head"] is built["half_camera_head"] is half_heads
+
+
+@pytest.mark.parametrize(("policy", "evict_every"), [("infinitevggt", 3), ("evict3r", 1)])
+def test_streamed_caches_evict_as_asked(policy, evict_every, monkeypatch):
+    """``--evict-every`` reaches the budgeted cache that ``Streamer`` builds for each run."""
+    from gct_stream_ros.model.config import GCTConfig  # noqa: PLC0415
+
+    long_stream = _load("long_stream")
+    ours_driver = long_stream.ours_driver
+    parser = long_stream.benchmark_parser(None)
+    long_stream.add_model_arguments(parser)
+    ours_driver.add_streamer_arguments(parser)
+    given = ["--evict-every", str(evict_every)] if evict_every > 1 else []
+    args = parser.parse_args(["--weights-py", "unused.py", "--device", "cpu", *given])
+
+    class BuiltError(Exception):  # stops the stream once the cache is built
+        pass
+
+    class Model:
+        config = GCTConfig.preset("tiny")
+
+        def use_cache(self, cache):
+            self.cache = cache
+            raise BuiltError
+
+    model = Model()
+    monkeypatch.setattr(ours_driver, "build_ours", lambda *_args, **_options: model)
+    with pytest.raises(BuiltError):
+        ours_driver.Streamer(args).stream(policy, 0.5, torch.zeros(1), [])
+    assert model.cache.evict_every == evict_every and model.cache.budget == 0.5
 
 
 def test_step_kernels_needs_a_gpu(capsys):

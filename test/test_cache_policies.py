@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from cache_steps import SPECIALS, Step, random_schedule, run_step, step_tensors
+from cache_steps import SPECIALS, Step, kept_tokens, random_schedule, run_step, step_tensors
 
 from gct_stream_ros.cache.attention import heads_first, partial_attention
 from gct_stream_ros.cache.dense import DenseKVCache
@@ -50,14 +50,20 @@ COMPOSED = [PRESETS["evict3r"], PRESETS["infinitevggt"],
                         timing="after", mass_queries="exact")]
 
 
-def _budgeted(policy: CachePolicy, budget_tokens: int = BUDGET, **kwargs) -> BudgetedKVCache:
+def _budgeted(policy: CachePolicy, budget_tokens: int = BUDGET, evict_every: int = 1,
+              **kwargs) -> BudgetedKVCache:
+    """Evicting at every stored frame unless asked (not at the policy's own cadence)."""
     return BudgetedKVCache(LAYERS, HEADS, DIM, policy, SPECIALS, SCALE, budget_tokens, WINDOW, MAX_FRAMES,
-                           **kwargs)
+                           evict_every=evict_every, **kwargs)
 
 
+@pytest.mark.parametrize("evict_every", [1, 3])
 @pytest.mark.parametrize("policy", COMPOSED, ids=lambda p: p.name)
-def test_every_policy_keeps_its_budget_at_every_step(policy):
-    cache = _budgeted(policy)
+def test_every_policy_keeps_its_budget_at_every_step(policy, evict_every):
+    """Within the budget after every step; with an eviction every ``k`` frames, within ``k - 1`` frames of it,
+    and the specials of at most ``k - 1`` recycled frames wait for the next eviction."""
+    cache = _budgeted(policy, evict_every=evict_every)
+    slack = (evict_every - 1) * PATCHES
     gen = torch.Generator().manual_seed(0)
     evicted = dropped = 0
     for step in random_schedule(1, 150, max_phase1=SCALE):
@@ -69,11 +75,11 @@ def test_every_policy_keeps_its_budget_at_every_step(policy):
             pool = cache._pools[layer]
             frames, state = pool.frames[:pool.length], pool.state[:pool.length]
             assert tokens == pool.length
-            assert (state == EXPIRED_SPECIAL).sum() == 0  # recycled specials leave at once
+            assert (state == EXPIRED_SPECIAL).sum() <= (evict_every - 1) * SPECIALS * HEADS
             for head in range(HEADS):
                 # the host's count is the device's; every head holds the same count
-                patches = int((state[:, head] != SPECIAL).sum())
-                assert patches == cache.patch_tokens(layer) <= budget
+                patches = int(((state[:, head] != SPECIAL) & (state[:, head] != EXPIRED_SPECIAL)).sum())
+                assert patches == cache.patch_tokens(layer) <= budget + slack
                 # each kept frame has its specials; scale frames keep all their patches
                 kept = sorted(frames[state[:, head] == SPECIAL, head].tolist())
                 assert kept == sorted(f for f in cache._special_frames for _ in range(SPECIALS))
@@ -157,9 +163,10 @@ def test_commit_applies_the_deferred_eviction():
     assert cache.frames_stored == SCALE + 9
 
 
+@pytest.mark.parametrize("evict_every", [1, 3])
 @pytest.mark.parametrize("policy", ["evict3r", "infinitevggt"])
-def test_storage_is_allocated_once(policy):
-    cache = _budgeted(policy_preset(policy))
+def test_storage_is_allocated_once(policy, evict_every):
+    cache = _budgeted(policy_preset(policy), evict_every=evict_every)
     gen = torch.Generator().manual_seed(10)
     run_step(cache, Step("phase1", SCALE), step_tensors(gen, LAYERS, SCALE, TOKENS, HEADS, DIM))
     storage = [field.data_ptr() for pool in cache._pools for field in pool.fields()]
@@ -172,19 +179,46 @@ def test_storage_is_allocated_once(policy):
     assert [field.data_ptr() for pool in cache._pools for field in pool.fields()] == storage
 
 
+@pytest.mark.parametrize("evict_every", [1, 2])
 @pytest.mark.parametrize("policy", ["evict3r", "infinitevggt"])
-def test_a_budgeted_step_never_reads_the_device(policy, monkeypatch):
+def test_a_budgeted_step_never_reads_the_device(policy, evict_every, monkeypatch):
     """On the meta device any read of a value (``item``, ``tolist``, ``bool``, a data-dependent
     shape) raises, so running steps there proves the host never waits for the device; the only
     read is the asynchronous statistics snapshot, pushed out of reach here."""
     monkeypatch.setattr(budgeted_cache, "REALLOCATE_EVERY", 10**9)
-    cache = _budgeted(policy_preset(policy), device="meta")
+    cache = _budgeted(policy_preset(policy), device="meta", evict_every=evict_every)
     gen = torch.Generator().manual_seed(12)
     kinds = ["store"] * 6 + ["skip", "commit", "rollback", "store", "store"]
     for step in [Step("phase1", SCALE)] + [Step(kind) for kind in kinds]:
         tensors = step_tensors(gen, LAYERS, step.num_frames, TOKENS, HEADS, DIM)
         run_step(cache, step, [tuple(t.to("meta") for t in layer) for layer in tensors])
-    assert max(cache.patch_tokens(layer) for layer in range(LAYERS)) <= BUDGET
+    assert max(cache.patch_tokens(layer) for layer in range(LAYERS)) <= BUDGET + (evict_every - 1) * PATCHES
+
+
+@pytest.mark.parametrize("granularity", ["token", "frame"])
+def test_an_eviction_every_k_frames_frees_k_frames_and_keeps_what_every_frame_would(granularity):
+    """Recency ranks the same whatever the cadence, so after each of its evictions a cache that evicts every
+    3 frames holds exactly the tokens of one that evicts at every frame; in between it only appends."""
+    policy = CachePolicy(f"recency_{granularity}", granularity=granularity, timing="after")
+    every_frame, every_third = (_budgeted(policy, evict_every=k) for k in (1, 3))
+    gen = torch.Generator().manual_seed(15)
+    phase1 = step_tensors(gen, LAYERS, SCALE, TOKENS, HEADS, DIM)
+    run_step(every_frame, Step("phase1", SCALE), phase1)
+    run_step(every_third, Step("phase1", SCALE), phase1)
+    evictions = []
+    for index in range(3 * MAX_FRAMES):
+        tensors = step_tensors(gen, LAYERS, 1, TOKENS, HEADS, DIM)
+        before = every_third.patch_tokens(0)
+        run_step(every_frame, Step("store"), tensors)
+        run_step(every_third, Step("store"), tensors)
+        if every_third.patch_tokens(0) < before:
+            evictions.append(index)
+            assert kept_tokens(every_third._pools) == kept_tokens(every_frame._pools)
+            assert every_third.stats().tokens_per_layer == every_frame.stats().tokens_per_layer
+        else:
+            assert every_third.patch_tokens(0) == before + PATCHES
+    steady = evictions[1:]
+    assert len(steady) >= 5 and all(b - a == 3 for a, b in zip(steady, steady[1:], strict=False))
 
 
 @pytest.mark.parametrize("policy", ["evict3r", "infinitevggt"])

@@ -17,7 +17,7 @@ from gct_stream_ros.cache.policies.attention_mass import attention_mass, concent
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
 from gct_stream_ros.cache.policies.policy import PRESETS, CachePolicy, policy_preset
 from gct_stream_ros.cache.policies.pool_attention import PoolAttention, captured_prefix
-from gct_stream_ros.cache.policies.token_pool import FREE, PATCH, SPECIAL, TokenPool
+from gct_stream_ros.cache.policies.token_pool import EXPIRED_SPECIAL, FREE, PATCH, SPECIAL, TokenPool
 
 LAYERS, HEADS, DIM, PATCHES = 3, 2, 64, 8
 TOKENS = SPECIALS + PATCHES
@@ -28,14 +28,16 @@ TOKEN_POLICIES = [PRESETS["evict3r"], PRESETS["infinitevggt"],
                               granularity="token", timing="after", mass_queries="exact")]
 
 
-def _budgeted(policy: CachePolicy, fixed_shape: bool, max_frames: int = MAX_FRAMES) -> BudgetedKVCache:
+def _budgeted(policy: CachePolicy, fixed_shape: bool, max_frames: int = MAX_FRAMES,
+              evict_every: int = 1) -> BudgetedKVCache:
     return BudgetedKVCache(LAYERS, HEADS, DIM, policy, SPECIALS, SCALE, 0, WINDOW, max_frames, budget=0.6,
-                           fixed_shape=fixed_shape)
+                           fixed_shape=fixed_shape, evict_every=evict_every)
 
 
+@pytest.mark.parametrize("evict_every", [1, 3])
 @pytest.mark.parametrize("policy", TOKEN_POLICIES, ids=lambda p: p.name)
-def test_fixed_shape_steps_keep_and_attend_what_the_host_addressed_steps_do(policy):
-    host, fixed = _budgeted(policy, False), _budgeted(policy, True)
+def test_fixed_shape_steps_keep_and_attend_what_the_host_addressed_steps_do(policy, evict_every):
+    host, fixed = (_budgeted(policy, shape, evict_every=evict_every) for shape in (False, True))
     gen = torch.Generator().manual_seed(0)
     kinds = ["store"] * 14 + ["skip", "commit", "store", "rollback", "skip"] + ["store"] * 12
     in_fixed_shapes = []
@@ -52,7 +54,8 @@ def test_fixed_shape_steps_keep_and_attend_what_the_host_addressed_steps_do(poli
         assert kept_tokens(fixed._pools) == kept_tokens(host._pools)
         for layer, pool in enumerate(fixed._pools):
             state = pool.state[:pool.length]
-            assert int((state[:, 0] != SPECIAL).sum()) == fixed.patch_tokens(layer)
+            specials = (state[:, 0] == SPECIAL) | (state[:, 0] == EXPIRED_SPECIAL)
+            assert int((~specials).sum()) == fixed.patch_tokens(layer)
             assert not (state == FREE).any()
     assert fixed.stats().specials_dropped > 0 and fixed.stats().frames_evicted > 0
     # every single-frame STORE or SKIP step, no DEFER step
@@ -155,6 +158,25 @@ def test_the_graph_key_stays_equal_across_steady_steps_and_changes_when_it_must(
     assert _budgeted(policy_preset(policy), False).fixed_shape is False  # on the CPU by default: eager
 
 
+@pytest.mark.parametrize("policy", ["evict3r", "infinitevggt"])
+def test_an_eviction_every_k_frames_cycles_through_k_graph_keys(policy, monkeypatch):
+    """Steady STORE steps of a cache that evicts every 3 frames: two that only append (one key: the layers
+    evict in step here) and one that frees 3 frames and 3 recycled frames' specials, repeated every 3
+    steps; layers out of step (budgets moved by a re-allocation) would make up to 3 keys."""
+    monkeypatch.setattr(budgeted_cache, "REALLOCATE_EVERY", 10**9)
+    cache = _budgeted(policy_preset(policy), True, evict_every=3)
+    gen = torch.Generator().manual_seed(8)
+    keys = []
+    run_step(cache, Step("phase1", SCALE), step_tensors(gen, LAYERS, SCALE, TOKENS, HEADS, DIM))
+    for _ in range(MAX_FRAMES + 9):
+        _store(cache, gen, keys)
+    steady = keys[-9:]
+    assert None not in steady and len(set(steady)) == 2 and cache.steady_graph_keys == 3
+    assert steady[:3] == steady[3:6] == steady[6:]
+    evicting = (3 * (PATCHES + SPECIALS),) * LAYERS
+    assert sorted(key[2] for key in steady[:3]) == [(0,) * LAYERS] * 2 + [evicting]
+
+
 def test_the_graph_key_changes_with_the_storage(monkeypatch):
     """An unbounded pool grows when the step begins (never inside it): the key's storage changes."""
     monkeypatch.setattr(budgeted_cache, "UNBOUNDED_SPECIAL_FRAMES", 2)
@@ -213,9 +235,10 @@ class _Replaying:
         return outputs, replayed
 
 
+@pytest.mark.parametrize("evict_every", [1, 2])
 @pytest.mark.parametrize("policy", TOKEN_POLICIES, ids=lambda p: p.name)
-def test_a_fixed_shape_step_reads_no_host_value_that_changes_under_its_key(policy):
-    reference, replaying = _budgeted(policy, True), _budgeted(policy, True)
+def test_a_fixed_shape_step_reads_no_host_value_that_changes_under_its_key(policy, evict_every):
+    reference, replaying = (_budgeted(policy, True, evict_every=evict_every) for _ in range(2))
     driver = _Replaying(replaying)
     gen = torch.Generator().manual_seed(3)
     phase1 = step_tensors(gen, LAYERS, SCALE, TOKENS, HEADS, DIM)

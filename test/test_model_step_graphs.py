@@ -16,7 +16,7 @@ from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
 from gct_stream_ros.cache.policies.policy import policy_preset
 from gct_stream_ros.model.camera_cache import CameraKVCache
 from gct_stream_ros.model.network import StepOutput
-from gct_stream_ros.model.step_graphs import StepGraphs, _CapturedStep
+from gct_stream_ros.model.step_graphs import DEFAULT_MAX_GRAPHS, StepGraphs, _CapturedStep
 
 
 def _fixed_shape_caches(model) -> None:
@@ -112,7 +112,7 @@ def test_a_budgeted_model_asks_for_one_graph_per_steady_key_and_keeps_its_output
         c = model.config
         model.cache = BudgetedKVCache(c.depth, c.num_heads, c.head_dim, policy_preset(policy),
                                       c.num_special_tokens, c.scale_frames, sliding_window=c.sliding_window,
-                                      max_frames=6, budget=0.75, fixed_shape=fixed)
+                                      max_frames=6, budget=0.75, fixed_shape=fixed, evict_every=1)
         graphs = RecordingGraphs()
         model.replay_steps(graphs)
         outputs[fixed] = [model.step(images[:2])] + [
@@ -128,6 +128,17 @@ def test_a_budgeted_model_asks_for_one_graph_per_steady_key_and_keeps_its_output
     assert keys[True] == [growing] * 3 + [recycling] * 2 + [skipped] + [recycling] * 3
     assert len({growing, recycling, skipped}) == 3
     assert graphs.storage[0][0] == "budgeted"
+
+
+@pytest.mark.parametrize("evict_every", [1, 3])
+def test_the_model_keeps_a_step_graph_more_per_phase_of_the_caches_eviction(tiny_model, evict_every):
+    model = tiny_model()
+    c = model.config
+    model.use_cache(BudgetedKVCache(c.depth, c.num_heads, c.head_dim, policy_preset("infinitevggt"),
+                                    c.num_special_tokens, c.scale_frames, sliding_window=c.sliding_window,
+                                    evict_every=evict_every))
+    model.replay_steps()
+    assert model.step_graphs.max_graphs == DEFAULT_MAX_GRAPHS + evict_every - 1
 
 
 class FakeGraph:

@@ -32,6 +32,9 @@ def test_defaults_are_valid_and_follow_the_engine():
      "evict3r (budget 0.5 x the window of 8 scale + 64 recent frames; frames recycled past 1024)"),
     ({"cache.policy": "infinitevggt", "cache.budget_tokens": 30000, "cache.max_frames": 0},
      "infinitevggt (30000 patch tokens a layer; unbounded)"),
+    ({"cache.policy": "infinitevggt", "cache.evict_every": 2},
+     "infinitevggt (budget 1 x the window of 8 scale + 64 recent frames, evicting every 2 frames; "
+     "frames recycled past 1024)"),
 ])
 def test_the_cache_is_described_with_what_it_keeps(overrides, description):
     assert settings.engine_config(settings.resolve({**TINY, **overrides})).cache_description == description

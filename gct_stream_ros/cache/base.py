@@ -88,6 +88,9 @@ class GlobalKVCache(abc.ABC):
 
     num_layers: int
     num_special_tokens: int
+    steady_graph_keys: int = 1
+    """The ``graph_key`` s of one kind of steady step (STORE or SKIP) that the cache cycles through: more
+    than one where it evicts every few steps (``BudgetedKVCache.evict_every``)."""
 
     @abc.abstractmethod
     def begin_step(self, num_frames: int, tokens_per_frame: int, mode: StepMode) -> None:

@@ -31,7 +31,7 @@ from gct_stream_ros.cache.dense import DenseKVCache
 from gct_stream_ros.cache.options import BACKENDS
 from gct_stream_ros.cache.paged_flashinfer import KERNEL_DTYPES, FlashInferCache, flashinfer_available
 from gct_stream_ros.cache.paged_gather import PagedGatherCache
-from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET
+from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET, POLICY_CADENCE
 from gct_stream_ros.cache.policies.budgeted_cache import BudgetedKVCache
 from gct_stream_ros.cache.policies.policy import CachePolicy, policy_preset
 from gct_stream_ros.cache.sizes import DEFAULT_MAX_FRAMES
@@ -49,6 +49,7 @@ class EngineCacheFields(Protocol):
     cache_sliding_window: int
     cache_budget: float
     cache_budget_tokens: int
+    cache_evict_every: int
     cache_max_frames: int
     cache_backend: str
 
@@ -62,6 +63,7 @@ class CacheSettings:
     sliding_window: int = 64
     budget: float = DEFAULT_BUDGET
     budget_tokens: int = 0
+    evict_every: int = POLICY_CADENCE
     max_frames: int = DEFAULT_MAX_FRAMES
     num_special_tokens: int = 6
     backend: str = "auto"
@@ -70,7 +72,8 @@ class CacheSettings:
     def from_config(cls, config: EngineCacheFields) -> CacheSettings:
         return cls(policy=config.cache_policy, scale_frames=config.num_scale_frames,
                    sliding_window=config.cache_sliding_window, budget=config.cache_budget,
-                   budget_tokens=config.cache_budget_tokens, max_frames=config.cache_max_frames,
+                   budget_tokens=config.cache_budget_tokens, evict_every=config.cache_evict_every,
+                   max_frames=config.cache_max_frames,
                    backend=config.cache_backend)
 
 
@@ -94,7 +97,8 @@ def build_cache(settings: CacheSettings | EngineCacheFields, num_layers: int, nu
             raise ValueError(f"the {policy.name!r} policy keeps different tokens per layer and runs on the "
                              f"budgeted dense cache, not on {backend!r}: use backend 'auto'")
         return BudgetedKVCache(num_layers, num_heads, head_dim, policy, budget_tokens=settings.budget_tokens,
-                               budget=settings.budget, device=device, dtype=dtype, **sizes)
+                               budget=settings.budget, evict_every=settings.evict_every, device=device,
+                               dtype=dtype, **sizes)
     device = torch.device(device)
     if backend == "auto":
         backend = _auto_backend(device, dtype)

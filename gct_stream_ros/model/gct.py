@@ -30,7 +30,7 @@ from gct_stream_ros.model.camera_head import CameraHead
 from gct_stream_ros.model.config import GCTConfig
 from gct_stream_ros.model.dpt_head import DPTHead, activate_depth, activate_points
 from gct_stream_ros.model.network import StepOutput
-from gct_stream_ros.model.step_graphs import StepGraphs
+from gct_stream_ros.model.step_graphs import DEFAULT_MAX_GRAPHS, StepGraphs
 
 
 class GCTModel(nn.Module):
@@ -129,8 +129,11 @@ class GCTModel(nn.Module):
         return self
 
     def replay_steps(self, graphs: StepGraphs | None = None) -> GCTModel:
-        """Replay single-frame CUDA steps from CUDA graphs (``step_graphs.py``) when the caches allow."""
-        self.step_graphs = graphs if graphs is not None else StepGraphs()
+        """Replay single-frame CUDA steps from CUDA graphs (``step_graphs.py``) when the caches allow; by
+        default one graph more per steady step key the cache cycles through beyond the first."""
+        if graphs is None:
+            graphs = StepGraphs(DEFAULT_MAX_GRAPHS + self.cache.steady_graph_keys - 1)
+        self.step_graphs = graphs
         return self
 
     @torch.no_grad()

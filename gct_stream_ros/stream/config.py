@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from gct_stream_ros.cache import options as cache_options
-from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET, check_budget
+from gct_stream_ros.cache.policies.budget import (
+    DEFAULT_BUDGET,
+    POLICY_CADENCE,
+    check_budget,
+    check_evict_every,
+)
 from gct_stream_ros.cache.sizes import DEFAULT_MAX_FRAMES
 from gct_stream_ros.model import config as model_config
 from gct_stream_ros.model.config import PATCH_SIZE, PRESETS
@@ -100,6 +105,11 @@ class EngineConfig:
     cache_budget_tokens: int = 0
     """Absolute patch-token budget per global layer for 'evict3r'/'infinitevggt' (0 = use
     ``cache_budget``)."""
+    cache_evict_every: int = POLICY_CADENCE
+    """'evict3r'/'infinitevggt': a layer evicts once it holds this many frames over its budget, all of them
+    at once (1 = at every stored frame, as the published policies): the scoring's cost per frame divided
+    by it, up to ``cache_evict_every - 1`` frames more attended in between. 0: the policy's own (1 for
+    'evict3r', 2 for 'infinitevggt': ``docs/memory_policies.md``)."""
     cache_max_frames: int = DEFAULT_MAX_FRAMES
     """Stored frames whose special tokens (and camera-head entries) are kept; older non-scale
     frames are recycled so memory stays constant on endless streams (0 = unbounded, as the
@@ -119,6 +129,8 @@ class EngineConfig:
         if self.cache_policy != "sliding_window":
             kept = (f"{self.cache_budget_tokens} patch tokens a layer" if self.cache_budget_tokens
                     else f"budget {self.cache_budget:g} x the window of {kept}")
+            if self.cache_evict_every > 1:
+                kept += f", evicting every {self.cache_evict_every} frames"
         recycled = f"frames recycled past {self.cache_max_frames}" if self.cache_max_frames else "unbounded"
         return f"{self.cache_policy} ({kept}; {recycled})"
 
@@ -163,6 +175,7 @@ class EngineConfig:
             try:
                 check_budget(self.cache_budget, self.cache_budget_tokens, self.num_scale_frames,
                              self.cache_sliding_window)
+                check_evict_every(self.cache_evict_every)
             except ValueError as error:
                 raise ConfigError(f"cache_{error}") from None
         at_least("cache_max_frames", 0)

@@ -99,7 +99,8 @@ def test_budgeted_steps_never_synchronize(policy, reallocate, monkeypatch):
     assert not unexpected
     assert captures  # the captured path ran
     budgets = cache.stats().budget_tokens_per_layer
-    assert all(cache.patch_tokens(layer) <= budget for layer, budget in enumerate(budgets))
+    slack = (cache.evict_every - 1) * PATCHES  # infinitevggt evicts every 2 frames
+    assert all(cache.patch_tokens(layer) <= budget + slack for layer, budget in enumerate(budgets))
 
 
 @pytest.mark.parametrize("heads", [HEADS, 16])

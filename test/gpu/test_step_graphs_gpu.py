@@ -36,13 +36,14 @@ def _contiguous(config: GCTConfig) -> ContiguousKVCache:
 
 
 def _model(graphs: bool, compiled: bool, policy: str | None = None,
-           window_max_frames: int = 0) -> GCTModel:
+           window_max_frames: int = 0, evict_every: int = 1) -> GCTModel:
     torch.manual_seed(0)
     max_frames = window_max_frames if policy is None else BUDGETED_MAX_FRAMES
     config = GCTConfig.preset("tiny", scale_frames=SCALE, sliding_window=WINDOW, max_frames=max_frames)
     cache: GlobalKVCache = _contiguous(config) if policy is None else BudgetedKVCache(
         config.depth, config.num_heads, config.head_dim, policy_preset(policy), config.num_special_tokens,
-        SCALE, sliding_window=WINDOW, max_frames=max_frames, device="cuda", dtype=torch.bfloat16, budget=0.8)
+        SCALE, sliding_window=WINDOW, max_frames=max_frames, device="cuda", dtype=torch.bfloat16, budget=0.8,
+        evict_every=evict_every)
     model = GCTModel(config, cache).cuda().eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -110,8 +111,9 @@ def _budgeted_modes():
             yield index, StepMode.STORE
 
 
+@pytest.mark.parametrize("evict_every", [1, 2])
 @pytest.mark.parametrize("policy", ["evict3r", "infinitevggt"])
-def test_budgeted_steps_replayed_equal_eager_steps_without_a_host_sync(policy, monkeypatch):
+def test_budgeted_steps_replayed_equal_eager_steps_without_a_host_sync(policy, evict_every, monkeypatch):
     """Budgets re-allocated every 8 stored frames, frames recycled by max_frames from frame 16 on: the
     replayed stream equals the eager one, and no step synchronises with the host except the ones that
     capture a graph (a step's, or a layer's cuDNN prefix when a re-allocation moved it)."""
@@ -119,7 +121,7 @@ def test_budgeted_steps_replayed_equal_eager_steps_without_a_host_sync(policy, m
     images = torch.rand(BUDGETED_FRAMES, 3, 42, 56, generator=torch.Generator().manual_seed(1)).cuda()
     streams, synchronising = [], []
     for graphs in (False, True):
-        model = _model(graphs=graphs, compiled=False, policy=policy)
+        model = _model(graphs=graphs, compiled=False, policy=policy, evict_every=evict_every)
         outputs = [model.step(images[:SCALE])]
         for index, mode in _budgeted_modes():
             before = (len(captures), model.step_graphs.captures if graphs else 0)

@@ -1,15 +1,23 @@
 """Token-budgeted KV cache: the memory policies of ``policy.py`` behind ``GlobalKVCache``.
 
 Each layer keeps its tokens in a ``TokenPool``: storage allocated once, at the first step, for
-the layer's largest budget (``allocators.layer_ceiling``) plus one frame plus the special tokens
-of ``max_frames + 2`` frames. A step appends its frame in place, evicts by moving tail tokens
-into the freed slots and attends over the pool's prefix: no allocation whose size depends on the
-step, and the memory held is the pools' from the first frame on.
+the layer's largest budget (``allocators.layer_ceiling``) plus ``evict_every`` frames plus the
+special tokens of ``max_frames + 1 + evict_every`` frames. A step appends its frame in place, evicts
+by moving tail tokens into the freed slots and attends over the pool's prefix: no allocation whose
+size depends on the step, and the memory held is the pools' from the first frame on.
 
 Budget (``budget.py``): the mean number of *patch* tokens a layer may keep, ``budget`` times the
 sliding window's or ``budget_tokens``; one that cannot hold the protected scale frames is rejected
 when the cache is built (``budget_tokens`` at the first frame, when the frame size is known). The
 allocator splits ``num_layers`` times it over the layers.
+
+Eviction cadence (``evict_every``, ``k``; by default the policy's, ``CachePolicy.evict_every``): a layer
+evicts once it holds ``k`` frames of patches over its budget or the specials of ``k`` recycled frames,
+and then frees all of them; ``k = 1`` is the published policies' eviction at every stored frame. A
+larger ``k`` runs the scoring and selection once per ``k`` stored frames (their cost per frame divided
+by ``k``) and attends up to ``k - 1`` frames more in between; the tokens kept differ from ``k = 1``'s by
+what one eviction of ``k`` frames chooses instead of ``k`` of one (the deviations from the full window
+measured for both: ``docs/memory_policies.md``).
 
 No host sync in a step: every count (tokens appended, patches over budget, specials to drop) is
 known on the host, selection and moves run on the device. The layer statistics that drive the
@@ -17,7 +25,8 @@ allocator are copied to the host asynchronously (``host_snapshot.py``) every
 ``REALLOCATE_EVERY`` stored steps and used at the next re-allocation, one period later; the
 published policies re-allocate every frame from the last frame's statistics. A re-allocation whose
 budgets are all within a frame of patches of the current ones keeps them (``BUDGET_MOVE_FRAMES``). Between
-two re-allocations the layers' patch counts are the same at every step (budget + the step's frame).
+two re-allocations a layer's patch count cycles through the same values (its budget + up to
+``evict_every`` frames).
 
 Specials: every retained frame keeps its special tokens in every layer, protected, until the
 ``max_frames`` rule recycles the oldest non-scale frame: then its tokens (specials and any
@@ -28,7 +37,7 @@ at each layer after the frame is appended; ``after``: at each layer after its at
 this step's attention mass; the budgets of a re-allocation are set when the step begins, the
 statistics are snapshotted when it ends); DEFER postpones it, and the step's attention mass, to
 ``commit``; SKIP frames are attended (staged after the prefix) but neither stored nor scored.
-Every layer is within its budget after every step.
+Every layer is within its budget plus ``evict_every - 1`` frames of patches after every step.
 
 Fixed-shape steps (``fixed_shape``, by default on CUDA in half precision): a single-frame STORE
 or SKIP step of a non-scale frame at token granularity is replayed by the model from a CUDA graph;
@@ -53,7 +62,13 @@ from gct_stream_ros.cache.policies.attention_mass import (
     stand_in_queries,
     stand_in_rows,
 )
-from gct_stream_ros.cache.policies.budget import DEFAULT_BUDGET, check_budget, mean_budget_tokens
+from gct_stream_ros.cache.policies.budget import (
+    DEFAULT_BUDGET,
+    POLICY_CADENCE,
+    check_budget,
+    check_evict_every,
+    mean_budget_tokens,
+)
 from gct_stream_ros.cache.policies.candidate_sums import CandidateSums
 from gct_stream_ros.cache.policies.fixed_step import (
     APPENDED,
@@ -99,16 +114,19 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
                  num_special_tokens: int = 6, scale_frames: int = 8, budget_tokens: int = 0,
                  sliding_window: int = 64, max_frames: int = 0, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, budget: float = DEFAULT_BUDGET,
-                 fixed_shape: bool | None = None):
+                 fixed_shape: bool | None = None, evict_every: int = POLICY_CADENCE):
         super().__init__()
         self.sizes = CacheSizes(num_layers, num_special_tokens, scale_frames, sliding_window, max_frames)
         check_head_shape(num_heads, head_dim)
         check_budget(budget, budget_tokens, scale_frames, sliding_window)
+        check_evict_every(evict_every)
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.policy = policy
         self.budget_tokens = budget_tokens
         self.budget = budget
+        self.evict_every = evict_every or policy.evict_every
+        self.steady_graph_keys = self.evict_every  # one per phase of the eviction's cycle
         self.device = torch.device(device)
         self.dtype = dtype
         self._on_cuda_in_half = self.device.type == "cuda" and dtype in HALF_DTYPES
@@ -158,14 +176,16 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
 
     def graph_key(self) -> tuple[object, ...] | None:
         """A key for a fixed-shape step in the steady state (a SKIP step, or a STORE step at which every
-        layer frees one frame of patches and the recycled frame's specials), None otherwise; see the
-        module docstring for when it changes."""
+        layer frees ``evict_every`` frames of patches and as many recycled frames' specials, or, with
+        ``evict_every`` > 1, none), None otherwise; see the module docstring for when it changes."""
         self._steps.current()  # raises outside a step
         fixed = self._fixed
         if fixed is None:
             return None
-        steady = self._patches_per_frame + self.num_special_tokens * fixed.recycling if fixed.stores else 0
-        if any(count != steady for count in fixed.counts):
+        frame = self._patches_per_frame + self.num_special_tokens * fixed.recycling
+        steady = {self.evict_every * frame, 0} if fixed.stores and self.evict_every > 1 else \
+            {frame if fixed.stores else 0}
+        if any(count not in steady for count in fixed.counts):
             return None
         storage = ("budgeted", tuple(pool.keys.data_ptr() for pool in self._pools))
         return (storage, fixed.stores, fixed.counts, fixed.prefixes)
@@ -355,8 +375,10 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         self._patches_per_frame, self._mean_budget, self._floor = patches_per_frame, mean, floor
         self._budgets = [mean] * self.num_layers
         bounded = self.max_frames > 0
-        special_frames = self.max_frames + 2 if bounded else UNBOUNDED_SPECIAL_FRAMES
-        capacity = (layer_ceiling(mean, floor) + patches_per_frame
+        # the specials of max_frames frames, the step's and those of the recycled frames that wait for
+        # the layer's next eviction
+        special_frames = self.max_frames + 1 + self.evict_every if bounded else UNBOUNDED_SPECIAL_FRAMES
+        capacity = (layer_ceiling(mean, floor) + self.evict_every * patches_per_frame
                     + self.num_special_tokens * special_frames)
         self._pools = []  # the previous size's pools are freed before the new ones are allocated
         self._pool_attention.clear()
@@ -413,11 +435,14 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         self._pending_mass[layer] = None
 
     def _eviction_count(self, layer: int) -> tuple[int, int]:
-        """(patch slots over the budget, slots to free) of ``layer`` as it is now."""
+        """(patch slots over the budget, slots to free) of ``layer`` as it is now: (0, 0) until it holds
+        ``evict_every`` frames of patches over its budget or as many recycled frames' specials."""
+        patches = self._patches_per_frame or 1
         excess = max(0, self._patches[layer] - self._budgets[layer])
         if self.policy.granularity == "frame":
-            patches = self._patches_per_frame or 1
             excess = math.ceil(excess / patches) * patches
+        if excess <= (self.evict_every - 1) * patches and self._expired[layer] < self.evict_every:
+            return 0, 0
         return excess, excess + self.num_special_tokens * self._expired[layer]
 
     def _evict(self, layer: int) -> None:
