@@ -184,9 +184,10 @@ SETTINGS: tuple[Setting, ...] = (
             low=0, high=10**9),
     _engine("cache.evict_every", "cache_evict_every",
             "evict3r/infinitevggt: a layer evicts once it holds this many frames over its budget, all at "
-            "once (0 = the policy's own: evict3r 1, infinitevggt 2; 1 = every stored frame, as published; "
-            "more: the scoring's cost per frame divided by it, up to that many frames more attended "
-            "in between)", low=0, high=MAX_EVICT_EVERY),
+            "once (0 = the policy's own: "
+            + ", ".join(f"{name} {every}" for name, every in cache_options.PRESET_EVICT_EVERY.items())
+            + "; 1 = every stored frame, as published; more: the scoring's cost per frame divided by it, up "
+            "to that many frames more attended in between)", low=0, high=MAX_EVICT_EVERY),
     _engine("cache.max_frames", "cache_max_frames",
             "Stored frames kept; older ones recycled for constant memory (0 = unbounded)", low=0, high=10**7),
     _engine("cache.backend", "cache_backend",

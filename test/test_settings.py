@@ -31,9 +31,14 @@ def test_defaults_are_valid_and_follow_the_engine():
     ({"cache.policy": "evict3r", "cache.budget": 0.5},
      "evict3r (budget 0.5 x the window of 8 scale + 64 recent frames; frames recycled past 1024)"),
     ({"cache.policy": "infinitevggt", "cache.budget_tokens": 30000, "cache.max_frames": 0},
-     "infinitevggt (30000 patch tokens a layer; unbounded)"),
-    ({"cache.policy": "infinitevggt", "cache.evict_every": 2},
+     "infinitevggt (30000 patch tokens a layer, evicting every 2 frames; unbounded)"),
+    ({"cache.policy": "infinitevggt"},
      "infinitevggt (budget 1 x the window of 8 scale + 64 recent frames, evicting every 2 frames; "
+     "frames recycled past 1024)"),
+    ({"cache.policy": "infinitevggt", "cache.evict_every": 1},
+     "infinitevggt (budget 1 x the window of 8 scale + 64 recent frames; frames recycled past 1024)"),
+    ({"cache.policy": "evict3r", "cache.evict_every": 3},
+     "evict3r (budget 1 x the window of 8 scale + 64 recent frames, evicting every 3 frames; "
      "frames recycled past 1024)"),
 ])
 def test_the_cache_is_described_with_what_it_keeps(overrides, description):

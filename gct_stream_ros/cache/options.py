@@ -10,3 +10,8 @@ from __future__ import annotations
 
 BACKENDS = ("auto", "contiguous", "flashinfer", "flashinfer_fa3", "paged_gather", "dense")
 POLICY_PRESETS = ("sliding_window", "evict3r", "infinitevggt")
+PRESET_EVICT_EVERY = {"evict3r": 1, "infinitevggt": 2}
+"""The budgeted presets' eviction cadence (``CachePolicy.evict_every``): infinitevggt scores every key at each
+eviction, so evicting every 2 frames halves that cost, and its deviation from the full window stayed as
+at every frame (``docs/memory_policies.md``); evict3r's attention mass is measured at every step, so a
+longer cadence would only attend more keys."""

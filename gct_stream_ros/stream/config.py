@@ -108,8 +108,8 @@ class EngineConfig:
     cache_evict_every: int = POLICY_CADENCE
     """'evict3r'/'infinitevggt': a layer evicts once it holds this many frames over its budget, all of them
     at once (1 = at every stored frame, as the published policies): the scoring's cost per frame divided
-    by it, up to ``cache_evict_every - 1`` frames more attended in between. 0: the policy's own (1 for
-    'evict3r', 2 for 'infinitevggt': ``docs/memory_policies.md``)."""
+    by it, up to ``cache_evict_every - 1`` frames more attended in between. 0: the policy's own
+    (``cache.options.PRESET_EVICT_EVERY``)."""
     cache_max_frames: int = DEFAULT_MAX_FRAMES
     """Stored frames whose special tokens (and camera-head entries) are kept; older non-scale
     frames are recycled so memory stays constant on endless streams (0 = unbounded, as the
@@ -129,8 +129,9 @@ class EngineConfig:
         if self.cache_policy != "sliding_window":
             kept = (f"{self.cache_budget_tokens} patch tokens a layer" if self.cache_budget_tokens
                     else f"budget {self.cache_budget:g} x the window of {kept}")
-            if self.cache_evict_every > 1:
-                kept += f", evicting every {self.cache_evict_every} frames"
+            every = self.cache_evict_every or cache_options.PRESET_EVICT_EVERY[self.cache_policy]
+            if every > 1:
+                kept += f", evicting every {every} frames"
         recycled = f"frames recycled past {self.cache_max_frames}" if self.cache_max_frames else "unbounded"
         return f"{self.cache_policy} ({kept}; {recycled})"
 

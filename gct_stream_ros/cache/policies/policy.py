@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gct_stream_ros.cache.options import PRESET_EVICT_EVERY
 from gct_stream_ros.cache.policies.attention_mass import MASS_QUERIES
 from gct_stream_ros.cache.policies.budget import MAX_EVICT_EVERY
 
@@ -81,12 +82,10 @@ class CachePolicy:
 PRESETS = {
     "sliding_window": CachePolicy("sliding_window"),
     "evict3r": CachePolicy("evict3r", scorer="attention_mass", allocator="variance", granularity="token",
-                           timing="after"),
-    # infinitevggt scores every key at each eviction, so evicting every 2 frames halves that cost; its
-    # deviation from the full window stayed as at every frame (``docs/memory_policies.md``); evict3r's
-    # attention mass is measured at every step, so it would only attend more keys in between
+                           timing="after", evict_every=PRESET_EVICT_EVERY["evict3r"]),
     "infinitevggt": CachePolicy("infinitevggt", scorer="key_diversity", allocator="diversity",
-                                granularity="token", timing="before", per_head=True, evict_every=2),
+                                granularity="token", timing="before", per_head=True,
+                                evict_every=PRESET_EVICT_EVERY["infinitevggt"]),
 }
 
 
