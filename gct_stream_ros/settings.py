@@ -459,7 +459,8 @@ def markdown_table() -> str:
     rows = ["| Parameter | Type | Default | Range / choices | Description |",
             "| --- | --- | --- | --- | --- |"]
     for entry in SETTINGS:
-        default = str(entry.default).lower() if entry.type is bool else entry.default or '""'
+        default = str(entry.default).lower() if entry.type is bool else entry.default
+        default = '""' if default == "" else default  # an empty string, not a 0
         restart = " *(restart)*" if entry.restart else ""
         rows.append(f"| `{entry.name}` | {entry.type.__name__} | `{default!s}` | {limits(entry)} | "
                     f"{entry.description.replace('|', '/')}{restart} |")

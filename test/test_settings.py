@@ -190,3 +190,11 @@ def test_docs_embed_the_current_parameter_table(document):
     assert table in docs
     assert table.count("\n") == len(settings.SETTINGS) + 2
     assert "| `model.image_width` | int | `518` | 28 .. 2044, step 14 |" in table
+    # a numeric 0 is shown as 0
+    assert "| `cache.budget_tokens` | int | `0` |" in table
+    assert "| `scale.camera_height.height` | float | `0.0` |" in table
+
+
+def test_an_empty_string_default_is_shown_as_quotes(monkeypatch):
+    monkeypatch.setattr(settings, "SETTINGS", (settings.Setting("frames.prefix", "", "A prefix"),))
+    assert "| `frames.prefix` | str | `\"\"` |  | A prefix |" in settings.markdown_table()
