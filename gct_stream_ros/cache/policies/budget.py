@@ -1,12 +1,11 @@
 """The budget of the budgeted policies: patch tokens per layer, absolute or a fraction of the window.
 
 Pure Python (no torch), so that the session settings can validate it at start-up.
-``evict_every`` is how often a layer evicts: once it holds that many frames of patches over its budget
-(or that many recycled frames' specials), it frees them all at once (``budgeted_cache.py``); 0 takes
-the policy's own cadence.
 ``budget`` is a fraction of the sliding window's patch tokens, ``(scale_frames + sliding_window)
 x patches_per_frame`` per layer; ``budget_tokens`` > 0 overrides it with an absolute count. Either
-must hold the protected scale frames' patches (``budget_floor``).
+must hold the protected scale frames' patches (``budget_floor``). ``evict_every`` is how often a
+layer evicts: once it holds that many frames of patches over its budget (or that many recycled
+frames' specials), it frees them all at once (``budgeted_cache.py``); 0 takes the policy's own.
 """
 
 from __future__ import annotations

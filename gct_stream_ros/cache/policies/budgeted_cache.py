@@ -183,8 +183,9 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         if fixed is None:
             return None
         frame = self._patches_per_frame + self.num_special_tokens * fixed.recycling
-        steady = {self.evict_every * frame, 0} if fixed.stores and self.evict_every > 1 else \
-            {frame if fixed.stores else 0}
+        cycle = self.evict_every * frame if fixed.stores else 0
+        # a STORE step of a cache that evicts every few frames frees all of them or nothing
+        steady = {cycle, 0} if fixed.stores and self.evict_every > 1 else {cycle}
         if any(count not in steady for count in fixed.counts):
             return None
         storage = ("budgeted", tuple(pool.keys.data_ptr() for pool in self._pools))
