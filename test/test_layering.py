@@ -11,11 +11,12 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "gct_stream_ros"
 ROS_MODULES = ("rclpy", "sensor_msgs", "std_msgs", "std_srvs", "geometry_msgs", "nav_msgs", "diagnostic_msgs",
                "tf2_ros", "tf2_msgs", "cv_bridge", "sensor_msgs_py", "builtin_interfaces", "rosgraph_msgs",
                "launch", "launch_ros", "visualization_msgs")
-LEAVES = {"stamps"}
+LEAVES = {"stamps", "optional_packages"}
 """Modules of plain definitions every layer may import (they import nothing from the project)."""
 # What each layer may import from the project (besides itself).
 ALLOWED = {
     "stamps": set(),
+    "optional_packages": set(),
     "cache": LEAVES,
     "model": {"cache"} | LEAVES,
     "stream": {"model", "cache"} | LEAVES,

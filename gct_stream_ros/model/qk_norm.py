@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gct_stream_ros.cache.policies.fused_moves import TRITON
+from gct_stream_ros.optional_packages import TRITON
 
 ROWS = 32
 """(token, head) rows of 64 channels per program: 8 KiB of fp32 output."""

@@ -61,9 +61,9 @@ import functools
 
 import torch
 
-from gct_stream_ros.cache.policies.fused_moves import TRITON
 from gct_stream_ros.cache.policies.temporal_rope import TEMPORAL_PAIRS, rope_frequencies
 from gct_stream_ros.cache.policies.token_pool import EXPIRED_PATCH, FREE, PATCH
+from gct_stream_ros.optional_packages import TRITON
 
 DIVERSITY_BLOCK_SLOTS = 8
 """Slots per tile of the diversity passes, every head: ``[8, H, 64]`` (16 KiB of bf16 at 16 heads)."""

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import torch
 
-from gct_stream_ros.cache.policies.fused_moves import TRITON
 from gct_stream_ros.cache.policies.token_pool import FREE
+from gct_stream_ros.optional_packages import TRITON
 
 MASS_BLOCK_KEYS = 128
 """Keys per tile of the attention mass."""

@@ -26,13 +26,10 @@ Used where ``available(keys)``; elsewhere ``TokenPool`` runs the torch ops, whic
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
-TRITON = importlib.util.find_spec("triton") is not None
-"""Triton is installed (the fused kernels here, ``fused_select.py``, the fused scorers' and the model's
-``qk_norm.py`` need it)."""
+from gct_stream_ros.optional_packages import TRITON
+
 BLOCK_SLOTS = 16
 EXPIRE_BLOCK = 4096
 """Cells (slot x head) per program of ``expire``."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from gct_stream_ros.cache.policies.fused_moves import TRITON
 from gct_stream_ros.cache.policies.token_pool import EXPIRED_PATCH, EXPIRED_SPECIAL, PATCH
+from gct_stream_ros.optional_packages import TRITON
 
 HEAD_DIM = 64
 """The head dim the kernels are written for: the model's."""

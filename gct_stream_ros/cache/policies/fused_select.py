@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import torch
 
-from gct_stream_ros.cache.policies.fused_moves import TRITON
+from gct_stream_ros.optional_packages import TRITON
 
 BLOCK = 2048
 """Values per program: ~53 blocks per row of a 108k-slot pool."""
