@@ -126,7 +126,6 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         self.budget_tokens = budget_tokens
         self.budget = budget
         self.evict_every = evict_every or policy.evict_every
-        self.steady_graph_keys = self.evict_every  # one per phase of the eviction's cycle
         self.device = torch.device(device)
         self.dtype = dtype
         self._on_cuda_in_half = self.device.type == "cuda" and dtype in HALF_DTYPES
@@ -173,6 +172,12 @@ class BudgetedKVCache(SizedCache, SteppedKVCache):
         """``torch.compile`` the merge of the fixed-shape steps' two partial attentions
         (``PoolAttention.compile_regions``)."""
         self._pool_attention.compile_regions(**options)
+
+    @property
+    def steady_graph_keys(self) -> int:
+        """One per step of the eviction's cycle: a step at which some layers evict and others not is a key of
+        its own."""
+        return self.evict_every
 
     def graph_key(self) -> tuple[object, ...] | None:
         """A key for a fixed-shape step in the steady state (a SKIP step, or a STORE step at which every
